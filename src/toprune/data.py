@@ -1,0 +1,99 @@
+"""GLUE tasks in the standard TSV layout, read through ``datasets`` (local folder first, the hub when online).
+
+The official TSVs carry quote characters as data: they are read with ``quoting=QUOTE_NONE`` (3), or rows are lost
+(QNLI dev would give 5,267 rows instead of 5,463). Missing values are not guessed (``keep_default_na=False``):
+a sentence that reads "null" stays "null".
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ToPruneError
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    name: str  # lower-case GLUE name: "mrpc", "sst2", ...
+    folder: str  # folder in the GLUE layout
+    text_columns: tuple[str, ...]
+    label_column: str
+    labels: tuple[str, ...] | None  # None: regression
+    metric: str  # the headline metric, GLUE's choice
+    dev_files: tuple[str, ...] = ("dev.tsv",)
+    header: tuple[str, ...] | None = None  # column names for files without a header row
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+
+GLUE_TASKS = {
+    t.name: t
+    for t in [
+        GlueTask("cola", "CoLA", ("sentence",), "label", ("0", "1"), "mcc",
+                 header=("source", "label", "original_label", "sentence")),
+        GlueTask("sst2", "SST-2", ("sentence",), "label", ("0", "1"), "accuracy"),
+        GlueTask("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), "f1"),
+        GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, "pearson"),
+        GlueTask("qqp", "QQP", ("question1", "question2"), "is_duplicate", ("0", "1"), "accuracy"),
+        GlueTask("mnli", "MNLI", ("sentence1", "sentence2"), "gold_label",
+                 ("contradiction", "entailment", "neutral"), "accuracy",
+                 dev_files=("dev_matched.tsv", "dev_mismatched.tsv")),
+        GlueTask("qnli", "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), "accuracy"),
+        GlueTask("rte", "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), "accuracy"),
+        GlueTask("wnli", "WNLI", ("sentence1", "sentence2"), "label", ("0", "1"), "accuracy"),
+    ]
+}
+_ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "mnli-m": "mnli", "mnli_matched": "mnli"}
+
+
+def glue_task(name: str) -> GlueTask:
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in GLUE_TASKS:
+        raise ToPruneError(f"unknown GLUE task {name!r}; choose one of {', '.join(sorted(GLUE_TASKS))}")
+    return GLUE_TASKS[key]
+
+
+def glue_file(data_dir: str | Path, task: GlueTask, split: str) -> Path:
+    """Path of a split ("train", "dev", "dev_mismatched", ...) in a GLUE folder, with a one-line error if absent."""
+    root = Path(data_dir)
+    if (root / "glue").is_dir() and not (root / task.folder).is_dir():
+        root = root / "glue"  # accept the shared data folder itself as well as its glue/ subfolder
+    name = task.dev_files[0] if split == "dev" else f"{split}.tsv"
+    path = root / task.folder / name
+    if not path.is_file():
+        raise ToPruneError(f"{task.name} {split} file not found: {path}")
+    return path
+
+
+def load_glue_split(data_dir: str | Path, task_name: str, split: str):
+    """A ``datasets.Dataset`` of one split with columns text_a[, text_b] and label (str, or float for STS-B)."""
+    import datasets
+
+    task = glue_task(task_name)
+    path = glue_file(data_dir, task, split)
+    read_options = dict(sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False, encoding="utf-8-sig")
+    if task.header:
+        read_options.update(header=None, names=list(task.header))
+        columns = list(task.header)
+    else:
+        with open(path, encoding="utf-8-sig") as f:
+            columns = f.readline().rstrip("\r\n").split("\t")
+    # every column as text: labels like "0"/"1" and ids stay strings, nothing is type-guessed
+    read_options["features"] = datasets.Features({c: datasets.Value("string") for c in columns})
+    try:
+        ds = datasets.load_dataset("csv", data_files={split: str(path)}, split=split, **read_options)
+    except Exception as exc:  # pandas/arrow parse errors come in many types; the user needs one line
+        raise ToPruneError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    missing = [c for c in (*task.text_columns, task.label_column) if c not in ds.column_names]
+    if missing:
+        raise ToPruneError(f"{path} lacks column(s) {', '.join(missing)}")
+    rename = {c: f"text_{'ab'[i]}" for i, c in enumerate(task.text_columns)}
+    rename[task.label_column] = "label"
+    ds = ds.select_columns(list(rename)).rename_columns(rename)
+    if task.is_regression:
+        ds = ds.map(lambda row: {"label": float(row["label"])})
+    return ds

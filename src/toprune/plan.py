@@ -1,0 +1,157 @@
+"""The pruning plan: which rank positions survive at each pruning layer, saved beside the HF weights.
+
+A plan is what inference needs and nothing more: for every layer that prunes, the K rank bins that are kept
+(bin 0 = the best-scored tokens). Because masks act on *relative* rank positions, one plan serves every sequence
+length: an example with m prunable survivors keeps the ranks r < m whose bin floor(r * K / m) is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ToPruneError
+
+PLAN_FILENAME = "toprune_plan.json"
+FORMAT_VERSION = 1
+
+
+def default_pruning_layers(num_layers: int) -> list[int]:
+    """Layers whose input is pruned by default: from about L/6 on (2.. for 12 layers, 1.. for 6), never layer 0."""
+    first = max(1, round(num_layers / 6))
+    return list(range(first, num_layers))
+
+
+def kept_count(kept_bins: list[bool], m: int) -> int:
+    """How many of m ranked candidates survive a layer with these kept bins."""
+    k = len(kept_bins)
+    return sum(1 for r in range(m) if kept_bins[(r * k) // m])
+
+
+@dataclass
+class PruningPlan:
+    """Per pruning layer, the kept rank bins. Layers absent from ``kept_bins`` do not prune."""
+
+    num_layers: int
+    num_bins: int
+    kept_bins: dict[int, list[bool]] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.kept_bins = {int(k): [bool(b) for b in v] for k, v in self.kept_bins.items()}
+        self.validate()
+
+    # -- constructors -------------------------------------------------------------------------------------------
+    @classmethod
+    def keep_all(cls, num_layers: int) -> "PruningPlan":
+        return cls(num_layers=num_layers, num_bins=1, kept_bins={})
+
+    @classmethod
+    def from_keep_ratios(cls, num_layers: int, ratios: dict[int, float], num_bins: int = 100) -> "PruningPlan":
+        """A monotone plan: at layer l keep the top ``ratios[l]`` of the survivors (resolution 1/num_bins)."""
+        kept = {}
+        for layer, ratio in ratios.items():
+            if not 0.0 <= ratio <= 1.0:
+                raise ToPruneError(f"keep ratio for layer {layer} must be in [0, 1], got {ratio}")
+            n_keep = round(ratio * num_bins)
+            if n_keep < num_bins:
+                kept[layer] = [b < n_keep for b in range(num_bins)]
+        return cls(num_layers=num_layers, num_bins=num_bins, kept_bins=kept)
+
+    @classmethod
+    def from_masks(cls, num_layers: int, pruning_layers: list[int], kept, gate_on, meta=None) -> "PruningPlan":
+        """From deterministic gate masks (``HardConcreteGates.deterministic()``): layers whose gate is off vanish."""
+        kept_bins = {
+            layer: [bool(b) for b in kept[p].tolist()]
+            for p, layer in enumerate(pruning_layers)
+            if bool(gate_on[p]) and not bool(kept[p].all())
+        }
+        return cls(num_layers=num_layers, num_bins=int(kept.shape[1]), kept_bins=kept_bins, meta=dict(meta or {}))
+
+    # -- queries ------------------------------------------------------------------------------------------------
+    def prunes(self, layer: int) -> bool:
+        return layer in self.kept_bins
+
+    def keep_ratio(self, layer: int) -> float:
+        """Fraction of bins kept at ``layer`` (1.0 where it does not prune): the keep ratio for long inputs."""
+        bins = self.kept_bins.get(layer)
+        return 1.0 if bins is None else sum(bins) / len(bins)
+
+    def token_counts(self, seq_len: int) -> list[int]:
+        """Tokens entering each layer's attention for one example of ``seq_len`` real tokens (CLS included)."""
+        counts, n = [], seq_len
+        for layer in range(self.num_layers):
+            if layer in self.kept_bins and n > 1:
+                n = 1 + kept_count(self.kept_bins[layer], n - 1)
+            counts.append(n)
+        return counts
+
+    # -- (de)serialisation --------------------------------------------------------------------------------------
+    def validate(self, num_layers: int | None = None) -> None:
+        if num_layers is not None and num_layers != self.num_layers:
+            raise ToPruneError(f"pruning plan is for {self.num_layers} layers but the model has {num_layers}")
+        if self.num_layers < 1 or self.num_bins < 1:
+            raise ToPruneError("pruning plan needs num_layers >= 1 and num_bins >= 1")
+        for layer, bins in self.kept_bins.items():
+            if not 1 <= layer < self.num_layers:
+                raise ToPruneError(f"pruning plan prunes layer {layer}; valid layers are 1..{self.num_layers - 1}")
+            if len(bins) != self.num_bins:
+                raise ToPruneError(f"pruning plan layer {layer} has {len(bins)} bins, expected {self.num_bins}")
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "num_layers": self.num_layers,
+            "num_bins": self.num_bins,
+            "kept_bins": {str(k): "".join("1" if b else "0" for b in v) for k, v in sorted(self.kept_bins.items())},
+            "keep_ratio_per_layer": [round(self.keep_ratio(layer), 4) for layer in range(self.num_layers)],
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PruningPlan":
+        try:
+            if data.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"unsupported format_version {data.get('format_version')!r}")
+            kept = {}
+            for k, v in data["kept_bins"].items():
+                if not isinstance(v, str) or set(v) - {"0", "1"}:
+                    raise ValueError(f"kept_bins[{k}] must be a string of 0/1")
+                kept[int(k)] = [c == "1" for c in v]
+            return cls(int(data["num_layers"]), int(data["num_bins"]), kept, dict(data.get("meta", {})))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ToPruneError(f"invalid pruning plan: {exc}") from None
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / PLAN_FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        tmp.replace(path)  # atomic: a killed run never leaves half a plan
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path, num_layers: int | None = None) -> "PruningPlan":
+        path = Path(folder) / PLAN_FILENAME
+        if not path.is_file():
+            raise ToPruneError(f"no pruning plan in {folder} (expected {PLAN_FILENAME})")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ToPruneError(f"corrupt pruning plan {path}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ToPruneError(f"corrupt pruning plan {path}: not a JSON object")
+        plan = cls.from_dict(data)
+        plan.validate(num_layers)
+        return plan
+
+    def describe(self) -> str:
+        ratios = ", ".join(f"L{layer}:{self.keep_ratio(layer):.2f}" for layer in range(self.num_layers))
+        return f"PruningPlan({self.num_layers} layers, K={self.num_bins}; keep ratio per layer {ratios})"
+
+
+def long_input_keep_fraction(plan: PruningPlan) -> float:
+    """Cumulative keep fraction at the last layer for long inputs (a quick summary number)."""
+    return math.prod(plan.keep_ratio(layer) for layer in range(plan.num_layers))

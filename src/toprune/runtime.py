@@ -1,0 +1,224 @@
+"""The pruned encoder runtime: patch a loaded HF model so its encoder removes tokens layer by layer.
+
+``apply_pruning(model, plan)`` swaps the encoder's ``forward`` for ours (on the instance, ToMe style) and adds a
+pre-hook on the base model that captures the 2-D padding mask; ``remove_pruning(model)`` undoes both. Weights,
+state-dict keys, embeddings and task heads are untouched, so the model stays a normal HF model (``save_pretrained``,
+classification and QA heads, losses all work).
+
+Two paths:
+* **gather** (inference, default): at each pruning layer the survivors are gathered, so later layers really run on
+  fewer tokens. Each example keeps its own count; the batch is re-padded only to its longest survivor list. The drop
+  happens between the attention and the FFN of the previous layer (the scores come from that attention), so the
+  FFN already runs on the survivors. Dropped tokens' states are stashed and scattered back at their original
+  positions at the end: token-level heads see a full-length sequence in the original order.
+* **soft** (training): nothing is removed; hidden states entering pruning layer l are scaled by
+  keep_j = 1 - (1 - z_bin(j)) * g (METHOD.md §4), tokens whose keep is 0 leave the attention (as they would at
+  inference), and the output of a token at its death is its post-attention state, as in the gather path.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions as EncoderOutput
+
+from .adapters import BlockParts, base_model, block_parts, find_encoder
+from .errors import ToPruneError
+from .plan import PruningPlan
+from .scoring import rank_bins, self_attention, token_scores
+
+
+@dataclass
+class SoftMasks:
+    """Sampled (or deterministic) mask values for the soft path: bins (P, K) and gates (P,) of ``layers``."""
+
+    layers: list[int]
+    bins: torch.Tensor
+    gates: torch.Tensor
+
+
+@dataclass
+class ForwardRecord:
+    """What the last forward saw, for losses and FLOPs: per-layer scores, keep values, token counts."""
+
+    scores: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, N) scores from its attention
+    keep: dict[int, torch.Tensor] = field(default_factory=dict)  # soft path: pruning layer -> (B, N) keep values
+    attn_counts: torch.Tensor | None = None  # gather path: (B, L) tokens entering each layer, per example
+    computed_lengths: list[int] = field(default_factory=list)  # gather path: padded length run at each layer
+
+
+class PruningState:
+    """Everything the patched encoder needs; a plain object (not a Module), so it never enters the state dict."""
+
+    def __init__(self, parts: list[BlockParts], plan: PruningPlan) -> None:
+        self.parts = parts
+        self.plan = plan
+        self.score_layers: set[int] = set()  # extra layers whose scores are recorded (ranking distillation)
+        self.force_scoring = False  # score at pruning layers even when nothing is dropped (to measure its cost)
+        self.record = False  # record token counts per layer (FLOPs of real batches)
+        self.soft_masks: SoftMasks | None = None
+        self.input_mask: torch.Tensor | None = None
+        self.last: ForwardRecord | None = None
+        self.handles: list = []
+        self.set_plan(plan)
+
+    def set_plan(self, plan: PruningPlan) -> None:
+        plan.validate(len(self.parts))
+        self.plan = plan
+        # layer -> bool table of K+1 entries; entry K (non-candidates: padding, already pruned) is False
+        self.tables = {
+            layer: torch.tensor(bins + [False], dtype=torch.bool) for layer, bins in plan.kept_bins.items()
+        }
+
+
+def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor, training: bool) -> torch.Tensor:
+    bsz, seq, dim = hidden.shape
+    record = ForwardRecord()
+    positions = torch.arange(seq, device=hidden.device).expand(bsz, seq)
+    key_mask = None if bool(valid.all()) else valid
+    stash = None
+    counts = []
+    for i, parts in enumerate(state.parts):
+        table = state.tables.get(i + 1)
+        prune_next = table is not None
+        need = prune_next or i in state.score_layers or (state.force_scoring and (i + 1) < len(state.parts))
+        context, probs = self_attention(parts, hidden, key_mask, need, training)
+        hidden = parts.attn_output(context, hidden)
+        if state.record:
+            counts.append(valid.sum(dim=1))
+            record.computed_lengths.append(hidden.shape[1])
+        scores = token_scores(probs, key_mask) if need else None
+        if i in state.score_layers:
+            record.scores[i] = scores
+        if prune_next:
+            candidates = valid.clone()
+            candidates[:, 0] = False  # CLS is never scored nor pruned
+            keep = table.to(hidden.device)[rank_bins(scores, candidates, table.numel() - 1)]
+            keep[:, 0] = True
+            if stash is None:
+                stash = hidden.new_zeros(bsz, seq + 1, dim)  # slot `seq` is a sink for padding writes
+            dropped_at = torch.where(valid & ~keep, positions, seq)
+            stash.scatter_(1, dropped_at.unsqueeze(-1).expand(-1, -1, dim), hidden)
+            n_keep = keep.sum(dim=1)
+            new_len = int(n_keep.max())
+            # kept tokens first, in their original order (stable sort), then cut to the longest survivor list
+            order = keep.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :new_len]
+            hidden = hidden.gather(1, order.unsqueeze(-1).expand(-1, -1, dim))
+            positions = positions.gather(1, order)
+            valid = torch.arange(new_len, device=hidden.device).expand(bsz, new_len) < n_keep.unsqueeze(1)
+            key_mask = None if bool((n_keep == new_len).all()) else valid
+        hidden = parts.ffn(hidden)
+    if state.record:
+        record.attn_counts = torch.stack(counts, dim=1)
+    state.last = record
+    if stash is None:
+        return hidden
+    stash.scatter_(1, torch.where(valid, positions, seq).unsqueeze(-1).expand(-1, -1, dim), hidden)
+    return stash[:, :seq]
+
+
+def _soft_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor, training: bool) -> torch.Tensor:
+    masks = state.soft_masks
+    index_of = {layer: p for p, layer in enumerate(masks.layers)}
+    record = ForwardRecord()
+    alive = valid
+    is_cls = torch.zeros_like(valid)
+    is_cls[:, 0] = True
+    frozen = None
+    for i, parts in enumerate(state.parts):
+        p = index_of.get(i + 1)
+        need = p is not None or i in state.score_layers
+        key_mask = None if bool(alive.all()) else alive
+        context, probs = self_attention(parts, hidden, key_mask, need, training)
+        after_attn = parts.attn_output(context, hidden)
+        scores = token_scores(probs, alive) if need else None
+        if i in state.score_layers:
+            record.scores[i] = scores
+        hidden = parts.ffn(after_attn)
+        if p is None:
+            continue
+        candidates = alive & ~is_cls
+        num_bins = masks.bins.shape[1]
+        bins = rank_bins(scores.detach(), candidates, num_bins).clamp(max=num_bins - 1)
+        keep = 1.0 - (1.0 - masks.bins[p][bins]) * masks.gates[p]
+        keep = torch.where(candidates, keep, is_cls.to(keep.dtype))
+        dying = alive & (keep <= 0)
+        if frozen is None:
+            frozen = torch.zeros_like(after_attn)
+        frozen = torch.where(dying.unsqueeze(-1), after_attn, frozen)
+        hidden = hidden * keep.unsqueeze(-1).to(hidden.dtype)
+        alive = keep > 0
+        record.keep[i + 1] = keep
+    state.last = record
+    return hidden if frozen is None else torch.where(alive.unsqueeze(-1), hidden, frozen)
+
+
+def _pruned_encoder_forward(self, hidden_states=None, *args, **kwargs):
+    """Replaces the encoder's forward; extra HF arguments (4-D masks, caches, flags) are not needed and ignored."""
+    state: PruningState = self._toprune_state
+    if hidden_states is None:
+        hidden_states = kwargs.get("x")
+    bsz, seq, _ = hidden_states.shape
+    mask = state.input_mask
+    if mask is None:
+        valid = torch.ones(bsz, seq, dtype=torch.bool, device=hidden_states.device)
+    elif mask.shape != (bsz, seq):
+        raise ToPruneError(f"attention_mask of shape {tuple(mask.shape)} does not match input of shape {(bsz, seq)}")
+    else:
+        valid = mask.to(device=hidden_states.device, dtype=torch.bool)
+    training = self.training
+    if state.soft_masks is not None:
+        out = _soft_forward(state, hidden_states, valid, training)
+    else:
+        out = _gather_forward(state, hidden_states, valid, training)
+    # the richest public encoder output class: base models read optional fields (e.g. ``cache``) from it
+    return EncoderOutput(last_hidden_state=out)
+
+
+def _make_mask_hook(state: PruningState, forward) -> callable:
+    signature = inspect.signature(forward)
+
+    def capture(module, args, kwargs):
+        bound = signature.bind_partial(*args, **kwargs).arguments
+        state.input_mask = bound.get("attention_mask")
+
+    return capture
+
+
+def apply_pruning(model: nn.Module, plan: PruningPlan | None = None) -> PruningState:
+    """Patch ``model`` in place to run with token pruning; returns its :class:`PruningState`.
+
+    Calling it again replaces the plan. ``plan=None`` keeps every token (the model then computes exactly what
+    the unmodified HF model computes, with SDPA attention).
+    """
+    encoder = find_encoder(model)
+    parts = block_parts(model)
+    plan = plan or PruningPlan.keep_all(len(parts))
+    state = getattr(encoder, "_toprune_state", None)
+    if state is not None:
+        state.set_plan(plan)
+        return state
+    state = PruningState(parts, plan)
+    base = base_model(model)
+    state.handles.append(base.register_forward_pre_hook(_make_mask_hook(state, base.forward), with_kwargs=True))
+    encoder._toprune_state = state
+    encoder.forward = _pruned_encoder_forward.__get__(encoder)
+    return state
+
+
+def remove_pruning(model: nn.Module) -> None:
+    """Undo :func:`apply_pruning`: the model is the plain HF model again."""
+    encoder = find_encoder(model)
+    state = encoder.__dict__.pop("_toprune_state", None)
+    if state is None:
+        return
+    for handle in state.handles:
+        handle.remove()
+    encoder.__dict__.pop("forward", None)
+
+
+def pruning_state(model: nn.Module) -> PruningState | None:
+    return getattr(find_encoder(model), "_toprune_state", None)

@@ -1,0 +1,72 @@
+"""Attention core and token importance (METHOD.md §2).
+
+The importance of token j at layer l is the attention it *receives*, averaged over all heads and over the valid
+query rows (real tokens not yet pruned). Averaging over valid rows only is our choice [ours]: the authors include
+padding rows, so their ranking changes with the padded length; ours does not, and is the same at training and
+inference time.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .adapters import BlockParts
+
+
+def self_attention(
+    parts: BlockParts,
+    hidden: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    need_probs: bool,
+    training: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-head self-attention context of ``hidden`` (B, n, d); probabilities only when asked for.
+
+    ``key_mask`` is a bool (B, n) tensor of keys that may be attended (None: all). Without ``need_probs`` this is
+    SDPA, the same kernel the dense Hugging Face baseline uses; with it, an explicit softmax whose probabilities
+    are returned for scoring.
+    """
+    bsz, n, _ = hidden.shape
+    heads = parts.num_heads
+    q = parts.query(hidden).view(bsz, n, heads, -1).transpose(1, 2)
+    k = parts.key(hidden).view(bsz, n, heads, -1).transpose(1, 2)
+    v = parts.value(hidden).view(bsz, n, heads, -1).transpose(1, 2)
+    dropout = parts.attn_dropout if training else 0.0
+    mask4d = None if key_mask is None else key_mask[:, None, None, :]
+    if need_probs:
+        logits = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+        if mask4d is not None:
+            logits = logits.masked_fill(~mask4d, torch.finfo(logits.dtype).min)
+        probs = logits.softmax(dim=-1)
+        context = torch.matmul(F.dropout(probs, dropout, training) if dropout else probs, v)
+    else:
+        probs = None
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask4d, dropout_p=dropout)
+    return context.transpose(1, 2).reshape(bsz, n, -1), probs
+
+
+def token_scores(probs: torch.Tensor, query_mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention received by each key, mean over heads and valid query rows: (B, H, n, n) -> (B, n)."""
+    if query_mask is None:
+        return probs.mean(dim=(1, 2))
+    rows = query_mask.to(probs.dtype)
+    received = torch.einsum("bhqk,bq->bk", probs, rows)
+    return received / (probs.shape[1] * rows.sum(dim=1, keepdim=True).clamp(min=1.0))
+
+
+def rank_bins(scores: torch.Tensor, candidates: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """Rank bin of every candidate token, batched (METHOD.md §4).
+
+    Candidates are the prunable survivors (not CLS, not padding, not yet pruned). Bin 0 holds the best-scored
+    tokens: a candidate of rank r among m candidates falls in bin floor(r * K / m). Non-candidates get bin K
+    (out of range on purpose, so callers can index a K+1 table whose last entry means "not a candidate").
+    """
+    bsz, n = scores.shape
+    masked = scores.masked_fill(~candidates, float("-inf"))
+    order = masked.argsort(dim=1, descending=True, stable=True)
+    positions = torch.arange(n, device=scores.device).expand(bsz, n)
+    ranks = torch.empty_like(order).scatter_(1, order, positions)
+    count = candidates.sum(dim=1, keepdim=True).clamp(min=1)
+    bins = torch.div(ranks * num_bins, count, rounding_mode="floor")
+    return torch.where(candidates, bins, torch.full_like(bins, num_bins))

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny random encoders of every supported family, and the real MiniLM."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+import toprune
+
+DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+TINY = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, vocab_size=120)
+FAMILIES = {
+    "bert": lambda: transformers.BertConfig(**TINY, max_position_embeddings=520),
+    "roberta": lambda: transformers.RobertaConfig(**TINY, max_position_embeddings=520, pad_token_id=1),
+    "electra": lambda: transformers.ElectraConfig(**TINY, embedding_size=16, max_position_embeddings=520),
+    "xlm-roberta": lambda: transformers.XLMRobertaConfig(**TINY, max_position_embeddings=520, pad_token_id=1),
+    "distilbert": lambda: transformers.DistilBertConfig(
+        dim=32, n_layers=4, n_heads=4, hidden_dim=64, vocab_size=120, max_position_embeddings=520
+    ),
+}
+
+
+def tiny_model(family: str = "bert", head: str = "AutoModelForSequenceClassification", seed: int = 0):
+    torch.manual_seed(seed)
+    config = FAMILIES[family]()
+    config.num_labels = 3
+    model = getattr(transformers, head).from_config(config, attn_implementation="sdpa")
+    return model.eval()
+
+
+def random_batch(lengths, vocab=120, seed=0, pad_id=0):
+    """Token ids (first token plays CLS) right-padded to the longest length, with the matching mask."""
+    gen = torch.Generator().manual_seed(seed)
+    n = max(lengths)
+    ids = torch.randint(5, vocab, (len(lengths), n), generator=gen)
+    mask = torch.zeros(len(lengths), n, dtype=torch.long)
+    for b, length in enumerate(lengths):
+        mask[b, :length] = 1
+    ids = ids.masked_fill(mask == 0, pad_id)
+    ids[:, 0] = 2
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@functools.lru_cache(maxsize=1)
+def _minilm():
+    return toprune.load_model("minilm", num_labels=2), toprune.load_tokenizer("minilm")
+
+
+@pytest.fixture()
+def minilm():
+    """The real pretrained MiniLM-L6-H384 (random classifier head), freshly unpatched for each test."""
+    model, tokenizer = _minilm()
+    toprune.remove_pruning(model)
+    return model, tokenizer
+
+
+@pytest.fixture()
+def data_dir():
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"real data not found at {DATA_DIR} (expected ../shared/data beside the repo)")
+    return DATA_DIR
+
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Token pruning removes unimportant tokens layer by layer, so later layers run on shorter sequences.",
+    "Short.",
+    "ToP learns which rank positions to keep under a FLOPs budget set by the user, and distils the ranking of "
+    "the final layer of a fine-tuned teacher into the early layers of the student.",
+]

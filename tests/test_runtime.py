@@ -1,0 +1,143 @@
+"""The pruned encoder against the unmodified HF model, across families, paths and heads."""
+
+import pytest
+import torch
+
+import toprune
+from toprune import PruningPlan, SoftMasks, apply_pruning, pruning_state, remove_pruning
+
+from .conftest import FAMILIES, SENTENCES, random_batch, tiny_model
+
+LENGTHS = [9, 3, 17, 1, 12]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_keep_all_equals_unmodified_model(family):
+    model = tiny_model(family)
+    batch = random_batch(LENGTHS, pad_id=model.config.pad_token_id or 0)
+    with torch.no_grad():
+        reference = model(**batch).logits
+        apply_pruning(model)
+        patched = model(**batch).logits
+        pruning_state(model).force_scoring = True  # explicit-softmax attention at every scoring layer
+        scored = model(**batch).logits
+    assert (reference - patched).abs().max() <= 1e-5
+    assert (reference - scored).abs().max() <= 1e-5
+
+
+def test_keep_all_equals_unmodified_minilm(minilm):
+    model, tokenizer = minilm
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        reference = model(**batch).logits
+        apply_pruning(model).force_scoring = True
+        patched = model(**batch).logits
+    assert (reference - patched).abs().max() <= 1e-5
+
+
+def test_remove_pruning_restores_plain_model():
+    model = tiny_model()
+    batch = random_batch(LENGTHS)
+    with torch.no_grad():
+        reference = model(**batch).logits
+        apply_pruning(model, PruningPlan.from_keep_ratios(4, {1: 0.3, 2: 0.3}))
+        assert (model(**batch).logits - reference).abs().max() > 1e-4
+        remove_pruning(model)
+        assert torch.equal(model(**batch).logits, reference)
+    assert pruning_state(model) is None
+    assert not any("toprune" in key for key in model.state_dict())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_batched_equals_one_by_one_and_counts_follow_plan(family):
+    model = tiny_model(family)
+    plan = PruningPlan.from_keep_ratios(4, {1: 0.6, 2: 0.5, 3: 0.7}, num_bins=10)
+    state = apply_pruning(model, plan)
+    state.record = True
+    pad = model.config.pad_token_id or 0
+    batch = random_batch(LENGTHS, pad_id=pad)
+    with torch.no_grad():
+        batched = model(**batch).logits
+        counts = state.last.attn_counts
+        for b, length in enumerate(LENGTHS):
+            single = {k: v[b : b + 1, :length] for k, v in batch.items()}
+            assert (model(**single).logits - batched[b]).abs().max() <= 1e-4
+            assert counts[b].tolist() == plan.token_counts(length)
+
+
+def test_tokens_really_removed_sequence_gets_shorter(minilm):
+    model, tokenizer = minilm
+    state = apply_pruning(model, PruningPlan.from_keep_ratios(6, {layer: 0.5 for layer in range(2, 6)}))
+    state.record = True
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch, output_hidden_states=False)
+    lengths = state.last.computed_lengths
+    assert lengths[0] == lengths[1] == batch["input_ids"].shape[1]
+    assert all(a > b for a, b in zip(lengths[1:5], lengths[2:6]))
+    assert out.logits.shape == (len(SENTENCES), 2)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_soft_path_with_binary_masks_equals_gather_path_and_restores_positions(family):
+    """Deterministic masks in the training path (nothing removed) give the same full-length output as the
+    inference path (tokens gathered, then scattered back): so restored states sit at their original positions."""
+    model = tiny_model(family, head="AutoModelForTokenClassification")
+    layers, num_bins = [1, 2, 3], 4
+    kept = torch.tensor([[1, 1, 0, 1], [1, 0, 1, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    plan = PruningPlan.from_masks(4, layers, kept, torch.ones(3, dtype=torch.bool))
+    state = apply_pruning(model, plan)
+    batch = random_batch(LENGTHS, seed=3)
+    valid = batch["attention_mask"].bool()
+    with torch.no_grad():
+        gathered = model(**batch).logits
+        state.soft_masks = SoftMasks(layers, kept.float(), torch.ones(3))
+        soft = model(**batch).logits
+    assert (gathered - soft)[valid].abs().max() <= 1e-4
+    assert gathered.shape[:2] == batch["input_ids"].shape
+
+
+def test_qa_head_sees_full_length_sequence(minilm):
+    import transformers
+
+    model = transformers.BertForQuestionAnswering.from_pretrained(
+        toprune.resolve_model("minilm"), attn_implementation="sdpa"
+    ).eval()
+    tokenizer = minilm[1]
+    apply_pruning(model, PruningPlan.from_keep_ratios(6, {2: 0.4, 4: 0.4}))
+    batch = tokenizer(["Who prunes tokens?"] * 2, SENTENCES[:2], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.start_logits.shape == batch["input_ids"].shape
+    assert torch.isfinite(out.start_logits).all()
+
+
+def test_soft_path_is_differentiable_in_mask_values():
+    model = tiny_model()
+    state = apply_pruning(model)
+    bins = torch.full((2, 4), 0.5, requires_grad=True)
+    gates = torch.ones(2, requires_grad=True)
+    state.soft_masks = SoftMasks([2, 3], bins, gates)
+    state.score_layers = {0, 1}
+    out = model(**random_batch(LENGTHS)).logits
+    out.square().sum().backward()
+    assert bins.grad is not None and bins.grad.abs().sum() > 0
+    assert gates.grad is not None
+    assert set(state.last.scores) == {0, 1} and set(state.last.keep) == {2, 3}
+
+
+def test_single_token_survivor():
+    """A layer keeping nothing but CLS, and an input of CLS alone."""
+    model = tiny_model()
+    state = apply_pruning(model, PruningPlan.from_keep_ratios(4, {1: 0.0}))
+    state.record = True
+    with torch.no_grad():
+        out = model(**random_batch([7, 1])).logits
+    assert torch.isfinite(out).all()
+    assert state.last.attn_counts.tolist() == [[7, 1, 1, 1], [1, 1, 1, 1]]
+    assert state.last.computed_lengths == [7, 1, 1, 1]
+
+
+def test_mismatched_plan_is_rejected():
+    with pytest.raises(toprune.ToPruneError, match="12 layers but the model has 4"):
+        apply_pruning(tiny_model(), PruningPlan.from_keep_ratios(12, {3: 0.5}))
