@@ -53,11 +53,14 @@ def dense_macs(dims: EncoderDims, seq_len):
     return encoder_macs(dims, [seq_len] * dims.num_layers)
 
 
-def expected_relative_macs(dims: EncoderDims, keep_ratios: torch.Tensor, pruning_layers, lengths: torch.Tensor):
-    """Expected pruned MACs / dense unpadded MACs, averaged over examples; differentiable in ``keep_ratios``.
+def expected_relative_macs(
+    dims: EncoderDims, keep_ratios: torch.Tensor, pruning_layers, lengths: torch.Tensor, reference_lengths=None
+):
+    """Expected pruned MACs / dense MACs, averaged over examples; differentiable in ``keep_ratios``.
 
     ``keep_ratios`` (P,) are the expected keep ratios of the pruning layers; an example of N real tokens has
-    (N - 1) * R_l + 1 tokens at layer l, with R_l the cumulative product of the ratios up to l.
+    (N - 1) * R_l + 1 tokens at layer l, with R_l the cumulative product of the ratios up to l. The dense reference
+    is each example at its own length (unpadded, the default) or ``reference_lengths`` (e.g. a padded max length).
     """
     lengths = lengths.to(keep_ratios.dtype)
     cumulative = torch.ones((), dtype=keep_ratios.dtype, device=keep_ratios.device)
@@ -67,7 +70,8 @@ def expected_relative_macs(dims: EncoderDims, keep_ratios: torch.Tensor, pruning
         if layer in ratio_of_layer:
             cumulative = cumulative * ratio_of_layer[layer]
         counts.append((lengths - 1.0) * cumulative + 1.0)
-    return (encoder_macs(dims, counts) / dense_macs(dims, lengths)).mean()
+    reference = lengths if reference_lengths is None else torch.as_tensor(reference_lengths, dtype=lengths.dtype)
+    return (encoder_macs(dims, counts) / dense_macs(dims, reference)).mean()
 
 
 @dataclass
@@ -131,3 +135,27 @@ def count_flops(fn, *args, **kwargs) -> tuple[int, dict]:
         fn(*args, **kwargs)
     per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     return counter.get_total_flops(), per_module
+
+
+def parse_target(text: str) -> float:
+    """A FLOPs target as relative MACs (pruned / dense): "2.5x" is a 2.5x reduction, "0.6" a sparsity of 60%."""
+    from .errors import ToPruneError
+
+    try:
+        if text.strip().lower().endswith("x"):
+            factor = float(text.strip()[:-1])
+            if factor < 1.0:
+                raise ValueError
+            return 1.0 / factor
+        sparsity = float(text)
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError
+        return 1.0 - sparsity
+    except ValueError:
+        raise ToPruneError(f"bad FLOPs target {text!r}: give a reduction like 2.5x or a sparsity in [0, 1)") from None
+
+
+def min_relative_macs(dims: EncoderDims, pruning_layers, lengths: torch.Tensor, reference_lengths=None) -> float:
+    """The smallest relative MACs reachable when every pruning layer keeps only CLS (dense layers cap savings)."""
+    zeros = torch.zeros(len(pruning_layers), dtype=torch.float64)
+    return float(expected_relative_macs(dims, zeros, pruning_layers, lengths.double(), reference_lengths))

@@ -1,0 +1,276 @@
+"""The ToP pruning run (METHOD.md §1, §3, §5, §6): from a fine-tuned dense teacher to a pruned model at a FLOPs target.
+
+Loss = logit distillation from the teacher (T^2 KL at temperature T; MSE on labels for regression)
+     + ranking distillation (teacher's final-layer top-k into early student score layers, weight decaying)
+     + Lagrangian lambda1 (s - t) + lambda2 (s - t)^2 on the expected FLOPs sparsity s, target t ramped up.
+Weights, gate logits and multipliers have their own learning rates; the multipliers do gradient *ascent*.
+Every ``eval_every`` steps the deterministic plan is evaluated on dev with its real FLOPs measured on the inference
+path; the best checkpoint whose measured reduction meets the target is kept (checked at every evaluation).
+A run is checkpointed every ``save_every`` steps and ``resume=True`` continues it to the same result.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from .errors import ToPruneError
+from .flops import EncoderDims, expected_relative_macs, min_relative_macs, parse_target
+from .gates import HardConcreteGates
+from .plan import PruningPlan, default_pruning_layers
+from .pretrained import load_model, load_tokenizer, save_pruned
+from .ranking import ranking_distillation_loss, ranking_labels
+from .runtime import SoftMasks, apply_pruning
+from .train import TaskData, evaluate, make_loader, prepare_glue, seed_everything
+
+
+@dataclass
+class PruneConfig:
+    teacher: str  # folder of the fine-tuned dense model (also the student's initialisation)
+    task: str
+    data_dir: str
+    output_dir: str
+    target: str = "2x"  # a FLOPs reduction ("2.5x") or a sparsity ("0.6")
+    convention: str = "unpadded"  # or "padded": against the dense model padded to padded_length
+    padded_length: int = 128
+    epochs: float = 4.0
+    warmup_epochs: float = 2.0  # target sparsity ramps linearly over this
+    batch_size: int = 32
+    lr: float = 5e-5
+    gate_lr: float = 0.05
+    lambda_lr: float = 0.05
+    num_bins: int = 20
+    topk: int = 10
+    rank_alpha: float = 1e-2
+    temperature: float = 2.0
+    pruning_layers: list[int] | None = None
+    rank_layers: list[int] | None = None
+    ranking: bool = True  # ablation: ranking distillation off
+    layer_gates: bool = True  # ablation: fine masks only
+    monotone: bool = False  # keep the top fraction instead of free bins
+    eval_every: int = 50
+    save_every: int = 50
+    max_train_samples: int | None = None
+    max_length: int = 128
+    seed: int = 57
+    resume: bool = False
+    max_steps: int | None = None  # stop early (tests); the schedule still spans ``epochs``
+    extra: dict = field(default_factory=dict)
+
+
+def _defaults(cfg: PruneConfig, num_layers: int) -> tuple[list[int], list[int]]:
+    layers = cfg.pruning_layers or default_pruning_layers(num_layers)
+    first = layers[0]
+    rank = cfg.rank_layers or list(range(first - 1, first - 1 + max(1, round(num_layers / 4))))
+    return layers, rank
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels, regression: bool, temperature: float):
+    if regression:
+        return F.mse_loss(student.squeeze(-1), labels.float())
+    t = temperature
+    return t * t * F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
+                            reduction="batchmean")
+
+
+def lagrangian(expected_sparsity: torch.Tensor, target: float, lambdas: torch.Tensor) -> torch.Tensor:
+    gap = expected_sparsity - target
+    return lambdas[0] * gap + lambdas[1] * gap * gap
+
+
+class ToPRun:
+    """One pruning run; ``run()`` trains, evaluates, checkpoints, and returns the kept checkpoint's numbers."""
+
+    def __init__(self, cfg: PruneConfig, log=print) -> None:
+        self.cfg, self.log = cfg, log
+        self.out = Path(cfg.output_dir)
+        seed_everything(cfg.seed)
+        self.tokenizer = load_tokenizer(cfg.teacher)
+        self.data: TaskData = prepare_glue(self.tokenizer, cfg.task, cfg.data_dir, cfg.max_length,
+                                           cfg.max_train_samples, cfg.seed)
+        self.teacher = load_model(cfg.teacher)
+        self.student = load_model(cfg.teacher)
+        self._check_teacher()
+        config = self.student.config
+        self.dims = EncoderDims.from_config(config)
+        self.layers, self.rank_layers = _defaults(cfg, config.num_hidden_layers)
+        self.target_rel = parse_target(cfg.target)
+        self._check_reachable()
+        self.teacher_state = apply_pruning(self.teacher)
+        self.teacher_state.score_layers = {config.num_hidden_layers - 1}
+        self.state = apply_pruning(self.student)
+        self.state.score_layers = set(self.rank_layers) if cfg.ranking else set()
+        self.gates = HardConcreteGates(len(self.layers), cfg.num_bins, monotone=cfg.monotone,
+                                       use_layer_gates=cfg.layer_gates)
+        self.lambdas = torch.nn.Parameter(torch.zeros(2))
+        for name, param in self.student.named_parameters():  # embeddings frozen, as the authors do
+            param.requires_grad_("embeddings" not in name)
+        self.steps_per_epoch = -(-len(self.data.train) // cfg.batch_size)
+        self.total_steps = int(self.steps_per_epoch * cfg.epochs)
+        self.warmup_steps = max(1, int(self.steps_per_epoch * cfg.warmup_epochs))
+        self.opt = torch.optim.AdamW([p for p in self.student.parameters() if p.requires_grad], lr=cfg.lr)
+        self.schedule = get_linear_schedule_with_warmup(self.opt, 0, self.total_steps)
+        self.gate_opt = torch.optim.AdamW(self.gates.parameters(), lr=cfg.gate_lr, weight_decay=0.0)
+        self.lambda_opt = torch.optim.AdamW([self.lambdas], lr=cfg.lambda_lr, weight_decay=0.0)
+        self.sampler = torch.Generator().manual_seed(cfg.seed)
+        self.step, self.best, self.step_seconds = 0, None, []
+
+    # -- checks (one-line errors) -------------------------------------------------------------------------------
+    def _check_teacher(self) -> None:
+        if self.teacher.config.num_labels != self.data.num_labels:
+            raise ToPruneError(f"teacher {self.cfg.teacher} has {self.teacher.config.num_labels} labels but task "
+                               f"{self.data.name} has {self.data.num_labels}: fine-tune a teacher on this task first")
+        if Path(self.cfg.teacher, "toprune_plan.json").exists():
+            raise ToPruneError(f"teacher {self.cfg.teacher} is already pruned: start from the dense teacher")
+
+    def _check_reachable(self) -> None:
+        lengths = torch.tensor([len(x) for x in self.data.train["input_ids"]])
+        reference = self.cfg.padded_length if self.cfg.convention == "padded" else None
+        self.reference = reference
+        floor = min_relative_macs(self.dims, self.layers, lengths, reference)
+        if self.target_rel <= floor:
+            raise ToPruneError(f"unreachable target {self.cfg.target} ({self.cfg.convention}): with layers before "
+                               f"{self.layers[0]} dense, at most {1 / floor:.2f}x is possible on this data")
+
+    # -- training -----------------------------------------------------------------------------------------------
+    def train_step(self, batch: dict) -> dict:
+        cfg = self.cfg
+        labels = batch.pop("labels")
+        started = time.perf_counter()
+        self.student.train()
+        bins, gates = self.gates.sample(self.sampler)
+        self.state.soft_masks = SoftMasks(self.layers, bins, gates)
+        logits = self.student(**batch).logits
+        with torch.no_grad():
+            teacher_logits = self.teacher(**batch).logits
+        loss_task = distillation_loss(logits, teacher_logits, labels, self.data.labels is None, cfg.temperature)
+        progress = min(1.0, self.step / self.warmup_steps)
+        loss_rank = torch.zeros(())
+        if cfg.ranking:
+            valid = batch["attention_mask"].bool()
+            targets = ranking_labels(self.teacher_state.last.scores[self.dims.num_layers - 1], valid, cfg.topk)
+            loss_rank = sum(ranking_distillation_loss(self.state.last.scores[layer], targets, cfg.topk)
+                            for layer in self.rank_layers)
+            loss_rank = cfg.rank_alpha * max(0.01, 1.0 - progress) * loss_rank
+        lengths = batch["attention_mask"].sum(dim=1)
+        rel = expected_relative_macs(self.dims, self.gates.expected_keep_ratios(), self.layers, lengths,
+                                     self.reference)
+        target_sparsity = (1.0 - self.target_rel) * progress
+        loss_lag = lagrangian(1.0 - rel, target_sparsity, self.lambdas)
+        loss = loss_task + loss_rank + loss_lag
+        for opt in (self.opt, self.gate_opt, self.lambda_opt):
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.lambdas.grad.neg_()  # gradient ascent on the multipliers
+        torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
+        for opt in (self.opt, self.gate_opt, self.lambda_opt):
+            opt.step()
+        self.schedule.step()
+        self.gates.clamp_()
+        self.step_seconds.append(time.perf_counter() - started)
+        return {"loss": loss.item(), "task": loss_task.item(), "rank": float(loss_rank), "lag": loss_lag.item(),
+                "expected_sparsity": 1.0 - rel.item(), "target_sparsity": target_sparsity,
+                "lambda1": self.lambdas[0].item(), "lambda2": self.lambdas[1].item()}
+
+    def current_plan(self) -> PruningPlan:
+        kept, on = self.gates.deterministic()
+        return PruningPlan.from_masks(self.dims.num_layers, self.layers, kept, on)
+
+    def evaluate(self) -> dict:
+        plan = self.current_plan()
+        self.state.set_plan(plan)
+        loader = make_loader(self.data.dev, self.tokenizer, 64, False)
+        result = evaluate(self.student, loader, self.data, self.cfg.padded_length)
+        key = "flops_reduction_padded" if self.cfg.convention == "padded" else "flops_reduction_unpadded"
+        result["meets_target"] = result[key] >= 1.0 / self.target_rel
+        result["keep_ratio_per_layer"] = [round(plan.keep_ratio(layer), 3) for layer in range(self.dims.num_layers)]
+        if result["meets_target"] and (self.best is None or result["metric"] > self.best["metric"]):
+            self.best = dict(result, step=self.step)
+            plan.meta = {"task": self.data.name, "target": self.cfg.target, "convention": self.cfg.convention,
+                         "step": self.step, "dev_metric": result["metric"],
+                         "flops_reduction_unpadded": result["flops_reduction_unpadded"],
+                         "flops_reduction_padded": result["flops_reduction_padded"]}
+            save_pruned(self.student, self.out / "best", self.tokenizer)
+        return result
+
+    # -- checkpoints --------------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        blob = {"step": self.step, "student": self.student.state_dict(), "gates": self.gates.state_dict(),
+                "lambdas": self.lambdas.detach().clone(), "opt": self.opt.state_dict(),
+                "gate_opt": self.gate_opt.state_dict(), "lambda_opt": self.lambda_opt.state_dict(),
+                "schedule": self.schedule.state_dict(), "sampler": self.sampler.get_state(),
+                "rng": torch.get_rng_state(), "best": self.best, "config": asdict(self.cfg)}
+        tmp = self.out / "checkpoint.pt.tmp"
+        torch.save(blob, tmp)
+        tmp.replace(self.out / "checkpoint.pt")  # atomic: a kill mid-save keeps the previous checkpoint
+
+    def load_checkpoint(self) -> None:
+        blob = torch.load(self.out / "checkpoint.pt", weights_only=False)
+        self.step, self.best = blob["step"], blob["best"]
+        self.student.load_state_dict(blob["student"])
+        self.gates.load_state_dict(blob["gates"])
+        with torch.no_grad():
+            self.lambdas.copy_(blob["lambdas"])
+        for name in ("opt", "gate_opt", "lambda_opt", "schedule"):
+            getattr(self, name).load_state_dict(blob[name])
+        self.sampler.set_state(blob["sampler"])
+        torch.set_rng_state(blob["rng"])
+        self._trim_log()
+
+    def _trim_log(self) -> None:
+        """Drop log lines written after the checkpoint: the resumed run writes them again, identically."""
+        path = self.out / "metrics.jsonl"
+        if path.exists():
+            lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= self.step]
+            path.write_text("".join(l + "\n" for l in lines))
+
+    def _log_line(self, record: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def run(self) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.cfg.resume and (self.out / "checkpoint.pt").exists():
+            self.load_checkpoint()
+            self.log(f"resumed from step {self.step}")
+        elif (self.out / "metrics.jsonl").exists():
+            (self.out / "metrics.jsonl").unlink()
+        last = min(self.total_steps, self.cfg.max_steps or self.total_steps)
+        bar = tqdm(total=last, initial=self.step, desc=f"ToP {self.data.name} -> {self.cfg.target}")
+        while self.step < last:
+            epoch, skip = divmod(self.step, self.steps_per_epoch)
+            loader = make_loader(self.data.train, self.tokenizer, self.cfg.batch_size, True, self.cfg.seed, epoch)
+            for batch in itertools.islice(loader, skip, None):
+                stats = self.train_step(batch)
+                self.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", sparsity=f"{stats['expected_sparsity']:.2f}",
+                                target=f"{stats['target_sparsity']:.2f}", lam1=f"{stats['lambda1']:.2f}")
+                if self.step % self.cfg.eval_every == 0 or self.step == last:
+                    result = self.evaluate()
+                    self._log_line({"step": self.step, **stats, **{f"dev_{k}": v for k, v in result.items()}})
+                if self.step % self.cfg.save_every == 0 or self.step == last:
+                    self.save_checkpoint()
+                if self.step >= last:
+                    break
+        bar.close()
+        summary = {"task": self.data.name, "target": self.cfg.target, "convention": self.cfg.convention,
+                   "steps": self.step, "best": self.best, "train_examples": len(self.data.train),
+                   "mean_step_ms": 1000 * sum(self.step_seconds) / max(1, len(self.step_seconds)),
+                   "config": asdict(self.cfg)}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        if self.best is None:
+            self.log("no evaluated checkpoint met the target: train longer or relax the target")
+        else:
+            self.log(f"kept step {self.best['step']}: {self.data.metric} {self.best['metric']:.2f}, FLOPs reduction "
+                     f"{self.best['flops_reduction_unpadded']:.2f}x unpadded / "
+                     f"{self.best['flops_reduction_padded']:.2f}x padded to {self.cfg.padded_length}")
+        return summary

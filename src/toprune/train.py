@@ -1,0 +1,148 @@
+"""Shared training pieces: task data -> tokenised loaders, evaluation (metric + measured FLOPs), teacher fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
+
+from .data import glue_task, load_glue_split
+from .flops import EncoderDims, FlopsReport, batch_flops
+from .metrics import glue_metrics
+from .pretrained import load_model, load_tokenizer, save_pruned
+from .runtime import pruning_state
+
+
+@dataclass
+class TaskData:
+    name: str
+    metric: str  # headline metric name
+    labels: tuple[str, ...] | None  # None: regression
+    train: object  # tokenised datasets.Dataset
+    dev: object
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def tokenise(dataset, tokenizer, labels, max_length: int):
+    label_id = None if labels is None else {name: i for i, name in enumerate(labels)}
+
+    def encode(rows):
+        pairs = [rows["text_a"]] + ([rows["text_b"]] if "text_b" in rows else [])
+        out = tokenizer(*pairs, truncation=True, max_length=max_length)
+        out["labels"] = rows["label"] if label_id is None else [label_id[str(x)] for x in rows["label"]]
+        return out
+
+    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenising")
+
+
+def prepare_glue(tokenizer, task_name: str, data_dir, max_length: int = 128, max_train_samples: int | None = None,
+                 seed: int = 57) -> TaskData:
+    task = glue_task(task_name)
+    train = load_glue_split(data_dir, task.name, "train")
+    if max_train_samples and max_train_samples < len(train):
+        train = train.shuffle(seed=seed).select(range(max_train_samples))
+    dev = load_glue_split(data_dir, task.name, "dev")
+    return TaskData(task.name, task.metric, task.labels, tokenise(train, tokenizer, task.labels, max_length),
+                    tokenise(dev, tokenizer, task.labels, max_length))
+
+
+def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0) -> DataLoader:
+    """Dynamic padding; the shuffle order depends only on (seed, epoch), so a resumed run sees the same batches."""
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=DataCollatorWithPadding(tokenizer))
+
+
+def predictions_of(logits: torch.Tensor, regression: bool) -> torch.Tensor:
+    return logits.squeeze(-1) if regression else logits.argmax(-1)
+
+
+@torch.no_grad()
+def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: bool = False) -> dict:
+    """Dev metrics (0-100) and, for a pruned model, the FLOPs of its inference path on these very inputs."""
+    model.eval()
+    state = pruning_state(model)
+    if state is not None:
+        state.record, soft = True, state.soft_masks
+        state.soft_masks = None
+    dims = EncoderDims.from_config(model.config)
+    preds, golds, flops = [], [], None
+    device = next(model.parameters()).device
+    for batch in tqdm(loader, desc="evaluating", leave=False, disable=not progress):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        logits = model(**batch).logits
+        preds.append(predictions_of(logits, task.labels is None).float().cpu())
+        golds.append(labels.float().cpu())
+        if state is not None:
+            part = batch_flops(dims, state.last.attn_counts.cpu(), padded_length)
+            flops = part if flops is None else flops + part
+    if state is not None:
+        state.record, state.soft_masks = False, soft
+    out = glue_metrics(task.metric, torch.cat(preds).numpy(), torch.cat(golds).numpy())
+    out["metric"] = out[task.metric]
+    if flops is not None:
+        out["flops_reduction_unpadded"] = flops.reduction_unpadded
+        out["flops_reduction_padded"] = flops.reduction_padded
+    return out
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    if regression:
+        return torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+    return torch.nn.functional.cross_entropy(logits, labels)
+
+
+def finetune_teacher(model_name: str, task_name: str, data_dir, output_dir, epochs: float = 3, lr: float = 5e-5,
+                     batch_size: int = 32, max_length: int = 128, max_train_samples: int | None = None,
+                     seed: int = 57, log=print) -> dict:
+    """Standard dense fine-tuning; the final model (no selection on dev) is saved as an HF folder."""
+    seed_everything(seed)
+    tokenizer = load_tokenizer(model_name)
+    data = prepare_glue(tokenizer, task_name, data_dir, max_length, max_train_samples, seed)
+    model = load_model(model_name, num_labels=data.num_labels)
+    model.config.id2label = {i: name for i, name in enumerate(data.labels or ("score",))}
+    model.config.label2id = {name: i for i, name in model.config.id2label.items()}
+    steps_per_epoch = -(-len(data.train) // batch_size)
+    total = int(steps_per_epoch * epochs)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(0.06 * total), total)
+    step, epoch = 0, 0
+    bar = tqdm(total=total, desc=f"fine-tuning {data.name}")
+    while step < total:
+        model.train()
+        for batch in make_loader(data.train, tokenizer, batch_size, True, seed, epoch):
+            labels = batch.pop("labels")
+            loss = task_loss(model(**batch).logits, labels, data.labels is None)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step(), schedule.step(), optimizer.zero_grad()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step >= total:
+                break
+        epoch += 1
+    bar.close()
+    result = evaluate(model, make_loader(data.dev, tokenizer, 64, False), data)
+    result.update(task=data.name, steps=step, epochs=epochs, lr=lr, train_examples=len(data.train), seed=seed)
+    save_pruned(model, output_dir, tokenizer)
+    Path(output_dir, "toprune_teacher.json").write_text(json.dumps(result, indent=1) + "\n")
+    log(f"teacher {data.name}: {data.metric} {result['metric']:.2f} on dev ({len(data.dev)} examples)")
+    return result

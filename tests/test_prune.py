@@ -1,0 +1,94 @@
+"""The ToP run: loss pieces, one-line errors, and a killed run that resumes to the same result."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import transformers
+
+import toprune
+from toprune.prune import PruneConfig, ToPRun, distillation_loss, lagrangian
+
+
+def test_lagrangian_multipliers_grow_while_constraint_violated_and_push_sparsity_up():
+    lambdas = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([lambdas], lr=0.1)
+    sparsity = torch.tensor(0.1, requires_grad=True)
+    for _ in range(5):
+        opt.zero_grad()
+        lagrangian(sparsity, 0.5, lambdas).backward()
+        lambdas.grad.neg_()  # ascent, as in the run
+        opt.step()
+    assert lambdas[0] < 0 and lambdas[1] > 0  # both terms grew in the direction that penalises the violation
+    sparsity.grad = None
+    lagrangian(sparsity, 0.5, lambdas.detach()).backward()
+    assert sparsity.grad < 0  # descent on the model side increases the sparsity
+
+
+def test_distillation_loss():
+    teacher = torch.tensor([[2.0, -1.0], [0.5, 0.2]])
+    assert distillation_loss(teacher, teacher, None, False, 2.0).abs() < 1e-6
+    assert distillation_loss(-teacher, teacher, None, False, 2.0) > 0
+    reg = distillation_loss(torch.tensor([[1.0], [3.0]]), None, torch.tensor([2.0, 3.0]), True, 2.0)
+    assert reg == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory):
+    """A tiny random BERT with the real MiniLM vocabulary and tokenizer, so runs take seconds."""
+    folder = tmp_path_factory.mktemp("teacher")
+    tokenizer = toprune.load_tokenizer("minilm")
+    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4,
+                                     num_attention_heads=4, intermediate_size=64, num_labels=2)
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def _config(teacher, data_dir, out, **kw):
+    base = dict(teacher=teacher, task="mrpc", data_dir=str(data_dir / "glue"), output_dir=str(out), target="1.5x",
+                epochs=2, warmup_epochs=1, batch_size=16, max_train_samples=64, eval_every=4, save_every=2,
+                max_length=64, num_bins=5, topk=4)
+    base.update(kw)
+    return PruneConfig(**base)
+
+
+def test_unreachable_target_and_teacher_mismatch(tiny_teacher, data_dir, tmp_path):
+    with pytest.raises(toprune.ToPruneError, match="unreachable target 50x"):
+        ToPRun(_config(tiny_teacher, data_dir, tmp_path, target="50x"))
+    with pytest.raises(toprune.ToPruneError, match="has 2 labels but task stsb has 1"):
+        ToPRun(_config(tiny_teacher, data_dir, tmp_path, task="stsb"))
+
+
+def test_killed_run_resumes_to_the_same_result(tiny_teacher, data_dir, tmp_path):
+    full = ToPRun(_config(tiny_teacher, data_dir, tmp_path / "full"), log=lambda *_: None).run()
+    # the same run in a subprocess, killed (SIGKILL) once its first checkpoint exists
+    out = tmp_path / "killed"
+    code = (f"import torch; from toprune.prune import PruneConfig, ToPRun; import time\n"
+            f"cfg = PruneConfig(**{json.dumps(_config(tiny_teacher, data_dir, out).__dict__)})\n"
+            f"run = ToPRun(cfg)\n"
+            f"orig = run.train_step\n"
+            f"def slow(batch):\n    time.sleep(0.5)\n    return orig(batch)\n"
+            f"run.train_step = slow\nrun.run()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
+    resumed = ToPRun(_config(tiny_teacher, data_dir, out, resume=True), log=lambda *_: None).run()
+    assert resumed["steps"] == full["steps"] == 8
+    log_full = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    log_resumed = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log_full] == [r["step"] for r in log_resumed]
+    for a, b in zip(log_full, log_resumed):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+        assert a["dev_metric"] == pytest.approx(b["dev_metric"])
+        assert a["dev_keep_ratio_per_layer"] == b["dev_keep_ratio_per_layer"]

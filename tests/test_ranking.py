@@ -1,0 +1,225 @@
+"""Ranking distillation (METHOD.md §3): teacher top-k labels and the LambdaLoss ARP2 pairwise loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from toprune.ranking import ranking_distillation_loss, ranking_labels
+
+
+def _valid(lengths, n=None):
+    n = n or max(lengths)
+    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def _reference_loss(student, labels, k):
+    """Brute force, pure Python: double loop over pairs, math.log/exp only."""
+    s, y = student.tolist(), labels.tolist()
+    total = 0.0
+    for s_row, y_row in zip(s, y):
+        row = 0.0
+        for a in range(len(y_row)):
+            for c in range(len(y_row)):
+                if y_row[a] > y_row[c] > 0:
+                    row += (y_row[a] - y_row[c]) * math.log2(1.0 + math.exp(-(s_row[a] - s_row[c])))
+        total += row / k**2
+    return total / len(s)
+
+
+def _random_case(seed, lengths, k, n=None):
+    gen = torch.Generator().manual_seed(seed)
+    valid = _valid(lengths, n)
+    teacher = torch.rand(valid.shape, generator=gen)
+    student = torch.randn(valid.shape, generator=gen, dtype=torch.float64).float() * 2
+    return teacher, valid, ranking_labels(teacher, valid, k), student
+
+
+# ---------------------------------------------------------------- labels
+
+
+def test_labels_hand_example():
+    teacher = torch.tensor([[9.0, 0.1, 0.7, 0.3, 0.9, 0.5]])
+    labels = ranking_labels(teacher, torch.ones(1, 6, dtype=torch.bool), k=3)
+    # CLS (9.0) is skipped; best candidates 0.9 (pos 4) -> 3, 0.7 (pos 2) -> 2, 0.5 (pos 5) -> 1.
+    assert labels.tolist() == [[0.0, 0.0, 2.0, 0.0, 3.0, 1.0]]
+
+
+def test_labels_dtype_shape_and_grades_per_row():
+    teacher, valid, labels, _ = _random_case(0, [12, 9, 15], k=5)
+    assert labels.shape == teacher.shape and labels.dtype == torch.float32
+    for row in labels:
+        assert sorted(row[row > 0].tolist()) == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_labels_follow_teacher_order():
+    teacher, valid, labels, _ = _random_case(1, [20, 14], k=6)
+    for b in range(2):
+        graded = (labels[b] > 0).nonzero().flatten()
+        by_label = graded[labels[b, graded].argsort(descending=True)]
+        by_teacher = graded[teacher[b, graded].argsort(descending=True)]
+        assert by_label.tolist() == by_teacher.tolist()
+        # every ungraded candidate scores below the worst graded one
+        rest = valid[b].clone()
+        rest[0] = False
+        rest[graded] = False
+        assert (teacher[b, rest] < teacher[b, graded].min()).all()
+
+
+def test_labels_never_on_cls():
+    teacher = torch.tensor([[100.0, 1.0, 2.0, 3.0], [100.0, 3.0, 2.0, 1.0]])
+    labels = ranking_labels(teacher, torch.ones(2, 4, dtype=torch.bool), k=3)
+    assert (labels[:, 0] == 0).all()
+    assert labels.tolist() == [[0.0, 1.0, 2.0, 3.0], [0.0, 3.0, 2.0, 1.0]]
+
+
+def test_labels_never_on_padding():
+    teacher = torch.tensor([[0.0, 0.2, 0.1, 50.0, 60.0]])  # huge scores on padding
+    labels = ranking_labels(teacher, _valid([3], n=5), k=2)
+    assert labels.tolist() == [[0.0, 2.0, 1.0, 0.0, 0.0]]
+
+
+def test_labels_fewer_candidates_than_k_keep_top_grades():
+    teacher = torch.tensor([[5.0, 0.2, 0.9, 0.4, 0.0, 0.0], [5.0, 0.3, 0.0, 0.0, 0.0, 0.0]])
+    labels = ranking_labels(teacher, _valid([4, 2], n=6), k=5)
+    # 3 candidates: grades 5, 4, 3; 1 candidate: grade 5 (the best always gets k).
+    assert labels.tolist() == [[0.0, 3.0, 5.0, 4.0, 0.0, 0.0], [0.0, 5.0, 0.0, 0.0, 0.0, 0.0]]
+
+
+def test_labels_k_larger_than_sequence():
+    teacher = torch.tensor([[1.0, 0.5, 0.7]])
+    labels = ranking_labels(teacher, torch.ones(1, 3, dtype=torch.bool), k=10)
+    assert labels.tolist() == [[0.0, 9.0, 10.0]]
+
+
+def test_labels_cls_only_example_is_all_zero():
+    teacher = torch.rand(2, 4)
+    labels = ranking_labels(teacher, _valid([1, 4]), k=2)
+    assert (labels[0] == 0).all() and (labels[1] > 0).sum() == 2
+
+
+def test_labels_candidate_scored_minus_inf_is_still_graded():
+    teacher = torch.tensor([[0.0, float("-inf"), 0.3, 9.0]])
+    labels = ranking_labels(teacher, _valid([3], n=4), k=3)
+    assert labels.tolist() == [[0.0, 2.0, 3.0, 0.0]]
+
+
+def test_labels_carry_no_gradient():
+    teacher = torch.rand(2, 6, requires_grad=True)
+    labels = ranking_labels(teacher, torch.ones(2, 6, dtype=torch.bool), k=3)
+    assert not labels.requires_grad and labels.grad_fn is None
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.0, True])
+def test_bad_k_rejected(k):
+    with pytest.raises(ValueError):
+        ranking_labels(torch.rand(1, 4), torch.ones(1, 4, dtype=torch.bool), k)
+    with pytest.raises(ValueError):
+        ranking_distillation_loss(torch.rand(1, 4), torch.zeros(1, 4), k)
+
+
+# ---------------------------------------------------------------- loss value
+
+
+@pytest.mark.parametrize(
+    "seed, lengths, k, n",
+    [
+        (0, [8], 3, None),
+        (1, [10, 6, 3], 4, None),
+        (2, [16, 16], 10, None),
+        (3, [5, 12, 9, 2], 6, 14),  # padding beyond the longest example, and a row with fewer candidates than k
+        (4, [30, 7], 20, None),
+        (5, [4, 4, 4], 1, None),  # k = 1: one labelled token, no pairs
+    ],
+)
+def test_loss_matches_brute_force_reference(seed, lengths, k, n):
+    _, _, labels, student = _random_case(seed, lengths, k, n)
+    got = ranking_distillation_loss(student, labels, k)
+    assert got.dim() == 0
+    assert got.item() == pytest.approx(_reference_loss(student, labels, k), abs=1e-5, rel=1e-5)
+
+
+def test_loss_ignores_scores_outside_labelled_list():
+    _, valid, labels, student = _random_case(6, [9, 12], k=4)
+    other = student.clone()
+    other[labels == 0] = torch.randn(int((labels == 0).sum())) * 100
+    assert torch.allclose(ranking_distillation_loss(student, labels, 4), ranking_distillation_loss(other, labels, 4))
+
+
+def test_loss_finite_with_infinite_scores_on_unlabelled_positions():
+    labels = torch.tensor([[0.0, 2.0, 1.0, 0.0]])
+    student = torch.tensor([[float("-inf"), 0.5, 0.1, float("inf")]], requires_grad=True)
+    loss = ranking_distillation_loss(student, labels, 2)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(student.grad).all()
+
+
+def test_loss_stable_for_huge_margins():
+    labels = torch.tensor([[0.0, 2.0, 1.0]])
+    wrong = ranking_distillation_loss(torch.tensor([[0.0, -1e4, 1e4]]), labels, 2)
+    right = ranking_distillation_loss(torch.tensor([[0.0, 1e4, -1e4]]), labels, 2)
+    assert wrong.item() == pytest.approx(2e4 / math.log(2) / 4)  # 1 * 2e4 / ln 2 / k^2
+    assert right.item() == 0.0
+
+
+def test_loss_zero_without_pairs():
+    assert ranking_distillation_loss(torch.randn(3, 5), torch.zeros(3, 5), 4).item() == 0.0
+
+
+def test_agreeing_student_beats_reversed_student():
+    teacher, valid, labels, _ = _random_case(7, [15, 11, 8], k=5)
+    agree = labels * 10.0  # same order as the teacher, margins of 10 between grades
+    reverse = -labels * 10.0
+    low = ranking_distillation_loss(agree, labels, 5)
+    high = ranking_distillation_loss(reverse, labels, 5)
+    assert low.item() < 1e-3 < high.item()
+    assert low < high
+
+
+def test_loss_decreases_as_margins_grow():
+    labels = torch.tensor([[0.0, 3.0, 2.0, 1.0, 0.0]])
+    losses = [ranking_distillation_loss(labels * m, labels, 3).item() for m in (0.0, 0.5, 1.0, 4.0)]
+    assert losses == sorted(losses, reverse=True)
+    # all student scores equal: every pair costs log2(2) = 1; gains 1+2+1 = 4, over k^2 = 9
+    assert losses[0] == pytest.approx(4 / 9)
+
+
+# ---------------------------------------------------------------- gradient
+
+
+def test_sgd_step_raises_top1_over_kth():
+    teacher, valid, labels, student = _random_case(8, [12, 10], k=4)
+    student.requires_grad_(True)
+    ranking_distillation_loss(student, labels, 4).backward()
+    for b in range(2):
+        top1 = int((labels[b] == 4).nonzero())
+        kth = int((labels[b] == 1).nonzero())
+        assert student.grad[b, top1] < 0 and student.grad[b, kth] > 0
+    with torch.no_grad():
+        stepped = student - 0.5 * student.grad
+    for b in range(2):
+        top1, kth = int((labels[b] == 4).nonzero()), int((labels[b] == 1).nonzero())
+        assert stepped[b, top1] - stepped[b, kth] > student[b, top1] - student[b, kth]
+
+
+def test_no_gradient_to_unlabelled_positions():
+    _, valid, labels, student = _random_case(9, [10, 7, 13], k=3)
+    student.requires_grad_(True)
+    ranking_distillation_loss(student, labels, 3).backward()
+    assert (student.grad[labels == 0] == 0).all()
+    assert (student.grad[labels > 0] != 0).any()
+
+
+def test_gradient_matches_finite_differences():
+    _, _, labels, student = _random_case(10, [7, 5], k=3)
+    student = student.double().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda s: ranking_distillation_loss(s, labels, 3), (student,))
+
+
+def test_batch_mean_over_examples():
+    _, _, labels, student = _random_case(11, [9, 6, 11], k=4)
+    whole = ranking_distillation_loss(student, labels, 4)
+    singles = [ranking_distillation_loss(student[b : b + 1], labels[b : b + 1], 4) for b in range(3)]
+    assert whole.item() == pytest.approx(sum(s.item() for s in singles) / 3, abs=1e-6)
