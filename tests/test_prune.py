@@ -71,15 +71,16 @@ def test_killed_run_resumes_to_the_same_result(tiny_teacher, data_dir, tmp_path)
     # the same run in a subprocess, killed (SIGKILL) once its first checkpoint exists
     out = tmp_path / "killed"
     code = (f"import torch; from toprune.prune import PruneConfig, ToPRun; import time\n"
-            f"cfg = PruneConfig(**{json.dumps(_config(tiny_teacher, data_dir, out).__dict__)})\n"
+            f"cfg = PruneConfig(**{_config(tiny_teacher, data_dir, out).__dict__!r})\n"
             f"run = ToPRun(cfg)\n"
             f"orig = run.train_step\n"
             f"def slow(batch):\n    time.sleep(0.5)\n    return orig(batch)\n"
             f"run.train_step = slow\nrun.run()\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()

@@ -120,3 +120,28 @@ def environment(threads: int) -> dict:
 
     return {"cpu": cpu, "threads": threads, "torch": torch.__version__, "transformers": transformers.__version__,
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def compare_latency(dense, pruned, tokenizer, texts_a, texts_b=None, batch_sizes=(1, 32), threads=2, repeats=5,
+                    onnx_dir: str | Path | None = None) -> dict:
+    """Dense HF (SDPA) vs pruned model, plus the dense ONNX Runtime row, on the same inputs and protocol.
+
+    Returns {"dense": {b: ms}, "pruned": {b: ms}, "dense_onnxruntime": {b: ms}, "timings": [...]}.
+    """
+    import tempfile
+
+    torch.set_num_threads(threads)
+    out = {"dense": {}, "pruned": {}, "dense_onnxruntime": {}, "timings": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        sample = make_batches(tokenizer, texts_a[:4], texts_b[:4] if texts_b else None, 4)[0]
+        onnx_path = export_dense_onnx(dense, sample, Path(onnx_dir or tmp) / "dense.onnx")
+        ort = ort_runner(onnx_path, threads, check_against=dense, check_batch=sample)
+        for bs in batch_sizes:
+            batches = make_batches(tokenizer, texts_a, texts_b, bs)
+            for key, name, run in [("dense_onnxruntime", "dense ONNX Runtime", ort),
+                                   ("dense", "dense HF eager (SDPA)", torch_runner(dense)),
+                                   ("pruned", "pruned (toprune)", torch_runner(pruned))]:
+                timing = time_batches(run, batches, name, repeats)
+                out[key][bs] = timing.ms_median
+                out["timings"].append(timing.as_dict())
+    return out

@@ -2,12 +2,11 @@
 
 The official TSVs carry quote characters as data: they are read with ``quoting=QUOTE_NONE`` (3), or rows are lost
 (QNLI dev would give 5,267 rows instead of 5,463). Missing values are not guessed (``keep_default_na=False``):
-a sentence that reads "null" stays "null".
+a sentence that reads "null" stays "null". The reading itself is :func:`toprune.userdata.read_table`'s.
 """
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,25 +68,18 @@ def glue_file(data_dir: str | Path, task: GlueTask, split: str) -> Path:
     return path
 
 
-def load_glue_split(data_dir: str | Path, task_name: str, split: str):
-    """A ``datasets.Dataset`` of one split with columns text_a[, text_b] and label (str, or float for STS-B)."""
-    import datasets
+def load_glue_split(data_dir: str | Path | None, task_name: str, split: str):
+    """A ``datasets.Dataset`` of one split with columns text_a[, text_b] and label (str, or float for STS-B).
+
+    ``data_dir=None`` reads the hub dataset (``nyu-mll/glue``), for machines that are online.
+    """
+    from .userdata import read_table
 
     task = glue_task(task_name)
+    if data_dir is None:
+        return _load_glue_from_hub(task, split)
     path = glue_file(data_dir, task, split)
-    read_options = dict(sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False, encoding="utf-8-sig")
-    if task.header:
-        read_options.update(header=None, names=list(task.header))
-        columns = list(task.header)
-    else:
-        with open(path, encoding="utf-8-sig") as f:
-            columns = f.readline().rstrip("\r\n").split("\t")
-    # every column as text: labels like "0"/"1" and ids stay strings, nothing is type-guessed
-    read_options["features"] = datasets.Features({c: datasets.Value("string") for c in columns})
-    try:
-        ds = datasets.load_dataset("csv", data_files={split: str(path)}, split=split, **read_options)
-    except Exception as exc:  # pandas/arrow parse errors come in many types; the user needs one line
-        raise ToPruneError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    ds = read_table(path, column_names=task.header)
     missing = [c for c in (*task.text_columns, task.label_column) if c not in ds.column_names]
     if missing:
         raise ToPruneError(f"{path} lacks column(s) {', '.join(missing)}")
@@ -97,3 +89,36 @@ def load_glue_split(data_dir: str | Path, task_name: str, split: str):
     if task.is_regression:
         ds = ds.map(lambda row: {"label": float(row["label"])})
     return ds
+
+
+def default_glue_dir() -> Path | None:
+    """``../shared/data/glue`` (from the working directory) when it exists, else None (the hub)."""
+    candidate = Path.cwd().parent / "shared" / "data" / "glue"
+    return candidate if candidate.is_dir() else None
+
+
+def _load_glue_from_hub(task: GlueTask, split: str):
+    import datasets
+
+    hub_split = {"dev": "validation_matched" if task.name == "mnli" else "validation",
+                 "dev_mismatched": "validation_mismatched"}.get(split, split)
+    try:
+        ds = datasets.load_dataset("nyu-mll/glue", task.name, split=hub_split)
+    except Exception as exc:  # offline, or the hub said no: the user needs to know what to pass instead
+        raise ToPruneError(f"no local GLUE folder given and the hub dataset nyu-mll/glue/{task.name} could not be "
+                           f"loaded ({str(exc).splitlines()[0][:120]}); pass --data-dir PATH/TO/glue") from None
+    names = {"sst2": ("sentence",), "cola": ("sentence",), "mrpc": ("sentence1", "sentence2"),
+             "stsb": ("sentence1", "sentence2"), "qqp": ("question1", "question2"),
+             "mnli": ("premise", "hypothesis"), "qnli": ("question", "sentence"),
+             "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2")}[task.name]
+    class_names = None if task.is_regression else ds.features["label"].names
+
+    def convert(row):
+        out = {f"text_{'ab'[i]}": row[c] for i, c in enumerate(names)}
+        if task.is_regression:
+            out["label"] = float(row["label"])
+        else:  # the TSV layout's label strings: "0"/"1" where GLUE's files use ids, else the class names
+            out["label"] = str(row["label"]) if task.labels == ("0", "1") else class_names[row["label"]]
+        return out
+
+    return ds.map(convert, remove_columns=ds.column_names)

@@ -92,6 +92,9 @@ class ToPRun:
     def __init__(self, cfg: PruneConfig, log=print) -> None:
         self.cfg, self.log = cfg, log
         self.out = Path(cfg.output_dir)
+        self.target_rel = parse_target(cfg.target)  # cheap checks first: fail before loading anything
+        if cfg.convention not in ("unpadded", "padded"):
+            raise ToPruneError(f"convention must be 'unpadded' or 'padded', got {cfg.convention!r}")
         seed_everything(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.teacher)
         self.data: TaskData = prepare_glue(self.tokenizer, cfg.task, cfg.data_dir, cfg.max_length,
@@ -102,7 +105,6 @@ class ToPRun:
         config = self.student.config
         self.dims = EncoderDims.from_config(config)
         self.layers, self.rank_layers = _defaults(cfg, config.num_hidden_layers)
-        self.target_rel = parse_target(cfg.target)
         self._check_reachable()
         self.teacher_state = apply_pruning(self.teacher)
         self.teacher_state.score_layers = {config.num_hidden_layers - 1}
@@ -176,7 +178,8 @@ class ToPRun:
         self.schedule.step()
         self.gates.clamp_()
         self.step_seconds.append(time.perf_counter() - started)
-        return {"loss": loss.item(), "task": loss_task.item(), "rank": float(loss_rank), "lag": loss_lag.item(),
+        loss, loss_task, loss_rank, loss_lag = (x.detach() for x in (loss, loss_task, loss_rank, loss_lag))
+        return {"loss": loss.item(), "task": loss_task.item(), "rank": loss_rank.item(), "lag": loss_lag.item(),
                 "expected_sparsity": 1.0 - rel.item(), "target_sparsity": target_sparsity,
                 "lambda1": self.lambdas[0].item(), "lambda2": self.lambdas[1].item()}
 

@@ -25,8 +25,9 @@ class TaskData:
     name: str
     metric: str  # headline metric name
     labels: tuple[str, ...] | None  # None: regression
-    train: object  # tokenised datasets.Dataset
+    train: object  # tokenised datasets.Dataset (None when only dev was asked for)
     dev: object
+    dev_raw: object = None  # the untokenised dev split (texts for latency benchmarks)
 
     @property
     def num_labels(self) -> int:
@@ -52,14 +53,17 @@ def tokenise(dataset, tokenizer, labels, max_length: int):
 
 
 def prepare_glue(tokenizer, task_name: str, data_dir, max_length: int = 128, max_train_samples: int | None = None,
-                 seed: int = 57) -> TaskData:
+                 seed: int = 57, dev_only: bool = False) -> TaskData:
     task = glue_task(task_name)
-    train = load_glue_split(data_dir, task.name, "train")
-    if max_train_samples and max_train_samples < len(train):
-        train = train.shuffle(seed=seed).select(range(max_train_samples))
+    train = None
+    if not dev_only:
+        train = load_glue_split(data_dir, task.name, "train")
+        if max_train_samples and max_train_samples < len(train):
+            train = train.shuffle(seed=seed).select(range(max_train_samples))
+        train = tokenise(train, tokenizer, task.labels, max_length)
     dev = load_glue_split(data_dir, task.name, "dev")
-    return TaskData(task.name, task.metric, task.labels, tokenise(train, tokenizer, task.labels, max_length),
-                    tokenise(dev, tokenizer, task.labels, max_length))
+    return TaskData(task.name, task.metric, task.labels, train, tokenise(dev, tokenizer, task.labels, max_length),
+                    dev)
 
 
 def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0) -> DataLoader:
@@ -74,7 +78,8 @@ def predictions_of(logits: torch.Tensor, regression: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: bool = False) -> dict:
+def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: bool = False,
+             return_kept: bool = False) -> dict:
     """Dev metrics (0-100) and, for a pruned model, the FLOPs of its inference path on these very inputs."""
     model.eval()
     state = pruning_state(model)
@@ -82,7 +87,7 @@ def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: 
         state.record, soft = True, state.soft_masks
         state.soft_masks = None
     dims = EncoderDims.from_config(model.config)
-    preds, golds, flops = [], [], None
+    preds, golds, flops, kept = [], [], None, []
     device = next(model.parameters()).device
     for batch in tqdm(loader, desc="evaluating", leave=False, disable=not progress):
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -91,8 +96,10 @@ def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: 
         preds.append(predictions_of(logits, task.labels is None).float().cpu())
         golds.append(labels.float().cpu())
         if state is not None:
-            part = batch_flops(dims, state.last.attn_counts.cpu(), padded_length)
+            counts = state.last.attn_counts.cpu()
+            part = batch_flops(dims, counts, padded_length)
             flops = part if flops is None else flops + part
+            kept.append(counts.float() / counts[:, :1].float())
     if state is not None:
         state.record, state.soft_masks = False, soft
     out = glue_metrics(task.metric, torch.cat(preds).numpy(), torch.cat(golds).numpy())
@@ -100,6 +107,10 @@ def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: 
     if flops is not None:
         out["flops_reduction_unpadded"] = flops.reduction_unpadded
         out["flops_reduction_padded"] = flops.reduction_padded
+        fractions = torch.cat(kept)  # (examples, layers): share of each example's tokens entering each layer
+        out["kept_fraction_per_layer"] = [round(float(x), 4) for x in fractions.mean(0)]
+        if return_kept:
+            out["kept_fractions"] = fractions
     return out
 
 

@@ -47,8 +47,8 @@ def load_user_data(train_file, validation_file, text_columns=None, label_column=
     Columns not given are inferred from the training file (see ``_infer_label_column``/``_infer_text_columns``).
     ``regression=None`` infers it: every training label numeric and more than 10 distinct values.
     """
-    train = _read(train_file)
-    validation = _read(validation_file)
+    train = read_table(train_file)
+    validation = read_table(validation_file)
 
     if label_column is None:
         label_column = _infer_label_column(train_file, train.column_names)
@@ -89,8 +89,11 @@ def load_user_data(train_file, validation_file, text_columns=None, label_column=
     return _build(train_texts, train_labels, regression), _build(val_texts, val_labels, regression), info
 
 
-def _read(path):
-    """The raw file as a ``datasets.Dataset``: CSV/TSV columns all strings, JSON Lines as typed by the JSON."""
+def read_table(path, column_names=None):
+    """The raw file as a ``datasets.Dataset``: CSV/TSV columns all strings, JSON Lines as typed by the JSON.
+
+    ``column_names`` is for CSV/TSV files without a header row (GLUE's CoLA): every line is then data.
+    """
     import datasets
     import pandas
 
@@ -107,8 +110,11 @@ def _read(path):
                 has_rows = any(line.strip() for line in f)
             else:
                 # the header as the reader will see it: tabs only for TSV, csv quoting for CSV
-                header = f.readline().rstrip("\r\n")
-                columns = header.split("\t") if fmt == "tsv" else next(csv.reader([header]), [])
+                if column_names:
+                    columns = list(column_names)
+                else:
+                    header = f.readline().rstrip("\r\n")
+                    columns = header.split("\t") if fmt == "tsv" else next(csv.reader([header]), [])
                 has_rows = any(line.strip() for line in f)
     except (OSError, UnicodeDecodeError) as exc:
         raise ToPruneError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
@@ -126,6 +132,8 @@ def _read(path):
                        features=datasets.Features({c: datasets.Value("string") for c in columns}))
         if fmt == "tsv":
             options.update(sep="\t", quoting=csv.QUOTE_NONE)  # quote characters in TSV text are data
+        if column_names:
+            options.update(header=None, names=list(column_names))
     try:
         with warnings.catch_warnings():
             # ...and with index_col=False it drops those fields with only a warning: make that an error

@@ -1,0 +1,155 @@
+"""``toprune``: fine-tune a teacher, prune it with ToP, evaluate, benchmark, or do it all (``demo``).
+
+Every user mistake ends in one line on stderr and exit code 2; nothing prints a traceback unless
+``TOPRUNE_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import ToPruneError
+
+EXAMPLES = {
+    "finetune": "toprune finetune --task mrpc --output runs/mrpc-teacher",
+    "prune": "toprune prune --teacher runs/mrpc-teacher --task mrpc --target 2x --output runs/mrpc-top",
+    "eval": "toprune eval runs/mrpc-top/best --task mrpc",
+    "bench": "toprune bench --dense runs/mrpc-teacher --pruned runs/mrpc-top/best --task mrpc --json",
+    "demo": "toprune demo            # MiniLM + MRPC: teacher -> prune -> eval -> bench, one table",
+}
+
+
+def _data_dir(args) -> str | None:
+    from .data import default_glue_dir
+
+    if args.data_dir:
+        if not Path(args.data_dir).is_dir():
+            raise ToPruneError(f"--data-dir {args.data_dir} is not a folder")
+        return args.data_dir
+    found = default_glue_dir()
+    return str(found) if found else None  # None: the hub dataset (fails with a one-line hint when offline)
+
+
+def _common(p: argparse.ArgumentParser, task_default: str | None = "mrpc") -> None:
+    p.add_argument("--task", default=task_default, required=task_default is None,
+                   help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli (default: %(default)s)")
+    p.add_argument("--data-dir", help="folder in the GLUE TSV layout (default: ../shared/data/glue if it exists, "
+                                      "else the hub dataset)")
+    p.add_argument("--max-length", type=int, default=128, help="truncation length (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=57)
+
+
+def _prune_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="2x", help="FLOPs reduction ('2.5x') or sparsity ('0.6'); default %(default)s")
+    p.add_argument("--convention", choices=["unpadded", "padded"], default="unpadded",
+                   help="what the target is measured against: the dense model on unpadded inputs (honest, default) "
+                        "or padded to --padded-length (the paper's convention)")
+    p.add_argument("--padded-length", type=int, default=128)
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--warmup-epochs", type=float, default=1.5, help="the target ramps up over these epochs")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--gate-lr", type=float, default=0.05)
+    p.add_argument("--bins", type=int, default=20, help="rank bins per pruning layer (K)")
+    p.add_argument("--topk", type=int, default=10, help="teacher's top-k tokens distilled into early layers")
+    p.add_argument("--no-ranking", action="store_true", help="ablation: ranking distillation off")
+    p.add_argument("--no-layer-gates", action="store_true", help="ablation: fine masks only")
+    p.add_argument("--monotone", action="store_true", help="keep the top fraction instead of free bins")
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="toprune", description=__doc__.splitlines()[0],
+                                     epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, help_text):
+        return sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("finetune", "fine-tune the dense teacher on a task")
+    _common(p)
+    p.add_argument("--model", default="minilm", help="'minilm' (packaged), a local HF folder or a hub id")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--output", required=True)
+
+    p = command("prune", "ToP pruning of a fine-tuned teacher to a FLOPs target")
+    _common(p)
+    p.add_argument("--teacher", required=True, help="fine-tuned dense model folder (from `toprune finetune`)")
+    p.add_argument("--output", required=True, help="run folder; the kept model is written to OUTPUT/best")
+    _prune_options(p)
+
+    p = command("eval", "dev metric, FLOPs reduction (both conventions) and tokens kept per layer")
+    p.add_argument("model", help="model folder (pruned or dense)")
+    _common(p)
+    p.add_argument("--padded-length", type=int, default=128)
+    p.add_argument("--json", action="store_true")
+
+    p = command("bench", "latency of dense vs pruned on real dev inputs (plus dense ONNX Runtime)")
+    _common(p)
+    p.add_argument("--dense", required=True)
+    p.add_argument("--pruned", required=True)
+    p.add_argument("--padded-length", type=int, default=128)
+    _bench_options(p)
+
+    p = command("demo", "the main job: teacher -> prune -> eval -> bench on the default model, one table")
+    _common(p)
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--workdir", default="runs/demo", help="kept between runs: a killed demo resumes")
+    _prune_options(p)
+    p.set_defaults(epochs=2.0, warmup_epochs=1.0)
+    p.add_argument("--teacher-epochs", type=float, default=2.0)
+    _bench_options(p)
+    return parser
+
+
+def _bench_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-sizes", default="1,32")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--examples", type=int, default=256, help="first N dev examples are timed")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+def run(args) -> int:
+    from . import commands
+    from .data import glue_task
+
+    if getattr(args, "task", None):
+        glue_task(args.task)  # fail on a typo before loading anything
+    handler = getattr(commands, f"cmd_{args.command}")
+    result = handler(args, _data_dir(args))
+    if getattr(args, "json", False) and result is not None:
+        print(json.dumps(result, indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ToPruneError as exc:
+        print(f"toprune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("toprune: interrupted (runs resume with --resume; the demo resumes by itself)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not a user mistake: still one line, with how to see the traceback
+        if os.environ.get("TOPRUNE_DEBUG"):
+            raise
+        print(f"toprune: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              f"(set TOPRUNE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

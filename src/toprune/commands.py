@@ -1,0 +1,190 @@
+"""What each ``toprune`` subcommand does (the parser is in cli.py); each returns its JSON-able result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import ToPruneError
+
+
+def _quiet() -> None:
+    import datasets
+    import transformers
+
+    import huggingface_hub
+
+    transformers.logging.set_verbosity_error()  # e.g. "classifier weights newly initialised" is expected here
+    huggingface_hub.utils.logging.set_verbosity_error()  # offline retries: our one-line error says it all
+    datasets.disable_progress_bars()
+
+
+def _task_dev(model_path: str, args, data_dir):
+    from .pretrained import load_tokenizer
+    from .train import make_loader, prepare_glue
+
+    tokenizer = load_tokenizer(model_path)
+    data = prepare_glue(tokenizer, args.task, data_dir, args.max_length, seed=args.seed, dev_only=True)
+    return tokenizer, data, make_loader(data.dev, tokenizer, 64, False)
+
+
+def cmd_finetune(args, data_dir):
+    from .train import finetune_teacher
+
+    _quiet()
+    return finetune_teacher(args.model, args.task, data_dir, args.output, epochs=args.epochs, lr=args.lr,
+                            max_length=args.max_length, max_train_samples=args.max_train_samples, seed=args.seed)
+
+
+def _prune_config(args, teacher: str, output: str, data_dir):
+    from .prune import PruneConfig
+
+    return PruneConfig(
+        teacher=teacher, task=args.task, data_dir=data_dir, output_dir=output, target=args.target,
+        convention=args.convention, padded_length=args.padded_length, epochs=args.epochs,
+        warmup_epochs=args.warmup_epochs, lr=args.lr, gate_lr=args.gate_lr, num_bins=args.bins, topk=args.topk,
+        ranking=not args.no_ranking, layer_gates=not args.no_layer_gates, monotone=args.monotone,
+        eval_every=args.eval_every, save_every=args.eval_every, max_train_samples=args.max_train_samples,
+        max_length=args.max_length, seed=args.seed, resume=args.resume)
+
+
+def cmd_prune(args, data_dir):
+    from .prune import ToPRun
+
+    _quiet()
+    summary = ToPRun(_prune_config(args, args.teacher, args.output, data_dir)).run()
+    if summary["best"] is None:
+        raise ToPruneError("no evaluated checkpoint met the target: train longer (--epochs) or relax --target")
+    return summary
+
+
+def cmd_eval(args, data_dir):
+    from .pretrained import load_model
+    from .runtime import apply_pruning, pruning_state
+    from .train import evaluate
+
+    _quiet()
+    tokenizer, data, loader = _task_dev(args.model, args, data_dir)
+    model = load_model(args.model)
+    if pruning_state(model) is None:
+        apply_pruning(model)  # keep-all: the dense model, measured the same way
+    result = evaluate(model, loader, data, args.padded_length, progress=True)
+    result = {"task": data.name, "metric_name": data.metric, **result}
+    if not args.json:
+        print(f"{data.name} dev ({len(data.dev)} examples): {data.metric} {result['metric']:.2f}")
+        print(f"FLOPs reduction: {result['flops_reduction_unpadded']:.2f}x vs dense unpadded, "
+              f"{result['flops_reduction_padded']:.2f}x vs dense padded to {args.padded_length}")
+        kept = ", ".join(f"L{i}:{x:.0%}" for i, x in enumerate(result["kept_fraction_per_layer"]))
+        print(f"tokens entering each layer (mean share of an example's tokens): {kept}")
+    return result
+
+
+def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None) -> dict:
+    from .benchmark import compare_latency
+    from .pretrained import load_model
+    from .runtime import apply_pruning, pruning_state
+    from .train import evaluate
+
+    tokenizer, data, loader = _task_dev(pruned_path, args, data_dir)
+    dense, pruned = load_model(dense_path), load_model(pruned_path)
+    if pruning_state(dense) is not None:
+        raise ToPruneError(f"--dense {dense_path} is a pruned model; give the dense teacher")
+    if pruning_state(pruned) is None:
+        raise ToPruneError(f"--pruned {pruned_path} has no toprune_plan.json")
+    pruned_eval = evaluate(pruned, loader, data, args.padded_length, progress=True)
+    if dense_metric is None:
+        dense_metric = evaluate(dense, loader, data)["metric"]
+    dev = data.dev_raw.select(range(min(args.examples, len(data.dev_raw))))
+    texts_b = list(dev["text_b"]) if "text_b" in dev.column_names else None
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    lat = compare_latency(dense, pruned, tokenizer, list(dev["text_a"]), texts_b, sizes, args.threads, args.repeats)
+    result = {
+        "task": data.name, "metric_name": data.metric,
+        "dense": {"metric": dense_metric, "flops_reduction_unpadded": 1.0, "flops_reduction_padded": 1.0},
+        "pruned": {"metric": pruned_eval["metric"],
+                   "flops_reduction_unpadded": pruned_eval["flops_reduction_unpadded"],
+                   "flops_reduction_padded": pruned_eval["flops_reduction_padded"],
+                   "kept_fraction_per_layer": pruned_eval["kept_fraction_per_layer"]},
+        "dense_onnxruntime": {f"latency_ms_b{b}": lat["dense_onnxruntime"][b] for b in sizes},
+        "protocol": {"threads": args.threads, "repeats": args.repeats, "examples_timed": len(dev),
+                     "padding": "dynamic (per batch)", "dense_attention": "sdpa", "statistic": "median of passes",
+                     "padded_length": args.padded_length},
+        "timings": lat["timings"],
+    }
+    for b in sizes:
+        result["dense"][f"latency_ms_b{b}"] = lat["dense"][b]
+        result["pruned"][f"latency_ms_b{b}"] = lat["pruned"][b]
+        result[f"speedup_b{b}"] = lat["dense"][b] / lat["pruned"][b]
+    return result
+
+
+def print_table(result: dict, padded_length: int) -> None:
+    sizes = sorted(int(k.rsplit("b", 1)[1]) for k in result["dense"] if k.startswith("latency_ms_b"))
+    head = f"| model | {result['metric_name']} | FLOPs red. (unpadded) | FLOPs red. (padded {padded_length}) | "
+    head += " | ".join(f"ms b{b}" for b in sizes) + " | " + " | ".join(f"speed-up b{b}" for b in sizes) + " |"
+    lines = [f"{result['task']} dev, {result['protocol']['threads']} threads", head,
+             "|" + "---|" * (4 + 2 * len(sizes))]
+    ort = result["dense_onnxruntime"]
+    dense_ms = {b: result["dense"][f"latency_ms_b{b}"] for b in sizes}
+    for name, row in [("dense (HF, SDPA)", result["dense"]), ("ToP pruned", result["pruned"])]:
+        lines.append(f"| {name} | {row['metric']:.2f} | {row['flops_reduction_unpadded']:.2f}x | "
+                     f"{row['flops_reduction_padded']:.2f}x | "
+                     + " | ".join(f"{row[f'latency_ms_b{b}']:.1f}" for b in sizes) + " | "
+                     + " | ".join(f"{dense_ms[b] / row[f'latency_ms_b{b}']:.2f}x" for b in sizes) + " |")
+    lines.append("| dense (ONNX Runtime) | - | 1.00x | - | " + " | ".join(f"{ort[f'latency_ms_b{b}']:.1f}" for b in sizes)
+                 + " | " + " | ".join(f"{dense_ms[b] / ort[f'latency_ms_b{b}']:.2f}x" for b in sizes) + " |")
+    print("\n".join(lines))
+
+
+def cmd_bench(args, data_dir):
+    _quiet()
+    result = _bench(args.dense, args.pruned, args, data_dir)
+    if not args.json:
+        print_table(result, args.padded_length)
+    return result
+
+
+def cmd_demo(args, data_dir):
+    from .plan import PruningPlan
+    from .plots import plot_tokens_per_layer
+    from .prune import ToPRun
+    from .train import finetune_teacher
+
+    _quiet()
+    work = Path(args.workdir) / args.task
+    teacher, top = work / "teacher", work / "top"
+    say = (lambda *a: None) if args.json else print
+    teacher_json = teacher / "toprune_teacher.json"
+    if teacher_json.is_file():
+        say(f"[1/4] teacher: reusing {teacher}")
+        teacher_result = json.loads(teacher_json.read_text())
+    else:
+        say(f"[1/4] teacher: fine-tuning {args.model} on {args.task} ({args.teacher_epochs} epochs)")
+        teacher_result = finetune_teacher(args.model, args.task, data_dir, teacher, epochs=args.teacher_epochs,
+                                          max_length=args.max_length, max_train_samples=args.max_train_samples,
+                                          seed=args.seed, log=say)
+    summary_json = top / "summary.json"
+    if summary_json.is_file() and (top / "best").is_dir():
+        say(f"[2/4] ToP: reusing {top}")
+    else:
+        say(f"[2/4] ToP: pruning to {args.target} ({args.convention}), {args.epochs} epochs")
+        args.resume = True  # a killed demo continues where it stopped
+        ToPRun(_prune_config(args, str(teacher), str(top), data_dir), log=say).run()
+    if not (top / "best").is_dir():
+        raise ToPruneError("the pruning run met the target at no evaluation; try more --epochs or a lower --target")
+    say("[3/4] evaluating and [4/4] timing dense vs pruned")
+    result = _bench(str(teacher), str(top / "best"), args, data_dir, dense_metric=teacher_result["metric"])
+    plan = PruningPlan.load(top / "best")
+    from .pretrained import load_model
+    from .train import evaluate
+
+    tokenizer, data, loader = _task_dev(str(top / "best"), args, data_dir)
+    kept = evaluate(load_model(top / "best"), loader, data, return_kept=True)["kept_fractions"]
+    plot = plot_tokens_per_layer(plan, kept, work / "tokens_per_layer.png",
+                                 f"{args.task}: tokens entering each layer (ToP, {result['pruned']['flops_reduction_unpadded']:.2f}x FLOPs)")
+    result["plot"] = str(plot)
+    (work / "demo.json").write_text(json.dumps(result, indent=1) + "\n")
+    if not args.json:
+        print_table(result, args.padded_length)
+        print(f"plot of tokens kept per layer: {plot}; all numbers: {work / 'demo.json'}")
+    return result
