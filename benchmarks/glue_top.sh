@@ -8,11 +8,14 @@
 set -euo pipefail
 task=$1; target=$2; shift 2
 cd "$(dirname "$0")/.."
-teacher_args=()
-for a in "$@"; do [[ $a == --max-train-samples ]] && teacher_args=(--max-train-samples "${@: -1}"); done
-[ -f "runs/$task-teacher/toprune_teacher.json" ] || toprune finetune --task "$task" --output "runs/$task-teacher" "${teacher_args[@]}"
+teacher_args=()  # the teacher sees the same train subset as the pruning run
+args=("$@")
+for i in "${!args[@]}"; do
+  [[ ${args[$i]} == --max-train-samples ]] && teacher_args=(--max-train-samples "${args[$((i + 1))]}")
+done
+[ -f "runs/$task-teacher/toprune_teacher.json" ] || toprune finetune --task "$task" --output "runs/$task-teacher" ${teacher_args[@]+"${teacher_args[@]}"}
 [ -f "runs/$task-top/summary.json" ] || toprune prune --teacher "runs/$task-teacher" --task "$task" --target "$target" \
-    --output "runs/$task-top" --resume "$@"
+    --output "runs/$task-top" --resume ${args[@]+"${args[@]}"}
 toprune bench --dense "runs/$task-teacher" --pruned "runs/$task-top/best" --task "$task" --json \
     > "benchmarks/results/top_$task.json"
 python - "$task" <<'PY'

@@ -72,6 +72,25 @@ class PruningState:
         self.tables = {
             layer: torch.tensor(bins + [False], dtype=torch.bool) for layer, bins in plan.kept_bins.items()
         }
+        self._kept_ranks: dict[tuple[int, int], torch.Tensor] = {}
+
+    def kept_ranks(self, layer: int, m: int, device) -> torch.Tensor:
+        """Rank positions (0 = best) kept at ``layer`` among m candidates: cached, they depend on m only."""
+        key = (layer, m)
+        if key not in self._kept_ranks:
+            bins, k = self.plan.kept_bins[layer], self.plan.num_bins
+            self._kept_ranks[key] = torch.tensor([r for r in range(m) if bins[(r * k) // m]], dtype=torch.long)
+        return self._kept_ranks[key].to(device)
+
+
+def _select_unpadded(state: PruningState, layer: int, scores: torch.Tensor) -> torch.Tensor:
+    """Survivor indices (original order, CLS first) for a batch without padding: every example has the same
+    number of candidates, so the kept rank positions are one cached index (the fast path of batch 1)."""
+    bsz, n = scores.shape
+    ranks = state.kept_ranks(layer, n - 1, scores.device)
+    order = scores[:, 1:].argsort(dim=1, descending=True, stable=True)
+    kept = order.index_select(1, ranks).sort(dim=1).values + 1
+    return torch.cat([kept.new_zeros(bsz, 1), kept], dim=1)
 
 
 def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor, training: bool) -> torch.Tensor:
@@ -93,7 +112,16 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
         scores = token_scores(probs, key_mask) if need else None
         if i in state.score_layers:
             record.scores[i] = scores
-        if prune_next:
+        if prune_next and key_mask is None:
+            # no padding: same survivor count for every example, a handful of ops instead of the masked path
+            if stash is None:
+                stash = hidden.new_zeros(bsz, seq + 1, dim)
+            stash.scatter_(1, positions.unsqueeze(-1).expand(-1, -1, dim), hidden)  # survivors overwritten later
+            order = _select_unpadded(state, i + 1, scores)
+            hidden = hidden.gather(1, order.unsqueeze(-1).expand(-1, -1, dim))
+            positions = positions.gather(1, order)
+            valid = torch.ones_like(order, dtype=torch.bool)
+        elif prune_next:
             candidates = valid.clone()
             candidates[:, 0] = False  # CLS is never scored nor pruned
             keep = table.to(hidden.device)[rank_bins(scores, candidates, table.numel() - 1)]
