@@ -93,3 +93,21 @@ def test_killed_run_resumes_to_the_same_result(tiny_teacher, data_dir, tmp_path)
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
         assert a["dev_metric"] == pytest.approx(b["dev_metric"])
         assert a["dev_keep_ratio_per_layer"] == b["dev_keep_ratio_per_layer"]
+
+
+def test_user_csv_files_train_a_teacher_and_a_pruning_run(tiny_teacher, tmp_path):
+    from toprune.train import finetune_teacher
+
+    rows = [("a great film , truly moving", "pos"), ("dull and far too long", "neg"), ("I loved it", "pos"),
+            ("a waste of time", "neg")] * 8
+    for name in ("train.csv", "dev.csv"):
+        (tmp_path / name).write_text("sentence,label\n" + "".join(f'"{t}",{y}\n' for t, y in rows))
+    files = dict(train_file=str(tmp_path / "train.csv"), validation_file=str(tmp_path / "dev.csv"))
+    result = finetune_teacher(tiny_teacher, None, None, tmp_path / "teacher", epochs=1, batch_size=8,
+                              log=lambda *_: None, **files)
+    assert result["task"] == "custom" and 0 <= result["metric"] <= 100
+    cfg = PruneConfig(teacher=str(tmp_path / "teacher"), task=None, data_dir=None, output_dir=str(tmp_path / "top"),
+                      target="1.2x", epochs=1, batch_size=8, eval_every=2, save_every=2, max_steps=2, num_bins=4,
+                      topk=3, **files)
+    summary = ToPRun(cfg, log=lambda *_: None).run()
+    assert summary["task"] == "custom" and summary["steps"] == 2

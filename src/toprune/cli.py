@@ -41,6 +41,11 @@ def _common(p: argparse.ArgumentParser, task_default: str | None = "mrpc") -> No
                                       "else the hub dataset)")
     p.add_argument("--max-length", type=int, default=128, help="truncation length (default: %(default)s)")
     p.add_argument("--seed", type=int, default=57)
+    own = p.add_argument_group("your own data (instead of --task): CSV, TSV or JSON Lines, like run_glue.py")
+    own.add_argument("--train-file")
+    own.add_argument("--validation-file")
+    own.add_argument("--text-columns", help="one or two comma-separated column names (default: inferred)")
+    own.add_argument("--label-column", help="default: inferred (label, labels, score, target)")
 
 
 def _prune_options(p: argparse.ArgumentParser) -> None:
@@ -123,7 +128,7 @@ def run(args) -> int:
     from . import commands
     from .data import glue_task
 
-    if getattr(args, "task", None):
+    if getattr(args, "task", None) and not getattr(args, "train_file", None):
         glue_task(args.task)  # fail on a typo before loading anything
     handler = getattr(commands, f"cmd_{args.command}")
     result = handler(args, _data_dir(args))

@@ -21,11 +21,17 @@ def _quiet() -> None:
 
 def _task_dev(model_path: str, args, data_dir):
     from .pretrained import load_tokenizer
-    from .train import make_loader, prepare_glue
+    from .train import make_loader, prepare_data
 
     tokenizer = load_tokenizer(model_path)
-    data = prepare_glue(tokenizer, args.task, data_dir, args.max_length, seed=args.seed, dev_only=True)
+    data = prepare_data(tokenizer, args.task, data_dir, args.max_length, seed=args.seed, dev_only=True,
+                        **_user_files(args))
     return tokenizer, data, make_loader(data.dev, tokenizer, 64, False)
+
+
+def _user_files(args) -> dict:
+    return {"train_file": args.train_file, "validation_file": args.validation_file,
+            "text_columns": args.text_columns, "label_column": args.label_column}
 
 
 def cmd_finetune(args, data_dir):
@@ -33,7 +39,8 @@ def cmd_finetune(args, data_dir):
 
     _quiet()
     return finetune_teacher(args.model, args.task, data_dir, args.output, epochs=args.epochs, lr=args.lr,
-                            max_length=args.max_length, max_train_samples=args.max_train_samples, seed=args.seed)
+                            max_length=args.max_length, max_train_samples=args.max_train_samples, seed=args.seed,
+                            **_user_files(args))
 
 
 def _prune_config(args, teacher: str, output: str, data_dir):
@@ -45,7 +52,7 @@ def _prune_config(args, teacher: str, output: str, data_dir):
         warmup_epochs=args.warmup_epochs, lr=args.lr, gate_lr=args.gate_lr, num_bins=args.bins, topk=args.topk,
         ranking=not args.no_ranking, layer_gates=not args.no_layer_gates, monotone=args.monotone,
         eval_every=args.eval_every, save_every=args.eval_every, max_train_samples=args.max_train_samples,
-        max_length=args.max_length, seed=args.seed, resume=args.resume)
+        max_length=args.max_length, seed=args.seed, resume=args.resume, **_user_files(args))
 
 
 def cmd_prune(args, data_dir):
@@ -151,7 +158,7 @@ def cmd_demo(args, data_dir):
     from .train import finetune_teacher
 
     _quiet()
-    work = Path(args.workdir) / args.task
+    work = Path(args.workdir) / ("custom" if args.train_file else args.task)
     teacher, top = work / "teacher", work / "top"
     say = (lambda *a: None) if args.json else print
     teacher_json = teacher / "toprune_teacher.json"
@@ -162,7 +169,7 @@ def cmd_demo(args, data_dir):
         say(f"[1/4] teacher: fine-tuning {args.model} on {args.task} ({args.teacher_epochs} epochs)")
         teacher_result = finetune_teacher(args.model, args.task, data_dir, teacher, epochs=args.teacher_epochs,
                                           max_length=args.max_length, max_train_samples=args.max_train_samples,
-                                          seed=args.seed, log=say)
+                                          seed=args.seed, log=say, **_user_files(args))
     summary_json = top / "summary.json"
     if summary_json.is_file() and (top / "best").is_dir():
         say(f"[2/4] ToP: reusing {top}")

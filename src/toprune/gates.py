@@ -20,7 +20,8 @@ _NONZERO_SHIFT = TEMPERATURE * math.log(-STRETCH_LOW / STRETCH_HIGH)
 
 def hard_concrete_sample(log_alpha: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One reparameterised sample z in [0, 1] per logit (Louizos et al. 2018), differentiable in log_alpha."""
-    u = torch.rand(log_alpha.shape, generator=generator, device=log_alpha.device, dtype=log_alpha.dtype)
+    # drawn on the CPU generator (reproducible, resumable), then moved: the same noise on any device
+    u = torch.rand(log_alpha.shape, generator=generator, dtype=log_alpha.dtype).to(log_alpha.device)
     u = u.clamp(1e-6, 1.0 - 1e-6)
     s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / TEMPERATURE)
     return (s * (STRETCH_HIGH - STRETCH_LOW) + STRETCH_LOW).clamp(0.0, 1.0)

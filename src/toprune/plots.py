@@ -31,15 +31,8 @@ def plot_tokens_per_layer(plan: PruningPlan, kept_fractions: torch.Tensor | None
     ax.plot(layers, cumulative, "s--", color="tab:orange", label="plan, long inputs")
     ax.set_xticks(layers, [str(layer) for layer in layers])
     ax.set_ylim(0, 1.05)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("share of the example's tokens entering the layer")
-    ax.set_title(title or "Tokens kept per layer")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, path, "layer", "share of the example's tokens entering the layer",
+                   title or "Tokens kept per layer")
 
 
 def plot_metric_vs_flops(rows: list[dict], path: str | Path, metric_name: str, title: str = "") -> Path:
@@ -48,8 +41,12 @@ def plot_metric_vs_flops(rows: list[dict], path: str | Path, metric_name: str, t
     for method in sorted({r["method"] for r in rows}):
         points = sorted((r["flops_reduction_unpadded"], r["metric"]) for r in rows if r["method"] == method)
         ax.plot(*zip(*points), "o-", label=method)
-    ax.set_xlabel("FLOPs reduction vs dense, unpadded (x)")
-    ax.set_ylabel(metric_name)
+    return _finish(fig, ax, path, "FLOPs reduction vs dense, unpadded (x)", metric_name, title)
+
+
+def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -29,7 +29,7 @@ from .plan import PruningPlan, default_pruning_layers
 from .pretrained import load_model, load_tokenizer, save_pruned
 from .ranking import ranking_distillation_loss, ranking_labels
 from .runtime import SoftMasks, apply_pruning
-from .train import TaskData, evaluate, make_loader, prepare_glue, seed_everything
+from .train import TaskData, default_device, evaluate, make_loader, prepare_data, seed_everything
 
 
 @dataclass
@@ -63,6 +63,10 @@ class PruneConfig:
     seed: int = 57
     resume: bool = False
     max_steps: int | None = None  # stop early (tests); the schedule still spans ``epochs``
+    train_file: str | None = None  # the user's own data instead of a GLUE task
+    validation_file: str | None = None
+    text_columns: str | None = None  # comma-separated
+    label_column: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -97,10 +101,13 @@ class ToPRun:
             raise ToPruneError(f"convention must be 'unpadded' or 'padded', got {cfg.convention!r}")
         seed_everything(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.teacher)
-        self.data: TaskData = prepare_glue(self.tokenizer, cfg.task, cfg.data_dir, cfg.max_length,
-                                           cfg.max_train_samples, cfg.seed)
-        self.teacher = load_model(cfg.teacher)
-        self.student = load_model(cfg.teacher)
+        self.data: TaskData = prepare_data(self.tokenizer, cfg.task, cfg.data_dir, cfg.max_length,
+                                           cfg.max_train_samples, cfg.seed, train_file=cfg.train_file,
+                                           validation_file=cfg.validation_file, text_columns=cfg.text_columns,
+                                           label_column=cfg.label_column)
+        self.device = default_device()
+        self.teacher = load_model(cfg.teacher).to(self.device)
+        self.student = load_model(cfg.teacher).to(self.device)
         self._check_teacher()
         config = self.student.config
         self.dims = EncoderDims.from_config(config)
@@ -111,8 +118,8 @@ class ToPRun:
         self.state = apply_pruning(self.student)
         self.state.score_layers = set(self.rank_layers) if cfg.ranking else set()
         self.gates = HardConcreteGates(len(self.layers), cfg.num_bins, monotone=cfg.monotone,
-                                       use_layer_gates=cfg.layer_gates)
-        self.lambdas = torch.nn.Parameter(torch.zeros(2))
+                                       use_layer_gates=cfg.layer_gates).to(self.device)
+        self.lambdas = torch.nn.Parameter(torch.zeros(2, device=self.device))
         for name, param in self.student.named_parameters():  # embeddings frozen, as the authors do
             param.requires_grad_("embeddings" not in name)
         self.steps_per_epoch = -(-len(self.data.train) // cfg.batch_size)
@@ -145,6 +152,7 @@ class ToPRun:
     # -- training -----------------------------------------------------------------------------------------------
     def train_step(self, batch: dict) -> dict:
         cfg = self.cfg
+        batch = {k: v.to(self.device) for k, v in batch.items()}
         labels = batch.pop("labels")
         started = time.perf_counter()
         self.student.train()
@@ -155,7 +163,7 @@ class ToPRun:
             teacher_logits = self.teacher(**batch).logits
         loss_task = distillation_loss(logits, teacher_logits, labels, self.data.labels is None, cfg.temperature)
         progress = min(1.0, self.step / self.warmup_steps)
-        loss_rank = torch.zeros(())
+        loss_rank = torch.zeros((), device=self.device)
         if cfg.ranking:
             valid = batch["attention_mask"].bool()
             targets = ranking_labels(self.teacher_state.last.scores[self.dims.num_layers - 1], valid, cfg.topk)
@@ -210,13 +218,14 @@ class ToPRun:
                 "lambdas": self.lambdas.detach().clone(), "opt": self.opt.state_dict(),
                 "gate_opt": self.gate_opt.state_dict(), "lambda_opt": self.lambda_opt.state_dict(),
                 "schedule": self.schedule.state_dict(), "sampler": self.sampler.get_state(),
-                "rng": torch.get_rng_state(), "best": self.best, "config": asdict(self.cfg)}
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "best": self.best, "config": asdict(self.cfg)}
         tmp = self.out / "checkpoint.pt.tmp"
         torch.save(blob, tmp)
         tmp.replace(self.out / "checkpoint.pt")  # atomic: a kill mid-save keeps the previous checkpoint
 
     def load_checkpoint(self) -> None:
-        blob = torch.load(self.out / "checkpoint.pt", weights_only=False)
+        blob = torch.load(self.out / "checkpoint.pt", weights_only=False, map_location=self.device)
         self.step, self.best = blob["step"], blob["best"]
         self.student.load_state_dict(blob["student"])
         self.gates.load_state_dict(blob["gates"])
@@ -224,8 +233,10 @@ class ToPRun:
             self.lambdas.copy_(blob["lambdas"])
         for name in ("opt", "gate_opt", "lambda_opt", "schedule"):
             getattr(self, name).load_state_dict(blob[name])
-        self.sampler.set_state(blob["sampler"])
-        torch.set_rng_state(blob["rng"])
+        self.sampler.set_state(blob["sampler"].cpu())
+        torch.set_rng_state(blob["rng"].cpu())
+        if blob.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([state.cpu() for state in blob["cuda_rng"]])
         self._trim_log()
 
     def _trim_log(self) -> None:

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 
 from .data import glue_task, load_glue_split
+from .errors import ToPruneError
 from .flops import EncoderDims, FlopsReport, batch_flops
 from .metrics import glue_metrics
 from .pretrained import load_model, load_tokenizer, save_pruned
@@ -64,6 +65,37 @@ def prepare_glue(tokenizer, task_name: str, data_dir, max_length: int = 128, max
     dev = load_glue_split(data_dir, task.name, "dev")
     return TaskData(task.name, task.metric, task.labels, train, tokenise(dev, tokenizer, task.labels, max_length),
                     dev)
+
+
+def prepare_user(tokenizer, train_file, validation_file, text_columns=None, label_column=None, max_length: int = 128,
+                 max_train_samples: int | None = None, seed: int = 57, dev_only: bool = False) -> TaskData:
+    """The user's own CSV/TSV/JSON Lines files (see :mod:`toprune.userdata`); metric: accuracy or Pearson."""
+    from .userdata import load_user_data
+
+    if not validation_file:
+        raise ToPruneError("--train-file needs --validation-file too (the dev set that is evaluated)")
+    if isinstance(text_columns, str):
+        text_columns = tuple(c.strip() for c in text_columns.split(",") if c.strip())
+    train, dev, info = load_user_data(train_file, validation_file, text_columns, label_column)
+    if max_train_samples and max_train_samples < len(train):
+        train = train.shuffle(seed=seed).select(range(max_train_samples))
+    train = None if dev_only else tokenise(train, tokenizer, info.labels, max_length)
+    metric = "pearson" if info.is_regression else "accuracy"
+    return TaskData("custom", metric, info.labels, train, tokenise(dev, tokenizer, info.labels, max_length), dev)
+
+
+def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, max_train_samples: int | None = None,
+                 seed: int = 57, dev_only: bool = False, train_file=None, validation_file=None, text_columns=None,
+                 label_column=None) -> TaskData:
+    """User files when ``train_file`` is given, else the GLUE task."""
+    if train_file:
+        return prepare_user(tokenizer, train_file, validation_file, text_columns, label_column, max_length,
+                            max_train_samples, seed, dev_only)
+    return prepare_glue(tokenizer, task, data_dir, max_length, max_train_samples, seed, dev_only)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0) -> DataLoader:
@@ -120,14 +152,18 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> t
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
-def finetune_teacher(model_name: str, task_name: str, data_dir, output_dir, epochs: float = 3, lr: float = 5e-5,
-                     batch_size: int = 32, max_length: int = 128, max_train_samples: int | None = None,
-                     seed: int = 57, log=print) -> dict:
-    """Standard dense fine-tuning; the final model (no selection on dev) is saved as an HF folder."""
+def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_dir, epochs: float = 3,
+                     lr: float = 5e-5, batch_size: int = 32, max_length: int = 128,
+                     max_train_samples: int | None = None, seed: int = 57, log=print, **user_files) -> dict:
+    """Standard dense fine-tuning; the final model (no selection on dev) is saved as an HF folder.
+
+    ``user_files``: train_file, validation_file, text_columns, label_column for the user's own data.
+    """
     seed_everything(seed)
     tokenizer = load_tokenizer(model_name)
-    data = prepare_glue(tokenizer, task_name, data_dir, max_length, max_train_samples, seed)
-    model = load_model(model_name, num_labels=data.num_labels)
+    data = prepare_data(tokenizer, task_name, data_dir, max_length, max_train_samples, seed, **user_files)
+    device = default_device()
+    model = load_model(model_name, num_labels=data.num_labels).to(device)
     model.config.id2label = {i: name for i, name in enumerate(data.labels or ("score",))}
     model.config.label2id = {name: i for i, name in model.config.id2label.items()}
     steps_per_epoch = -(-len(data.train) // batch_size)
@@ -139,6 +175,7 @@ def finetune_teacher(model_name: str, task_name: str, data_dir, output_dir, epoc
     while step < total:
         model.train()
         for batch in make_loader(data.train, tokenizer, batch_size, True, seed, epoch):
+            batch = {k: v.to(device) for k, v in batch.items()}
             labels = batch.pop("labels")
             loss = task_loss(model(**batch).logits, labels, data.labels is None)
             loss.backward()
