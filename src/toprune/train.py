@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,17 +171,19 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
     total = int(steps_per_epoch * epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = get_linear_schedule_with_warmup(optimizer, int(0.06 * total), total)
-    step, epoch = 0, 0
+    step, epoch, seconds = 0, 0, 0.0
     bar = tqdm(total=total, desc=f"fine-tuning {data.name}")
     while step < total:
         model.train()
         for batch in make_loader(data.train, tokenizer, batch_size, True, seed, epoch):
             batch = {k: v.to(device) for k, v in batch.items()}
+            started = time.perf_counter()
             labels = batch.pop("labels")
             loss = task_loss(model(**batch).logits, labels, data.labels is None)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step(), schedule.step(), optimizer.zero_grad()
+            seconds += time.perf_counter() - started  # same span as ToPRun's step time, for the cost ratio
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -189,7 +192,8 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
         epoch += 1
     bar.close()
     result = evaluate(model, make_loader(data.dev, tokenizer, 64, False), data)
-    result.update(task=data.name, steps=step, epochs=epochs, lr=lr, train_examples=len(data.train), seed=seed)
+    result.update(task=data.name, steps=step, epochs=epochs, lr=lr, train_examples=len(data.train), seed=seed,
+                  mean_step_ms=1000 * seconds / max(1, step))
     save_pruned(model, output_dir, tokenizer)
     Path(output_dir, "toprune_teacher.json").write_text(json.dumps(result, indent=1) + "\n")
     log(f"teacher {data.name}: {data.metric} {result['metric']:.2f} on dev ({len(data.dev)} examples)")
