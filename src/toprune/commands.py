@@ -86,7 +86,8 @@ def cmd_eval(args, data_dir):
     return result
 
 
-def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None) -> dict:
+def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
+    """(the JSON-able result, the per-example share of tokens entering each layer on dev) of dense vs pruned."""
     from .benchmark import compare_latency
     from .pretrained import load_model
     from .runtime import apply_pruning, pruning_state
@@ -98,7 +99,8 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None) -> dict:
         raise ToPruneError(f"--dense {dense_path} is a pruned model; give the dense teacher")
     if pruning_state(pruned) is None:
         raise ToPruneError(f"--pruned {pruned_path} has no toprune_plan.json")
-    pruned_eval = evaluate(pruned, loader, data, args.padded_length, progress=True)
+    pruned_eval = evaluate(pruned, loader, data, args.padded_length, progress=True, return_kept=True)
+    kept_fractions = pruned_eval.pop("kept_fractions")
     if dense_metric is None:
         dense_metric = evaluate(dense, loader, data)["metric"]
     dev = data.dev_raw.select(range(min(args.examples, len(data.dev_raw))))
@@ -122,7 +124,7 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None) -> dict:
         result["dense"][f"latency_ms_b{b}"] = lat["dense"][b]
         result["pruned"][f"latency_ms_b{b}"] = lat["pruned"][b]
         result[f"speedup_b{b}"] = lat["dense"][b] / lat["pruned"][b]
-    return result
+    return result, kept_fractions
 
 
 def print_table(result: dict, padded_length: int) -> None:
@@ -145,7 +147,7 @@ def print_table(result: dict, padded_length: int) -> None:
 
 def cmd_bench(args, data_dir):
     _quiet()
-    result = _bench(args.dense, args.pruned, args, data_dir)
+    result, _ = _bench(args.dense, args.pruned, args, data_dir)
     if not args.json:
         print_table(result, args.padded_length)
     return result
@@ -180,13 +182,8 @@ def cmd_demo(args, data_dir):
     if not (top / "best").is_dir():
         raise ToPruneError("the pruning run met the target at no evaluation; try more --epochs or a lower --target")
     say("[3/4] evaluating and [4/4] timing dense vs pruned")
-    result = _bench(str(teacher), str(top / "best"), args, data_dir, dense_metric=teacher_result["metric"])
+    result, kept = _bench(str(teacher), str(top / "best"), args, data_dir, dense_metric=teacher_result["metric"])
     plan = PruningPlan.load(top / "best")
-    from .pretrained import load_model
-    from .train import evaluate
-
-    tokenizer, data, loader = _task_dev(str(top / "best"), args, data_dir)
-    kept = evaluate(load_model(top / "best"), loader, data, return_kept=True)["kept_fractions"]
     plot = plot_tokens_per_layer(plan, kept, work / "tokens_per_layer.png",
                                  f"{args.task}: tokens entering each layer (ToP, {result['pruned']['flops_reduction_unpadded']:.2f}x FLOPs)")
     result["plot"] = str(plot)
