@@ -84,3 +84,48 @@ def test_eval_and_bench_json_on_tiny_models(tmp_path, data_dir, capsys):
     assert main(["bench", "--dense", str(tmp_path / "pruned"), "--pruned", str(tmp_path / "pruned"), "--task",
                  "mrpc", "--data-dir", glue]) == 2
     assert "is a pruned model" in capsys.readouterr().err
+
+
+def test_show_and_plot(tmp_path, capsys):
+    import json
+
+    import torch
+    import transformers
+
+    import toprune
+
+    tokenizer = toprune.load_tokenizer("minilm")
+    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4,
+                                     num_attention_heads=4, intermediate_size=64, num_labels=2)
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config).eval()
+    toprune.apply_pruning(model, toprune.PruningPlan.from_keep_ratios(4, {1: 0.5, 3: 0.5}))
+    toprune.save_pruned(model, tmp_path / "pruned", tokenizer)
+    assert main(["show", str(tmp_path / "pruned"), "one two three four five six seven eight",
+                 "--html", str(tmp_path / "s.html")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    counts = [int(line.split("(")[1].split()[0]) for line in lines if line.startswith("layer")]
+    assert counts == [10, 1 + 5, 6, 1 + 3]  # CLS + 8 words + SEP, then the plan's counts
+    assert (tmp_path / "s.html").read_text().count("<tr>") == 4
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "dev_metric": m, "dev_flops_reduction_unpadded": f})
+                                               + "\n" for s, m, f in [(50, 85.0, 1.2), (100, 84.0, 2.0)]))
+    assert main(["plot", str(run), "--output", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert main(["plot", str(tmp_path)]) == 2
+
+
+def test_pruned_model_drops_into_a_hf_pipeline(minilm):
+    import transformers
+
+    import toprune
+
+    model, tokenizer = minilm
+    texts = ["a short one", "a rather longer sentence that will lose some of its tokens on the way up"]
+    dense = transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)(texts)
+    toprune.apply_pruning(model)  # keep-all: the pipeline must give exactly the dense answers
+    assert transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)(texts) == dense
+    toprune.apply_pruning(model, toprune.PruningPlan.from_keep_ratios(6, {layer: 0.5 for layer in range(2, 6)}))
+    pruned = transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)(texts)
+    assert [p["label"] for p in pruned] and all(0 <= p["score"] <= 1 for p in pruned)

@@ -7,6 +7,10 @@ from .plan import PruningPlan, default_pruning_layers
 from .pretrained import DEFAULT_MODEL, load_model, load_tokenizer, resolve_model, save_pruned
 from .runtime import SoftMasks, apply_pruning, pruning_state, remove_pruning
 
+# Hugging Face habits: the same two calls under their usual names
+from_pretrained = load_model
+save_pretrained = save_pruned
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -22,6 +26,8 @@ __all__ = [
     "default_pruning_layers",
     "encoder_macs",
     "expected_relative_macs",
+    "from_pretrained",
+    "save_pretrained",
     "load_model",
     "load_tokenizer",
     "pruning_state",

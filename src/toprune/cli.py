@@ -20,16 +20,19 @@ EXAMPLES = {
     "eval": "toprune eval runs/mrpc-top/best --task mrpc",
     "bench": "toprune bench --dense runs/mrpc-teacher --pruned runs/mrpc-top/best --task mrpc --json",
     "demo": "toprune demo            # MiniLM + MRPC: teacher -> prune -> eval -> bench, one table",
+    "plot": "toprune plot runs/mrpc-top runs/mrpc-top-no-rank --output mrpc.png",
+    "show": "toprune show runs/mrpc-top/best \"The cat sat on the mat.\" --pair \"A cat was sitting.\" --html s.html",
 }
 
 
 def _data_dir(args) -> str | None:
     from .data import default_glue_dir
 
-    if args.data_dir:
-        if not Path(args.data_dir).is_dir():
-            raise ToPruneError(f"--data-dir {args.data_dir} is not a folder")
-        return args.data_dir
+    given = getattr(args, "data_dir", None)
+    if given:
+        if not Path(given).is_dir():
+            raise ToPruneError(f"--data-dir {given} is not a folder")
+        return given
     found = default_glue_dir()
     return str(found) if found else None  # None: the hub dataset (fails with a one-line hint when offline)
 
@@ -114,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(epochs=2.0, warmup_epochs=1.0, target="1.5x")
     p.add_argument("--teacher-epochs", type=float, default=2.0)
     _bench_options(p)
+
+    p = command("plot", "metric vs FLOPs reduction of every evaluation of one or more pruning runs")
+    p.add_argument("runs", nargs="+", help="run folders (from `toprune prune`), each with metrics.jsonl")
+    p.add_argument("--output", default="metric_vs_flops.png")
+
+    p = command("show", "which words of one input survive at each layer (terminal, or --html)")
+    p.add_argument("model", help="pruned model folder")
+    p.add_argument("text")
+    p.add_argument("--pair", help="second text of a sentence pair")
+    p.add_argument("--html", help="also write an HTML view to this file")
     return parser
 
 

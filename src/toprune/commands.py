@@ -192,3 +192,60 @@ def cmd_demo(args, data_dir):
         print_table(result, args.padded_length)
         print(f"plot of tokens kept per layer: {plot}; all numbers: {work / 'demo.json'}")
     return result
+
+
+def cmd_plot(args, data_dir):
+    from .plots import plot_metric_vs_flops
+
+    rows, metric_name = [], "dev metric"
+    for run in args.runs:
+        path = Path(run) / "metrics.jsonl"
+        if not path.is_file():
+            raise ToPruneError(f"{run} has no metrics.jsonl (is it a `toprune prune` output folder?)")
+        summary = Path(run) / "summary.json"
+        if summary.is_file():
+            metric_name = json.loads(summary.read_text()).get("task", "") + " dev metric"
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            rows.append({"method": Path(run).name, "metric": record["dev_metric"],
+                         "flops_reduction_unpadded": record["dev_flops_reduction_unpadded"]})
+    out = plot_metric_vs_flops(rows, args.output, metric_name, "every evaluation of each run", connect=False)
+    print(f"wrote {out} ({len(rows)} evaluations from {len(args.runs)} runs)")
+    return {"plot": str(out), "points": rows}
+
+
+def cmd_show(args, data_dir):
+    import torch
+
+    from .plots import survivors_html
+    from .pretrained import load_model, load_tokenizer
+    from .runtime import pruning_state
+
+    _quiet()
+    model, tokenizer = load_model(args.model), load_tokenizer(args.model)
+    state = pruning_state(model)
+    if state is None:
+        raise ToPruneError(f"{args.model} has no toprune_plan.json: nothing is pruned")
+    batch = tokenizer(args.text, args.pair, return_tensors="pt", truncation=True) if args.pair else \
+        tokenizer(args.text, return_tensors="pt", truncation=True)
+    state.record = True
+    with torch.inference_mode():
+        logits = model(**batch).logits[0]
+    state.record = False
+    tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
+    depth = [0] * len(tokens)
+    for layer_positions in state.last.positions:
+        for j in layer_positions[0].tolist():
+            if j >= 0:
+                depth[j] += 1
+    layers = len(state.last.positions)
+    for layer, layer_positions in enumerate(state.last.positions):
+        kept = [tokens[j] for j in layer_positions[0].tolist() if j >= 0]
+        print(f"layer {layer} ({len(kept):3d} tokens): {' '.join(kept)}")
+    labels = model.config.id2label
+    print("prediction:", labels.get(int(logits.argmax()), int(logits.argmax())) if logits.numel() > 1 else
+          float(logits))
+    if args.html:
+        Path(args.html).write_text(survivors_html(tokens, depth, layers))
+        print(f"wrote {args.html}")
+    return {"tokens": tokens, "layers_entered": depth}

@@ -35,12 +35,14 @@ def plot_tokens_per_layer(plan: PruningPlan, kept_fractions: torch.Tensor | None
                    title or "Tokens kept per layer")
 
 
-def plot_metric_vs_flops(rows: list[dict], path: str | Path, metric_name: str, title: str = "") -> Path:
-    """One line per method: rows carry ``method``, ``metric`` and ``flops_reduction_unpadded``."""
+def plot_metric_vs_flops(rows: list[dict], path: str | Path, metric_name: str, title: str = "",
+                         connect: bool = True) -> Path:
+    """One series per method: rows carry ``method``, ``metric`` and ``flops_reduction_unpadded``.
+    ``connect=False`` draws points only (e.g. the successive evaluations of one run, which are no curve)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in sorted({r["method"] for r in rows}):
         points = sorted((r["flops_reduction_unpadded"], r["metric"]) for r in rows if r["method"] == method)
-        ax.plot(*zip(*points), "o-", label=method)
+        ax.plot(*zip(*points), "o-" if connect else "o", label=method)
     return _finish(fig, ax, path, "FLOPs reduction vs dense, unpadded (x)", metric_name, title)
 
 

@@ -48,6 +48,7 @@ class ForwardRecord:
     keep: dict[int, torch.Tensor] = field(default_factory=dict)  # soft path: pruning layer -> (B, N) keep values
     attn_counts: torch.Tensor | None = None  # gather path: (B, L) tokens entering each layer, per example
     computed_lengths: list[int] = field(default_factory=list)  # gather path: padded length run at each layer
+    positions: list[torch.Tensor] = field(default_factory=list)  # gather path: original positions entering each layer
 
 
 class PruningState:
@@ -109,6 +110,7 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
         if state.record:
             counts.append(valid.sum(dim=1))
             record.computed_lengths.append(hidden.shape[1])
+            record.positions.append(torch.where(valid, positions, -1))
         scores = token_scores(probs, key_mask) if need else None
         if i in state.score_layers:
             record.scores[i] = scores
