@@ -111,3 +111,31 @@ def test_user_csv_files_train_a_teacher_and_a_pruning_run(tiny_teacher, tmp_path
                       topk=3, **files)
     summary = ToPRun(cfg, log=lambda *_: None).run()
     assert summary["task"] == "custom" and summary["steps"] == 2
+
+
+def test_two_processes_shard_batches_and_keep_gates_identical(tiny_teacher, data_dir, tmp_path):
+    """Data-parallel ToP through accelerate (2 CPU processes, gloo): each process runs half the steps, gate
+    gradients are averaged by hand so both copies stay identical, and only the main process writes files."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\nfrom toprune.prune import PruneConfig, ToPRun\n"
+        f"cfg = PruneConfig(**{_config(tiny_teacher, data_dir, tmp_path / 'out').__dict__!r})\n"
+        "run = ToPRun(cfg, log=lambda *a: None)\nsummary = run.run()\n"
+        "print('RANK', run.accelerator.process_index, run.accelerator.num_processes, summary['steps'],\n"
+        "      repr(run.gates.bin_log_alpha.detach().sum().item()), flush=True)\n")
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(port), str(script)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ranks = [line.split() for line in proc.stdout.splitlines() if line.startswith("RANK")]
+    assert sorted(r[1] for r in ranks) == ["0", "1"] and all(r[2] == "2" for r in ranks)
+    assert all(r[3] == "4" for r in ranks)  # 64 examples / (16 per batch * 2 processes) * 2 epochs
+    assert ranks[0][4] == ranks[1][4]  # identical gate logits on both processes
+    evaluations = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in evaluations] == [4]  # written once, by the main process

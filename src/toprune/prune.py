@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -29,7 +30,7 @@ from .plan import PruningPlan, default_pruning_layers
 from .pretrained import load_model, load_tokenizer, save_pruned
 from .ranking import ranking_distillation_loss, ranking_labels
 from .runtime import SoftMasks, apply_pruning
-from .train import TaskData, default_device, evaluate, make_loader, prepare_data, seed_everything
+from .train import TaskData, evaluate, make_loader, prepare_data, seed_everything
 
 
 @dataclass
@@ -105,7 +106,9 @@ class ToPRun:
                                            cfg.max_train_samples, cfg.seed, train_file=cfg.train_file,
                                            validation_file=cfg.validation_file, text_columns=cfg.text_columns,
                                            label_column=cfg.label_column)
-        self.device = default_device()
+        # one process: a no-op wrapper; under `accelerate launch`: DDP for the student, sharded batches
+        self.accelerator = Accelerator()
+        self.device = self.accelerator.device
         self.teacher = load_model(cfg.teacher).to(self.device)
         self.student = load_model(cfg.teacher).to(self.device)
         self._check_teacher()
@@ -122,10 +125,12 @@ class ToPRun:
         self.lambdas = torch.nn.Parameter(torch.zeros(2, device=self.device))
         for name, param in self.student.named_parameters():  # embeddings frozen, as the authors do
             param.requires_grad_("embeddings" not in name)
-        self.steps_per_epoch = -(-len(self.data.train) // cfg.batch_size)
+        self.steps_per_epoch = -(-len(self.data.train) // (cfg.batch_size * self.accelerator.num_processes))
         self.total_steps = int(self.steps_per_epoch * cfg.epochs)
         self.warmup_steps = max(1, int(self.steps_per_epoch * cfg.warmup_epochs))
         self.opt = torch.optim.AdamW([p for p in self.student.parameters() if p.requires_grad], lr=cfg.lr)
+        # the student stays reachable unwrapped (its pruning state, evaluation, saving); training goes through DDP
+        self.student_ddp, self.opt = self.accelerator.prepare(self.student, self.opt)
         self.schedule = get_linear_schedule_with_warmup(self.opt, 0, self.total_steps)
         self.gate_opt = torch.optim.AdamW(self.gates.parameters(), lr=cfg.gate_lr, weight_decay=0.0)
         self.lambda_opt = torch.optim.AdamW([self.lambdas], lr=cfg.lambda_lr, weight_decay=0.0)
@@ -158,7 +163,7 @@ class ToPRun:
         self.student.train()
         bins, gates = self.gates.sample(self.sampler)
         self.state.soft_masks = SoftMasks(self.layers, bins, gates)
-        logits = self.student(**batch).logits
+        logits = self.student_ddp(**batch).logits
         with torch.no_grad():
             teacher_logits = self.teacher(**batch).logits
         loss_task = distillation_loss(logits, teacher_logits, labels, self.data.labels is None, cfg.temperature)
@@ -178,7 +183,10 @@ class ToPRun:
         loss = loss_task + loss_rank + loss_lag
         for opt in (self.opt, self.gate_opt, self.lambda_opt):
             opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self.accelerator.backward(loss)
+        if self.accelerator.num_processes > 1:  # gates and multipliers live outside DDP: average them by hand
+            for param in (*self.gates.parameters(), self.lambdas):
+                param.grad = self.accelerator.reduce(param.grad, reduction="mean")
         self.lambdas.grad.neg_()  # gradient ascent on the multipliers
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
         for opt in (self.opt, self.gate_opt, self.lambda_opt):
@@ -209,11 +217,19 @@ class ToPRun:
                          "step": self.step, "dev_metric": result["metric"],
                          "flops_reduction_unpadded": result["flops_reduction_unpadded"],
                          "flops_reduction_padded": result["flops_reduction_padded"]}
-            save_pruned(self.student, self.out / "best", self.tokenizer)
+            if self.accelerator.is_main_process:
+                save_pruned(self.student, self.out / "best", self.tokenizer)
         return result
 
     # -- checkpoints --------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.num_processes > 1:  # the hand-averaged gate gradients must keep every copy identical
+            copies = self.accelerator.gather(self.gates.bin_log_alpha.detach()[None])
+            if not torch.allclose(copies[0], copies[-1]):
+                raise RuntimeError("gate logits diverged across processes")
+        if not self.accelerator.is_main_process:
+            return
         blob = {"step": self.step, "student": self.student.state_dict(), "gates": self.gates.state_dict(),
                 "lambdas": self.lambdas.detach().clone(), "opt": self.opt.state_dict(),
                 "gate_opt": self.gate_opt.state_dict(), "lambda_opt": self.lambda_opt.state_dict(),
@@ -247,6 +263,8 @@ class ToPRun:
             path.write_text("".join(l + "\n" for l in lines))
 
     def _log_line(self, record: dict) -> None:
+        if not self.accelerator.is_main_process:
+            return
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -255,13 +273,15 @@ class ToPRun:
         if self.cfg.resume and (self.out / "checkpoint.pt").exists():
             self.load_checkpoint()
             self.log(f"resumed from step {self.step}")
-        elif (self.out / "metrics.jsonl").exists():
+        elif (self.out / "metrics.jsonl").exists() and self.accelerator.is_main_process:
             (self.out / "metrics.jsonl").unlink()
         last = min(self.total_steps, self.cfg.max_steps or self.total_steps)
-        bar = tqdm(total=last, initial=self.step, desc=f"ToP {self.data.name} -> {self.cfg.target}")
+        bar = tqdm(total=last, initial=self.step, desc=f"ToP {self.data.name} -> {self.cfg.target}",
+                   disable=not self.accelerator.is_main_process)
         while self.step < last:
             epoch, skip = divmod(self.step, self.steps_per_epoch)
             loader = make_loader(self.data.train, self.tokenizer, self.cfg.batch_size, True, self.cfg.seed, epoch)
+            loader = self.accelerator.prepare(loader)  # each process its own share of every epoch's batches
             for batch in itertools.islice(loader, skip, None):
                 stats = self.train_step(batch)
                 self.step += 1
@@ -280,7 +300,8 @@ class ToPRun:
                    "steps": self.step, "best": self.best, "train_examples": len(self.data.train),
                    "mean_step_ms": 1000 * sum(self.step_seconds) / max(1, len(self.step_seconds)),
                    "config": asdict(self.cfg)}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        if self.accelerator.is_main_process:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         if self.best is None:
             self.log("no evaluated checkpoint met the target: train longer or relax the target")
         else:
