@@ -13,6 +13,7 @@ import transformers
 
 import toprune
 from toprune.prune import PruneConfig, ToPRun, distillation_loss, lagrangian
+from toprune.train import make_loader
 
 
 def test_lagrangian_multipliers_grow_while_constraint_violated_and_push_sparsity_up():
@@ -139,3 +140,22 @@ def test_two_processes_shard_batches_and_keep_gates_identical(tiny_teacher, data
     assert ranks[0][4] == ranks[1][4]  # identical gate logits on both processes
     evaluations = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in evaluations] == [4]  # written once, by the main process
+
+
+@pytest.mark.parametrize("switch", ["no_ranking", "no_layer_gates", "monotone"])
+def test_ablation_switches_change_the_method(tiny_teacher, data_dir, tmp_path, switch):
+    options = {"no_ranking": dict(ranking=False), "no_layer_gates": dict(layer_gates=False),
+               "monotone": dict(monotone=True)}[switch]
+    run = ToPRun(_config(tiny_teacher, data_dir, tmp_path, max_steps=2, **options), log=lambda *_: None)
+    stats = run.train_step(next(iter(make_loader(run.data.train, run.tokenizer, 16, True))))
+    if switch == "no_ranking":
+        assert stats["rank"] == 0.0 and not run.state.score_layers
+    if switch == "no_layer_gates":
+        assert torch.all(run.gates.sample()[1] == 1) and torch.all(run.gates.keep_probs()[1] == 1)
+    if switch == "monotone":
+        with torch.no_grad():
+            run.gates.bin_log_alpha[:, ::2] = -6.0  # would keep every other bin if the bins were free
+            run.gates.gate_log_alpha.fill_(5.0)  # every layer gate on
+        kept = run.current_plan().kept_bins
+        assert len(kept) == len(run.layers)
+        assert all(bins == sorted(bins, reverse=True) and not all(bins) for bins in kept.values())  # a prefix

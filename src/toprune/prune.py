@@ -42,7 +42,7 @@ class PruneConfig:
     target: str = "2x"  # a FLOPs reduction ("2.5x") or a sparsity ("0.6")
     convention: str = "unpadded"  # or "padded": against the dense model padded to padded_length
     padded_length: int = 128
-    epochs: float = 4.0
+    epochs: float = 5.0
     warmup_epochs: float = 2.0  # target sparsity ramps linearly over this
     batch_size: int = 32
     lr: float = 5e-5
