@@ -24,7 +24,7 @@ task = sys.argv[1]
 r = json.load(open(f"benchmarks/results/top_{task}.json"))
 s = json.load(open(f"runs/{task}-top/summary.json"))
 t = json.load(open(f"runs/{task}-teacher/toprune_teacher.json"))
-r["teacher_training"] = {k: t[k] for k in ("epochs", "lr", "train_examples", "seed", "steps")}
+r["teacher_training"] = {k: t[k] for k in ("epochs", "lr", "train_examples", "seed", "steps", "mean_step_ms") if k in t}
 r["pruning_run"] = {"kept_step": s["best"]["step"], "steps": s["steps"], "train_examples": s["train_examples"],
                     "mean_step_ms": s["mean_step_ms"], "target": s["target"], "convention": s["convention"],
                     "config": s["config"]}

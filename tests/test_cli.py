@@ -129,3 +129,30 @@ def test_pruned_model_drops_into_a_hf_pipeline(minilm):
     toprune.apply_pruning(model, toprune.PruningPlan.from_keep_ratios(6, {layer: 0.5 for layer in range(2, 6)}))
     pruned = transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)(texts)
     assert [p["label"] for p in pruned] and all(0 <= p["score"] <= 1 for p in pruned)
+
+
+def test_label_count_mismatch_and_lonely_validation_file(tmp_path, data_dir, capsys):
+    import torch
+    import transformers
+
+    import toprune
+
+    tokenizer = toprune.load_tokenizer("minilm")
+    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64, num_labels=3)
+    torch.manual_seed(0)
+    toprune.save_pruned(transformers.BertForSequenceClassification(config), tmp_path / "m", tokenizer)
+    assert main(["eval", str(tmp_path / "m"), "--task", "mrpc", "--data-dir", str(data_dir / "glue")]) == 2
+    assert "predicts 3 labels but task mrpc has 2" in capsys.readouterr().err
+    (tmp_path / "dev.csv").write_text("sentence,label\nhi,1\n")
+    assert main(["eval", str(tmp_path / "m"), "--validation-file", str(tmp_path / "dev.csv")]) == 2
+    assert "--validation-file needs --train-file" in capsys.readouterr().err
+
+
+def test_bad_numbers_are_rejected_by_the_parser(capsys):
+    for argv in (["bench", "--dense", "a", "--pruned", "b", "--batch-sizes", "1,x"],
+                 ["prune", "--teacher", "a", "--output", "b", "--eval-every", "0"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        assert "Traceback" not in capsys.readouterr().err

@@ -159,3 +159,21 @@ def test_ablation_switches_change_the_method(tiny_teacher, data_dir, tmp_path, s
         kept = run.current_plan().kept_bins
         assert len(kept) == len(run.layers)
         assert all(bins == sorted(bins, reverse=True) and not all(bins) for bins in kept.values())  # a prefix
+
+
+def test_resume_with_other_settings_is_refused_and_a_fresh_start_clears_old_state(tiny_teacher, data_dir, tmp_path):
+    ToPRun(_config(tiny_teacher, data_dir, tmp_path, max_steps=2), log=lambda *_: None).run()
+    assert (tmp_path / "checkpoint.pt").exists()
+    with pytest.raises(toprune.ToPruneError, match=r"other settings \(target\)"):
+        ToPRun(_config(tiny_teacher, data_dir, tmp_path, target="1.3x", resume=True), log=lambda *_: None).run()
+    (tmp_path / "best").mkdir(exist_ok=True)
+    (tmp_path / "best" / "stale").write_text("from an earlier run")
+    ToPRun(_config(tiny_teacher, data_dir, tmp_path, max_steps=1, save_every=5, eval_every=5),
+           log=lambda *_: None).run()
+    assert not (tmp_path / "best" / "stale").exists()
+
+
+@pytest.mark.parametrize("target", ["nanx", "0.5x", "inf", "1.0"])
+def test_nonsense_targets_fail_before_training(target, tmp_path):
+    with pytest.raises(toprune.ToPruneError, match="bad FLOPs target"):
+        ToPRun(PruneConfig(teacher=str(tmp_path), task="mrpc", data_dir=None, output_dir=str(tmp_path), target=target))

@@ -123,7 +123,7 @@ def environment(threads: int) -> dict:
 
 
 def compare_latency(dense, pruned, tokenizer, texts_a, texts_b=None, batch_sizes=(1, 32), threads=2, repeats=5,
-                    onnx_dir: str | Path | None = None) -> dict:
+                    onnx_dir: str | Path | None = None, max_length: int = 512) -> dict:
     """Dense HF (SDPA) vs pruned model, plus the dense ONNX Runtime row, on the same inputs and protocol.
 
     Returns {"dense": {b: ms}, "pruned": {b: ms}, "dense_onnxruntime": {b: ms}, "timings": [...]}.
@@ -137,7 +137,7 @@ def compare_latency(dense, pruned, tokenizer, texts_a, texts_b=None, batch_sizes
         onnx_path = export_dense_onnx(dense, sample, Path(onnx_dir or tmp) / "dense.onnx")
         ort = ort_runner(onnx_path, threads, check_against=dense, check_batch=sample)
         for bs in batch_sizes:
-            batches = make_batches(tokenizer, texts_a, texts_b, bs)
+            batches = make_batches(tokenizer, texts_a, texts_b, bs, max_length)  # the length that was evaluated
             for key, name, run in [("dense_onnxruntime", "dense ONNX Runtime", ort),
                                    ("dense", "dense HF eager (SDPA)", torch_runner(dense)),
                                    ("pruned", "pruned (toprune)", torch_runner(pruned))]:

@@ -25,6 +25,30 @@ EXAMPLES = {
 }
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,32, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {text!r}")
+    return values
+
+
 def _data_dir(args) -> str | None:
     from .data import default_glue_dir
 
@@ -42,7 +66,7 @@ def _common(p: argparse.ArgumentParser, task_default: str | None = "mrpc") -> No
                    help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli (default: %(default)s)")
     p.add_argument("--data-dir", help="folder in the GLUE TSV layout (default: ../shared/data/glue if it exists, "
                                       "else the hub dataset)")
-    p.add_argument("--max-length", type=int, default=128, help="truncation length (default: %(default)s)")
+    p.add_argument("--max-length", type=positive_int, default=128, help="truncation length (default: %(default)s)")
     p.add_argument("--seed", type=int, default=57)
     own = p.add_argument_group("your own data (instead of --task): CSV, TSV or JSON Lines, like run_glue.py")
     own.add_argument("--train-file")
@@ -56,18 +80,18 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--convention", choices=["unpadded", "padded"], default="unpadded",
                    help="what the target is measured against: the dense model on unpadded inputs (honest, default) "
                         "or padded to --padded-length (the paper's convention)")
-    p.add_argument("--padded-length", type=int, default=128)
-    p.add_argument("--epochs", type=float, default=5.0, help="default %(default)s (MRPC: 15 min on 2 cores)")
-    p.add_argument("--warmup-epochs", type=float, default=2.0, help="the target ramps up over these epochs")
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--gate-lr", type=float, default=0.05)
-    p.add_argument("--bins", type=int, default=20, help="rank bins per pruning layer (K)")
-    p.add_argument("--topk", type=int, default=10, help="teacher's top-k tokens distilled into early layers")
+    p.add_argument("--padded-length", type=positive_int, default=128)
+    p.add_argument("--epochs", type=positive_float, default=5.0, help="default %(default)s (MRPC: 15 min on 2 cores)")
+    p.add_argument("--warmup-epochs", type=positive_float, default=2.0, help="the target ramps up over these epochs")
+    p.add_argument("--lr", type=positive_float, default=5e-5)
+    p.add_argument("--gate-lr", type=positive_float, default=0.05)
+    p.add_argument("--bins", type=positive_int, default=20, help="rank bins per pruning layer (K)")
+    p.add_argument("--topk", type=positive_int, default=10, help="teacher's top-k tokens distilled into early layers")
     p.add_argument("--no-ranking", action="store_true", help="ablation: ranking distillation off")
     p.add_argument("--no-layer-gates", action="store_true", help="ablation: fine masks only")
     p.add_argument("--monotone", action="store_true", help="keep the top fraction instead of free bins")
-    p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--eval-every", type=positive_int, default=50)
+    p.add_argument("--max-train-samples", type=positive_int)
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
 
 
@@ -84,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("finetune", "fine-tune the dense teacher on a task")
     _common(p)
     p.add_argument("--model", default="minilm", help="'minilm' (packaged), a local HF folder or a hub id")
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--epochs", type=positive_float, default=3.0)
+    p.add_argument("--lr", type=positive_float, default=5e-5)
+    p.add_argument("--max-train-samples", type=positive_int)
     p.add_argument("--output", required=True)
 
     p = command("prune", "ToP pruning of a fine-tuned teacher to a FLOPs target")
@@ -98,14 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("eval", "dev metric, FLOPs reduction (both conventions) and tokens kept per layer")
     p.add_argument("model", help="model folder (pruned or dense)")
     _common(p)
-    p.add_argument("--padded-length", type=int, default=128)
+    p.add_argument("--padded-length", type=positive_int, default=128)
     p.add_argument("--json", action="store_true")
 
     p = command("bench", "latency of dense vs pruned on real dev inputs (plus dense ONNX Runtime)")
     _common(p)
     p.add_argument("--dense", required=True)
     p.add_argument("--pruned", required=True)
-    p.add_argument("--padded-length", type=int, default=128)
+    p.add_argument("--padded-length", type=positive_int, default=128)
     _bench_options(p)
 
     p = command("demo", "the main job: teacher -> prune -> eval -> bench on the default model, one table")
@@ -115,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     _prune_options(p)
     # fits the 15-minute budget on 2 cores; 2x needs a longer schedule (see benchmarks/README.md)
     p.set_defaults(epochs=2.0, warmup_epochs=1.0, target="1.5x")
-    p.add_argument("--teacher-epochs", type=float, default=2.0)
+    p.add_argument("--teacher-epochs", type=positive_float, default=2.0)
     _bench_options(p)
 
     p = command("plot", "metric vs FLOPs reduction of every evaluation of one or more pruning runs")
@@ -131,10 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bench_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-sizes", default="1,32")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--examples", type=int, default=256, help="first N dev examples are timed")
+    p.add_argument("--batch-sizes", type=int_list, default=[1, 32], help="comma-separated (default: 1,32)")
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--examples", type=positive_int, default=256, help="first N dev examples are timed")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
 

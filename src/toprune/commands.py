@@ -29,6 +29,12 @@ def _task_dev(model_path: str, args, data_dir):
     return tokenizer, data, make_loader(data.dev, tokenizer, 64, False)
 
 
+def _check_labels(model, path, data) -> None:
+    if model.config.num_labels != data.num_labels:
+        raise ToPruneError(f"{path} predicts {model.config.num_labels} labels but task {data.name} has "
+                           f"{data.num_labels}: evaluate it on the task it was trained for")
+
+
 def _user_files(args) -> dict:
     return {"train_file": args.train_file, "validation_file": args.validation_file,
             "text_columns": args.text_columns, "label_column": args.label_column}
@@ -73,6 +79,7 @@ def cmd_eval(args, data_dir):
     _quiet()
     tokenizer, data, loader = _task_dev(args.model, args, data_dir)
     model = load_model(args.model)
+    _check_labels(model, args.model, data)
     if pruning_state(model) is None:
         apply_pruning(model)  # keep-all: the dense model, measured the same way
     result = evaluate(model, loader, data, args.padded_length, progress=True)
@@ -95,6 +102,8 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
 
     tokenizer, data, loader = _task_dev(pruned_path, args, data_dir)
     dense, pruned = load_model(dense_path), load_model(pruned_path)
+    _check_labels(dense, dense_path, data)
+    _check_labels(pruned, pruned_path, data)
     if pruning_state(dense) is not None:
         raise ToPruneError(f"--dense {dense_path} is a pruned model; give the dense teacher")
     if pruning_state(pruned) is None:
@@ -105,8 +114,9 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
         dense_metric = evaluate(dense, loader, data)["metric"]
     dev = data.dev_raw.select(range(min(args.examples, len(data.dev_raw))))
     texts_b = list(dev["text_b"]) if "text_b" in dev.column_names else None
-    sizes = [int(b) for b in args.batch_sizes.split(",")]
-    lat = compare_latency(dense, pruned, tokenizer, list(dev["text_a"]), texts_b, sizes, args.threads, args.repeats)
+    sizes = list(args.batch_sizes)
+    lat = compare_latency(dense, pruned, tokenizer, list(dev["text_a"]), texts_b, sizes, args.threads, args.repeats,
+                          max_length=args.max_length)
     result = {
         "task": data.name, "metric_name": data.metric,
         "dense": {"metric": dense_metric, "flops_reduction_unpadded": 1.0, "flops_reduction_padded": 1.0},
@@ -163,6 +173,14 @@ def cmd_demo(args, data_dir):
     work = Path(args.workdir) / ("custom" if args.train_file else args.task)
     teacher, top = work / "teacher", work / "top"
     say = (lambda *a: None) if args.json else print
+    settings = {k: getattr(args, k) for k in ("model", "task", "teacher_epochs", "target", "convention", "epochs",
+                                              "warmup_epochs", "max_train_samples", "max_length", "seed", "bins",
+                                              "topk", "no_ranking", "no_layer_gates", "monotone", "train_file")}
+    recorded = work / "demo_settings.json"
+    if recorded.is_file() and json.loads(recorded.read_text()) != settings:
+        raise ToPruneError(f"{work} holds a demo made with other settings; pass another --workdir or delete it")
+    work.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(settings, indent=1) + "\n")
     teacher_json = teacher / "toprune_teacher.json"
     if teacher_json.is_file():
         say(f"[1/4] teacher: reusing {teacher}")
@@ -185,7 +203,8 @@ def cmd_demo(args, data_dir):
     result, kept = _bench(str(teacher), str(top / "best"), args, data_dir, dense_metric=teacher_result["metric"])
     plan = PruningPlan.load(top / "best")
     plot = plot_tokens_per_layer(plan, kept, work / "tokens_per_layer.png",
-                                 f"{args.task}: tokens entering each layer (ToP, {result['pruned']['flops_reduction_unpadded']:.2f}x FLOPs)")
+                                 f"{args.task}: tokens entering each layer (ToP, {result['pruned']['flops_reduction_unpadded']:.2f}x "
+                                 "FLOPs reduction, unpadded)")
     result["plot"] = str(plot)
     (work / "demo.json").write_text(json.dumps(result, indent=1) + "\n")
     if not args.json:

@@ -144,11 +144,11 @@ def parse_target(text: str) -> float:
     try:
         if text.strip().lower().endswith("x"):
             factor = float(text.strip()[:-1])
-            if factor < 1.0:
+            if not 1.0 <= factor < float("inf"):
                 raise ValueError
             return 1.0 / factor
         sparsity = float(text)
-        if not 0.0 <= sparsity < 1.0:
+        if not 0.0 <= sparsity < 1.0:  # also false for nan
             raise ValueError
         return 1.0 - sparsity
     except ValueError:

@@ -12,6 +12,7 @@ A run is checkpointed every ``save_every`` steps and ``resume=True`` continues i
 from __future__ import annotations
 
 import itertools
+import shutil
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,7 @@ from .plan import PruningPlan, default_pruning_layers
 from .pretrained import load_model, load_tokenizer, save_pruned
 from .ranking import ranking_distillation_loss, ranking_labels
 from .runtime import SoftMasks, apply_pruning
-from .train import TaskData, evaluate, make_loader, prepare_data, seed_everything
+from .train import TaskData, evaluate, make_loader, prepare_data, seed_everything, task_loss
 
 
 @dataclass
@@ -79,8 +80,8 @@ def _defaults(cfg: PruneConfig, num_layers: int) -> tuple[list[int], list[int]]:
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels, regression: bool, temperature: float):
-    if regression:
-        return F.mse_loss(student.squeeze(-1), labels.float())
+    if regression:  # METHOD.md §6: STS-B learns from its labels (MSE), not from the teacher
+        return task_loss(student, labels, regression=True)
     t = temperature
     return t * t * F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
                             reduction="batchmean")
@@ -98,6 +99,9 @@ class ToPRun:
         self.cfg, self.log = cfg, log
         self.out = Path(cfg.output_dir)
         self.target_rel = parse_target(cfg.target)  # cheap checks first: fail before loading anything
+        for name in ("epochs", "batch_size", "num_bins", "topk", "eval_every", "save_every", "max_length"):
+            if not getattr(cfg, name) > 0:
+                raise ToPruneError(f"{name} must be positive, got {getattr(cfg, name)}")
         if cfg.convention not in ("unpadded", "padded"):
             raise ToPruneError(f"convention must be 'unpadded' or 'padded', got {cfg.convention!r}")
         seed_everything(cfg.seed)
@@ -234,6 +238,7 @@ class ToPRun:
                 "lambdas": self.lambdas.detach().clone(), "opt": self.opt.state_dict(),
                 "gate_opt": self.gate_opt.state_dict(), "lambda_opt": self.lambda_opt.state_dict(),
                 "schedule": self.schedule.state_dict(), "sampler": self.sampler.get_state(),
+                "step_seconds": self.step_seconds,
                 "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "best": self.best, "config": asdict(self.cfg)}
         tmp = self.out / "checkpoint.pt.tmp"
@@ -242,7 +247,13 @@ class ToPRun:
 
     def load_checkpoint(self) -> None:
         blob = torch.load(self.out / "checkpoint.pt", weights_only=False, map_location=self.device)
+        ignored = {"resume", "max_steps"}
+        changed = sorted(k for k, v in asdict(self.cfg).items() if k not in ignored and blob["config"].get(k) != v)
+        if changed:
+            raise ToPruneError(f"cannot resume {self.out}: the run was started with other settings "
+                               f"({', '.join(changed)}); use a new --output or the same options")
         self.step, self.best = blob["step"], blob["best"]
+        self.step_seconds = list(blob.get("step_seconds", []))
         self.student.load_state_dict(blob["student"])
         self.gates.load_state_dict(blob["gates"])
         with torch.no_grad():
@@ -258,7 +269,7 @@ class ToPRun:
     def _trim_log(self) -> None:
         """Drop log lines written after the checkpoint: the resumed run writes them again, identically."""
         path = self.out / "metrics.jsonl"
-        if path.exists():
+        if path.exists() and self.accelerator.is_main_process:
             lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= self.step]
             path.write_text("".join(l + "\n" for l in lines))
 
@@ -273,8 +284,11 @@ class ToPRun:
         if self.cfg.resume and (self.out / "checkpoint.pt").exists():
             self.load_checkpoint()
             self.log(f"resumed from step {self.step}")
-        elif (self.out / "metrics.jsonl").exists() and self.accelerator.is_main_process:
-            (self.out / "metrics.jsonl").unlink()
+        elif self.accelerator.is_main_process:  # a fresh start: nothing of an earlier run may survive
+            for stale in ("metrics.jsonl", "checkpoint.pt", "summary.json"):
+                (self.out / stale).unlink(missing_ok=True)
+            shutil.rmtree(self.out / "best", ignore_errors=True)
+        self.accelerator.wait_for_everyone()
         last = min(self.total_steps, self.cfg.max_steps or self.total_steps)
         bar = tqdm(total=last, initial=self.step, desc=f"ToP {self.data.name} -> {self.cfg.target}",
                    disable=not self.accelerator.is_main_process)

@@ -89,6 +89,8 @@ def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, m
                  seed: int = 57, dev_only: bool = False, train_file=None, validation_file=None, text_columns=None,
                  label_column=None) -> TaskData:
     """User files when ``train_file`` is given, else the GLUE task."""
+    if validation_file and not train_file:
+        raise ToPruneError("--validation-file needs --train-file (labels are learned from the training file)")
     if train_file:
         return prepare_user(tokenizer, train_file, validation_file, text_columns, label_column, max_length,
                             max_train_samples, seed, dev_only)
