@@ -70,9 +70,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         sample = make_batches(tokenizer, list(dev["text_a"])[:4], texts_b[:4] if texts_b else None, 4)[0]
         onnx_path = export_dense_onnx(model, sample, Path(tmp) / "dense.onnx")
+        ort = ort_runner(onnx_path, args.threads, check_against=model, check_batch=sample)  # one session, checked once
         for bs in [int(b) for b in args.batch_sizes.split(",")]:
             batches = make_batches(tokenizer, dev["text_a"], texts_b, bs)
-            ort = ort_runner(onnx_path, args.threads, check_against=model, check_batch=sample)
             rows.append(time_batches(ort, batches, "dense ONNX Runtime", args.repeats))
             rows.append(time_batches(torch_runner(model), batches, "dense HF eager (SDPA)", args.repeats))
             state = toprune.apply_pruning(model)

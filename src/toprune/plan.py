@@ -24,10 +24,16 @@ def default_pruning_layers(num_layers: int) -> list[int]:
     return list(range(first, num_layers))
 
 
+def kept_ranks(kept_bins: list[bool], m: int) -> list[int]:
+    """Rank positions (0 = best) that survive among m ranked candidates: rank r is in bin floor(r * K / m).
+    (``scoring.rank_bins`` is the same rule on tensors, for batches with padding.)"""
+    k = len(kept_bins)
+    return [r for r in range(m) if kept_bins[(r * k) // m]]
+
+
 def kept_count(kept_bins: list[bool], m: int) -> int:
     """How many of m ranked candidates survive a layer with these kept bins."""
-    k = len(kept_bins)
-    return sum(1 for r in range(m) if kept_bins[(r * k) // m])
+    return len(kept_ranks(kept_bins, m))
 
 
 @dataclass

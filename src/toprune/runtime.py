@@ -27,7 +27,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 
 from .adapters import BlockParts, base_model, block_parts, find_encoder
 from .errors import ToPruneError
-from .plan import PruningPlan
+from .plan import PruningPlan, kept_ranks
 from .scoring import rank_bins, self_attention, token_scores
 
 
@@ -79,8 +79,7 @@ class PruningState:
         """Rank positions (0 = best) kept at ``layer`` among m candidates: cached, they depend on m only."""
         key = (layer, m)
         if key not in self._kept_ranks:
-            bins, k = self.plan.kept_bins[layer], self.plan.num_bins
-            self._kept_ranks[key] = torch.tensor([r for r in range(m) if bins[(r * k) // m]], dtype=torch.long)
+            self._kept_ranks[key] = torch.tensor(kept_ranks(self.plan.kept_bins[layer], m), dtype=torch.long)
         return self._kept_ranks[key].to(device)
 
 
