@@ -83,7 +83,7 @@ def test_soft_path_with_binary_masks_equals_gather_path_and_restores_positions(f
     """Deterministic masks in the training path (nothing removed) give the same full-length output as the
     inference path (tokens gathered, then scattered back): so restored states sit at their original positions."""
     model = tiny_model(family, head="AutoModelForTokenClassification")
-    layers, num_bins = [1, 2, 3], 4
+    layers = [1, 2, 3]
     kept = torch.tensor([[1, 1, 0, 1], [1, 0, 1, 0], [1, 1, 1, 0]], dtype=torch.bool)
     plan = PruningPlan.from_masks(4, layers, kept, torch.ones(3, dtype=torch.bool))
     state = apply_pruning(model, plan)

@@ -97,7 +97,7 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
     """(the JSON-able result, the per-example share of tokens entering each layer on dev) of dense vs pruned."""
     from .benchmark import compare_latency
     from .pretrained import load_model
-    from .runtime import apply_pruning, pruning_state
+    from .runtime import pruning_state
     from .train import evaluate
 
     tokenizer, data, loader = _task_dev(pruned_path, args, data_dir)

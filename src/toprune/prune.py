@@ -119,6 +119,8 @@ class ToPRun:
         config = self.student.config
         self.dims = EncoderDims.from_config(config)
         self.layers, self.rank_layers = _defaults(cfg, config.num_hidden_layers)
+        # the dense reference of the constraint: each example at its own length, or the padded length
+        self.reference = cfg.padded_length if cfg.convention == "padded" else None
         self._check_reachable()
         self.teacher_state = apply_pruning(self.teacher)
         self.teacher_state.score_layers = {config.num_hidden_layers - 1}
@@ -151,9 +153,7 @@ class ToPRun:
 
     def _check_reachable(self) -> None:
         lengths = torch.tensor([len(x) for x in self.data.train["input_ids"]])
-        reference = self.cfg.padded_length if self.cfg.convention == "padded" else None
-        self.reference = reference
-        floor = min_relative_macs(self.dims, self.layers, lengths, reference)
+        floor = min_relative_macs(self.dims, self.layers, lengths, self.reference)
         if self.target_rel <= floor:
             raise ToPruneError(f"unreachable target {self.cfg.target} ({self.cfg.convention}): with layers before "
                                f"{self.layers[0]} dense, at most {1 / floor:.2f}x is possible on this data")

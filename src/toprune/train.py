@@ -16,7 +16,7 @@ from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmu
 
 from .data import glue_task, load_glue_split
 from .errors import ToPruneError
-from .flops import EncoderDims, FlopsReport, batch_flops
+from .flops import EncoderDims, batch_flops
 from .metrics import glue_metrics
 from .pretrained import load_model, load_tokenizer, save_pruned
 from .runtime import pruning_state
@@ -54,18 +54,24 @@ def tokenise(dataset, tokenizer, labels, max_length: int):
     return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenising")
 
 
+def _task_data(name, metric, labels, train, dev, tokenizer, max_length, max_train_samples, seed, dev_only):
+    """Subset (seeded) and tokenise the splits of any task, GLUE or the user's own."""
+    if dev_only:
+        train = None
+    else:
+        if max_train_samples and max_train_samples < len(train):
+            train = train.shuffle(seed=seed).select(range(max_train_samples))
+        train = tokenise(train, tokenizer, labels, max_length)
+    return TaskData(name, metric, labels, train, tokenise(dev, tokenizer, labels, max_length), dev)
+
+
 def prepare_glue(tokenizer, task_name: str, data_dir, max_length: int = 128, max_train_samples: int | None = None,
                  seed: int = 57, dev_only: bool = False) -> TaskData:
     task = glue_task(task_name)
-    train = None
-    if not dev_only:
-        train = load_glue_split(data_dir, task.name, "train")
-        if max_train_samples and max_train_samples < len(train):
-            train = train.shuffle(seed=seed).select(range(max_train_samples))
-        train = tokenise(train, tokenizer, task.labels, max_length)
+    train = None if dev_only else load_glue_split(data_dir, task.name, "train")
     dev = load_glue_split(data_dir, task.name, "dev")
-    return TaskData(task.name, task.metric, task.labels, train, tokenise(dev, tokenizer, task.labels, max_length),
-                    dev)
+    return _task_data(task.name, task.metric, task.labels, train, dev, tokenizer, max_length, max_train_samples,
+                      seed, dev_only)
 
 
 def prepare_user(tokenizer, train_file, validation_file, text_columns=None, label_column=None, max_length: int = 128,
@@ -78,11 +84,9 @@ def prepare_user(tokenizer, train_file, validation_file, text_columns=None, labe
     if isinstance(text_columns, str):
         text_columns = tuple(c.strip() for c in text_columns.split(",") if c.strip())
     train, dev, info = load_user_data(train_file, validation_file, text_columns, label_column)
-    if max_train_samples and max_train_samples < len(train):
-        train = train.shuffle(seed=seed).select(range(max_train_samples))
-    train = None if dev_only else tokenise(train, tokenizer, info.labels, max_length)
     metric = "pearson" if info.is_regression else "accuracy"
-    return TaskData("custom", metric, info.labels, train, tokenise(dev, tokenizer, info.labels, max_length), dev)
+    return _task_data("custom", metric, info.labels, train, dev, tokenizer, max_length, max_train_samples, seed,
+                      dev_only)
 
 
 def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, max_train_samples: int | None = None,
