@@ -8,6 +8,7 @@ number of batches is one sample, and the median sample is reported (ms per batch
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
@@ -64,48 +65,17 @@ def torch_runner(model) -> Callable[[dict], object]:
     return run
 
 
-def export_dense_onnx(model, sample: dict, path: str | Path) -> Path:
-    """Export an *unpruned* HF model to ONNX with dynamic batch and sequence axes (the dense serving baseline).
+def ort_runner(folder: str | Path, threads: int, int8: bool = False) -> Callable[[dict], object]:
+    """An ONNX Runtime CPU session on an export folder (``export.export_onnx``, parity already checked there)."""
+    from .export import CONFIG_FILENAME, INT8_FILENAME, ONNX_FILENAME, make_session
 
-    Uses the torch.export-based exporter: the legacy TorchScript tracer bakes the HF mask logic for the traced
-    shape, and its graph gives wrong logits on other padded batches (checked: 1e-2 off).
-    """
-    import warnings
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    names = list(sample.keys())
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=model.config.max_position_embeddings)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model, (), kwargs=dict(sample), input_names=names, output_names=["logits"],
-            dynamic_shapes={k: {0: batch, 1: seq} for k in names}, dynamo=True, opset_version=18, verbose=False,
-        )
-    program.save(str(path))
-    return path
-
-
-def ort_runner(path: str | Path, threads: int, check_against=None, check_batch: dict | None = None):
-    """An ONNX Runtime CPU session as a runner; optionally checks parity with a PyTorch model first."""
-    import numpy as np
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    wanted = {i.name for i in session.get_inputs()}
+    folder = Path(folder)
+    session = make_session(folder / (INT8_FILENAME if int8 else ONNX_FILENAME), threads)
+    wanted = set(json.loads((folder / CONFIG_FILENAME).read_text())["inputs"])
 
     def run(batch: dict):
         return session.run(None, {k: v.numpy() for k, v in batch.items() if k in wanted})[0]
 
-    if check_against is not None:
-        expected = torch_runner(check_against)(check_batch).numpy()
-        diff = float(np.abs(run(check_batch) - expected).max())
-        if diff > 1e-3:
-            raise ToPruneError(f"ONNX export disagrees with PyTorch on a padded batch (max abs diff {diff:.2e})")
     return run
 
 
@@ -122,26 +92,42 @@ def environment(threads: int) -> dict:
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
 
 
-def compare_latency(dense, pruned, tokenizer, texts_a, texts_b=None, batch_sizes=(1, 32), threads=2, repeats=5,
-                    onnx_dir: str | Path | None = None, max_length: int = 512) -> dict:
-    """Dense HF (SDPA) vs pruned model, plus the dense ONNX Runtime row, on the same inputs and protocol.
+def latency_runners(dense, pruned, tokenizer, workdir: str | Path, threads: int, backend: str = "pytorch",
+                    int8: bool = False) -> dict[str, tuple[str, Callable]]:
+    """The rows of a dense-vs-pruned latency table: {key: (label, runner)}.
 
-    Returns {"dense": {b: ms}, "pruned": {b: ms}, "dense_onnxruntime": {b: ms}, "timings": [...]}.
+    ``pytorch``: the dense ONNX Runtime row (the serving competitor), dense HF eager (SDPA) and the pruned runtime.
+    ``onnxruntime``: both models exported the same way (ONNX vs ONNX), plus their INT8 graphs if ``int8``.
     """
-    import tempfile
+    from .export import export_onnx, quantize
 
-    torch.set_num_threads(threads)
-    out = {"dense": {}, "pruned": {}, "dense_onnxruntime": {}, "timings": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        sample = make_batches(tokenizer, texts_a[:4], texts_b[:4] if texts_b else None, 4)[0]
-        onnx_path = export_dense_onnx(dense, sample, Path(onnx_dir or tmp) / "dense.onnx")
-        ort = ort_runner(onnx_path, threads, check_against=dense, check_batch=sample)
-        for bs in batch_sizes:
-            batches = make_batches(tokenizer, texts_a, texts_b, bs, max_length)  # the length that was evaluated
-            for key, name, run in [("dense_onnxruntime", "dense ONNX Runtime", ort),
-                                   ("dense", "dense HF eager (SDPA)", torch_runner(dense)),
-                                   ("pruned", "pruned (toprune)", torch_runner(pruned))]:
-                timing = time_batches(run, batches, name, repeats)
-                out[key][bs] = timing.ms_median
-                out["timings"].append(timing.as_dict())
+    workdir = Path(workdir)
+    export_onnx(dense, tokenizer, workdir / "dense")
+    rows = {"dense_onnxruntime": ("dense ONNX Runtime", ort_runner(workdir / "dense", threads))}
+    if backend == "pytorch":
+        rows["dense"] = ("dense HF eager (SDPA)", torch_runner(dense))
+        rows["pruned"] = ("pruned (toprune, PyTorch)", torch_runner(pruned))
+        return rows
+    if backend != "onnxruntime":
+        raise ToPruneError(f"unknown backend {backend!r}; choose pytorch or onnxruntime")
+    export_onnx(pruned, tokenizer, workdir / "pruned")
+    rows["pruned_onnxruntime"] = ("pruned ONNX Runtime", ort_runner(workdir / "pruned", threads))
+    if int8:
+        for name in ("dense", "pruned"):
+            quantize(workdir / name)
+            rows[f"{name}_onnxruntime_int8"] = (f"{name} ONNX Runtime INT8", ort_runner(workdir / name, threads, True))
+    return rows
+
+
+def compare_latency(runners: dict[str, tuple[str, Callable]], tokenizer, texts_a, texts_b=None, batch_sizes=(1, 32),
+                    repeats=5, max_length: int = 512) -> dict:
+    """Time every runner on the same batches with the same protocol: {key: {batch size: ms}, "timings": [...]}."""
+    out = {key: {} for key in runners}
+    out["timings"] = []
+    for bs in batch_sizes:
+        batches = make_batches(tokenizer, texts_a, texts_b, bs, max_length)  # the length that was evaluated
+        for key, (label, run) in runners.items():
+            timing = time_batches(run, batches, label, repeats)
+            out[key][bs] = timing.ms_median
+            out["timings"].append(timing.as_dict())
     return out

@@ -19,6 +19,7 @@ EXAMPLES = {
     "prune": "toprune prune --teacher runs/mrpc-teacher --task mrpc --target 2x --output runs/mrpc-top",
     "eval": "toprune eval runs/mrpc-top/best --task mrpc",
     "bench": "toprune bench --dense runs/mrpc-teacher --pruned runs/mrpc-top/best --task mrpc --json",
+    "export": "toprune export runs/mrpc-top/best --output exports/mrpc-top   # then: toprune.serve.OnnxModel",
     "demo": "toprune demo            # MiniLM + MRPC: teacher -> prune -> eval -> bench, one table",
     "plot": "toprune plot runs/mrpc-top runs/mrpc-top-no-rank --output mrpc.png",
     "show": "toprune show runs/mrpc-top/best \"The cat sat on the mat.\" --pair \"A cat was sitting.\" --html s.html",
@@ -90,6 +91,9 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ranking", action="store_true", help="ablation: ranking distillation off")
     p.add_argument("--no-layer-gates", action="store_true", help="ablation: fine masks only")
     p.add_argument("--monotone", action="store_true", help="keep the top fraction instead of free bins")
+    p.add_argument("--method", choices=["top", "static", "random"], default="top",
+                   help="top: learned ToP masks (default); baselines at the same FLOPs, fine-tuned the same way: "
+                        "static (each layer keeps a fixed share of the most-attended tokens) or random")
     p.add_argument("--eval-every", type=positive_int, default=50)
     p.add_argument("--max-train-samples", type=positive_int)
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
@@ -130,7 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense", required=True)
     p.add_argument("--pruned", required=True)
     p.add_argument("--padded-length", type=positive_int, default=128)
+    p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch",
+                   help="pytorch: dense HF eager (SDPA) vs our PyTorch runtime, plus the dense ONNX Runtime row; "
+                        "onnxruntime: both models exported to ONNX and timed in ONNX Runtime")
+    p.add_argument("--int8", action="store_true", help="with --backend onnxruntime: also time dynamic-INT8 graphs")
     _bench_options(p)
+
+    p = command("export", "write an ONNX serving folder (graph + tokenizer + config) of a pruned or dense model")
+    p.add_argument("model", help="model folder (pruned or dense)")
+    p.add_argument("--output", required=True, help="folder to write model.onnx, the tokenizer and toprune_onnx.json")
+    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic INT8 quantisation)")
 
     p = command("demo", "the main job: teacher -> prune -> eval -> bench on the default model, one table")
     _common(p)

@@ -56,7 +56,7 @@ def _prune_config(args, teacher: str, output: str, data_dir):
         teacher=teacher, task=args.task, data_dir=data_dir, output_dir=output, target=args.target,
         convention=args.convention, padded_length=args.padded_length, epochs=args.epochs,
         warmup_epochs=args.warmup_epochs, lr=args.lr, gate_lr=args.gate_lr, num_bins=args.bins, topk=args.topk,
-        ranking=not args.no_ranking, layer_gates=not args.no_layer_gates, monotone=args.monotone,
+        ranking=not args.no_ranking, layer_gates=not args.no_layer_gates, monotone=args.monotone, method=args.method,
         eval_every=args.eval_every, save_every=args.eval_every, max_train_samples=args.max_train_samples,
         max_length=args.max_length, seed=args.seed, resume=args.resume, **_user_files(args))
 
@@ -95,7 +95,11 @@ def cmd_eval(args, data_dir):
 
 def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
     """(the JSON-able result, the per-example share of tokens entering each layer on dev) of dense vs pruned."""
-    from .benchmark import compare_latency
+    import tempfile
+
+    import torch
+
+    from .benchmark import compare_latency, latency_runners
     from .pretrained import load_model
     from .runtime import pruning_state
     from .train import evaluate
@@ -115,10 +119,15 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
     dev = data.dev_raw.select(range(min(args.examples, len(data.dev_raw))))
     texts_b = list(dev["text_b"]) if "text_b" in dev.column_names else None
     sizes = list(args.batch_sizes)
-    lat = compare_latency(dense, pruned, tokenizer, list(dev["text_a"]), texts_b, sizes, args.threads, args.repeats,
-                          max_length=args.max_length)
+    backend = getattr(args, "backend", "pytorch")
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        runners = latency_runners(dense, pruned, tokenizer, tmp, args.threads, backend, getattr(args, "int8", False))
+        lat = compare_latency(runners, tokenizer, list(dev["text_a"]), texts_b, sizes, args.repeats,
+                              max_length=args.max_length)
+    compared = ("dense", "pruned") if backend == "pytorch" else ("dense_onnxruntime", "pruned_onnxruntime")
     result = {
-        "task": data.name, "metric_name": data.metric,
+        "task": data.name, "metric_name": data.metric, "backend": backend,
         "dense": {"metric": dense_metric, "flops_reduction_unpadded": 1.0, "flops_reduction_padded": 1.0},
         "pruned": {"metric": pruned_eval["metric"],
                    "flops_reduction_unpadded": pruned_eval["flops_reduction_unpadded"],
@@ -127,13 +136,17 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
         "dense_onnxruntime": {f"latency_ms_b{b}": lat["dense_onnxruntime"][b] for b in sizes},
         "protocol": {"threads": args.threads, "repeats": args.repeats, "examples_timed": len(dev),
                      "padding": "dynamic (per batch)", "dense_attention": "sdpa", "statistic": "median of passes",
-                     "padded_length": args.padded_length},
+                     "padded_length": args.padded_length,
+                     "compared": f"{runners[compared[0]][0]} vs {runners[compared[1]][0]}"},
         "timings": lat["timings"],
     }
     for b in sizes:
-        result["dense"][f"latency_ms_b{b}"] = lat["dense"][b]
-        result["pruned"][f"latency_ms_b{b}"] = lat["pruned"][b]
-        result[f"speedup_b{b}"] = lat["dense"][b] / lat["pruned"][b]
+        result["dense"][f"latency_ms_b{b}"] = lat[compared[0]][b]
+        result["pruned"][f"latency_ms_b{b}"] = lat[compared[1]][b]
+        result[f"speedup_b{b}"] = lat[compared[0]][b] / lat[compared[1]][b]
+    if "dense_onnxruntime_int8" in lat:
+        result["int8"] = {f"{name}_ms_b{b}": lat[f"{name}_onnxruntime_int8"][b] for name in ("dense", "pruned")
+                          for b in sizes}
     return result, kept_fractions
 
 
@@ -145,13 +158,19 @@ def print_table(result: dict, padded_length: int) -> None:
              "|" + "---|" * (4 + 2 * len(sizes))]
     ort = result["dense_onnxruntime"]
     dense_ms = {b: result["dense"][f"latency_ms_b{b}"] for b in sizes}
-    for name, row in [("dense (HF, SDPA)", result["dense"]), ("ToP pruned", result["pruned"])]:
+    on_ort = result.get("backend") == "onnxruntime"
+    names = ("dense (ONNX Runtime)", "ToP pruned (ONNX Runtime)") if on_ort else ("dense (HF, SDPA)", "ToP pruned")
+    for name, row in zip(names, (result["dense"], result["pruned"])):
         lines.append(f"| {name} | {row['metric']:.2f} | {row['flops_reduction_unpadded']:.2f}x | "
                      f"{row['flops_reduction_padded']:.2f}x | "
                      + " | ".join(f"{row[f'latency_ms_b{b}']:.1f}" for b in sizes) + " | "
                      + " | ".join(f"{dense_ms[b] / row[f'latency_ms_b{b}']:.2f}x" for b in sizes) + " |")
-    lines.append("| dense (ONNX Runtime) | - | 1.00x | - | " + " | ".join(f"{ort[f'latency_ms_b{b}']:.1f}" for b in sizes)
-                 + " | " + " | ".join(f"{dense_ms[b] / ort[f'latency_ms_b{b}']:.2f}x" for b in sizes) + " |")
+    extra = [("dense (ONNX Runtime)", {b: ort[f"latency_ms_b{b}"] for b in sizes})] if not on_ort else []
+    for name in ("dense", "pruned") if "int8" in result else ():
+        extra.append((f"{name} (ONNX Runtime INT8)", {b: result["int8"][f"{name}_ms_b{b}"] for b in sizes}))
+    for name, ms in extra:
+        lines.append(f"| {name} | - | - | - | " + " | ".join(f"{ms[b]:.1f}" for b in sizes) + " | "
+                     + " | ".join(f"{dense_ms[b] / ms[b]:.2f}x" for b in sizes) + " |")
     print("\n".join(lines))
 
 
@@ -161,6 +180,15 @@ def cmd_bench(args, data_dir):
     if not args.json:
         print_table(result, args.padded_length)
     return result
+
+
+def cmd_export(args, data_dir):
+    from .export import export_folder
+
+    _quiet()
+    folder = export_folder(args.model, args.output, int8=args.int8)
+    print(f"wrote {folder}: model.onnx{' + model.int8.onnx' if args.int8 else ''}, tokenizer, toprune_onnx.json "
+          f"(checked against PyTorch: max abs diff <= 1e-4)")
 
 
 def cmd_demo(args, data_dir):

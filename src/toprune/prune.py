@@ -15,7 +15,7 @@ import itertools
 import shutil
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -31,7 +31,11 @@ from .plan import PruningPlan, default_pruning_layers
 from .pretrained import load_model, load_tokenizer, save_pruned
 from .ranking import ranking_distillation_loss, ranking_labels
 from .runtime import SoftMasks, apply_pruning
+from .static import plan_relative_macs, static_plan
 from .train import TaskData, evaluate, make_loader, prepare_data, seed_everything, task_loss
+
+
+METHODS = ("top", "static", "random")
 
 
 @dataclass
@@ -58,6 +62,7 @@ class PruneConfig:
     ranking: bool = True  # ablation: ranking distillation off
     layer_gates: bool = True  # ablation: fine masks only
     monotone: bool = False  # keep the top fraction instead of free bins
+    method: str = "top"  # baselines: "static" (fixed top-k by attention) or "random" (fixed counts, random tokens)
     eval_every: int = 50
     save_every: int = 50
     max_train_samples: int | None = None
@@ -102,6 +107,8 @@ class ToPRun:
         for name in ("epochs", "batch_size", "num_bins", "topk", "eval_every", "save_every", "max_length"):
             if not getattr(cfg, name) > 0:
                 raise ToPruneError(f"{name} must be positive, got {getattr(cfg, name)}")
+        if cfg.method not in METHODS:
+            raise ToPruneError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
         if cfg.convention not in ("unpadded", "padded"):
             raise ToPruneError(f"convention must be 'unpadded' or 'padded', got {cfg.convention!r}")
         seed_everything(cfg.seed)
@@ -125,7 +132,8 @@ class ToPRun:
         self.teacher_state = apply_pruning(self.teacher)
         self.teacher_state.score_layers = {config.num_hidden_layers - 1}
         self.state = apply_pruning(self.student)
-        self.state.score_layers = set(self.rank_layers) if cfg.ranking else set()
+        self.state.score_layers = set(self.rank_layers) if cfg.ranking and cfg.method == "top" else set()
+        self.fixed_plan = None if cfg.method == "top" else self._static_plan()
         self.gates = HardConcreteGates(len(self.layers), cfg.num_bins, monotone=cfg.monotone,
                                        use_layer_gates=cfg.layer_gates).to(self.device)
         self.lambdas = torch.nn.Parameter(torch.zeros(2, device=self.device))
@@ -158,13 +166,43 @@ class ToPRun:
             raise ToPruneError(f"unreachable target {self.cfg.target} ({self.cfg.convention}): with layers before "
                                f"{self.layers[0]} dense, at most {1 / floor:.2f}x is possible on this data")
 
+    def _static_plan(self) -> PruningPlan:
+        """The baselines' fixed schedule: meets the target on the train and the dev lengths (lengths only)."""
+        lengths = [[len(x) for x in split["input_ids"]] for split in (self.data.train, self.data.dev)]
+        scorer = "random" if self.cfg.method == "random" else "attention"
+        return static_plan(self.dims, self.layers, lengths, self.target_rel, self.reference, scorer)
+
     # -- training -----------------------------------------------------------------------------------------------
+    def fixed_plan_step(self, batch: dict, labels: torch.Tensor) -> dict:
+        """A baseline's step: the fixed plan on the real (gather) path, distilled from the teacher like ToP."""
+        self.state.soft_masks = None
+        self.state.set_plan(self.fixed_plan)
+        self.state.random_scores = self.sampler if self.cfg.method == "random" else None
+        logits = self.student_ddp(**batch).logits
+        with torch.no_grad():
+            teacher_logits = self.teacher(**batch).logits
+        loss = distillation_loss(logits, teacher_logits, labels, self.data.labels is None, self.cfg.temperature)
+        self.opt.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
+        self.opt.step()
+        self.schedule.step()
+        return {"loss": loss.item(), "task": loss.item(), "rank": 0.0, "lag": 0.0,
+                "expected_sparsity": 1.0 - plan_relative_macs(self.dims, self.fixed_plan, 
+                                                                   batch["attention_mask"].sum(dim=1).tolist(),
+                                                                   self.reference),
+                "target_sparsity": 1.0 - self.target_rel, "lambda1": 0.0, "lambda2": 0.0}
+
     def train_step(self, batch: dict) -> dict:
         cfg = self.cfg
         batch = {k: v.to(self.device) for k, v in batch.items()}
         labels = batch.pop("labels")
         started = time.perf_counter()
         self.student.train()
+        if self.fixed_plan is not None:
+            stats = self.fixed_plan_step(batch, labels)
+            self.step_seconds.append(time.perf_counter() - started)
+            return stats
         bins, gates = self.gates.sample(self.sampler)
         self.state.soft_masks = SoftMasks(self.layers, bins, gates)
         logits = self.student_ddp(**batch).logits
@@ -204,12 +242,16 @@ class ToPRun:
                 "lambda1": self.lambdas[0].item(), "lambda2": self.lambdas[1].item()}
 
     def current_plan(self) -> PruningPlan:
+        if self.fixed_plan is not None:
+            return self.fixed_plan
         kept, on = self.gates.deterministic()
         return PruningPlan.from_masks(self.dims.num_layers, self.layers, kept, on)
 
     def evaluate(self) -> dict:
         plan = self.current_plan()
         self.state.set_plan(plan)
+        if self.cfg.method == "random":  # the same random draws at every evaluation
+            self.state.random_scores = torch.Generator().manual_seed(self.cfg.seed)
         loader = make_loader(self.data.dev, self.tokenizer, 64, False)
         result = evaluate(self.student, loader, self.data, self.cfg.padded_length)
         key = "flops_reduction_padded" if self.cfg.convention == "padded" else "flops_reduction_unpadded"
@@ -217,8 +259,8 @@ class ToPRun:
         result["keep_ratio_per_layer"] = [round(plan.keep_ratio(layer), 3) for layer in range(self.dims.num_layers)]
         if result["meets_target"] and (self.best is None or result["metric"] > self.best["metric"]):
             self.best = dict(result, step=self.step)
-            plan.meta = {"task": self.data.name, "target": self.cfg.target, "convention": self.cfg.convention,
-                         "step": self.step, "dev_metric": result["metric"],
+            plan.meta = {**plan.meta, "method": self.cfg.method, "task": self.data.name, "target": self.cfg.target,
+                         "convention": self.cfg.convention, "step": self.step, "dev_metric": result["metric"],
                          "flops_reduction_unpadded": result["flops_reduction_unpadded"],
                          "flops_reduction_padded": result["flops_reduction_padded"]}
             if self.accelerator.is_main_process:
@@ -247,8 +289,10 @@ class ToPRun:
 
     def load_checkpoint(self) -> None:
         blob = torch.load(self.out / "checkpoint.pt", weights_only=False, map_location=self.device)
-        ignored = {"resume", "max_steps"}
-        changed = sorted(k for k, v in asdict(self.cfg).items() if k not in ignored and blob["config"].get(k) != v)
+        ignored = {"resume", "max_steps", "output_dir"}  # a run folder may be moved
+        # settings added after a run was saved count as their default
+        saved = {**{f.name: f.default for f in fields(PruneConfig) if f.default is not MISSING}, **blob["config"]}
+        changed = sorted(k for k, v in asdict(self.cfg).items() if k not in ignored and saved.get(k) != v)
         if changed:
             raise ToPruneError(f"cannot resume {self.out}: the run was started with other settings "
                                f"({', '.join(changed)}); use a new --output or the same options")

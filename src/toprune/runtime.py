@@ -28,7 +28,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from .adapters import BlockParts, base_model, block_parts, find_encoder
 from .errors import ToPruneError
 from .plan import PruningPlan, kept_ranks
-from .scoring import rank_bins, self_attention, token_scores
+from .scoring import rank_bins, self_attention, sort_indices, token_scores
 
 
 @dataclass
@@ -60,7 +60,9 @@ class PruningState:
         self.score_layers: set[int] = set()  # extra layers whose scores are recorded (ranking distillation)
         self.force_scoring = False  # score at pruning layers even when nothing is dropped (to measure its cost)
         self.record = False  # record token counts per layer (FLOPs of real batches)
+        self.traceable = False  # for ONNX export: no data-dependent Python branches (always the masked path)
         self.soft_masks: SoftMasks | None = None
+        self.random_scores: torch.Generator | None = None  # plans with meta scorer "random": drop random tokens
         self.input_mask: torch.Tensor | None = None
         self.last: ForwardRecord | None = None
         self.handles: list = []
@@ -69,6 +71,8 @@ class PruningState:
     def set_plan(self, plan: PruningPlan) -> None:
         plan.validate(len(self.parts))
         self.plan = plan
+        random = plan.meta.get("scorer") == "random"
+        self.random_scores = (self.random_scores or torch.Generator().manual_seed(0)) if random else None
         # layer -> bool table of K+1 entries; entry K (non-candidates: padding, already pruned) is False
         self.tables = {
             layer: torch.tensor(bins + [False], dtype=torch.bool) for layer, bins in plan.kept_bins.items()
@@ -93,18 +97,32 @@ def _select_unpadded(state: PruningState, layer: int, scores: torch.Tensor) -> t
     return torch.cat([kept.new_zeros(bsz, 1), kept], dim=1)
 
 
+def _longest(n_keep: torch.Tensor, current: int, traceable: bool):
+    """The longest survivor list of the batch: a Python int, or when exporting an unbounded symbolic size with the
+    bounds the exporter needs to know (at least CLS survives, never more than were there)."""
+    if not traceable:
+        return int(n_keep.max())
+    longest = n_keep.max().item()
+    torch._check(longest >= 1)
+    torch._check(longest <= current)
+    return longest
+
+
 def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor, training: bool) -> torch.Tensor:
     bsz, seq, dim = hidden.shape
     record = ForwardRecord()
     positions = torch.arange(seq, device=hidden.device).expand(bsz, seq)
-    key_mask = None if bool(valid.all()) else valid
+    key_mask = valid if state.traceable or not bool(valid.all()) else None
     stash = None
     counts = []
     for i, parts in enumerate(state.parts):
         table = state.tables.get(i + 1)
         prune_next = table is not None
-        need = prune_next or i in state.score_layers or (state.force_scoring and (i + 1) < len(state.parts))
-        context, probs = self_attention(parts, hidden, key_mask, need, training)
+        random = prune_next and state.random_scores is not None
+        need = (prune_next and not random) or i in state.score_layers or (
+            state.force_scoring and (i + 1) < len(state.parts))
+        # exported graphs use the explicit attention everywhere: SDPA's shape checks cannot take a symbolic length
+        context, probs = self_attention(parts, hidden, key_mask, need or state.traceable, training)
         hidden = parts.attn_output(context, hidden)
         if state.record:
             counts.append(valid.sum(dim=1))
@@ -113,6 +131,8 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
         scores = token_scores(probs, key_mask) if need else None
         if i in state.score_layers:
             record.scores[i] = scores
+        if random:  # the floor baseline: the same counts, random survivors (drawn on the CPU: reproducible)
+            scores = torch.rand(hidden.shape[:2], generator=state.random_scores).to(hidden.device)
         if prune_next and key_mask is None:
             # no padding: same survivor count for every example, a handful of ops instead of the masked path
             if stash is None:
@@ -125,20 +145,23 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
         elif prune_next:
             candidates = valid.clone()
             candidates[:, 0] = False  # CLS is never scored nor pruned
-            keep = table.to(hidden.device)[rank_bins(scores, candidates, table.numel() - 1)]
+            keep = table.to(hidden.device)[rank_bins(scores, candidates, table.numel() - 1, not state.traceable)]
             keep[:, 0] = True
             if stash is None:
                 stash = hidden.new_zeros(bsz, seq + 1, dim)  # slot `seq` is a sink for padding writes
             dropped_at = torch.where(valid & ~keep, positions, seq)
             stash.scatter_(1, dropped_at.unsqueeze(-1).expand(-1, -1, dim), hidden)
             n_keep = keep.sum(dim=1)
-            new_len = int(n_keep.max())
-            # kept tokens first, in their original order (stable sort), then cut to the longest survivor list
-            order = keep.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :new_len]
+            new_len = _longest(n_keep, hidden.shape[1], state.traceable)
+            # kept tokens first, in their original order, then cut to the longest survivor list (a unique sort
+            # key per slot: no reliance on a stable sort, which exported graphs do not promise)
+            slots = torch.arange(hidden.shape[1], device=hidden.device)
+            order = sort_indices(torch.where(keep, slots, slots + hidden.shape[1]), False, not state.traceable)
+            order = order[:, :new_len]
             hidden = hidden.gather(1, order.unsqueeze(-1).expand(-1, -1, dim))
             positions = positions.gather(1, order)
             valid = torch.arange(new_len, device=hidden.device).expand(bsz, new_len) < n_keep.unsqueeze(1)
-            key_mask = None if bool((n_keep == new_len).all()) else valid
+            key_mask = valid if state.traceable or not bool((n_keep == new_len).all()) else None
         hidden = parts.ffn(hidden)
     if state.record:
         record.attn_counts = torch.stack(counts, dim=1)

@@ -55,16 +55,25 @@ def token_scores(probs: torch.Tensor, query_mask: torch.Tensor | None) -> torch.
     return received / (probs.shape[1] * rows.sum(dim=1, keepdim=True).clamp(min=1.0))
 
 
-def rank_bins(scores: torch.Tensor, candidates: torch.Tensor, num_bins: int) -> torch.Tensor:
+def sort_indices(x: torch.Tensor, descending: bool, stable: bool = True) -> torch.Tensor:
+    """argsort along dim 1; ``stable=False`` uses TopK, which exports to ONNX (whose TopK breaks ties by lower
+    index: stable in effect), while torch's argsort exports to a sort that ONNX cannot express."""
+    if stable:
+        return x.argsort(dim=1, descending=descending, stable=True)
+    return x.topk(x.shape[1], dim=1, largest=descending).indices
+
+
+def rank_bins(scores: torch.Tensor, candidates: torch.Tensor, num_bins: int, stable: bool = True) -> torch.Tensor:
     """Rank bin of every candidate token, batched (METHOD.md §4).
 
     Candidates are the prunable survivors (not CLS, not padding, not yet pruned). Bin 0 holds the best-scored
     tokens: a candidate of rank r among m candidates falls in bin floor(r * K / m). Non-candidates get bin K
     (out of range on purpose, so callers can index a K+1 table whose last entry means "not a candidate").
+    ``stable=False`` is for exported graphs (ONNX has no stable sort; its TopK breaks ties by lower index anyway).
     """
     bsz, n = scores.shape
     masked = scores.masked_fill(~candidates, float("-inf"))
-    order = masked.argsort(dim=1, descending=True, stable=True)
+    order = sort_indices(masked, descending=True, stable=stable)
     positions = torch.arange(n, device=scores.device).expand(bsz, n)
     ranks = torch.empty_like(order).scatter_(1, order, positions)
     count = candidates.sum(dim=1, keepdim=True).clamp(min=1)

@@ -1,0 +1,99 @@
+"""The GLUE study: ToP vs its ablations vs static and random token dropping, on the real MiniLM, with the project's
+own commands. Two phases, both resumable (a killed run continues from its checkpoint, finished runs are skipped):
+
+    python benchmarks/glue_study.py train               # teachers + every method on every task (hours on 2 cores)
+    python benchmarks/glue_study.py bench               # dev metric, measured FLOPs and latency of every finished run
+    python benchmarks/glue_study.py train --curve stsb  # the metric-vs-FLOPs curve (ToP and static at 1.5x..4x)
+    python benchmarks/glue_study.py bench --curve stsb
+
+Run the bench phase on an otherwise idle machine: latency ratios are taken within one process, one task at a time.
+Results: benchmarks/results/glue_minilm.{json,md} (and glue_curve_<task>.{json,png}). Runs go to runs/study/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RUNS = Path("runs") / "study"  # relative to the repo root (commands run there)
+
+# Per task: the schedule shared by every method of the task (same epochs, same data, same seed), and the target.
+TASKS = {
+    "mrpc": dict(epochs=5, warmup=2, samples=None, target="2x"),
+    "rte": dict(epochs=5, warmup=2, samples=None, target="2x"),
+    "stsb": dict(epochs=3, warmup=1.5, samples=None, target="2x"),
+    "cola": dict(epochs=3, warmup=1.5, samples=None, target="2x"),
+    "sst2": dict(epochs=3, warmup=1.5, samples=12000, target="2x"),
+}
+METHODS = {  # method name in the results -> `toprune prune` options
+    "top": [],
+    "top_no_rank": ["--no-ranking"],
+    "top_no_gates": ["--no-layer-gates"],
+    "static_topk": ["--method", "static"],
+    "random": ["--method", "random"],
+}
+CURVE_TARGETS = ["1.5x", "2x", "3x", "4x"]
+CURVE_METHODS = ["top", "static_topk"]
+
+
+def teacher_dir(task: str) -> Path:
+    return Path("runs") / f"{task}-teacher"  # shared with benchmarks/glue_top.sh; relative to the repo root
+
+
+def run_dir(task: str, method: str, target: str | None = None) -> Path:
+    target = target or TASKS[task]["target"]
+    suffix = "" if target == TASKS[task]["target"] else f"-{target}"
+    return RUNS / f"{task}-{method}{suffix}"
+
+
+def sh(cmd: list[str]) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def train(task: str, runs: list[tuple[str, str]]) -> None:
+    spec = TASKS[task]
+    subset = ["--max-train-samples", str(spec["samples"])] if spec["samples"] else []
+    if not (teacher_dir(task) / "toprune_teacher.json").exists():
+        sh(["toprune", "finetune", "--task", task, "--output", str(teacher_dir(task)), *subset])
+    for method, target in runs:
+        out = run_dir(task, method, target)
+        if (ROOT / out / "summary.json").exists():
+            continue
+        sh(["toprune", "prune", "--teacher", str(teacher_dir(task)), "--task", task, "--target", target,
+            "--epochs", str(spec["epochs"]), "--warmup-epochs", str(spec["warmup"]), "--output", str(out),
+            "--resume", *subset, *METHODS[method]])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("phase", choices=["train", "bench"])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--curve", choices=list(TASKS), help="the metric-vs-FLOPs curve of this task instead")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--examples", type=int, default=256, help="dev examples timed per task")
+    args = parser.parse_args(argv)
+    if args.phase == "train":
+        if args.curve:
+            train(args.curve, [(m, t) for t in CURVE_TARGETS for m in CURVE_METHODS])
+        else:
+            for task in args.tasks:
+                train(task, [(m, TASKS[task]["target"]) for m in args.methods])
+        return 0
+    from study_bench import bench_curve, bench_tasks  # imports torch: only for the bench phase
+
+    if args.curve:
+        bench_curve(args.curve, args)
+    else:
+        bench_tasks(args.tasks, args.methods, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

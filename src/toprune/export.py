@@ -1,0 +1,161 @@
+"""Serve pruned models with ONNX Runtime alone: one exported graph that scores, selects, gathers and restores.
+
+``export_onnx`` traces the pruned runtime with the torch.export-based ONNX exporter. Per-example token removal
+stays *inside* the graph: each pruning layer's survivor count is a symbolic length computed from the data (the
+longest survivor list of the batch), so later layers really run on fewer tokens in ONNX Runtime too, and the
+restore step scatters every token back for token-level heads (QA start/end logits). Batch and sequence axes are
+dynamic. The folder gets ``model.onnx``, the tokenizer and ``toprune_onnx.json`` (inputs, outputs, labels, plan),
+so it serves with onnxruntime and tokenizers alone (see :class:`OnnxModel`). Every export is checked against
+PyTorch on a mixed-length padded batch and on a batch of one before it is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ToPruneError
+from .runtime import pruning_state
+
+ONNX_FILENAME = "model.onnx"
+INT8_FILENAME = "model.int8.onnx"
+CONFIG_FILENAME = "toprune_onnx.json"
+PARITY_TOLERANCE = 1e-4
+_OUTPUTS = ("logits", "start_logits", "end_logits")
+_SAMPLE = [("Who wrote the report that the committee finally published last week?",
+            "The committee published the report, written by two economists, after a long delay."),
+           ("A short one.", "Yes."),
+           ("Tokens are removed layer by layer.", "The sequence gets shorter at every pruning layer, per example.")]
+
+
+@contextlib.contextmanager
+def _quiet_logs():
+    """The exporter and the quantiser log advice meant for their developers (torchvision ops, pre-processing)."""
+    loggers = [logging.getLogger(), logging.getLogger("torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def sample_batches(tokenizer, max_length: int = 128) -> list[dict]:
+    """Inputs for tracing and parity: a padded batch of mixed lengths, and a batch of one."""
+    questions, contexts = zip(*_SAMPLE)
+    mixed = tokenizer(list(questions), list(contexts), padding=True, truncation=True, max_length=max_length,
+                      return_tensors="pt")
+    one = tokenizer([questions[1]], [contexts[1]], return_tensors="pt")
+    return [dict(mixed), dict(one)]
+
+
+def _outputs(model, batch: dict) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        out = model(**batch)
+    return {k: out[k] for k in _OUTPUTS if k in out}
+
+
+def check_parity(model, session, batches: list[dict]) -> float:
+    """Largest |PyTorch - ONNX Runtime| over all outputs of the given batches."""
+    worst = 0.0
+    for batch in batches:
+        expected = _outputs(model, batch)
+        got = session.run(list(expected), {k: v.numpy() for k, v in batch.items()})
+        for name, value in zip(expected, got):
+            worst = max(worst, float(np.abs(value - expected[name].numpy()).max()))
+    return worst
+
+
+def export_onnx(model, tokenizer, folder: str | Path, check: bool = True, opset: int = 18,
+                samples: list[dict] | None = None) -> Path:
+    """Export a dense or pruned HF model (with its tokenizer and a small config) to ``folder``; returns the folder.
+
+    ``samples``: batches to trace with (the first) and to check parity on (all); default: real text, tokenised.
+    """
+    state = pruning_state(model)
+    if state is not None and state.random_scores is not None:
+        raise ToPruneError("the random-dropping baseline is not exportable (it is a floor for comparison only)")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    batches = samples or sample_batches(tokenizer)
+    names = list(batches[0])
+    outputs = list(_outputs(model, batches[0]))
+    batch_dim = torch.export.Dim("batch")
+    seq_dim = torch.export.Dim("sequence", max=model.config.max_position_embeddings)
+    if state is not None:
+        state.traceable = True  # the masked path everywhere, symbolic survivor counts
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_logs():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (), kwargs=batches[0], input_names=names, output_names=outputs,
+                                        dynamic_shapes={k: {0: batch_dim, 1: seq_dim} for k in names},
+                                        dynamo=True, opset_version=opset, verbose=False)
+    finally:
+        if state is not None:
+            state.traceable = False
+    tmp = folder / (ONNX_FILENAME + ".tmp")
+    program.save(str(tmp))
+    if check:
+        worst = check_parity(model, make_session(tmp, threads=1), batches)
+        if worst > PARITY_TOLERANCE:
+            raise ToPruneError(f"exported graph disagrees with PyTorch (max abs diff {worst:.2e}); not saved")
+    tmp.replace(folder / ONNX_FILENAME)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    config = model.config
+    meta = {"format_version": 1, "inputs": names, "outputs": outputs, "pruned": state is not None,
+            "model_type": config.model_type, "architectures": getattr(config, "architectures", None),
+            "num_labels": config.num_labels, "id2label": {str(k): v for k, v in config.id2label.items()},
+            "problem_type": config.problem_type, "max_length": int(config.max_position_embeddings),
+            "plan": state.plan.to_dict() if state is not None else None, "opset": opset}
+    (folder / CONFIG_FILENAME).write_text(json.dumps(meta, indent=1) + "\n")
+    return folder
+
+
+def quantize(folder: str | Path) -> Path:
+    """Dynamic INT8 quantisation of the exported graph (onnxruntime's quantiser), written beside it."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    folder = Path(folder)
+    with warnings.catch_warnings(), _quiet_logs():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(folder / ONNX_FILENAME), str(folder / INT8_FILENAME), weight_type=QuantType.QInt8)
+    return folder / INT8_FILENAME
+
+
+def export_folder(model_path: str, output: str | Path, int8: bool = False) -> Path:
+    """``toprune export``: a saved (pruned or dense) model folder to an ONNX serving folder."""
+    from .pretrained import load_model, load_tokenizer
+
+    model, tokenizer = load_model(model_path), load_tokenizer(model_path)
+    output = Path(output)
+    if output.exists() and any(output.iterdir()) and not (output / CONFIG_FILENAME).exists():
+        raise ToPruneError(f"{output} exists and is not an export folder; give a new or empty --output")
+    export_onnx(model, tokenizer, output)
+    if int8:
+        quantize(output)
+    elif (output / INT8_FILENAME).exists():
+        (output / INT8_FILENAME).unlink()  # a stale INT8 graph of an earlier export must not survive
+    return output
+
+
+def make_session(path: str | Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+

@@ -1,0 +1,90 @@
+"""Predict from raw text with an exported folder and ONNX Runtime: no PyTorch model code at serving time.
+
+    from toprune.serve import OnnxModel
+    model = OnnxModel("exports/mrpc-top")
+    model.predict(["The cat sat."], pairs=["A cat was sitting."])       # [{"label": ..., "score": ...}]
+    qa = OnnxModel("exports/squad-top")
+    qa.answer(["Who wrote it?"], ["It was written by Ada."])           # [{"answer": "Ada", ...}]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ToPruneError
+from .export import CONFIG_FILENAME, INT8_FILENAME, ONNX_FILENAME, make_session
+from .qa import best_span
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class OnnxModel:
+    """An export folder (``toprune export``) loaded into an ``onnxruntime.InferenceSession``."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None, int8: bool = False) -> None:
+        from transformers import AutoTokenizer
+
+        folder = Path(folder)
+        if not (folder / CONFIG_FILENAME).is_file():
+            raise ToPruneError(f"{folder} is not an export folder (no {CONFIG_FILENAME}); run `toprune export`")
+        self.config = json.loads((folder / CONFIG_FILENAME).read_text())
+        graph = folder / (INT8_FILENAME if int8 else ONNX_FILENAME)
+        if not graph.is_file():
+            raise ToPruneError(f"no {graph.name} in {folder}" + (" (export with --int8)" if int8 else ""))
+        self.session = make_session(graph, threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.inputs = self.config["inputs"]
+
+    def __call__(self, **inputs) -> dict[str, np.ndarray]:
+        feed = {k: np.asarray(v, dtype=np.int64) for k, v in inputs.items() if k in self.inputs}
+        return dict(zip(self.config["outputs"], self.session.run(self.config["outputs"], feed)))
+
+    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32,
+                max_length: int = 128) -> list[dict]:
+        """Sequence classification (label and probability) or regression (score) for each text (pair)."""
+        if "logits" not in self.config["outputs"]:
+            raise ToPruneError("this export has no classification head; use answer() for question answering")
+        results = []
+        for i in range(0, len(texts), batch_size):
+            chunk_b = pairs[i : i + batch_size] if pairs is not None else None
+            enc = self.tokenizer(texts[i : i + batch_size], chunk_b, padding=True, truncation=True,
+                                 max_length=max_length, return_tensors="np")
+            logits = self(**enc)["logits"]
+            if self.config["num_labels"] == 1:
+                results += [{"score": float(x[0])} for x in logits]
+                continue
+            for probs in _softmax(logits):
+                best = int(probs.argmax())
+                results.append({"label": self.config["id2label"].get(str(best), str(best)), "score": float(probs[best])})
+        return results
+
+    def answer(self, questions: list[str], contexts: list[str], max_length: int = 384, stride: int = 128,
+               max_answer_length: int = 30) -> list[dict]:
+        """Extractive QA: the best context span over all windows of each (question, context)."""
+        if "start_logits" not in self.config["outputs"]:
+            raise ToPruneError("this export has no question-answering head; use predict()")
+        results = []
+        for question, context in zip(questions, contexts):
+            enc = self.tokenizer(question, context, truncation="only_second", max_length=max_length, stride=stride,
+                                 return_overflowing_tokens=True, return_offsets_mapping=True, padding=True,
+                                 return_tensors="np")
+            out = self(**{k: enc[k] for k in self.inputs})
+            best = None
+            for w in range(len(enc["input_ids"])):
+                allowed = np.array([s == 1 for s in enc.sequence_ids(w)])
+                span = best_span(out["start_logits"][w], out["end_logits"][w], allowed, max_answer_length)
+                if span is not None and (best is None or span[2] > best[2]):
+                    offsets = enc["offset_mapping"][w]
+                    best = (int(offsets[span[0]][0]), int(offsets[span[1]][1]), span[2])
+            if best is None:
+                results.append({"answer": "", "start": -1, "end": -1, "score": float("-inf")})
+            else:
+                results.append({"answer": context[best[0] : best[1]], "start": best[0], "end": best[1],
+                                "score": best[2]})
+        return results

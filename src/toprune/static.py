@@ -1,0 +1,55 @@
+"""Fixed (non-learned) token-dropping schedules: the baselines ToP is compared against.
+
+``static_plan`` builds a PoWER-BERT / LAT style schedule: every pruning layer keeps the same fraction r of the
+tokens that reach it (so the kept share decays geometrically with depth), with r the largest value whose FLOPs
+meet the target on the given lengths. The plan is a normal :class:`PruningPlan`; the same plan with
+``meta["scorer"] = "random"`` drops random tokens instead of the least-attended ones (the floor of any method).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .errors import ToPruneError
+from .flops import EncoderDims, dense_macs, encoder_macs
+from .plan import PruningPlan
+
+SCORERS = ("attention", "random")
+
+
+def plan_relative_macs(dims: EncoderDims, plan: PruningPlan, lengths, reference_length: int | None = None) -> float:
+    """Total pruned MACs / total dense MACs over examples of these lengths, with the plan's integer token counts
+    (the same sum-over-examples ratio that evaluation measures). ``reference_length``: dense padded to it."""
+    histogram = Counter(int(n) for n in lengths)
+    pruned = sum(c * encoder_macs(dims, plan.token_counts(n)) for n, c in histogram.items())
+    if reference_length is None:
+        dense = sum(c * dense_macs(dims, n) for n, c in histogram.items())
+    else:
+        dense = sum(histogram.values()) * dense_macs(dims, reference_length)
+    return pruned / dense
+
+
+def static_plan(dims: EncoderDims, pruning_layers: list[int], length_sets, target_rel: float,
+                reference_length: int | None = None, scorer: str = "attention", num_bins: int = 100) -> PruningPlan:
+    """The geometric schedule with the largest per-layer keep ratio whose relative MACs are <= ``target_rel`` on
+    every one of ``length_sets`` (e.g. the train and dev lengths). Raises a one-line error if none is."""
+    if scorer not in SCORERS:
+        raise ToPruneError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+
+    def plan_for(keep: int) -> PruningPlan:
+        plan = PruningPlan.from_keep_ratios(dims.num_layers, {l: keep / num_bins for l in pruning_layers}, num_bins)
+        plan.meta = {"schedule": "static", "scorer": scorer, "keep_ratio": keep / num_bins}
+        return plan
+
+    def meets(keep: int) -> bool:
+        return all(plan_relative_macs(dims, plan_for(keep), lengths, reference_length) <= target_rel
+                   for lengths in length_sets)
+
+    if not meets(0):
+        raise ToPruneError(f"unreachable target: even keeping only CLS from layer {pruning_layers[0]} costs more "
+                           f"than {target_rel:.3f} of the dense FLOPs on this data")
+    low, high = 0, num_bins  # meets(low) holds; the MACs grow with the keep ratio, so bisect on it
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if meets(mid) else (low, mid)
+    return plan_for(high if meets(high) else low)

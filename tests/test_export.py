@@ -1,0 +1,139 @@
+"""ONNX export of pruned models: per-example token removal inside the graph, parity with PyTorch (<= 1e-4)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import toprune
+from toprune import PruningPlan, apply_pruning, pruning_state
+from toprune.export import CONFIG_FILENAME, check_parity, export_folder, export_onnx, make_session
+from toprune.serve import OnnxModel
+
+from .conftest import FAMILIES, random_batch, tiny_model
+
+PLAN = PruningPlan.from_keep_ratios(4, {1: 0.6, 2: 0.5, 3: 0.5}, num_bins=10)
+
+
+def _single_token_plan() -> PruningPlan:
+    """Layer 3 keeps no rank bin: only CLS enters it."""
+    return PruningPlan(num_layers=4, num_bins=4, kept_bins={1: [True, True, True, False], 3: [False] * 4})
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert"])
+def test_pruned_export_matches_pytorch_on_mixed_batches_and_a_batch_of_one(family, tmp_path):
+    model = tiny_model(family)
+    pad = model.config.pad_token_id or 0
+    apply_pruning(model, PLAN)
+    trace = [random_batch([9, 3, 17, 12], pad_id=pad)]
+    export_onnx(model, None, tmp_path, samples=trace)
+    session = make_session(tmp_path / "model.onnx")
+    # other lengths, other batch sizes than the traced batch: the axes and the survivor counts are dynamic
+    checks = [random_batch([30, 2, 11, 25, 1, 7], pad_id=pad, seed=1), random_batch([14], pad_id=pad, seed=2),
+              random_batch([1], pad_id=pad, seed=3)]
+    assert check_parity(model, session, checks) <= 1e-4
+
+
+def test_export_really_removes_tokens_per_example(tmp_path):
+    """The graph's layer lengths follow the data: a batch of short inputs runs shorter layers than long ones,
+    so pruned ONNX Runtime is faster on the same padded length than the dense graph."""
+    model = tiny_model()
+    apply_pruning(model, PLAN)
+    export_onnx(model, None, tmp_path / "pruned", samples=[random_batch([9, 3, 17, 12])])
+    state = pruning_state(model)
+    state.record = True
+    batch = random_batch([40, 12, 33])
+    with torch.no_grad():
+        model(**batch)
+    lengths = state.last.computed_lengths
+    assert lengths[0] == 40 and lengths[-1] < lengths[0] / 3  # PyTorch shortened the sequence ...
+    graph = open(tmp_path / "pruned" / "model.onnx", "rb").read()
+    assert b"TopK" in graph and b"GatherElements" in graph  # ... and so does the graph: selection and gather
+
+
+def test_a_layer_that_keeps_only_cls_exports_and_matches(tmp_path):
+    model = tiny_model()
+    state = apply_pruning(model, _single_token_plan())
+    state.record = True
+    batch = random_batch([9, 3, 17, 1])
+    with torch.no_grad():
+        model(**batch)
+    assert state.last.attn_counts[:, 3].tolist() == [1, 1, 1, 1]  # really a single token at layer 3
+    state.record = False
+    export_onnx(model, None, tmp_path, samples=[batch])
+    assert check_parity(model, make_session(tmp_path / "model.onnx"), [random_batch([5, 20], seed=4)]) <= 1e-4
+
+
+def test_qa_head_gets_every_position_back_inside_the_graph(tmp_path):
+    torch.manual_seed(0)
+    config = FAMILIES["bert"]()
+    config.num_labels = 2  # start and end
+    model = transformers.AutoModelForQuestionAnswering.from_config(config, attn_implementation="sdpa").eval()
+    apply_pruning(model, PLAN)
+    batch = random_batch([9, 3, 17, 12])
+    export_onnx(model, None, tmp_path, samples=[batch])
+    meta = json.loads((tmp_path / CONFIG_FILENAME).read_text())
+    assert meta["outputs"] == ["start_logits", "end_logits"] and meta["pruned"]
+    session = make_session(tmp_path / "model.onnx")
+    other = random_batch([21, 6], seed=5)
+    start, end = session.run(None, {k: v.numpy() for k, v in other.items()})
+    assert start.shape == end.shape == (2, 21)
+    assert check_parity(model, session, [other]) <= 1e-4
+
+
+def test_dense_export_and_random_baseline_refused(tmp_path):
+    model = tiny_model()
+    export_onnx(model, None, tmp_path / "dense", samples=[random_batch([9, 3])])
+    assert not json.loads((tmp_path / "dense" / CONFIG_FILENAME).read_text())["pruned"]
+    plan = PruningPlan.from_keep_ratios(4, {1: 0.5})
+    plan.meta["scorer"] = "random"
+    apply_pruning(model, plan)
+    with pytest.raises(toprune.ToPruneError, match="not exportable"):
+        export_onnx(model, None, tmp_path / "random", samples=[random_batch([9, 3])])
+
+
+@pytest.fixture(scope="module")
+def tiny_text_model(tmp_path_factory):
+    """A tiny random BERT with the real MiniLM tokenizer, saved pruned, and its export folder (with INT8)."""
+    folder = tmp_path_factory.mktemp("model")
+    tokenizer = toprune.load_tokenizer("minilm")
+    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4,
+                                     num_attention_heads=4, intermediate_size=64, num_labels=2)
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config).eval()
+    apply_pruning(model, PLAN)
+    toprune.save_pruned(model, folder / "pruned", tokenizer)
+    export_folder(str(folder / "pruned"), folder / "export", int8=True)
+    return folder
+
+
+def test_onnx_model_predicts_like_pytorch_from_raw_text(tiny_text_model):
+    texts = ["The cat sat on the mat.", "Tokens are removed layer by layer, so the sequence gets shorter.", "Hi"]
+    pairs = ["A cat was sitting.", "Later layers run on fewer tokens.", "Hello there, how are you?"]
+    served = OnnxModel(tiny_text_model / "export")
+    model = toprune.load_model(tiny_text_model / "pruned")
+    tokenizer = toprune.load_tokenizer(tiny_text_model / "pruned")
+    with torch.no_grad():
+        probs = model(**tokenizer(texts, pairs, padding=True, return_tensors="pt")).logits.softmax(-1)
+    got = served.predict(texts, pairs=pairs, batch_size=2)
+    assert [g["label"] for g in got] == [model.config.id2label[int(i)] for i in probs.argmax(-1)]
+    assert np.allclose([g["score"] for g in got], probs.max(-1).values.numpy(), atol=1e-4)
+    int8 = OnnxModel(tiny_text_model / "export", int8=True).predict(texts, pairs=pairs)
+    assert len(int8) == 3 and all(0.5 <= g["score"] <= 1 for g in int8)
+    with pytest.raises(toprune.ToPruneError, match="no question-answering head"):
+        served.answer(["q"], ["c"])
+
+
+def test_export_cli_errors_are_one_line(tiny_text_model, tmp_path, capsys):
+    from toprune.cli import main
+
+    assert main(["export", str(tmp_path / "missing"), "--output", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("user file")
+    assert main(["export", str(tiny_text_model / "pruned"), "--output", str(tmp_path / "busy")]) == 2
+    assert "not an export folder" in capsys.readouterr().err
+    with pytest.raises(toprune.ToPruneError, match="not an export folder"):
+        OnnxModel(tmp_path / "busy")

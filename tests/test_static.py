@@ -1,0 +1,78 @@
+"""The baselines: a fixed geometric schedule at a FLOPs target, and random token dropping at the same counts."""
+
+import pytest
+import torch
+
+import toprune
+from toprune import PruningPlan, apply_pruning
+from toprune.flops import EncoderDims
+from toprune.prune import ToPRun
+from toprune.static import plan_relative_macs, static_plan
+from toprune.train import make_loader
+
+from .conftest import random_batch, tiny_model
+from .test_prune import _config, tiny_teacher  # noqa: F401  (the fixture)
+
+DIMS = EncoderDims(num_layers=6, hidden=384, ffn=1536, heads=12)
+
+
+def test_static_plan_is_the_largest_geometric_schedule_meeting_the_target():
+    lengths = [12, 40, 75, 128, 33]
+    plan = static_plan(DIMS, [1, 2, 3, 4, 5], [lengths], 0.5)
+    (ratio,) = {plan.keep_ratio(layer) for layer in range(1, 6)}  # one shared ratio
+    assert plan.keep_ratio(0) == 1.0 and 0 < ratio < 1  # layer 0 never prunes
+    assert plan_relative_macs(DIMS, plan, lengths) <= 0.5
+    looser = PruningPlan.from_keep_ratios(6, {layer: ratio + 0.01 for layer in range(1, 6)})
+    assert plan_relative_macs(DIMS, looser, lengths) > 0.5  # one step more keeps too much
+
+
+def test_static_plan_padded_reference_and_unreachable_target():
+    lengths = [10, 20]
+    padded = static_plan(DIMS, [1, 2, 3, 4, 5], [lengths], 0.5, reference_length=128)
+    assert padded.keep_ratio(5) == 1.0  # padding removal alone exceeds 2x against the padded model
+    with pytest.raises(toprune.ToPruneError, match="unreachable target"):
+        static_plan(DIMS, [3, 4, 5], [lengths], 0.2)
+    with pytest.raises(toprune.ToPruneError, match="unknown scorer"):
+        static_plan(DIMS, [1], [lengths], 0.9, scorer="magic")
+
+
+def test_random_scorer_keeps_the_same_counts_but_other_tokens():
+    model = tiny_model()
+    plan = PruningPlan.from_keep_ratios(4, {1: 0.5, 2: 0.5}, num_bins=10)
+    state = apply_pruning(model, plan)
+    state.record = True
+    batch = random_batch([9, 3, 17, 1, 12])
+    with torch.no_grad():
+        model(**batch)
+        by_attention = state.last
+        plan.meta["scorer"] = "random"
+        apply_pruning(model, plan)
+        assert state.random_scores is not None
+        model(**batch)
+        by_chance = state.last
+    assert torch.equal(by_attention.attn_counts, by_chance.attn_counts)
+    kept = [set(p[p >= 0].tolist()) for p in by_attention.positions[-1]]
+    kept_random = [set(p[p >= 0].tolist()) for p in by_chance.positions[-1]]
+    assert kept != kept_random
+
+
+@pytest.mark.parametrize("method", ["static", "random"])
+def test_baseline_run_trains_on_the_gather_path_and_saves_its_fixed_plan(tiny_teacher, data_dir, tmp_path, method):
+    run = ToPRun(_config(tiny_teacher, data_dir, tmp_path, method=method, max_steps=4, eval_every=2),
+                 log=lambda *_: None)
+    before = {k: v.clone() for k, v in run.student.state_dict().items()}
+    stats = run.train_step(next(iter(make_loader(run.data.train, run.tokenizer, 16, True))))
+    assert stats["rank"] == 0.0 and stats["expected_sparsity"] >= 1 - 1 / 1.5 - 1e-9
+    assert run.state.soft_masks is None and not run.state.score_layers
+    changed = [k for k, v in run.student.state_dict().items() if not torch.equal(v, before[k])]
+    assert any("encoder" in k for k in changed)  # the weights learned through the gather path
+    summary = run.run()
+    assert summary["best"]["flops_reduction_unpadded"] >= 1.5
+    saved = PruningPlan.load(tmp_path / "best")
+    assert saved.meta["method"] == method and saved.meta["scorer"] == ("random" if method == "random" else "attention")
+    assert saved.kept_bins == run.fixed_plan.kept_bins
+
+
+def test_unknown_method_is_refused(tiny_teacher, data_dir, tmp_path):
+    with pytest.raises(toprune.ToPruneError, match="method must be one of"):
+        ToPRun(_config(tiny_teacher, data_dir, tmp_path, method="magic"))
