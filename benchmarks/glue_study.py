@@ -13,7 +13,6 @@ Results: benchmarks/results/glue_minilm.{json,md} (and glue_curve_<task>.{json,p
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path

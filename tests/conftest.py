@@ -59,6 +59,19 @@ def minilm():
     return model, tokenizer
 
 
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory):
+    """A tiny random BERT with the real MiniLM vocabulary and tokenizer, so runs take seconds."""
+    folder = tmp_path_factory.mktemp("teacher")
+    tokenizer = toprune.load_tokenizer("minilm")
+    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4,
+                                     num_attention_heads=4, intermediate_size=64, num_labels=2)
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture()
 def data_dir():
     if not DATA_DIR.is_dir():

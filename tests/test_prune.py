@@ -9,7 +9,6 @@ import time
 
 import pytest
 import torch
-import transformers
 
 import toprune
 from toprune.prune import PruneConfig, ToPRun, distillation_loss, lagrangian
@@ -37,19 +36,6 @@ def test_distillation_loss():
     assert distillation_loss(-teacher, teacher, None, False, 2.0) > 0
     reg = distillation_loss(torch.tensor([[1.0], [3.0]]), None, torch.tensor([2.0, 3.0]), True, 2.0)
     assert reg == pytest.approx(0.5)
-
-
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory):
-    """A tiny random BERT with the real MiniLM vocabulary and tokenizer, so runs take seconds."""
-    folder = tmp_path_factory.mktemp("teacher")
-    tokenizer = toprune.load_tokenizer("minilm")
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4,
-                                     num_attention_heads=4, intermediate_size=64, num_labels=2)
-    torch.manual_seed(0)
-    transformers.BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 def _config(teacher, data_dir, out, **kw):

@@ -11,7 +11,7 @@ from toprune.static import plan_relative_macs, static_plan
 from toprune.train import make_loader
 
 from .conftest import random_batch, tiny_model
-from .test_prune import _config, tiny_teacher  # noqa: F401  (the fixture)
+from .test_prune import _config
 
 DIMS = EncoderDims(num_layers=6, hidden=384, ffn=1536, heads=12)
 
