@@ -81,6 +81,14 @@ def test_eval_and_bench_json_on_tiny_models(tmp_path, data_dir, capsys):
         assert key in result["dense"] and key in result["pruned"]
     assert result["pruned"]["flops_reduction_unpadded"] == pytest.approx(evaluated["flops_reduction_unpadded"])
     assert result["dense"]["flops_reduction_unpadded"] == 1.0 and "latency_ms_b4" in result["dense_onnxruntime"]
+    # ONNX vs ONNX: both graphs exported and parity-checked, then timed with the same protocol (+ INT8)
+    assert main(["bench", "--dense", str(tmp_path / "dense"), "--pruned", str(tmp_path / "pruned"), "--task", "mrpc",
+                 "--data-dir", glue, "--examples", "8", "--batch-sizes", "1,4", "--repeats", "1", "--backend",
+                 "onnxruntime", "--int8", "--json"]) == 0
+    on_ort = json.loads(capsys.readouterr().out)
+    assert on_ort["backend"] == "onnxruntime" and on_ort["protocol"]["compared"].startswith("dense ONNX Runtime vs")
+    assert on_ort["dense"]["latency_ms_b1"] == on_ort["dense_onnxruntime"]["latency_ms_b1"]
+    assert set(on_ort["int8"]) == {"dense_ms_b1", "dense_ms_b4", "pruned_ms_b1", "pruned_ms_b4"}
     assert main(["bench", "--dense", str(tmp_path / "pruned"), "--pruned", str(tmp_path / "pruned"), "--task",
                  "mrpc", "--data-dir", glue]) == 2
     assert "is a pruned model" in capsys.readouterr().err
