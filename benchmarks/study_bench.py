@@ -1,0 +1,145 @@
+"""The bench phase of benchmarks/glue_study.py: dev metric, measured FLOPs and latency of every finished run.
+
+Per task, in one process: the dense teacher and every method's kept model are evaluated on the full dev set
+(metric, FLOPs reduction measured on the inference path, both conventions), then timed on the first N dev inputs
+with the same protocol as `toprune bench` (dynamic padding, warm-up + 5 passes, median): dense HF eager (SDPA) vs
+each pruned model in PyTorch (the `speedup_*` columns), and dense vs pruned exported to ONNX Runtime
+(`onnx_speedup_*`; the random baseline is not exported).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+import toprune
+from glue_study import CURVE_METHODS, CURVE_TARGETS, ROOT, TASKS, run_dir, teacher_dir
+from toprune.benchmark import compare_latency, environment, ort_runner, torch_runner
+from toprune.export import export_onnx
+from toprune.plots import plot_metric_vs_flops
+from toprune.train import evaluate, make_loader, prepare_data
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _dev(task: str, tokenizer):
+    data = prepare_data(tokenizer, task, str(ROOT.parent / "shared" / "data" / "glue"), 128, dev_only=True)
+    return data, make_loader(data.dev, tokenizer, 64, False)
+
+
+def _run_info(folder: Path) -> dict:
+    summary = json.loads((ROOT / folder / "summary.json").read_text())
+    cfg = summary["config"]
+    return {"kept_step": summary["best"]["step"] if summary["best"] else None, "steps": summary["steps"],
+            "epochs": cfg["epochs"], "warmup_epochs": cfg["warmup_epochs"], "train_examples": summary["train_examples"],
+            "seed": cfg["seed"], "target": cfg["target"], "mean_step_ms": round(summary["mean_step_ms"], 1)}
+
+
+def bench_task(task: str, methods: list[str], args) -> list[dict]:
+    torch.set_num_threads(args.threads)
+    tokenizer = toprune.load_tokenizer(ROOT / teacher_dir(task))
+    data, loader = _dev(task, tokenizer)
+    dense = toprune.load_model(ROOT / teacher_dir(task))
+    rows = [{"task": task, "method": "dense", "metric": evaluate(dense, loader, data)["metric"],
+             "flops_reduction_unpadded": 1.0, "flops_reduction_padded": 1.0, "speedup_b1": 1.0, "speedup_b32": 1.0}]
+    models = {}
+    for method in methods:
+        folder = run_dir(task, method)
+        if not (ROOT / folder / "best" / "toprune_plan.json").exists():
+            print(f"{task}/{method}: no finished run in {folder}, skipped")
+            continue
+        model = toprune.load_model(ROOT / folder / "best")
+        result = evaluate(model, loader, data)
+        models[method] = model
+        rows.append({"task": task, "method": method, "metric": result["metric"],
+                     "flops_reduction_unpadded": result["flops_reduction_unpadded"],
+                     "flops_reduction_padded": result["flops_reduction_padded"],
+                     "kept_fraction_per_layer": result["kept_fraction_per_layer"], "run": _run_info(folder)})
+    dev = data.dev_raw.select(range(min(args.examples, len(data.dev_raw))))
+    texts_b = list(dev["text_b"]) if "text_b" in dev.column_names else None
+    with tempfile.TemporaryDirectory() as tmp:
+        runners = {"dense": ("dense HF eager (SDPA)", torch_runner(dense))}
+        export_onnx(dense, tokenizer, Path(tmp) / "dense")
+        runners["dense_ort"] = ("dense ONNX Runtime", ort_runner(Path(tmp) / "dense", args.threads))
+        for method, model in models.items():
+            runners[method] = (f"{method} (PyTorch)", torch_runner(model))
+            if method != "random":
+                export_onnx(model, tokenizer, Path(tmp) / method)
+                runners[f"{method}_ort"] = (f"{method} ONNX Runtime", ort_runner(Path(tmp) / method, args.threads))
+        lat = compare_latency(runners, tokenizer, list(dev["text_a"]), texts_b, (1, 32), 5, 128)
+    for row in rows:
+        method = row["method"]
+        for b in (1, 32):
+            if method != "dense":
+                row[f"speedup_b{b}"] = lat["dense"][b] / lat[method][b]
+                row[f"speedup_over_flops_b{b}"] = row[f"speedup_b{b}"] / row["flops_reduction_unpadded"]
+            ort = "dense_ort" if method == "dense" else f"{method}_ort"
+            if ort in lat:
+                row[f"onnx_speedup_b{b}"] = lat["dense_ort"][b] / lat[ort][b]
+                row[f"onnx_ms_b{b}"] = lat[ort][b]
+            row[f"ms_b{b}"] = lat["dense" if method == "dense" else method][b]
+    for row in rows:
+        row["metric_name"] = data.metric
+    return rows
+
+
+def _merge(path: Path, rows: list[dict], keys=("task", "method")) -> list[dict]:
+    old = json.loads(path.read_text()) if path.exists() else []
+    fresh = {tuple(r[k] for k in keys) for r in rows}
+    merged = [r for r in old if tuple(r[k] for k in keys) not in fresh] + rows
+    order = {t: i for i, t in enumerate(TASKS)}
+    methods = ["dense", "top", "top_no_rank", "top_no_gates", "static_topk", "random"]
+    merged.sort(key=lambda r: (order[r["task"]], methods.index(r["method"]), r.get("target", "")))
+    path.write_text(json.dumps(merged, indent=1) + "\n")
+    return merged
+
+
+def markdown(rows: list[dict], env: dict) -> str:
+    lines = [f"CPU: {env['cpu']}, {env['threads']} threads; torch {env['torch']}, onnxruntime {env['onnxruntime']}.",
+             "", "| task | method | metric | FLOPs red. unpadded | FLOPs red. padded 128 | speed-up b1 | speed-up b32 "
+             "| speed-up / FLOPs (b1, b32) | ONNX RT speed-up b1 | ONNX RT speed-up b32 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = ("-" if r["method"] == "dense" else
+                 f"{r['speedup_over_flops_b1']:.2f}, {r['speedup_over_flops_b32']:.2f}")
+        onnx = [f"{r[f'onnx_speedup_b{b}']:.2f}x" if f"onnx_speedup_b{b}" in r else "-" for b in (1, 32)]
+        lines.append(f"| {r['task']} | {r['method']} | {r['metric_name']} {r['metric']:.2f} | "
+                     f"{r['flops_reduction_unpadded']:.2f}x | {r['flops_reduction_padded']:.2f}x | "
+                     f"{r['speedup_b1']:.2f}x | {r['speedup_b32']:.2f}x | {ratio} | {onnx[0]} | {onnx[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def bench_tasks(tasks: list[str], methods: list[str], args) -> None:
+    for task in tasks:
+        if not (ROOT / teacher_dir(task) / "toprune_teacher.json").exists():
+            print(f"{task}: no teacher yet, skipped")
+            continue
+        merged = _merge(RESULTS / "glue_minilm.json", bench_task(task, methods, args))
+        text = markdown(merged, environment(args.threads))
+        (RESULTS / "glue_minilm.md").write_text(text)
+        print(text)
+
+
+def bench_curve(task: str, args) -> None:
+    """Metric vs measured FLOPs reduction at each curve target, for ToP and the static schedule (no timing)."""
+    tokenizer = toprune.load_tokenizer(ROOT / teacher_dir(task))
+    data, loader = _dev(task, tokenizer)
+    rows = []
+    for target in CURVE_TARGETS:
+        for method in CURVE_METHODS:
+            folder = ROOT / run_dir(task, method, target) / "best"
+            if not (folder / "toprune_plan.json").exists():
+                print(f"{task}/{method}/{target}: not finished, skipped")
+                continue
+            result = evaluate(toprune.load_model(folder), loader, data)
+            rows.append({"task": task, "method": method, "target": target, "metric": result["metric"],
+                         "flops_reduction_unpadded": result["flops_reduction_unpadded"],
+                         "flops_reduction_padded": result["flops_reduction_padded"]})
+    (RESULTS / f"glue_curve_{task}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    plot_metric_vs_flops(rows, RESULTS / f"glue_curve_{task}.png", f"{data.metric} (dev)",
+                         f"{task}: ToP vs static top-k schedule, MiniLM-L6")
+    for r in rows:
+        print(f"{r['method']:12s} {r['target']:5s} {r['metric']:.2f}  {r['flops_reduction_unpadded']:.2f}x")
