@@ -30,6 +30,35 @@ def bench(task: str, threads: int) -> dict:
     return json.loads(out)
 
 
+def onnx_metrics(task: str, threads: int) -> dict:
+    """Dev metric of the exported graphs (fp32 and INT8), served by toprune.serve.OnnxModel alone."""
+    import numpy as np
+
+    from toprune.metrics import glue_metrics
+    from toprune.serve import OnnxModel
+    import torch
+
+    from toprune.train import make_loader, predictions_of, prepare_data
+
+    out = {}
+    for name, model_dir in zip(("dense", "pruned"), MODELS[task]):
+        folder = HERE.parent / "runs" / "exports" / f"{task}-{name}"
+        subprocess.run(["toprune", "export", model_dir, "--output", str(folder), "--int8"], check=True,
+                       cwd=HERE.parent, capture_output=True)
+        for int8 in (False, True):
+            served = OnnxModel(folder, threads, int8)
+            data = prepare_data(served.tokenizer, task, str(HERE.parent.parent / "shared" / "data" / "glue"), 128,
+                                dev_only=True)
+            preds, golds = [], []
+            for batch in make_loader(data.dev, served.tokenizer, 64, False):
+                golds.append(batch.pop("labels").numpy())
+                logits = served(**{k: v.numpy() for k, v in batch.items()})["logits"]
+                preds.append(predictions_of(torch.from_numpy(logits), data.labels is None).numpy())
+            metric = glue_metrics(data.metric, np.concatenate(preds), np.concatenate(golds))[data.metric]
+            out[f"{'int8' if int8 else 'onnx'}_{name}_metric"] = metric
+    return out
+
+
 def row_of(result: dict) -> dict:
     d, p, q = result["dense"], result["pruned"], result["int8"]
     flops = p["flops_reduction_unpadded"]
@@ -55,11 +84,15 @@ def markdown(rows: list[dict]) -> str:
                      f"{r['dense_ms_b1']:.2f} ms | {r['pruned_ms_b1']:.2f} ms | {r['speedup_b1']:.2f}x | "
                      f"{r['dense_ms_b32']:.1f} ms | {r['pruned_ms_b32']:.1f} ms | {r['speedup_b32']:.2f}x | "
                      f"{r['speedup_over_flops_b1']:.2f}, {r['speedup_over_flops_b32']:.2f} |")
-    lines += ["", "Dynamic INT8 (onnxruntime quantize_dynamic, weights QInt8), stacked on token pruning:", "",
-              "| task | dense INT8 b1 | ToP INT8 b1 | dense INT8 b32 | ToP INT8 b32 | ToP INT8 vs dense fp32 (b1, b32) |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "Dynamic INT8 (onnxruntime quantize_dynamic, weights QInt8), stacked on token pruning; dev metric of "
+              "each graph served by `toprune.serve.OnnxModel`:", "",
+              "| task | metric: ORT fp32 dense / ToP | metric: INT8 dense / ToP | dense INT8 b1 | ToP INT8 b1 "
+              "| dense INT8 b32 | ToP INT8 b32 | ToP INT8 vs dense fp32 (b1, b32) |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['int8_dense_ms_b1']:.2f} ms | {r['int8_pruned_ms_b1']:.2f} ms | "
+        lines.append(f"| {r['task']} | {r['onnx_dense_metric']:.2f} / {r['onnx_pruned_metric']:.2f} | "
+                     f"{r['int8_dense_metric']:.2f} / {r['int8_pruned_metric']:.2f} | "
+                     f"{r['int8_dense_ms_b1']:.2f} ms | {r['int8_pruned_ms_b1']:.2f} ms | "
                      f"{r['int8_dense_ms_b32']:.1f} ms | {r['int8_pruned_ms_b32']:.1f} ms | "
                      f"{r['dense_ms_b1'] / r['int8_pruned_ms_b1']:.2f}x, "
                      f"{r['dense_ms_b32'] / r['int8_pruned_ms_b32']:.2f}x |")
@@ -71,7 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    rows = [row_of(bench(task, args.threads)) for task in args.tasks]
+    rows = [row_of(bench(task, args.threads)) | onnx_metrics(task, args.threads) for task in args.tasks]
     out = HERE / "results"
     (out / "onnx.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "onnx.md").write_text(markdown(rows))
