@@ -64,10 +64,12 @@ def _data_dir(args) -> str | None:
 
 def _common(p: argparse.ArgumentParser, task_default: str | None = "mrpc") -> None:
     p.add_argument("--task", default=task_default, required=task_default is None,
-                   help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli (default: %(default)s)")
+                   help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or squad / squad_v2 "
+                        "(default: %(default)s)")
     p.add_argument("--data-dir", help="folder in the GLUE TSV layout (default: ../shared/data/glue if it exists, "
                                       "else the hub dataset)")
-    p.add_argument("--max-length", type=positive_int, default=128, help="truncation length (default: %(default)s)")
+    p.add_argument("--max-length", type=positive_int,
+                   help="truncation length; SQuAD: the window length (default: 128, SQuAD 384)")
     p.add_argument("--seed", type=int, default=57)
     own = p.add_argument_group("your own data (instead of --task): CSV, TSV or JSON Lines, like run_glue.py")
     own.add_argument("--train-file")
@@ -81,7 +83,8 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--convention", choices=["unpadded", "padded"], default="unpadded",
                    help="what the target is measured against: the dense model on unpadded inputs (honest, default) "
                         "or padded to --padded-length (the paper's convention)")
-    p.add_argument("--padded-length", type=positive_int, default=128)
+    p.add_argument("--padded-length", type=positive_int,
+                   help="length of the padded-FLOPs convention (default: --max-length)")
     p.add_argument("--epochs", type=positive_float, default=5.0, help="default %(default)s (MRPC: 15 min on 2 cores)")
     p.add_argument("--warmup-epochs", type=positive_float, default=2.0, help="the target ramps up over these epochs")
     p.add_argument("--lr", type=positive_float, default=5e-5)
@@ -126,14 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("eval", "dev metric, FLOPs reduction (both conventions) and tokens kept per layer")
     p.add_argument("model", help="model folder (pruned or dense)")
     _common(p)
-    p.add_argument("--padded-length", type=positive_int, default=128)
+    p.add_argument("--padded-length", type=positive_int,
+                   help="length of the padded-FLOPs convention (default: --max-length)")
     p.add_argument("--json", action="store_true")
 
     p = command("bench", "latency of dense vs pruned on real dev inputs (plus dense ONNX Runtime)")
     _common(p)
     p.add_argument("--dense", required=True)
     p.add_argument("--pruned", required=True)
-    p.add_argument("--padded-length", type=positive_int, default=128)
+    p.add_argument("--padded-length", type=positive_int,
+                   help="length of the padded-FLOPs convention (default: --max-length)")
     p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch",
                    help="pytorch: dense HF eager (SDPA) vs our PyTorch runtime, plus the dense ONNX Runtime row; "
                         "onnxruntime: both models exported to ONNX and timed in ONNX Runtime")
@@ -178,9 +183,15 @@ def _bench_options(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from . import commands
     from .data import glue_task
+    from .squad import is_squad
 
-    if getattr(args, "task", None) and not getattr(args, "train_file", None):
+    squad = is_squad(getattr(args, "task", None))
+    if getattr(args, "task", None) and not squad and not getattr(args, "train_file", None):
         glue_task(args.task)  # fail on a typo before loading anything
+    if hasattr(args, "max_length") and args.max_length is None:
+        args.max_length = 384 if squad else 128
+    if hasattr(args, "padded_length") and args.padded_length is None:
+        args.padded_length = args.max_length
     handler = getattr(commands, f"cmd_{args.command}")
     result = handler(args, _data_dir(args))
     if getattr(args, "json", False) and result is not None:

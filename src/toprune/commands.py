@@ -30,6 +30,10 @@ def _task_dev(model_path: str, args, data_dir):
 
 
 def _check_labels(model, path, data) -> None:
+    is_qa = any(a.endswith("ForQuestionAnswering") for a in model.config.architectures or [])
+    if is_qa != (data.kind == "qa"):
+        raise ToPruneError(f"{path} is {'a QA' if is_qa else 'not a QA'} model but task {data.name} is "
+                           f"{'' if data.kind == 'qa' else 'not '}question answering")
     if model.config.num_labels != data.num_labels:
         raise ToPruneError(f"{path} predicts {model.config.num_labels} labels but task {data.name} has "
                            f"{data.num_labels}: evaluate it on the task it was trained for")
@@ -84,8 +88,15 @@ def cmd_eval(args, data_dir):
         apply_pruning(model)  # keep-all: the dense model, measured the same way
     result = evaluate(model, loader, data, args.padded_length, progress=True)
     result = {"task": data.name, "metric_name": data.metric, **result}
-    if not args.json:
+    if not args.json and data.kind == "qa":
+        print(f"{data.name} ({len(data.qa.examples)} questions in {len(data.dev)} windows of {args.max_length}; "
+              f"{data.qa.split}): EM {result['exact']:.2f}, F1 {result['f1']:.2f}")
+        if "f1_excluding_pruned" in result:
+            print(f"  with pruned positions excluded from answer boundaries: EM {result['exact_excluding_pruned']:.2f}, "
+                  f"F1 {result['f1_excluding_pruned']:.2f}")
+    elif not args.json:
         print(f"{data.name} dev ({len(data.dev)} examples): {data.metric} {result['metric']:.2f}")
+    if not args.json:
         print(f"FLOPs reduction: {result['flops_reduction_unpadded']:.2f}x vs dense unpadded, "
               f"{result['flops_reduction_padded']:.2f}x vs dense padded to {args.padded_length}")
         kept = ", ".join(f"L{i}:{x:.0%}" for i, x in enumerate(result["kept_fraction_per_layer"]))

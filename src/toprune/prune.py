@@ -29,10 +29,11 @@ from .flops import EncoderDims, expected_relative_macs, min_relative_macs, parse
 from .gates import HardConcreteGates
 from .plan import PruningPlan, default_pruning_layers
 from .pretrained import load_model, load_tokenizer, save_pruned
+from .qa import qa_distillation_loss
 from .ranking import ranking_distillation_loss, ranking_labels
 from .runtime import SoftMasks, apply_pruning
 from .static import plan_relative_macs, static_plan
-from .train import TaskData, evaluate, make_loader, prepare_data, seed_everything, task_loss
+from .train import TaskData, evaluate, head_logits, make_loader, prepare_data, seed_everything, split_targets, task_loss
 
 
 METHODS = ("top", "static", "random")
@@ -84,7 +85,11 @@ def _defaults(cfg: PruneConfig, num_layers: int) -> tuple[list[int], list[int]]:
     return layers, rank
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels, regression: bool, temperature: float):
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels, regression: bool, temperature: float,
+                      mask: torch.Tensor | None = None):
+    """Logit KD; QA logits (B, N, 2) distil the start and end distributions over the real tokens (``mask``)."""
+    if student.dim() == 3:
+        return qa_distillation_loss(student, teacher, mask, temperature)
     if regression:  # METHOD.md §6: STS-B learns from its labels (MSE), not from the teacher
         return task_loss(student, labels, regression=True)
     t = temperature
@@ -125,6 +130,7 @@ class ToPRun:
         self._check_teacher()
         config = self.student.config
         self.dims = EncoderDims.from_config(config)
+        self.regression = self.data.kind != "qa" and self.data.labels is None
         self.layers, self.rank_layers = _defaults(cfg, config.num_hidden_layers)
         # the dense reference of the constraint: each example at its own length, or the padded length
         self.reference = cfg.padded_length if cfg.convention == "padded" else None
@@ -156,6 +162,10 @@ class ToPRun:
         if self.teacher.config.num_labels != self.data.num_labels:
             raise ToPruneError(f"teacher {self.cfg.teacher} has {self.teacher.config.num_labels} labels but task "
                                f"{self.data.name} has {self.data.num_labels}: fine-tune a teacher on this task first")
+        is_qa = any(a.endswith("ForQuestionAnswering") for a in self.teacher.config.architectures or [])
+        if is_qa != (self.data.kind == "qa"):
+            raise ToPruneError(f"teacher {self.cfg.teacher} is {'a QA' if is_qa else 'not a QA'} model but task "
+                               f"{self.data.name} is {'' if self.data.kind == 'qa' else 'not '}question answering")
         if Path(self.cfg.teacher, "toprune_plan.json").exists():
             raise ToPruneError(f"teacher {self.cfg.teacher} is already pruned: start from the dense teacher")
 
@@ -173,15 +183,19 @@ class ToPRun:
         return static_plan(self.dims, self.layers, lengths, self.target_rel, self.reference, scorer)
 
     # -- training -----------------------------------------------------------------------------------------------
-    def fixed_plan_step(self, batch: dict, labels: torch.Tensor) -> dict:
+    def _distill(self, batch: dict, labels) -> torch.Tensor:
+        logits = head_logits(self.student_ddp(**batch))
+        with torch.no_grad():
+            teacher_logits = head_logits(self.teacher(**batch))
+        return distillation_loss(logits, teacher_logits, labels, self.regression, self.cfg.temperature,
+                                 batch["attention_mask"])
+
+    def fixed_plan_step(self, batch: dict, labels) -> dict:
         """A baseline's step: the fixed plan on the real (gather) path, distilled from the teacher like ToP."""
         self.state.soft_masks = None
         self.state.set_plan(self.fixed_plan)
         self.state.random_scores = self.sampler if self.cfg.method == "random" else None
-        logits = self.student_ddp(**batch).logits
-        with torch.no_grad():
-            teacher_logits = self.teacher(**batch).logits
-        loss = distillation_loss(logits, teacher_logits, labels, self.data.labels is None, self.cfg.temperature)
+        loss = self._distill(batch, labels)
         self.opt.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
@@ -195,8 +209,8 @@ class ToPRun:
 
     def train_step(self, batch: dict) -> dict:
         cfg = self.cfg
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        labels = batch.pop("labels")
+        batch, targets = split_targets({k: v.to(self.device) for k, v in batch.items()})
+        labels = targets.get("labels")  # regression KD learns from labels; QA and classification from the teacher
         started = time.perf_counter()
         self.student.train()
         if self.fixed_plan is not None:
@@ -205,10 +219,7 @@ class ToPRun:
             return stats
         bins, gates = self.gates.sample(self.sampler)
         self.state.soft_masks = SoftMasks(self.layers, bins, gates)
-        logits = self.student_ddp(**batch).logits
-        with torch.no_grad():
-            teacher_logits = self.teacher(**batch).logits
-        loss_task = distillation_loss(logits, teacher_logits, labels, self.data.labels is None, cfg.temperature)
+        loss_task = self._distill(batch, labels)
         progress = min(1.0, self.step / self.warmup_steps)
         loss_rank = torch.zeros((), device=self.device)
         if cfg.ranking:

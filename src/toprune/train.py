@@ -30,10 +30,41 @@ class TaskData:
     train: object  # tokenised datasets.Dataset (None when only dev was asked for)
     dev: object
     dev_raw: object = None  # the untokenised dev split (texts for latency benchmarks)
+    kind: str = "classification"  # or "qa" (extractive question answering)
+    qa: object = None  # qa.QAInfo: examples and windows for QA post-processing
 
     @property
     def num_labels(self) -> int:
+        if self.kind == "qa":
+            return 2  # start and end logits
         return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def auto_class(self) -> str:
+        return "AutoModelForQuestionAnswering" if self.kind == "qa" else "AutoModelForSequenceClassification"
+
+
+TARGETS = ("labels", "start_positions", "end_positions")
+
+
+def split_targets(batch: dict) -> tuple[dict, dict]:
+    """(model inputs, training targets) of a collated batch."""
+    return {k: v for k, v in batch.items() if k not in TARGETS}, {k: v for k, v in batch.items() if k in TARGETS}
+
+
+def head_logits(output) -> torch.Tensor:
+    """Classification logits (B, C), or QA start/end logits stacked as (B, N, 2)."""
+    if "logits" in output:
+        return output.logits
+    return torch.stack([output.start_logits, output.end_logits], dim=-1)
+
+
+def supervised_loss(logits: torch.Tensor, targets: dict, task: "TaskData") -> torch.Tensor:
+    if task.kind == "qa":
+        from .qa import qa_loss
+
+        return qa_loss(logits, targets)
+    return task_loss(logits, targets["labels"], task.labels is None)
 
 
 def seed_everything(seed: int) -> None:
@@ -92,7 +123,15 @@ def prepare_user(tokenizer, train_file, validation_file, text_columns=None, labe
 def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, max_train_samples: int | None = None,
                  seed: int = 57, dev_only: bool = False, train_file=None, validation_file=None, text_columns=None,
                  label_column=None) -> TaskData:
-    """User files when ``train_file`` is given, else the GLUE task."""
+    """SQuAD (``squad``, ``squad_v2``: local JSON, the user's files in that layout, or the hub), the user's own
+    classification files when ``train_file`` is given, else the GLUE task."""
+    from .squad import is_squad
+
+    if is_squad(task):
+        from .qa import prepare_squad
+
+        return prepare_squad(tokenizer, task, data_dir, max_length, max_train_samples=max_train_samples, seed=seed,
+                             dev_only=dev_only, train_file=train_file, validation_file=validation_file)
     if validation_file and not train_file:
         raise ToPruneError("--validation-file needs --train-file (labels are learned from the training file)")
     if train_file:
@@ -126,14 +165,22 @@ def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: 
         state.record, soft = True, state.soft_masks
         state.soft_masks = None
     dims = EncoderDims.from_config(model.config)
-    preds, golds, flops, kept = [], [], None, []
+    preds, golds, flops, kept, alive = [], [], None, [], []
     device = next(model.parameters()).device
     for batch in tqdm(loader, desc="evaluating", leave=False, disable=not progress):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        labels = batch.pop("labels")
-        logits = model(**batch).logits
-        preds.append(predictions_of(logits, task.labels is None).float().cpu())
-        golds.append(labels.float().cpu())
+        inputs, targets = split_targets({k: v.to(device) for k, v in batch.items()})
+        logits = head_logits(model(**inputs)).float().cpu()
+        if task.kind == "qa":  # per window, unpadded: (n, 2) start/end logits
+            lengths = inputs["attention_mask"].sum(dim=1).tolist()
+            preds += [logits[b, :n] for b, n in enumerate(lengths)]
+            from .qa import survivors
+
+            survived = survivors(state, tuple(inputs["input_ids"].shape))
+            if survived is not None:
+                alive += [survived[b, :n].numpy() for b, n in enumerate(lengths)]
+        else:
+            preds.append(predictions_of(logits, task.labels is None).float())
+            golds.append(targets["labels"].float().cpu())
         if state is not None:
             counts = state.last.attn_counts.cpu()
             part = batch_flops(dims, counts, padded_length)
@@ -141,8 +188,14 @@ def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: 
             kept.append(counts.float() / counts[:, :1].float())
     if state is not None:
         state.record, state.soft_masks = False, soft
-    out = glue_metrics(task.metric, torch.cat(preds).numpy(), torch.cat(golds).numpy())
-    out["metric"] = out[task.metric]
+    if task.kind == "qa":
+        from .qa import qa_metrics
+
+        out = qa_metrics(task.qa, [p[:, 0].numpy() for p in preds], [p[:, 1].numpy() for p in preds],
+                         alive or None)
+    else:
+        out = glue_metrics(task.metric, torch.cat(preds).numpy(), torch.cat(golds).numpy())
+        out["metric"] = out[task.metric]
     if flops is not None:
         out["flops_reduction_unpadded"] = flops.reduction_unpadded
         out["flops_reduction_padded"] = flops.reduction_padded
@@ -170,9 +223,10 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
     tokenizer = load_tokenizer(model_name)
     data = prepare_data(tokenizer, task_name, data_dir, max_length, max_train_samples, seed, **user_files)
     device = default_device()
-    model = load_model(model_name, num_labels=data.num_labels).to(device)
-    model.config.id2label = {i: name for i, name in enumerate(data.labels or ("score",))}
-    model.config.label2id = {name: i for i, name in model.config.id2label.items()}
+    model = load_model(model_name, auto_class=data.auto_class, num_labels=data.num_labels).to(device)
+    if data.kind != "qa":
+        model.config.id2label = {i: name for i, name in enumerate(data.labels or ("score",))}
+        model.config.label2id = {name: i for i, name in model.config.id2label.items()}
     steps_per_epoch = -(-len(data.train) // batch_size)
     total = int(steps_per_epoch * epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -184,8 +238,8 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
         for batch in make_loader(data.train, tokenizer, batch_size, True, seed, epoch):
             batch = {k: v.to(device) for k, v in batch.items()}
             started = time.perf_counter()
-            labels = batch.pop("labels")
-            loss = task_loss(model(**batch).logits, labels, data.labels is None)
+            inputs, targets = split_targets(batch)
+            loss = supervised_loss(head_logits(model(**inputs)), targets, data)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step(), schedule.step(), optimizer.zero_grad()
@@ -197,7 +251,7 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
                 break
         epoch += 1
     bar.close()
-    result = evaluate(model, make_loader(data.dev, tokenizer, 64, False), data)
+    result = evaluate(model, make_loader(data.dev, tokenizer, 64, False), data, padded_length=max_length)
     result.update(task=data.name, steps=step, epochs=epochs, lr=lr, train_examples=len(data.train), seed=seed,
                   mean_step_ms=1000 * seconds / max(1, step))
     save_pruned(model, output_dir, tokenizer)
