@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import toprune
-from toprune.squad import (EvalFeatures, eval_features, final_answers, load_squad, postprocess, read_squad_json,
+from toprune.squad import (eval_features, final_answers, load_squad, postprocess, read_squad_json,
                            split_by_article, train_features)
 from toprune.squad_metrics import exact, f1, normalize_answer, squad_metrics
 
