@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f runs/squad-teacher/toprune_teacher.json ] || toprune finetune --task squad --epochs 2 --output runs/squad-teacher
 [ -f runs/squad-top/summary.json ] || toprune prune --teacher runs/squad-teacher --task squad --target 2x \
-    --epochs 3 --warmup-epochs 1.5 --eval-every 100 --output runs/squad-top --resume "$@"
+    --epochs 2 --warmup-epochs 1 --eval-every 100 --output runs/squad-top --resume "$@"
 toprune bench --dense runs/squad-teacher --pruned runs/squad-top/best --task squad --json > runs/squad-bench.json
 python - <<'PY'
 import json

@@ -188,3 +188,19 @@ def test_qa_teacher_and_top_run_end_to_end(tmp_path, tokenizer, data_dir):
     with pytest.raises(toprune.ToPruneError, match="is a QA model but task mrpc is not question answering"):
         ToPRun(PruneConfig(**{**cfg.__dict__, "task": "mrpc", "data_dir": str(data_dir / "glue"),
                               "train_file": None, "validation_file": None, "max_train_samples": 8}))
+
+
+def test_length_grouped_batches_cover_every_window_once_and_are_reproducible(tokenizer):
+    from datasets import Dataset
+
+    from toprune.train import make_loader
+
+    lengths = [5 + (i * 37) % 200 for i in range(300)]
+    ds = Dataset.from_dict({"input_ids": [[101] + [1000] * (n - 2) + [102] for n in lengths]})
+
+    sampler = make_loader(ds, tokenizer, 16, True, 3, 1, True).batch_sampler
+    assert sorted(i for b in sampler for i in b) == list(range(300))
+    spans = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in sampler]
+    assert np.mean(spans) < 40  # similar lengths together (random batches would span ~190 tokens)
+    assert sampler == make_loader(ds, tokenizer, 16, True, 3, 1, True).batch_sampler  # same (seed, epoch)
+    assert sampler != make_loader(ds, tokenizer, 16, True, 3, 2, True).batch_sampler  # next epoch differs

@@ -349,7 +349,8 @@ class ToPRun:
                    disable=not self.accelerator.is_main_process)
         while self.step < last:
             epoch, skip = divmod(self.step, self.steps_per_epoch)
-            loader = make_loader(self.data.train, self.tokenizer, self.cfg.batch_size, True, self.cfg.seed, epoch)
+            loader = make_loader(self.data.train, self.tokenizer, self.cfg.batch_size, True, self.cfg.seed, epoch,
+                                 group_by_length=self.data.kind == "qa")
             loader = self.accelerator.prepare(loader)  # each process its own share of every epoch's batches
             for batch in itertools.islice(loader, skip, None):
                 stats = self.train_step(batch)

@@ -144,11 +144,25 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0) -> DataLoader:
-    """Dynamic padding; the shuffle order depends only on (seed, epoch), so a resumed run sees the same batches."""
+def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0,
+                group_by_length: bool = False) -> DataLoader:
+    """Dynamic padding; the shuffle order depends only on (seed, epoch), so a resumed run sees the same batches.
+
+    ``group_by_length`` (with ``shuffle``): batches of similar lengths, as HF's ``group_by_length``: shuffle, sort
+    chunks of 50 batches by length, shuffle the batches. For SQuAD windows (tens to 384 tokens) it more than halves
+    the padded tokens of a step.
+    """
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      collate_fn=DataCollatorWithPadding(tokenizer))
+    collate = DataCollatorWithPadding(tokenizer)
+    if not (shuffle and group_by_length):
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate)
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    chunk = 50 * batch_size
+    order = [i for c in range(0, len(order), chunk) for i in sorted(order[c : c + chunk], key=lengths.__getitem__)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate)
 
 
 def predictions_of(logits: torch.Tensor, regression: bool) -> torch.Tensor:
@@ -235,7 +249,7 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
     bar = tqdm(total=total, desc=f"fine-tuning {data.name}")
     while step < total:
         model.train()
-        for batch in make_loader(data.train, tokenizer, batch_size, True, seed, epoch):
+        for batch in make_loader(data.train, tokenizer, batch_size, True, seed, epoch, data.kind == "qa"):
             batch = {k: v.to(device) for k, v in batch.items()}
             started = time.perf_counter()
             inputs, targets = split_targets(batch)
