@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 import toprune
-from toprune.benchmark import environment, export_dense_onnx, make_batches, ort_runner, time_batches, torch_runner
+from toprune.benchmark import Timing, compare_latency, environment, make_batches, ort_runner, torch_runner
+from toprune.export import export_onnx
 from toprune.data import load_glue_split
 from toprune.flops import EncoderDims, FlopsReport, batch_flops
 
@@ -45,45 +46,39 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    model = toprune.load_model(args.model, num_labels=2)
     tokenizer = toprune.load_tokenizer(args.model)
     dev = load_glue_split(args.data_dir, args.task, "dev").select(range(args.examples))
     texts_b = list(dev["text_b"]) if "text_b" in dev.column_names else None
-    num_layers = model.config.num_hidden_layers
-    layers = range(args.from_layer, num_layers)
-    plan = toprune.PruningPlan.from_keep_ratios(num_layers, {layer: args.keep_ratio for layer in layers})
+    models = {name: toprune.load_model(args.model, num_labels=2) for name in ("dense", "keep_all", "scored", "plan")}
+    num_layers = models["dense"].config.num_hidden_layers
+    plan = toprune.PruningPlan.from_keep_ratios(
+        num_layers, {layer: args.keep_ratio for layer in range(args.from_layer, num_layers)})
+    toprune.apply_pruning(models["keep_all"])  # our layer loop, SDPA everywhere, nothing dropped
+    toprune.apply_pruning(models["scored"]).force_scoring = True  # + explicit-softmax scoring where a plan would need it
+    toprune.apply_pruning(models["plan"], plan)
 
     # FLOPs of the plan on exactly these inputs, both conventions
-    state = toprune.apply_pruning(model, plan)
+    state = toprune.pruning_state(models["plan"])
     state.record = True
-    dims = EncoderDims.from_config(model.config)
+    dims = EncoderDims.from_config(models["plan"].config)
     report = None
     for batch in make_batches(tokenizer, dev["text_a"], texts_b, 32):
         with torch.inference_mode():
-            model(**batch)
+            models["plan"](**batch)
         part = batch_flops(dims, state.last.attn_counts, args.padded_length)
         report = part if report is None else report + part
     state.record = False
-    toprune.remove_pruning(model)
 
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        sample = make_batches(tokenizer, list(dev["text_a"])[:4], texts_b[:4] if texts_b else None, 4)[0]
-        onnx_path = export_dense_onnx(model, sample, Path(tmp) / "dense.onnx")
-        ort = ort_runner(onnx_path, args.threads, check_against=model, check_batch=sample)  # one session, checked once
-        for bs in [int(b) for b in args.batch_sizes.split(",")]:
-            batches = make_batches(tokenizer, dev["text_a"], texts_b, bs)
-            rows.append(time_batches(ort, batches, "dense ONNX Runtime", args.repeats))
-            rows.append(time_batches(torch_runner(model), batches, "dense HF eager (SDPA)", args.repeats))
-            state = toprune.apply_pruning(model)
-            rows.append(time_batches(torch_runner(model), batches, "toprune keep-all (no scoring)", args.repeats))
-            state.force_scoring = True
-            rows.append(time_batches(torch_runner(model), batches, "toprune keep-all + scoring", args.repeats))
-            state.force_scoring = False
-            toprune.apply_pruning(model, plan)
-            rows.append(time_batches(torch_runner(model), batches, f"toprune plan {args.keep_ratio:.0%}/layer", args.repeats))
-            toprune.remove_pruning(model)
-
+        export_onnx(models["dense"], tokenizer, Path(tmp) / "dense")  # parity with PyTorch checked on export
+        runners = {"ort": ("dense ONNX Runtime", ort_runner(Path(tmp) / "dense", args.threads)),
+                   "dense": ("dense HF eager (SDPA)", torch_runner(models["dense"])),
+                   "keep_all": ("toprune keep-all (no scoring)", torch_runner(models["keep_all"])),
+                   "scored": ("toprune keep-all + scoring", torch_runner(models["scored"])),
+                   "plan": (f"toprune plan {args.keep_ratio:.0%}/layer", torch_runner(models["plan"]))}
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+        timed = compare_latency(runners, tokenizer, list(dev["text_a"]), texts_b, sizes, args.repeats)
+    rows = [Timing(**t) for t in timed["timings"]]
     write_results(args, plan, report, rows)
     return 0
 
