@@ -59,15 +59,22 @@ def minilm():
     return model, tokenizer
 
 
+def tiny_bert_with_tokenizer(cls: str = "BertForSequenceClassification", num_hidden_layers: int = 4,
+                             num_labels: int = 2):
+    """A tiny random BERT with the real MiniLM vocabulary and tokenizer (real text in, runs in seconds)."""
+    tokenizer = toprune.load_tokenizer("minilm")
+    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=num_hidden_layers,
+                                     num_attention_heads=4, intermediate_size=64, num_labels=num_labels)
+    torch.manual_seed(0)
+    return getattr(transformers, cls)(config).eval(), tokenizer
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory):
     """A tiny random BERT with the real MiniLM vocabulary and tokenizer, so runs take seconds."""
     folder = tmp_path_factory.mktemp("teacher")
-    tokenizer = toprune.load_tokenizer("minilm")
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4,
-                                     num_attention_heads=4, intermediate_size=64, num_labels=2)
-    torch.manual_seed(0)
-    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    model, tokenizer = tiny_bert_with_tokenizer()
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
 

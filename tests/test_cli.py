@@ -7,6 +7,8 @@ import pytest
 
 from toprune.cli import build_parser, main
 
+from .conftest import tiny_bert_with_tokenizer
+
 
 def run_cli(*args):
     proc = subprocess.run([sys.executable, "-m", "toprune.cli", *args], capture_output=True, text=True, timeout=300)
@@ -55,16 +57,10 @@ def test_eval_and_bench_json_on_tiny_models(tmp_path, data_dir, capsys):
     """`eval` and `bench --json` end to end on a tiny dense model and its pruned copy (real MRPC dev inputs)."""
     import json
 
-    import torch
-    import transformers
 
     import toprune
 
-    tokenizer = toprune.load_tokenizer("minilm")
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4,
-                                     num_attention_heads=4, intermediate_size=64, num_labels=2)
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(config).eval()
+    model, tokenizer = tiny_bert_with_tokenizer(num_hidden_layers=4, num_labels=2)
     toprune.save_pruned(model, tmp_path / "dense", tokenizer)
     toprune.apply_pruning(model, toprune.PruningPlan.from_keep_ratios(4, {1: 0.5, 2: 0.5}))
     toprune.save_pruned(model, tmp_path / "pruned", tokenizer)
@@ -97,16 +93,10 @@ def test_eval_and_bench_json_on_tiny_models(tmp_path, data_dir, capsys):
 def test_show_and_plot(tmp_path, capsys):
     import json
 
-    import torch
-    import transformers
 
     import toprune
 
-    tokenizer = toprune.load_tokenizer("minilm")
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4,
-                                     num_attention_heads=4, intermediate_size=64, num_labels=2)
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(config).eval()
+    model, tokenizer = tiny_bert_with_tokenizer(num_hidden_layers=4, num_labels=2)
     toprune.apply_pruning(model, toprune.PruningPlan.from_keep_ratios(4, {1: 0.5, 3: 0.5}))
     toprune.save_pruned(model, tmp_path / "pruned", tokenizer)
     assert main(["show", str(tmp_path / "pruned"), "one two three four five six seven eight",
@@ -140,16 +130,11 @@ def test_pruned_model_drops_into_a_hf_pipeline(minilm):
 
 
 def test_label_count_mismatch_and_lonely_validation_file(tmp_path, data_dir, capsys):
-    import torch
-    import transformers
 
     import toprune
 
-    tokenizer = toprune.load_tokenizer("minilm")
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=4, intermediate_size=64, num_labels=3)
-    torch.manual_seed(0)
-    toprune.save_pruned(transformers.BertForSequenceClassification(config), tmp_path / "m", tokenizer)
+    model, tokenizer = tiny_bert_with_tokenizer(num_hidden_layers=2, num_labels=3)
+    toprune.save_pruned(model, tmp_path / "m", tokenizer)
     assert main(["eval", str(tmp_path / "m"), "--task", "mrpc", "--data-dir", str(data_dir / "glue")]) == 2
     assert "predicts 3 labels but task mrpc has 2" in capsys.readouterr().err
     (tmp_path / "dev.csv").write_text("sentence,label\nhi,1\n")

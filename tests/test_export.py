@@ -12,7 +12,7 @@ from toprune import PruningPlan, apply_pruning, pruning_state
 from toprune.export import CONFIG_FILENAME, check_parity, export_folder, export_onnx, make_session
 from toprune.serve import OnnxModel
 
-from .conftest import FAMILIES, random_batch, tiny_model
+from .conftest import FAMILIES, random_batch, tiny_bert_with_tokenizer, tiny_model
 
 PLAN = PruningPlan.from_keep_ratios(4, {1: 0.6, 2: 0.5, 3: 0.5}, num_bins=10)
 
@@ -98,11 +98,7 @@ def test_dense_export_and_random_baseline_refused(tmp_path):
 def tiny_text_model(tmp_path_factory):
     """A tiny random BERT with the real MiniLM tokenizer, saved pruned, and its export folder (with INT8)."""
     folder = tmp_path_factory.mktemp("model")
-    tokenizer = toprune.load_tokenizer("minilm")
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4,
-                                     num_attention_heads=4, intermediate_size=64, num_labels=2)
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(config).eval()
+    model, tokenizer = tiny_bert_with_tokenizer()
     apply_pruning(model, PLAN)
     toprune.save_pruned(model, folder / "pruned", tokenizer)
     export_folder(str(folder / "pruned"), folder / "export", int8=True)
@@ -137,3 +133,24 @@ def test_export_cli_errors_are_one_line(tiny_text_model, tmp_path, capsys):
     assert "not an export folder" in capsys.readouterr().err
     with pytest.raises(toprune.ToPruneError, match="not an export folder"):
         OnnxModel(tmp_path / "busy")
+
+
+def test_onnx_model_answers_questions_like_pytorch(tmp_path):
+    """QA served from the export: the best context span over the windows, as decoded from PyTorch's logits."""
+    from toprune.qa import best_span
+
+    model, tokenizer = tiny_bert_with_tokenizer("BertForQuestionAnswering")
+    apply_pruning(model, PLAN)
+    toprune.save_pruned(model, tmp_path / "qa", tokenizer)
+    export_folder(str(tmp_path / "qa"), tmp_path / "export")
+    question, context = "Who designed the tower?", "The tower was designed by the company of Gustave Eiffel in 1889."
+    (got,) = OnnxModel(tmp_path / "export").answer([question], [context])
+    enc = tokenizer(question, context, return_offsets_mapping=True, return_tensors="pt")
+    offsets = enc.pop("offset_mapping")[0]
+    with torch.no_grad():
+        out = toprune.load_model(tmp_path / "qa")(**enc)
+    allowed = np.array([s == 1 for s in enc.sequence_ids(0)])
+    s, e, _ = best_span(out.start_logits[0].numpy(), out.end_logits[0].numpy(), allowed, 30)
+    assert got["answer"] == context[int(offsets[s][0]) : int(offsets[e][1])] and got["answer"]
+    with pytest.raises(toprune.ToPruneError, match="no classification head"):
+        OnnxModel(tmp_path / "export").predict(["x"])
