@@ -204,3 +204,23 @@ def test_length_grouped_batches_cover_every_window_once_and_are_reproducible(tok
     assert np.mean(spans) < 40  # similar lengths together (random batches would span ~190 tokens)
     assert sampler == make_loader(ds, tokenizer, 16, True, 3, 1, True).batch_sampler  # same (seed, epoch)
     assert sampler != make_loader(ds, tokenizer, 16, True, 3, 2, True).batch_sampler  # next epoch differs
+
+
+def test_cli_eval_prints_em_f1_and_both_flops_conventions(tmp_path, tokenizer, capsys):
+    from toprune import PruningPlan, apply_pruning
+    from toprune.cli import main
+
+    from .conftest import tiny_bert_with_tokenizer
+
+    model, tok = tiny_bert_with_tokenizer("BertForQuestionAnswering")
+    apply_pruning(model, PruningPlan.from_keep_ratios(4, {1: 0.5, 2: 0.5}))
+    toprune.save_pruned(model, tmp_path / "qa", tok)
+    dev = _write_squad(tmp_path / "dev.json", 2)
+    assert main(["eval", str(tmp_path / "qa"), "--task", "squad", "--validation-file", str(dev)]) == 0
+    out = capsys.readouterr().out
+    assert "squad (2 questions in 2 windows of 384; evaluated on dev.json): EM" in out
+    assert "with pruned positions excluded from answer boundaries" in out
+    assert "vs dense unpadded" in out and "vs dense padded to 384" in out
+    assert main(["prune", "--teacher", str(tmp_path / "qa"), "--task", "squad", "--validation-file", str(dev),
+                 "--output", str(tmp_path / "run")]) == 2
+    assert "training needs --train-file" in capsys.readouterr().err

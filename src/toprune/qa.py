@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import ToPruneError
+
 
 def best_span(start_logits: np.ndarray, end_logits: np.ndarray, allowed: np.ndarray, max_answer_length: int):
     """The (start, end, score) token span with the largest start + end logit, both ends inside ``allowed``
@@ -59,6 +61,8 @@ def prepare_squad(tokenizer, task: str, data_dir, max_length: int = 384, stride:
     stride = max_length // 3 if stride is None else stride
     features = eval_features(dev, tokenizer, max_length, stride)
     train_ds = None
+    if not dev_only and not train:
+        raise ToPruneError("--validation-file alone only evaluates; training needs --train-file too")
     if not dev_only:
         if max_train_samples and max_train_samples < len(train):
             train = random.Random(seed).sample(train, max_train_samples)

@@ -82,6 +82,8 @@ def split_by_article(examples: list[dict], train_articles: int = TRAIN_ARTICLES)
 def load_squad(task: str, data_dir=None, train_file=None, validation_file=None) -> tuple[list[dict], list[dict], str]:
     """(train examples, evaluation examples, a description of the split that is reported with every number)."""
     version = SQUAD_TASKS[task.lower()]
+    if validation_file and not train_file:  # evaluation only, on the user's file
+        return [], read_squad_json(validation_file), f"evaluated on {Path(validation_file).name}"
     if train_file:
         train = read_squad_json(train_file)
         dev_path = validation_file or _find(data_dir, f"dev-{version}.json")
