@@ -50,16 +50,21 @@ def run_dir(task: str, method: str, target: str | None = None) -> Path:
     return RUNS / f"{task}-{method}{suffix}"
 
 
-def sh(cmd: list[str]) -> None:
+def sh(cmd: list[str]) -> bool:
+    """Run one step; a failed step (e.g. a run that never met its target) is logged and the study goes on."""
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    code = subprocess.run(cmd, cwd=ROOT).returncode
+    if code:
+        print(f"! exit code {code}: {' '.join(cmd)}", flush=True)
+    return code == 0
 
 
 def train(task: str, runs: list[tuple[str, str]]) -> None:
     spec = TASKS[task]
     subset = ["--max-train-samples", str(spec["samples"])] if spec["samples"] else []
-    if not (teacher_dir(task) / "toprune_teacher.json").exists():
-        sh(["toprune", "finetune", "--task", task, "--output", str(teacher_dir(task)), *subset])
+    if not (ROOT / teacher_dir(task) / "toprune_teacher.json").exists():
+        if not sh(["toprune", "finetune", "--task", task, "--output", str(teacher_dir(task)), *subset]):
+            return
     for method, target in runs:
         out = run_dir(task, method, target)
         if (ROOT / out / "summary.json").exists():

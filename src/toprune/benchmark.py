@@ -58,9 +58,11 @@ def time_batches(run: Callable[[dict], object], batches: list[dict], name: str, 
 
 
 def torch_runner(model) -> Callable[[dict], object]:
+    from .train import head_logits
+
     def run(batch: dict):
         with torch.inference_mode():
-            return model(**batch).logits
+            return head_logits(model(**batch))  # classification logits, or QA start/end logits
 
     return run
 

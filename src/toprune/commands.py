@@ -30,13 +30,9 @@ def _task_dev(model_path: str, args, data_dir):
 
 
 def _check_labels(model, path, data) -> None:
-    is_qa = any(a.endswith("ForQuestionAnswering") for a in model.config.architectures or [])
-    if is_qa != (data.kind == "qa"):
-        raise ToPruneError(f"{path} is {'a QA' if is_qa else 'not a QA'} model but task {data.name} is "
-                           f"{'' if data.kind == 'qa' else 'not '}question answering")
-    if model.config.num_labels != data.num_labels:
-        raise ToPruneError(f"{path} predicts {model.config.num_labels} labels but task {data.name} has "
-                           f"{data.num_labels}: evaluate it on the task it was trained for")
+    from .train import check_head
+
+    check_head(model, path, data)
 
 
 def _user_files(args) -> dict:

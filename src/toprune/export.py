@@ -103,12 +103,15 @@ def export_onnx(model, tokenizer, folder: str | Path, check: bool = True, opset:
         if state is not None:
             state.traceable = False
     tmp = folder / (ONNX_FILENAME + ".tmp")
-    program.save(str(tmp))
-    if check:
-        worst = check_parity(model, make_session(tmp, threads=1), batches)
-        if worst > PARITY_TOLERANCE:
-            raise ToPruneError(f"exported graph disagrees with PyTorch (max abs diff {worst:.2e}); not saved")
-    tmp.replace(folder / ONNX_FILENAME)
+    try:
+        program.save(str(tmp))
+        if check:
+            worst = check_parity(model, make_session(tmp, threads=1), batches)
+            if worst > PARITY_TOLERANCE:
+                raise ToPruneError(f"exported graph disagrees with PyTorch (max abs diff {worst:.2e}); not saved")
+        tmp.replace(folder / ONNX_FILENAME)
+    finally:
+        tmp.unlink(missing_ok=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     config = model.config

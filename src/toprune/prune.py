@@ -33,7 +33,8 @@ from .qa import qa_distillation_loss
 from .ranking import ranking_distillation_loss, ranking_labels
 from .runtime import SoftMasks, apply_pruning
 from .static import plan_relative_macs, static_plan
-from .train import TaskData, evaluate, head_logits, make_loader, prepare_data, seed_everything, split_targets, task_loss
+from .train import (TaskData, evaluate, head_logits, is_qa_model, make_loader, prepare_data, seed_everything,
+                    split_targets, task_loss)
 
 
 METHODS = ("top", "static", "random")
@@ -162,7 +163,7 @@ class ToPRun:
         if self.teacher.config.num_labels != self.data.num_labels:
             raise ToPruneError(f"teacher {self.cfg.teacher} has {self.teacher.config.num_labels} labels but task "
                                f"{self.data.name} has {self.data.num_labels}: fine-tune a teacher on this task first")
-        is_qa = any(a.endswith("ForQuestionAnswering") for a in self.teacher.config.architectures or [])
+        is_qa = is_qa_model(self.teacher)
         if is_qa != (self.data.kind == "qa"):
             raise ToPruneError(f"teacher {self.cfg.teacher} is {'a QA' if is_qa else 'not a QA'} model but task "
                                f"{self.data.name} is {'' if self.data.kind == 'qa' else 'not '}question answering")
@@ -180,7 +181,10 @@ class ToPRun:
         """The baselines' fixed schedule: meets the target on the train and the dev lengths (lengths only)."""
         lengths = [[len(x) for x in split["input_ids"]] for split in (self.data.train, self.data.dev)]
         scorer = "random" if self.cfg.method == "random" else "attention"
-        return static_plan(self.dims, self.layers, lengths, self.target_rel, self.reference, scorer)
+        plan = static_plan(self.dims, self.layers, lengths, self.target_rel, self.reference, scorer)
+        if scorer == "random":
+            plan.meta["random_seed"] = self.cfg.seed  # evaluation draws from this seed; so does a reloaded model
+        return plan
 
     # -- training -----------------------------------------------------------------------------------------------
     def _distill(self, batch: dict, labels) -> torch.Tensor:

@@ -19,20 +19,6 @@ import torch.nn.functional as F
 from .errors import ToPruneError
 
 
-def best_span(start_logits: np.ndarray, end_logits: np.ndarray, allowed: np.ndarray, max_answer_length: int):
-    """The (start, end, score) token span with the largest start + end logit, both ends inside ``allowed``
-    (context tokens only: never the question, special tokens or padding), end >= start, at most
-    ``max_answer_length`` tokens; None if no token is allowed."""
-    idx = np.flatnonzero(allowed)
-    if idx.size == 0:
-        return None
-    scores = start_logits[idx][:, None] + end_logits[idx][None, :]
-    length = idx[None, :] - idx[:, None]
-    scores = np.where((length >= 0) & (length < max_answer_length), scores, -np.inf)
-    s, e = np.unravel_index(int(np.argmax(scores)), scores.shape)
-    return int(idx[s]), int(idx[e]), float(scores[s, e])
-
-
 @dataclass
 class QAInfo:
     """What QA evaluation needs beyond the tokenised windows."""
@@ -75,9 +61,9 @@ def prepare_squad(tokenizer, task: str, data_dir, max_length: int = 384, stride:
 
 def survivors(state, batch_shape) -> torch.Tensor | None:
     """(B, N) bool: tokens that reached the last layer in the last recorded forward (None if nothing pruned)."""
-    if state is None or not state.last.positions:
+    if state is None or not state.plan.kept_bins or not state.last.positions:
         return None
-    final = state.last.positions[-1]
+    final = state.last.positions[-1].cpu()
     alive = torch.zeros(batch_shape, dtype=torch.bool)
     rows = torch.arange(final.shape[0]).unsqueeze(1).expand_as(final)
     keep = final >= 0

@@ -72,7 +72,8 @@ class PruningState:
         plan.validate(len(self.parts))
         self.plan = plan
         random = plan.meta.get("scorer") == "random"
-        self.random_scores = (self.random_scores or torch.Generator().manual_seed(0)) if random else None
+        seed = int(plan.meta.get("random_seed", 0))  # the seed the run evaluated with: reloads score the same
+        self.random_scores = (self.random_scores or torch.Generator().manual_seed(seed)) if random else None
         # layer -> bool table of K+1 entries; entry K (non-candidates: padding, already pruned) is False
         self.tables = {
             layer: torch.tensor(bins + [False], dtype=torch.bool) for layer, bins in plan.kept_bins.items()

@@ -16,7 +16,6 @@ import numpy as np
 
 from .errors import ToPruneError
 from .export import CONFIG_FILENAME, INT8_FILENAME, ONNX_FILENAME, make_session
-from .qa import best_span
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -65,26 +64,24 @@ class OnnxModel:
         return results
 
     def answer(self, questions: list[str], contexts: list[str], max_length: int = 384, stride: int = 128,
-               max_answer_length: int = 30) -> list[dict]:
-        """Extractive QA: the best context span over all windows of each (question, context)."""
+               max_answer_length: int = 30, allow_no_answer: bool = False, threshold: float = 0.0,
+               batch_size: int = 32) -> list[dict]:
+        """Extractive QA, decoded exactly as evaluation decodes it (:func:`toprune.squad.postprocess`): the best
+        context span over all windows; with ``allow_no_answer`` (SQuAD 2.0 models), "" when the null odds exceed
+        ``threshold``."""
+        from .squad import eval_features, final_answers, postprocess
+
         if "start_logits" not in self.config["outputs"]:
             raise ToPruneError("this export has no question-answering head; use predict()")
-        results = []
-        for question, context in zip(questions, contexts):
-            enc = self.tokenizer(question, context, truncation="only_second", max_length=max_length, stride=stride,
-                                 return_overflowing_tokens=True, return_offsets_mapping=True, padding=True,
-                                 return_tensors="np")
-            out = self(**{k: enc[k] for k in self.inputs})
-            best = None
-            for w in range(len(enc["input_ids"])):
-                allowed = np.array([s == 1 for s in enc.sequence_ids(w)])
-                span = best_span(out["start_logits"][w], out["end_logits"][w], allowed, max_answer_length)
-                if span is not None and (best is None or span[2] > best[2]):
-                    offsets = enc["offset_mapping"][w]
-                    best = (int(offsets[span[0]][0]), int(offsets[span[1]][1]), span[2])
-            if best is None:
-                results.append({"answer": "", "start": -1, "end": -1, "score": float("-inf")})
-            else:
-                results.append({"answer": context[best[0] : best[1]], "start": best[0], "end": best[1],
-                                "score": best[2]})
-        return results
+        examples = [{"id": str(i), "question": q, "context": c} for i, (q, c) in enumerate(zip(questions, contexts))]
+        features = eval_features(examples, self.tokenizer, max_length, stride)
+        rows = [dict(zip(features.inputs, values)) for values in zip(*features.inputs.values())]
+        starts, ends = [], []
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i : i + batch_size]
+            out = self(**self.tokenizer.pad(chunk, return_tensors="np"))
+            starts += [out["start_logits"][b, : len(r["input_ids"])] for b, r in enumerate(chunk)]
+            ends += [out["end_logits"][b, : len(r["input_ids"])] for b, r in enumerate(chunk)]
+        predictions = postprocess(examples, features, starts, ends, max_answer_length=max_answer_length)
+        answers, null_odds = final_answers(examples, predictions, "v2.0" if allow_no_answer else "v1.1", threshold)
+        return [{"answer": answers[e["id"]], "null_odds": null_odds[e["id"]]} for e in examples]

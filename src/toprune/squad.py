@@ -81,6 +81,13 @@ def split_by_article(examples: list[dict], train_articles: int = TRAIN_ARTICLES)
 
 def load_squad(task: str, data_dir=None, train_file=None, validation_file=None) -> tuple[list[dict], list[dict], str]:
     """(train examples, evaluation examples, a description of the split that is reported with every number)."""
+    train, dev, split = _load(task, data_dir, train_file, validation_file)
+    if SQUAD_TASKS[task.lower()] == "v1.1" and any(not e["answers"]["text"] for e in train + dev):
+        raise ToPruneError("these files have unanswerable questions (SQuAD 2.0 style): use --task squad_v2")
+    return train, dev, split
+
+
+def _load(task: str, data_dir, train_file, validation_file) -> tuple[list[dict], list[dict], str]:
     version = SQUAD_TASKS[task.lower()]
     if validation_file and not train_file:  # evaluation only, on the user's file
         return [], read_squad_json(validation_file), f"evaluated on {Path(validation_file).name}"

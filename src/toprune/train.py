@@ -47,6 +47,21 @@ class TaskData:
 TARGETS = ("labels", "start_positions", "end_positions")
 
 
+def is_qa_model(model) -> bool:
+    return any(a.endswith("ForQuestionAnswering") for a in model.config.architectures or []) or \
+        type(model).__name__.endswith("ForQuestionAnswering")
+
+
+def check_head(model, path, task: "TaskData") -> None:
+    """One-line errors for a model whose head does not fit the task (QA vs classification, label count)."""
+    if is_qa_model(model) != (task.kind == "qa"):
+        raise ToPruneError(f"{path} is {'a QA' if is_qa_model(model) else 'not a QA'} model but task {task.name} "
+                           f"is {'' if task.kind == 'qa' else 'not '}question answering")
+    if model.config.num_labels != task.num_labels:
+        raise ToPruneError(f"{path} predicts {model.config.num_labels} labels but task {task.name} has "
+                           f"{task.num_labels}: evaluate it on the task it was trained for")
+
+
 def split_targets(batch: dict) -> tuple[dict, dict]:
     """(model inputs, training targets) of a collated batch."""
     return {k: v for k, v in batch.items() if k not in TARGETS}, {k: v for k, v in batch.items() if k in TARGETS}
@@ -238,6 +253,7 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
     data = prepare_data(tokenizer, task_name, data_dir, max_length, max_train_samples, seed, **user_files)
     device = default_device()
     model = load_model(model_name, auto_class=data.auto_class, num_labels=data.num_labels).to(device)
+    check_head(model, model_name, data)
     if data.kind != "qa":
         model.config.id2label = {i: name for i, name in enumerate(data.labels or ("score",))}
         model.config.label2id = {name: i for i, name in model.config.id2label.items()}
@@ -265,10 +281,10 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
                 break
         epoch += 1
     bar.close()
+    save_pruned(model, output_dir, tokenizer)  # saved before evaluating: a failed evaluation loses no training
     result = evaluate(model, make_loader(data.dev, tokenizer, 64, False), data, padded_length=max_length)
     result.update(task=data.name, steps=step, epochs=epochs, lr=lr, train_examples=len(data.train), seed=seed,
                   mean_step_ms=1000 * seconds / max(1, step))
-    save_pruned(model, output_dir, tokenizer)
     Path(output_dir, "toprune_teacher.json").write_text(json.dumps(result, indent=1) + "\n")
     log(f"teacher {data.name}: {data.metric} {result['metric']:.2f} on dev ({len(data.dev)} examples)")
     return result
