@@ -163,3 +163,10 @@ def test_resume_with_other_settings_is_refused_and_a_fresh_start_clears_old_stat
 def test_nonsense_targets_fail_before_training(target, tmp_path):
     with pytest.raises(toprune.ToPruneError, match="bad FLOPs target"):
         ToPRun(PruneConfig(teacher=str(tmp_path), task="mrpc", data_dir=None, output_dir=str(tmp_path), target=target))
+
+
+def test_pruning_layers_option_and_its_bounds(tiny_teacher, data_dir, tmp_path):
+    run = ToPRun(_config(tiny_teacher, data_dir, tmp_path, pruning_layers=[3, 2], max_steps=1), log=lambda *_: None)
+    assert run.layers == [2, 3] and run.rank_layers[0] == 1  # ranking distilled into the layer feeding the first
+    with pytest.raises(toprune.ToPruneError, match="pruning layers must be in 1..3"):
+        ToPRun(_config(tiny_teacher, data_dir, tmp_path, pruning_layers=[0, 2]))

@@ -89,6 +89,10 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-epochs", type=positive_float, default=2.0, help="the target ramps up over these epochs")
     p.add_argument("--lr", type=positive_float, default=5e-5)
     p.add_argument("--gate-lr", type=positive_float, default=0.05)
+    p.add_argument("--lambda-lr", type=positive_float, default=0.05,
+                   help="learning rate of the Lagrange multipliers (lower: a gentler approach to the target)")
+    p.add_argument("--pruning-layers", type=int_list,
+                   help="comma-separated layers whose input may be pruned (default: from about L/6 on, e.g. 1-5 of 6)")
     p.add_argument("--bins", type=positive_int, default=20, help="rank bins per pruning layer (K)")
     p.add_argument("--topk", type=positive_int, default=10, help="teacher's top-k tokens distilled into early layers")
     p.add_argument("--no-ranking", action="store_true", help="ablation: ranking distillation off")

@@ -80,7 +80,10 @@ class PruneConfig:
 
 
 def _defaults(cfg: PruneConfig, num_layers: int) -> tuple[list[int], list[int]]:
-    layers = cfg.pruning_layers or default_pruning_layers(num_layers)
+    layers = sorted(set(cfg.pruning_layers)) if cfg.pruning_layers else default_pruning_layers(num_layers)
+    if not all(1 <= layer < num_layers for layer in layers):
+        raise ToPruneError(f"pruning layers must be in 1..{num_layers - 1} (layer 0 always sees every token), "
+                           f"got {cfg.pruning_layers}")
     first = layers[0]
     rank = cfg.rank_layers or list(range(first - 1, first - 1 + max(1, round(num_layers / 4))))
     return layers, rank
