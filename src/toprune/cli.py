@@ -46,7 +46,7 @@ def int_list(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,32, got {text!r}") from None
     if any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
 
 

@@ -29,12 +29,6 @@ def _task_dev(model_path: str, args, data_dir):
     return tokenizer, data, make_loader(data.dev, tokenizer, 64, False)
 
 
-def _check_labels(model, path, data) -> None:
-    from .train import check_head
-
-    check_head(model, path, data)
-
-
 def _user_files(args) -> dict:
     return {"train_file": args.train_file, "validation_file": args.validation_file,
             "text_columns": args.text_columns, "label_column": args.label_column}
@@ -75,12 +69,12 @@ def cmd_prune(args, data_dir):
 def cmd_eval(args, data_dir):
     from .pretrained import load_model
     from .runtime import apply_pruning, pruning_state
-    from .train import evaluate
+    from .train import check_head, evaluate
 
     _quiet()
     tokenizer, data, loader = _task_dev(args.model, args, data_dir)
     model = load_model(args.model)
-    _check_labels(model, args.model, data)
+    check_head(model, args.model, data)
     if pruning_state(model) is None:
         apply_pruning(model)  # keep-all: the dense model, measured the same way
     result = evaluate(model, loader, data, args.padded_length, progress=True)
@@ -110,12 +104,12 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
     from .benchmark import compare_latency, latency_runners
     from .pretrained import load_model
     from .runtime import pruning_state
-    from .train import evaluate
+    from .train import check_head, evaluate
 
     tokenizer, data, loader = _task_dev(pruned_path, args, data_dir)
     dense, pruned = load_model(dense_path), load_model(pruned_path)
-    _check_labels(dense, dense_path, data)
-    _check_labels(pruned, pruned_path, data)
+    check_head(dense, dense_path, data)
+    check_head(pruned, pruned_path, data)
     if pruning_state(dense) is not None:
         raise ToPruneError(f"--dense {dense_path} is a pruned model; give the dense teacher")
     if pruning_state(pruned) is None:

@@ -33,7 +33,7 @@ from .qa import qa_distillation_loss
 from .ranking import ranking_distillation_loss, ranking_labels
 from .runtime import SoftMasks, apply_pruning
 from .static import plan_relative_macs, static_plan
-from .train import (TaskData, evaluate, head_logits, is_qa_model, make_loader, prepare_data, seed_everything,
+from .train import (TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data, seed_everything,
                     split_targets, task_loss)
 
 
@@ -144,6 +144,8 @@ class ToPRun:
         self.state = apply_pruning(self.student)
         self.state.score_layers = set(self.rank_layers) if cfg.ranking and cfg.method == "top" else set()
         self.fixed_plan = None if cfg.method == "top" else self._static_plan()
+        if self.fixed_plan is not None:
+            self.state.set_plan(self.fixed_plan)  # once: evaluation re-sets the same plan
         self.gates = HardConcreteGates(len(self.layers), cfg.num_bins, monotone=cfg.monotone,
                                        use_layer_gates=cfg.layer_gates).to(self.device)
         self.lambdas = torch.nn.Parameter(torch.zeros(2, device=self.device))
@@ -166,10 +168,7 @@ class ToPRun:
         if self.teacher.config.num_labels != self.data.num_labels:
             raise ToPruneError(f"teacher {self.cfg.teacher} has {self.teacher.config.num_labels} labels but task "
                                f"{self.data.name} has {self.data.num_labels}: fine-tune a teacher on this task first")
-        is_qa = is_qa_model(self.teacher)
-        if is_qa != (self.data.kind == "qa"):
-            raise ToPruneError(f"teacher {self.cfg.teacher} is {'a QA' if is_qa else 'not a QA'} model but task "
-                               f"{self.data.name} is {'' if self.data.kind == 'qa' else 'not '}question answering")
+        check_qa_head(self.teacher, f"teacher {self.cfg.teacher}", self.data)
         if Path(self.cfg.teacher, "toprune_plan.json").exists():
             raise ToPruneError(f"teacher {self.cfg.teacher} is already pruned: start from the dense teacher")
 
@@ -199,9 +198,7 @@ class ToPRun:
 
     def fixed_plan_step(self, batch: dict, labels) -> dict:
         """A baseline's step: the fixed plan on the real (gather) path, distilled from the teacher like ToP."""
-        self.state.soft_masks = None
-        self.state.set_plan(self.fixed_plan)
-        self.state.random_scores = self.sampler if self.cfg.method == "random" else None
+        self.state.random_scores = self.sampler if self.cfg.method == "random" else None  # evaluation swaps it
         loss = self._distill(batch, labels)
         self.opt.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
@@ -209,7 +206,7 @@ class ToPRun:
         self.opt.step()
         self.schedule.step()
         return {"loss": loss.item(), "task": loss.item(), "rank": 0.0, "lag": 0.0,
-                "expected_sparsity": 1.0 - plan_relative_macs(self.dims, self.fixed_plan, 
+                "expected_sparsity": 1.0 - plan_relative_macs(self.dims, self.fixed_plan,
                                                                    batch["attention_mask"].sum(dim=1).tolist(),
                                                                    self.reference),
                 "target_sparsity": 1.0 - self.target_rel, "lambda1": 0.0, "lambda2": 0.0}

@@ -67,7 +67,7 @@ def survivors(state, batch_shape) -> torch.Tensor | None:
     alive = torch.zeros(batch_shape, dtype=torch.bool)
     rows = torch.arange(final.shape[0]).unsqueeze(1).expand_as(final)
     keep = final >= 0
-    alive[rows[keep], final[keep].cpu()] = True
+    alive[rows[keep], final[keep]] = True
     return alive
 
 

@@ -95,7 +95,8 @@ def _load(task: str, data_dir, train_file, validation_file) -> tuple[list[dict],
         train = read_squad_json(train_file)
         dev_path = validation_file or _find(data_dir, f"dev-{version}.json")
         dev = read_squad_json(dev_path) if dev_path else _from_hub(version, "validation")
-        return train, dev, f"train {Path(train_file).name}, evaluated on {Path(str(dev_path)).name if dev_path else 'hub validation'}"
+        evaluated = Path(dev_path).name if dev_path else "hub validation"
+        return train, dev, f"train {Path(train_file).name}, evaluated on {evaluated}"
     train_path, dev_path = _find(data_dir, f"train-{version}.json"), _find(data_dir, f"dev-{version}.json")
     if train_path and dev_path:
         return read_squad_json(train_path), read_squad_json(dev_path), "official train / official dev"

@@ -19,6 +19,7 @@ from .errors import ToPruneError
 from .flops import EncoderDims, batch_flops
 from .metrics import glue_metrics
 from .pretrained import load_model, load_tokenizer, save_pruned
+from .qa import qa_loss, qa_metrics, survivors
 from .runtime import pruning_state
 
 
@@ -52,11 +53,16 @@ def is_qa_model(model) -> bool:
         type(model).__name__.endswith("ForQuestionAnswering")
 
 
-def check_head(model, path, task: "TaskData") -> None:
-    """One-line errors for a model whose head does not fit the task (QA vs classification, label count)."""
+def check_qa_head(model, path, task: "TaskData") -> None:
+    """A one-line error for a QA model on a classification task, or the reverse."""
     if is_qa_model(model) != (task.kind == "qa"):
         raise ToPruneError(f"{path} is {'a QA' if is_qa_model(model) else 'not a QA'} model but task {task.name} "
                            f"is {'' if task.kind == 'qa' else 'not '}question answering")
+
+
+def check_head(model, path, task: "TaskData") -> None:
+    """One-line errors for a model whose head does not fit the task (QA vs classification, label count)."""
+    check_qa_head(model, path, task)
     if model.config.num_labels != task.num_labels:
         raise ToPruneError(f"{path} predicts {model.config.num_labels} labels but task {task.name} has "
                            f"{task.num_labels}: evaluate it on the task it was trained for")
@@ -76,8 +82,6 @@ def head_logits(output) -> torch.Tensor:
 
 def supervised_loss(logits: torch.Tensor, targets: dict, task: "TaskData") -> torch.Tensor:
     if task.kind == "qa":
-        from .qa import qa_loss
-
         return qa_loss(logits, targets)
     return task_loss(logits, targets["labels"], task.labels is None)
 
@@ -202,8 +206,6 @@ def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: 
         if task.kind == "qa":  # per window, unpadded: (n, 2) start/end logits
             lengths = inputs["attention_mask"].sum(dim=1).tolist()
             preds += [logits[b, :n] for b, n in enumerate(lengths)]
-            from .qa import survivors
-
             survived = survivors(state, tuple(inputs["input_ids"].shape))
             if survived is not None:
                 alive += [survived[b, :n].numpy() for b, n in enumerate(lengths)]
@@ -218,8 +220,6 @@ def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: 
     if state is not None:
         state.record, state.soft_masks = False, soft
     if task.kind == "qa":
-        from .qa import qa_metrics
-
         out = qa_metrics(task.qa, [p[:, 0].numpy() for p in preds], [p[:, 1].numpy() for p in preds],
                          alive or None)
     else:
