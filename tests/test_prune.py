@@ -170,3 +170,33 @@ def test_pruning_layers_option_and_its_bounds(tiny_teacher, data_dir, tmp_path):
     assert run.layers == [2, 3] and run.rank_layers[0] == 1  # ranking distilled into the layer feeding the first
     with pytest.raises(toprune.ToPruneError, match="pruning layers must be in 1..3"):
         ToPRun(_config(tiny_teacher, data_dir, tmp_path, pruning_layers=[0, 2]))
+
+
+def test_hard_phase_freezes_the_plan_and_trains_on_the_real_path(tiny_teacher, data_dir, tmp_path):
+    run = ToPRun(_config(tiny_teacher, data_dir, tmp_path, epochs=3, hard_epochs=1), log=lambda *_: None)
+    assert run.hard_start == 8  # 4 steps per epoch: the last epoch
+    gates_at = {}
+    original = run.train_step
+
+    def watched(batch):
+        stats = original(batch)
+        gates_at[run.step] = (run.gates.bin_log_alpha.detach().clone(), run.state.soft_masks is None)
+        return stats
+
+    run.train_step = watched
+    summary = run.run()
+    assert summary["steps"] == 12
+    frozen = gates_at[8][0]
+    assert not gates_at[7][1] and all(gates_at[s][1] for s in range(8, 12))  # soft masks, then the gather path
+    assert all(torch.equal(gates_at[s][0], frozen) for s in range(9, 12))  # the gates no longer move
+    assert run.fixed_plan.meta["frozen_at_step"] == 8
+    assert run.current_plan().kept_bins == run.fixed_plan.kept_bins
+    resumed = ToPRun(_config(tiny_teacher, data_dir, tmp_path, epochs=3, hard_epochs=1, resume=True),
+                     log=lambda *_: None)
+    resumed.load_checkpoint()
+    assert resumed.fixed_plan is not None and resumed.fixed_plan.kept_bins == run.fixed_plan.kept_bins
+
+
+def test_hard_phase_must_fit_after_the_warmup(tiny_teacher, data_dir, tmp_path):
+    with pytest.raises(toprune.ToPruneError, match="must fit after the warm-up"):
+        ToPRun(_config(tiny_teacher, data_dir, tmp_path, epochs=2, warmup_epochs=1, hard_epochs=1.5))

@@ -40,6 +40,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    return value
+
+
 def int_list(text: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",")]
@@ -87,6 +94,10 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
                    help="length of the padded-FLOPs convention (default: --max-length)")
     p.add_argument("--epochs", type=positive_float, default=5.0, help="default %(default)s (MRPC: 15 min on 2 cores)")
     p.add_argument("--warmup-epochs", type=positive_float, default=2.0, help="the target ramps up over these epochs")
+    p.add_argument("--hard-epochs", type=non_negative_float, default=0.0,
+                   help="[ours] the last epochs train with the learned plan frozen and tokens really removed, as at "
+                        "inference (the soft masks keep partly masked tokens alive); recommended for QA. Default 0: "
+                        "the authors' schedule")
     p.add_argument("--lr", type=positive_float, default=5e-5)
     p.add_argument("--gate-lr", type=positive_float, default=0.05)
     p.add_argument("--lambda-lr", type=positive_float, default=0.05,

@@ -51,6 +51,7 @@ class PruneConfig:
     padded_length: int = 128
     epochs: float = 5.0
     warmup_epochs: float = 2.0  # target sparsity ramps linearly over this
+    hard_epochs: float = 0.0  # [ours] last epochs: plan frozen, weights trained with the tokens really removed
     batch_size: int = 32
     lr: float = 5e-5
     gate_lr: float = 0.05
@@ -154,6 +155,7 @@ class ToPRun:
         self.steps_per_epoch = -(-len(self.data.train) // (cfg.batch_size * self.accelerator.num_processes))
         self.total_steps = int(self.steps_per_epoch * cfg.epochs)
         self.warmup_steps = max(1, int(self.steps_per_epoch * cfg.warmup_epochs))
+        self.hard_start = self._hard_start()
         self.opt = torch.optim.AdamW([p for p in self.student.parameters() if p.requires_grad], lr=cfg.lr)
         # the student stays reachable unwrapped (its pruning state, evaluation, saving); training goes through DDP
         self.student_ddp, self.opt = self.accelerator.prepare(self.student, self.opt)
@@ -188,6 +190,30 @@ class ToPRun:
             plan.meta["random_seed"] = self.cfg.seed  # evaluation draws from this seed; so does a reloaded model
         return plan
 
+    def _hard_start(self) -> int | None:
+        """First step of the hard phase (None: no hard phase). It starts after the warm-up: the plan it freezes
+        must already be at the target."""
+        cfg = self.cfg
+        if cfg.hard_epochs <= 0 or cfg.method != "top":
+            return None
+        if cfg.hard_epochs > cfg.epochs - cfg.warmup_epochs:
+            raise ToPruneError(f"--hard-epochs {cfg.hard_epochs:g} must fit after the warm-up: at most "
+                               f"{cfg.epochs - cfg.warmup_epochs:g} with --epochs {cfg.epochs:g} and "
+                               f"--warmup-epochs {cfg.warmup_epochs:g}")
+        return self.total_steps - int(self.steps_per_epoch * cfg.hard_epochs)
+
+    def freeze_plan(self) -> None:
+        """Enter the hard phase: the deterministic plan of the current gates becomes fixed, and training continues
+        on the gather path, as inference runs. The soft path keeps partly masked tokens alive (METHOD.md §8.4);
+        for token-level heads (QA) that mismatch costs most. Gates and multipliers stop changing, so a resumed run
+        freezes the very same plan."""
+        self.fixed_plan = self.current_plan()
+        self.fixed_plan.meta = {**self.fixed_plan.meta, "frozen_at_step": self.hard_start}
+        self.state.soft_masks = None
+        self.state.score_layers = set()
+        self.teacher_state.score_layers = set()  # no ranking loss any more: the teacher runs plain SDPA
+        self.state.set_plan(self.fixed_plan)
+
     # -- training -----------------------------------------------------------------------------------------------
     def _distill(self, batch: dict, labels) -> torch.Tensor:
         logits = head_logits(self.student_ddp(**batch))
@@ -217,6 +243,9 @@ class ToPRun:
         labels = targets.get("labels")  # regression KD learns from labels; QA and classification from the teacher
         started = time.perf_counter()
         self.student.train()
+        if self.fixed_plan is None and self.hard_start is not None and self.step >= self.hard_start:
+            self.freeze_plan()
+            self.log(f"step {self.step}: plan frozen ({self.fixed_plan.describe()}); hard phase on the real path")
         if self.fixed_plan is not None:
             stats = self.fixed_plan_step(batch, labels)
             self.step_seconds.append(time.perf_counter() - started)
@@ -324,6 +353,8 @@ class ToPRun:
         if blob.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([state.cpu() for state in blob["cuda_rng"]])
         self._trim_log()
+        if self.hard_start is not None and self.step >= self.hard_start:
+            self.freeze_plan()
 
     def _trim_log(self) -> None:
         """Drop log lines written after the checkpoint: the resumed run writes them again, identically."""
