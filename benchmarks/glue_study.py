@@ -1,7 +1,7 @@
 """The GLUE study: ToP vs its ablations vs static and random token dropping, on the real MiniLM, with the project's
 own commands. Two phases, both resumable (a killed run continues from its checkpoint, finished runs are skipped):
 
-    python benchmarks/glue_study.py train               # teachers + every method on every task (hours on 2 cores)
+    python benchmarks/glue_study.py train [--jobs 2]    # teachers + every method on every task (hours on 2 cores)
     python benchmarks/glue_study.py bench               # dev metric, measured FLOPs and latency of every finished run
     python benchmarks/glue_study.py train --curve stsb  # the metric-vs-FLOPs curve (ToP and static at 1.5x..4x)
     python benchmarks/glue_study.py bench --curve stsb
@@ -13,8 +13,10 @@ Results: benchmarks/results/glue_minilm.{json,md} (and glue_curve_<task>.{json,p
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -50,28 +52,51 @@ def run_dir(task: str, method: str, target: str | None = None) -> Path:
     return RUNS / f"{task}-{method}{suffix}"
 
 
-def sh(cmd: list[str]) -> bool:
-    """Run one step; a failed step (e.g. a run that never met its target) is logged and the study goes on."""
-    print("+", " ".join(cmd), flush=True)
-    code = subprocess.run(cmd, cwd=ROOT).returncode
+def sh(cmd: list[str], log: Path | None = None, threads: int | None = None) -> bool:
+    """Run one step; a failed step (e.g. a run that never met its target) is logged and the study goes on.
+    ``log``: the step's own output file (parallel jobs); ``threads``: its torch/OpenMP threads."""
+    print("+", " ".join(cmd), f"> {log}" if log else "", flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+    if log is None:
+        code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    else:
+        (ROOT / log).parent.mkdir(parents=True, exist_ok=True)
+        with open(ROOT / log, "a") as out:
+            code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
     if code:
         print(f"! exit code {code}: {' '.join(cmd)}", flush=True)
     return code == 0
 
 
-def train(task: str, runs: list[tuple[str, str]]) -> None:
+def teacher_step(task: str, jobs: int = 1, threads: int | None = None) -> bool:
     spec = TASKS[task]
     subset = ["--max-train-samples", str(spec["samples"])] if spec["samples"] else []
-    if not (ROOT / teacher_dir(task) / "toprune_teacher.json").exists():
-        if not sh(["toprune", "finetune", "--task", task, "--output", str(teacher_dir(task)), *subset]):
-            return
-    for method, target in runs:
-        out = run_dir(task, method, target)
-        if (ROOT / out / "summary.json").exists():
-            continue
-        sh(["toprune", "prune", "--teacher", str(teacher_dir(task)), "--task", task, "--target", target,
-            "--epochs", str(spec["epochs"]), "--warmup-epochs", str(spec["warmup"]), "--output", str(out),
-            "--resume", *subset, *METHODS[method]])
+    if (ROOT / teacher_dir(task) / "toprune_teacher.json").exists():
+        return True
+    log = RUNS / f"{task}-teacher.log" if jobs > 1 else None
+    return sh(["toprune", "finetune", "--task", task, "--output", str(teacher_dir(task)), *subset], log, threads)
+
+
+def run_step(task: str, method: str, target: str, jobs: int = 1, threads: int | None = None) -> bool:
+    spec = TASKS[task]
+    subset = ["--max-train-samples", str(spec["samples"])] if spec["samples"] else []
+    out = run_dir(task, method, target)
+    if (ROOT / out / "summary.json").exists():
+        return True
+    log = out.with_name(out.name + ".log") if jobs > 1 else None
+    return sh(["toprune", "prune", "--teacher", str(teacher_dir(task)), "--task", task, "--target", target,
+               "--epochs", str(spec["epochs"]), "--warmup-epochs", str(spec["warmup"]), "--output", str(out),
+               "--resume", *subset, *METHODS[method]], log, threads)
+
+
+def train(plan: dict[str, list[tuple[str, str]]], jobs: int = 1) -> None:
+    """Teachers first, then every (task, method, target) run; with ``jobs`` > 1 that many at once, each with its
+    share of the cores (on 2 cores two 1-thread runs get more done than one 2-thread run: small matrices)."""
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        ready = dict(zip(plan, pool.map(lambda t: teacher_step(t, jobs, threads), plan)))
+        steps = [(task, m, t) for task, runs in plan.items() if ready[task] for m, t in runs]
+        list(pool.map(lambda step: run_step(*step, jobs, threads), steps))
 
 
 def main(argv=None) -> int:
@@ -80,15 +105,16 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--curve", choices=list(TASKS), help="the metric-vs-FLOPs curve of this task instead")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="bench: threads of the timed runtimes")
+    parser.add_argument("--jobs", type=int, default=1, help="train: runs at once, each with cores/jobs threads "
+                        "and its own log file beside its run folder")
     parser.add_argument("--examples", type=int, default=256, help="dev examples timed per task")
     args = parser.parse_args(argv)
     if args.phase == "train":
         if args.curve:
-            train(args.curve, [(m, t) for t in CURVE_TARGETS for m in CURVE_METHODS])
+            train({args.curve: [(m, t) for t in CURVE_TARGETS for m in CURVE_METHODS]}, args.jobs)
         else:
-            for task in args.tasks:
-                train(task, [(m, TASKS[task]["target"]) for m in args.methods])
+            train({task: [(m, TASKS[task]["target"]) for m in args.methods] for task in args.tasks}, args.jobs)
         return 0
     from study_bench import bench_curve, bench_tasks  # imports torch: only for the bench phase
 
