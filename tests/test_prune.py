@@ -13,6 +13,8 @@ import torch
 import toprune
 from toprune.prune import PruneConfig, ToPRun, distillation_loss, lagrangian
 from toprune.train import make_loader
+from toprune.plan import PruningPlan
+from toprune.static import plan_relative_macs
 
 
 def test_lagrangian_multipliers_grow_while_constraint_violated_and_push_sparsity_up():
@@ -200,3 +202,28 @@ def test_hard_phase_freezes_the_plan_and_trains_on_the_real_path(tiny_teacher, d
 def test_hard_phase_must_fit_after_the_warmup(tiny_teacher, data_dir, tmp_path):
     with pytest.raises(toprune.ToPruneError, match="must fit after the warm-up"):
         ToPRun(_config(tiny_teacher, data_dir, tmp_path, epochs=2, warmup_epochs=1, hard_epochs=1.5))
+
+
+@pytest.mark.parametrize("monotone", [False, True])
+def test_frozen_plan_gives_back_bins_up_to_the_target(tiny_teacher, data_dir, tmp_path, monotone):
+    run = ToPRun(_config(tiny_teacher, data_dir, tmp_path, target="1.3x", monotone=monotone), log=lambda *_: None)
+    with torch.no_grad():  # every layer on, most bins dropped: far past a 1.3x target
+        run.gates.gate_log_alpha.fill_(5.0)
+        run.gates.bin_log_alpha.fill_(-5.0)
+        run.gates.bin_log_alpha[:, 0] = 5.0
+    lengths = [[len(x) for x in split["input_ids"]] for split in (run.data.train, run.data.dev)]
+
+    def rel(plan):
+        return max(plan_relative_macs(run.dims, plan, ls) for ls in lengths)
+
+    strict, relaxed = run.current_plan(), run.relaxed_plan()
+    assert rel(strict) < rel(relaxed) <= run.target_rel
+    for layer, bins in relaxed.kept_bins.items():
+        assert all(b or not s for b, s in zip(bins, strict.kept_bins[layer]))  # only gives bins back
+        if monotone:
+            assert bins == sorted(bins, reverse=True)
+        for b, kept in enumerate(bins):  # every bin still dropped would break the target
+            if not kept and (not monotone or bins[b - 1]):
+                trial = PruningPlan(relaxed.num_layers, relaxed.num_bins, {**relaxed.kept_bins,
+                                    layer: bins[:b] + [True] + bins[b + 1:]})
+                assert rel(trial) > run.target_rel
