@@ -163,3 +163,18 @@ def test_onnx_model_answers_questions_like_pytorch(tmp_path):
     assert no_answer[0]["answer"] == ""  # v2.0 models may abstain: any null odds exceed -inf
     with pytest.raises(toprune.ToPruneError, match="no classification head"):
         served.predict(["x"])
+
+
+def test_question_scorer_exports_and_matches(tmp_path):
+    model = tiny_model()
+    plan = PruningPlan.from_keep_ratios(4, {1: 0.5, 3: 0.5})
+    plan.meta["scorer"] = "question"
+    apply_pruning(model, plan)
+    batch = random_batch([9, 3, 17, 12])
+    batch["token_type_ids"] = (torch.arange(17)[None] >= torch.tensor([4, 2, 6, 5])[:, None]).long() * batch[
+        "attention_mask"]
+    export_onnx(model, None, tmp_path, samples=[batch])
+    other = random_batch([21, 6], seed=5)
+    other["token_type_ids"] = (torch.arange(21)[None] >= torch.tensor([7, 3])[:, None]).long() * other[
+        "attention_mask"]
+    assert check_parity(model, make_session(tmp_path / "model.onnx"), [other]) <= 1e-4

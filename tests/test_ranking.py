@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from toprune.ranking import ranking_distillation_loss, ranking_labels
+from toprune.ranking import answer_labels, answer_relevance, ranking_distillation_loss, ranking_labels
 
 
 def _valid(lengths, n=None):
@@ -223,3 +223,46 @@ def test_batch_mean_over_examples():
     whole = ranking_distillation_loss(student, labels, 4)
     singles = [ranking_distillation_loss(student[b : b + 1], labels[b : b + 1], 4) for b in range(3)]
     assert whole.item() == pytest.approx(sum(s.item() for s in singles) / 3, abs=1e-6)
+
+
+# ---------------------------------------------------------------- answer target (QA)
+
+
+def test_answer_relevance_hand_example():
+    # start surely at 1, end at 2 or 3 with equal odds: tokens 1, 2 are inside for sure, 3 half the time
+    big = 30.0
+    start = torch.tensor([[0.0, big, 0.0, 0.0, 0.0]])
+    end = torch.tensor([[0.0, 0.0, big, big, 0.0]])
+    rel = answer_relevance(torch.stack([start, end], dim=-1), torch.ones(1, 5, dtype=torch.bool))
+    assert torch.allclose(rel, torch.tensor([[0.0, 1.0, 1.0, 0.5, 0.0]]), atol=1e-6)
+
+
+def test_answer_relevance_ignores_padding():
+    logits = torch.zeros(1, 4, 2)
+    logits[0, 3] = 100.0  # a padded position with huge logits
+    rel = answer_relevance(logits, torch.tensor([[True, True, True, False]]))
+    assert rel[0, 3] == 0 and torch.isfinite(rel).all() and rel[0, :3].max() > 0
+
+
+def test_answer_labels_put_the_answer_region_above_every_other_candidate():
+    logits = torch.full((2, 6, 2), -5.0)
+    logits[0, 3] = 5.0  # example 0: the answer is token 3
+    logits[1, 1, 0], logits[1, 2, 1] = 5.0, 5.0  # example 1: tokens 1..2
+    valid = _valid([6, 4])
+    labels = answer_labels(logits, valid, k=1)
+    assert labels[0].tolist() == [0, 1, 1, 2, 1, 1]  # CLS 0, answer 2, every other candidate 1
+    assert labels[1, 0] == 0 and labels[1, 4:].tolist() == [0, 0]  # padding 0
+    assert sorted(labels[1, 1:3].tolist()) == [1, 2]  # top-1 of the two equally likely answer tokens
+    wide = answer_labels(logits, valid, k=2)
+    assert wide[1, 1:3].tolist() == [2, 2]
+
+
+def test_answer_labels_train_the_answer_above_the_rest():
+    """One SGD step on the loss with answer labels raises the answer token's score over every other token."""
+    logits = torch.full((1, 8, 2), -5.0)
+    logits[0, 5] = 5.0
+    labels = answer_labels(logits, torch.ones(1, 8, dtype=torch.bool), k=1)
+    student = torch.zeros(1, 8, requires_grad=True)
+    ranking_distillation_loss(student, labels, 1).backward()
+    moved = -student.grad[0]
+    assert moved[5] > 0 and (moved[1:5] < 0).all() and (moved[6:] < 0).all() and moved[0] == 0

@@ -141,3 +141,36 @@ def test_single_token_survivor():
 def test_mismatched_plan_is_rejected():
     with pytest.raises(toprune.ToPruneError, match="12 layers but the model has 4"):
         apply_pruning(tiny_model(), PruningPlan.from_keep_ratios(12, {3: 0.5}))
+
+
+def _pairs_batch(lengths, seed=0):
+    """A random batch of sentence pairs: the first ~third of each example is segment 0 (with CLS), the rest 1."""
+    batch = random_batch(lengths, seed=seed)
+    segments = torch.zeros_like(batch["input_ids"])
+    for b, length in enumerate(lengths):
+        segments[b, max(2, length // 3):length] = 1
+    return batch | {"token_type_ids": segments}
+
+
+def test_question_scorer_follows_the_surviving_question_rows_per_example():
+    """The question scorer's rows travel with the survivors: the batched gather path equals one-by-one runs, the
+    soft path with binary masks equals the gather path, and the scores differ from the all-rows scorer."""
+    model = tiny_model("bert", head="AutoModelForTokenClassification")
+    kept = torch.tensor([[1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 1, 0]], dtype=torch.bool)
+    plan = PruningPlan.from_masks(4, [1, 2, 3], kept, torch.ones(3, dtype=torch.bool), {"scorer": "question"})
+    state = apply_pruning(model, plan)
+    assert state.question_scores
+    batch = _pairs_batch(LENGTHS, seed=5)
+    valid = batch["attention_mask"].bool()
+    with torch.no_grad():
+        batched = model(**batch).logits
+        for b, length in enumerate(LENGTHS):
+            single = {k: v[b : b + 1, :length] for k, v in batch.items()}
+            assert (model(**single).logits[0] - batched[b, :length]).abs().max() <= 1e-4
+        state.soft_masks = SoftMasks([1, 2, 3], kept.float(), torch.ones(3))
+        soft = model(**batch).logits
+        state.soft_masks = None
+        assert (batched - soft)[valid].abs().max() <= 1e-4
+        state.set_plan(PruningPlan.from_masks(4, [1, 2, 3], kept, torch.ones(3, dtype=torch.bool)))
+        assert not state.question_scores
+        assert (model(**batch).logits - batched)[valid].abs().max() > 1e-4  # other survivors

@@ -1,6 +1,6 @@
 import torch
 
-from toprune.scoring import rank_bins, token_scores
+from toprune.scoring import question_rows, rank_bins, score_rows, token_scores
 
 
 def test_token_scores_average_over_heads_and_valid_rows_only():
@@ -37,3 +37,32 @@ def test_rank_bins_per_example_counts():
     bins = rank_bins(scores, candidates, num_bins=10)
     assert sorted(bins[0, 1:3].tolist()) == [0, 5]
     assert sorted(bins[1, 1:].tolist()) == [0, 2, 4, 6, 8]
+
+
+def test_question_rows_are_first_segment_without_cls_and_separator():
+    # [CLS] q1 q2 [SEP] c1 c2 [SEP] pad   and   [CLS] q1 [SEP] c1 [SEP] pad pad pad
+    segments = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 0, 0, 0]])
+    valid = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 0, 0, 0]]).bool()
+    rows = question_rows(segments, valid)
+    assert rows.tolist() == [[False, True, True, False, False, False, False, False],
+                             [False, True, False, False, False, False, False, False]]
+    single = question_rows(None, valid)  # one segment: every real token but CLS and the last
+    assert single[0].tolist() == [False, True, True, True, True, True, False, False]
+
+
+def test_score_rows_fall_back_to_every_valid_row_when_no_question_row_survives():
+    rows = torch.tensor([[False, True, False], [False, False, False]])
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    assert score_rows(rows, valid).tolist() == [[False, True, False], [True, True, False]]
+    assert score_rows(None, valid) is valid
+    assert score_rows(rows, None).tolist() == [[False, True, False], [True, True, True]]
+
+
+def test_question_guided_scores_use_only_question_rows():
+    probs = torch.zeros(1, 1, 3, 3)
+    probs[0, 0, 1] = torch.tensor([0.0, 0.0, 1.0])  # the question row attends to token 2
+    probs[0, 0, 0] = torch.tensor([0.0, 1.0, 0.0])  # CLS row attends to token 1
+    probs[0, 0, 2] = torch.tensor([0.0, 1.0, 0.0])
+    rows = torch.tensor([[False, True, False]])
+    assert token_scores(probs, rows).argmax().item() == 2
+    assert token_scores(probs, None).argmax().item() == 1

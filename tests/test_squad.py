@@ -189,6 +189,19 @@ def test_qa_teacher_and_top_run_end_to_end(tmp_path, tokenizer, data_dir):
     with pytest.raises(toprune.ToPruneError, match="is a QA model but task mrpc is not question answering"):
         ToPRun(PruneConfig(**{**cfg.__dict__, "task": "mrpc", "data_dir": str(data_dir / "glue"),
                               "train_file": None, "validation_file": None, "max_train_samples": 8}))
+    # [ours] question-guided scores, ranking distilled from the teacher's answer relevance into every score layer
+    qa_cfg = PruneConfig(**{**cfg.__dict__, "output_dir": str(tmp_path / "top-q"), "scorer": "question",
+                            "rank_target": "answer"})
+    run = ToPRun(qa_cfg, log=lambda *_: None)
+    assert run.rank_layers == [layer - 1 for layer in run.layers] and not run.teacher_state.score_layers
+    assert run.state.question_scores
+    run.run()
+    first = json.loads((tmp_path / "top-q" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["rank"] > 0
+    assert run.current_plan().meta["scorer"] == "question"  # saved with the model: a reload scores the same
+    with pytest.raises(toprune.ToPruneError, match="needs a question-answering task"):
+        ToPRun(PruneConfig(**{**cfg.__dict__, "task": "mrpc", "data_dir": str(data_dir / "glue"),
+                              "train_file": None, "validation_file": None, "rank_target": "answer"}))
 
 
 def test_length_grouped_batches_cover_every_window_once_and_are_reproducible(tokenizer):

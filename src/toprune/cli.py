@@ -47,14 +47,23 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def int_list(text: str) -> list[int]:
+def _ints(text: str, minimum: int, what: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,32, got {text!r}") from None
-    if any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    if any(v < minimum for v in values):
+        raise argparse.ArgumentTypeError(f"expected {what} integers, got {text!r}")
     return values
+
+
+def int_list(text: str) -> list[int]:
+    return _ints(text, 1, "positive")
+
+
+def index_list(text: str) -> list[int]:
+    """Layer indices: 0 allowed."""
+    return _ints(text, 0, "non-negative")
 
 
 def _data_dir(args) -> str | None:
@@ -107,6 +116,16 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bins", type=positive_int, default=20, help="rank bins per pruning layer (K)")
     p.add_argument("--topk", type=positive_int, default=10, help="teacher's top-k tokens distilled into early layers")
     p.add_argument("--no-ranking", action="store_true", help="ablation: ranking distillation off")
+    p.add_argument("--rank-target", choices=["attention", "answer"], default="attention",
+                   help="what the early score layers learn to rank like: the teacher's final attention (the "
+                        "authors', default) or, for QA, [ours] its answer relevance from the start/end logits "
+                        "(the top-k tokens above all the others)")
+    p.add_argument("--rank-layers", type=index_list,
+                   help="comma-separated layers whose scores are distilled (default: the first ~L/4 score layers; "
+                        "with --rank-target answer every layer whose scores decide a drop)")
+    p.add_argument("--scorer", choices=["attention", "question"], default="attention",
+                   help="token importance: attention received from every row (default) or, [ours] for QA and other "
+                        "pairs, from the first segment's rows only (needs token_type_ids: BERT, ELECTRA, MiniLM)")
     p.add_argument("--no-layer-gates", action="store_true", help="ablation: fine masks only")
     p.add_argument("--monotone", action="store_true", help="keep the top fraction instead of free bins")
     p.add_argument("--method", choices=["top", "static", "random"], default="top",

@@ -51,7 +51,7 @@ def _prune_config(args, teacher: str, output: str, data_dir):
         convention=args.convention, padded_length=args.padded_length, epochs=args.epochs,
         warmup_epochs=args.warmup_epochs, hard_epochs=args.hard_epochs, lr=args.lr, gate_lr=args.gate_lr, lambda_lr=args.lambda_lr,
         pruning_layers=args.pruning_layers, num_bins=args.bins, topk=args.topk,
-        ranking=not args.no_ranking, layer_gates=not args.no_layer_gates, monotone=args.monotone, method=args.method,
+        ranking=not args.no_ranking, rank_target=args.rank_target, rank_layers=args.rank_layers, scorer=args.scorer, layer_gates=not args.no_layer_gates, monotone=args.monotone, method=args.method,
         eval_every=args.eval_every, save_every=args.eval_every, max_train_samples=args.max_train_samples,
         max_length=args.max_length, seed=args.seed, resume=args.resume, **_user_files(args))
 

@@ -51,8 +51,8 @@ class PruningPlan:
 
     # -- constructors -------------------------------------------------------------------------------------------
     @classmethod
-    def keep_all(cls, num_layers: int) -> "PruningPlan":
-        return cls(num_layers=num_layers, num_bins=1, kept_bins={})
+    def keep_all(cls, num_layers: int, meta: dict | None = None) -> "PruningPlan":
+        return cls(num_layers=num_layers, num_bins=1, kept_bins={}, meta=dict(meta or {}))
 
     @classmethod
     def from_keep_ratios(cls, num_layers: int, ratios: dict[int, float], num_bins: int = 100) -> "PruningPlan":

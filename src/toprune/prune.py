@@ -30,7 +30,7 @@ from .gates import HardConcreteGates
 from .plan import PruningPlan, default_pruning_layers
 from .pretrained import load_model, load_tokenizer, save_pruned
 from .qa import qa_distillation_loss
-from .ranking import ranking_distillation_loss, ranking_labels
+from .ranking import answer_labels, ranking_distillation_loss, ranking_labels
 from .runtime import SoftMasks, apply_pruning
 from .static import plan_relative_macs, static_plan
 from .train import (TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data, seed_everything,
@@ -38,6 +38,8 @@ from .train import (TaskData, check_qa_head, evaluate, head_logits, make_loader,
 
 
 METHODS = ("top", "static", "random")
+SCORERS = ("attention", "question")
+RANK_TARGETS = ("attention", "answer")
 
 
 @dataclass
@@ -63,6 +65,8 @@ class PruneConfig:
     pruning_layers: list[int] | None = None
     rank_layers: list[int] | None = None
     ranking: bool = True  # ablation: ranking distillation off
+    rank_target: str = "attention"  # [ours] QA: "answer" distils the teacher's answer relevance, not its attention
+    scorer: str = "attention"  # [ours] "question": attention received from the question rows only
     layer_gates: bool = True  # ablation: fine masks only
     monotone: bool = False  # keep the top fraction instead of free bins
     method: str = "top"  # baselines: "static" (fixed top-k by attention) or "random" (fixed counts, random tokens)
@@ -81,12 +85,22 @@ class PruneConfig:
 
 
 def _defaults(cfg: PruneConfig, num_layers: int) -> tuple[list[int], list[int]]:
+    """Pruning layers and rank (score) layers. The authors distil into the first ~L/4 score layers, the later ones
+    ranking well on their own; an answer target is distilled into every layer whose scores decide a drop."""
     layers = sorted(set(cfg.pruning_layers)) if cfg.pruning_layers else default_pruning_layers(num_layers)
     if not all(1 <= layer < num_layers for layer in layers):
         raise ToPruneError(f"pruning layers must be in 1..{num_layers - 1} (layer 0 always sees every token), "
                            f"got {cfg.pruning_layers}")
     first = layers[0]
-    rank = cfg.rank_layers or list(range(first - 1, first - 1 + max(1, round(num_layers / 4))))
+    if cfg.rank_layers:
+        rank = sorted(set(cfg.rank_layers))
+        if not all(0 <= layer < num_layers - 1 for layer in rank):
+            raise ToPruneError(f"rank layers must be in 0..{num_layers - 2} (scores of a layer feed the next one's "
+                               f"pruning), got {cfg.rank_layers}")
+    elif cfg.rank_target == "answer":
+        rank = [layer - 1 for layer in layers]
+    else:
+        rank = list(range(first - 1, first - 1 + max(1, round(num_layers / 4))))
     return layers, rank
 
 
@@ -119,6 +133,9 @@ class ToPRun:
                 raise ToPruneError(f"{name} must be positive, got {getattr(cfg, name)}")
         if cfg.method not in METHODS:
             raise ToPruneError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+        for name, allowed in (("scorer", SCORERS), ("rank_target", RANK_TARGETS)):
+            if getattr(cfg, name) not in allowed:
+                raise ToPruneError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
         if cfg.convention not in ("unpadded", "padded"):
             raise ToPruneError(f"convention must be 'unpadded' or 'padded', got {cfg.convention!r}")
         seed_everything(cfg.seed)
@@ -127,6 +144,8 @@ class ToPRun:
                                            cfg.max_train_samples, cfg.seed, train_file=cfg.train_file,
                                            validation_file=cfg.validation_file, text_columns=cfg.text_columns,
                                            label_column=cfg.label_column)
+        if cfg.rank_target == "answer" and self.data.kind != "qa":
+            raise ToPruneError("--rank-target answer needs a question-answering task (squad, squad_v2)")
         # one process: a no-op wrapper; under `accelerate launch`: DDP for the student, sharded batches
         self.accelerator = Accelerator()
         self.device = self.accelerator.device
@@ -141,8 +160,11 @@ class ToPRun:
         self.reference = cfg.padded_length if cfg.convention == "padded" else None
         self._check_reachable()
         self.teacher_state = apply_pruning(self.teacher)
-        self.teacher_state.score_layers = {config.num_hidden_layers - 1}
-        self.state = apply_pruning(self.student)
+        # the attention target needs the teacher's last attention; the answer target only its logits
+        self.teacher_state.score_layers = {config.num_hidden_layers - 1} if cfg.rank_target == "attention" else set()
+        # the scorer travels in every plan's meta: saved with the model, a reload scores the same way
+        self.plan_meta = {"scorer": cfg.scorer} if cfg.scorer != "attention" else {}
+        self.state = apply_pruning(self.student, PruningPlan.keep_all(config.num_hidden_layers, self.plan_meta))
         self.state.score_layers = set(self.rank_layers) if cfg.ranking and cfg.method == "top" else set()
         self.fixed_plan = None if cfg.method == "top" else self._static_plan()
         if self.fixed_plan is not None:
@@ -184,7 +206,7 @@ class ToPRun:
     def _static_plan(self) -> PruningPlan:
         """The baselines' fixed schedule: meets the target on the train and the dev lengths (lengths only)."""
         lengths = [[len(x) for x in split["input_ids"]] for split in (self.data.train, self.data.dev)]
-        scorer = "random" if self.cfg.method == "random" else "attention"
+        scorer = "random" if self.cfg.method == "random" else self.cfg.scorer
         plan = static_plan(self.dims, self.layers, lengths, self.target_rel, self.reference, scorer)
         if scorer == "random":
             plan.meta["random_seed"] = self.cfg.seed  # evaluation draws from this seed; so does a reloaded model
@@ -242,20 +264,21 @@ class ToPRun:
                 kept = trial
             else:
                 rejected[p, b] = True
-        return PruningPlan.from_masks(self.dims.num_layers, self.layers, kept, on)
+        return PruningPlan.from_masks(self.dims.num_layers, self.layers, kept, on, self.plan_meta)
 
     # -- training -----------------------------------------------------------------------------------------------
-    def _distill(self, batch: dict, labels) -> torch.Tensor:
+    def _distill(self, batch: dict, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """The KD loss and the teacher's logits (the answer ranking target is made from them)."""
         logits = head_logits(self.student_ddp(**batch))
         with torch.no_grad():
             teacher_logits = head_logits(self.teacher(**batch))
         return distillation_loss(logits, teacher_logits, labels, self.regression, self.cfg.temperature,
-                                 batch["attention_mask"])
+                                 batch["attention_mask"]), teacher_logits
 
     def fixed_plan_step(self, batch: dict, labels) -> dict:
         """A baseline's step: the fixed plan on the real (gather) path, distilled from the teacher like ToP."""
         self.state.random_scores = self.sampler if self.cfg.method == "random" else None  # evaluation swaps it
-        loss = self._distill(batch, labels)
+        loss = self._distill(batch, labels)[0]
         self.opt.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
@@ -282,12 +305,15 @@ class ToPRun:
             return stats
         bins, gates = self.gates.sample(self.sampler)
         self.state.soft_masks = SoftMasks(self.layers, bins, gates)
-        loss_task = self._distill(batch, labels)
+        loss_task, teacher_logits = self._distill(batch, labels)
         progress = min(1.0, self.step / self.warmup_steps)
         loss_rank = torch.zeros((), device=self.device)
         if cfg.ranking:
             valid = batch["attention_mask"].bool()
-            targets = ranking_labels(self.teacher_state.last.scores[self.dims.num_layers - 1], valid, cfg.topk)
+            if cfg.rank_target == "answer":
+                targets = answer_labels(teacher_logits, valid, cfg.topk)
+            else:
+                targets = ranking_labels(self.teacher_state.last.scores[self.dims.num_layers - 1], valid, cfg.topk)
             loss_rank = sum(ranking_distillation_loss(self.state.last.scores[layer], targets, cfg.topk)
                             for layer in self.rank_layers)
             loss_rank = cfg.rank_alpha * max(0.01, 1.0 - progress) * loss_rank
@@ -319,7 +345,7 @@ class ToPRun:
         if self.fixed_plan is not None:
             return self.fixed_plan
         kept, on = self.gates.deterministic()
-        return PruningPlan.from_masks(self.dims.num_layers, self.layers, kept, on)
+        return PruningPlan.from_masks(self.dims.num_layers, self.layers, kept, on, self.plan_meta)
 
     def evaluate(self) -> dict:
         plan = self.current_plan()

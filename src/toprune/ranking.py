@@ -7,6 +7,10 @@ distil the teacher's ranking into the student with two pure, batched functions:
 * ``ranking_distillation_loss``: LambdaLoss "ARP2" pairwise loss of one student score layer against those labels.
 
 The caller sums the loss over the student score layers (1..L/4) and applies the warm-up weight.
+
+For extractive QA the teacher's final attention says little about where the answer is (benchmarks/README.md §6), so
+``answer_labels`` [ours] offers another target: the teacher's top-k tokens by answer relevance (the probability,
+from its start/end logits, that a token lies inside the answer span) graded above every other token.
 """
 
 from __future__ import annotations
@@ -84,3 +88,25 @@ float32 (half-precision scores are upcast; float64 stays float64).
     weighted = torch.where(pairs, gain * pair_loss, torch.zeros((), device=y.device))
     per_example = weighted.sum(dim=(1, 2)) / float(k * k)
     return per_example.mean()
+
+
+@torch.no_grad()
+def answer_relevance(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, N, 2) start/end logits -> (B, N): the probability that each token lies inside the answer span, with start
+    and end independent over the ``valid`` tokens: P(start <= j) * P(end >= j)."""
+    masked = logits.detach().float().masked_fill(~valid.bool().unsqueeze(-1), float("-inf"))
+    probs = masked.softmax(dim=1)
+    started = probs[..., 0].cumsum(dim=1)
+    not_ended = probs[..., 1].flip(1).cumsum(dim=1).flip(1)
+    return started * not_ended
+
+
+@torch.no_grad()
+def answer_labels(logits: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:
+    """Two-grade labels (B, N) for the ranking loss: 2 for the teacher's k most answer-relevant candidates, 1 for
+    every other candidate, 0 for CLS and padding. The loss then pushes the likely answer region above all the rest
+    (which the plan may drop) without asking for an order inside either group."""
+    candidates = valid.bool().clone()
+    candidates[:, 0] = False
+    top = ranking_labels(answer_relevance(logits, valid), valid, k) > 0
+    return top.float() + candidates.float()

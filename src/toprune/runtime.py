@@ -28,7 +28,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from .adapters import BlockParts, base_model, block_parts, find_encoder
 from .errors import ToPruneError
 from .plan import PruningPlan, kept_ranks
-from .scoring import rank_bins, self_attention, sort_indices, token_scores
+from .scoring import question_rows, rank_bins, score_rows, self_attention, sort_indices, token_scores
 
 
 @dataclass
@@ -64,6 +64,8 @@ class PruningState:
         self.soft_masks: SoftMasks | None = None
         self.random_scores: torch.Generator | None = None  # plans with meta scorer "random": drop random tokens
         self.input_mask: torch.Tensor | None = None
+        self.input_segments: torch.Tensor | None = None  # token_type_ids of the current call (question scorer)
+        self.question_scores = False  # plans with meta scorer "question": attention received from question rows
         self.last: ForwardRecord | None = None
         self.handles: list = []
         self.set_plan(plan)
@@ -72,6 +74,7 @@ class PruningState:
         plan.validate(len(self.parts))
         self.plan = plan
         random = plan.meta.get("scorer") == "random"
+        self.question_scores = plan.meta.get("scorer") == "question"
         seed = int(plan.meta.get("random_seed", 0))  # the seed the run evaluated with: reloads score the same
         self.random_scores = (self.random_scores or torch.Generator().manual_seed(seed)) if random else None
         # layer -> bool table of K+1 entries; entry K (non-candidates: padding, already pruned) is False
@@ -109,11 +112,22 @@ def _longest(n_keep: torch.Tensor, current: int, traceable: bool):
     return longest
 
 
+def _question_rows(state: PruningState, valid: torch.Tensor) -> torch.Tensor | None:
+    if not state.question_scores:
+        return None
+    segments = state.input_segments
+    if segments is not None and segments.shape != valid.shape:
+        raise ToPruneError(f"token_type_ids of shape {tuple(segments.shape)} do not match input of shape "
+                           f"{tuple(valid.shape)}")
+    return question_rows(None if segments is None else segments.to(valid.device), valid)
+
+
 def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor, training: bool) -> torch.Tensor:
     bsz, seq, dim = hidden.shape
     record = ForwardRecord()
     positions = torch.arange(seq, device=hidden.device).expand(bsz, seq)
     key_mask = valid if state.traceable or not bool(valid.all()) else None
+    rows = _question_rows(state, valid)  # gathered with the survivors, like their positions
     stash = None
     counts = []
     for i, parts in enumerate(state.parts):
@@ -129,7 +143,7 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
             counts.append(valid.sum(dim=1))
             record.computed_lengths.append(hidden.shape[1])
             record.positions.append(torch.where(valid, positions, -1))
-        scores = token_scores(probs, key_mask) if need else None
+        scores = token_scores(probs, score_rows(rows, key_mask)) if need else None
         if i in state.score_layers:
             record.scores[i] = scores
         if random:  # the floor baseline: the same counts, random survivors (drawn on the CPU: reproducible)
@@ -142,6 +156,7 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
             order = _select_unpadded(state, i + 1, scores)
             hidden = hidden.gather(1, order.unsqueeze(-1).expand(-1, -1, dim))
             positions = positions.gather(1, order)
+            rows = None if rows is None else rows.gather(1, order)
             valid = torch.ones_like(order, dtype=torch.bool)
         elif prune_next:
             candidates = valid.clone()
@@ -161,6 +176,7 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
             order = order[:, :new_len]
             hidden = hidden.gather(1, order.unsqueeze(-1).expand(-1, -1, dim))
             positions = positions.gather(1, order)
+            rows = None if rows is None else rows.gather(1, order)
             valid = torch.arange(new_len, device=hidden.device).expand(bsz, new_len) < n_keep.unsqueeze(1)
             key_mask = valid if state.traceable or not bool((n_keep == new_len).all()) else None
         hidden = parts.ffn(hidden)
@@ -180,6 +196,7 @@ def _soft_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor
     alive = valid
     is_cls = torch.zeros_like(valid)
     is_cls[:, 0] = True
+    rows = _question_rows(state, valid)
     frozen = None
     for i, parts in enumerate(state.parts):
         p = index_of.get(i + 1)
@@ -187,7 +204,7 @@ def _soft_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor
         key_mask = None if bool(alive.all()) else alive
         context, probs = self_attention(parts, hidden, key_mask, need, training)
         after_attn = parts.attn_output(context, hidden)
-        scores = token_scores(probs, alive) if need else None
+        scores = token_scores(probs, score_rows(rows, alive)) if need else None
         if i in state.score_layers:
             record.scores[i] = scores
         hidden = parts.ffn(after_attn)
@@ -237,6 +254,7 @@ def _make_mask_hook(state: PruningState, forward) -> callable:
     def capture(module, args, kwargs):
         bound = signature.bind_partial(*args, **kwargs).arguments
         state.input_mask = bound.get("attention_mask")
+        state.input_segments = bound.get("token_type_ids")
 
     return capture
 

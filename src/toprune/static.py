@@ -14,7 +14,7 @@ from .errors import ToPruneError
 from .flops import EncoderDims, dense_macs, encoder_macs
 from .plan import PruningPlan
 
-SCORERS = ("attention", "random")
+SCORERS = ("attention", "question", "random")
 
 
 def plan_relative_macs(dims: EncoderDims, plan: PruningPlan, lengths, reference_length: int | None = None) -> float:
