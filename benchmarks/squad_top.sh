@@ -4,18 +4,20 @@
 # other 10 (the same split for both rows). Runs go to runs/ (not committed); numbers to
 # benchmarks/results/squad_minilm.json. Re-running resumes (a finished teacher is reused, a killed run continues).
 #   benchmarks/squad_top.sh [extra `toprune prune` options...]
+#   OUT=runs/squad-top-qa benchmarks/squad_top.sh --scorer question --rank-target answer   # the QA-aware ranking
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export OUT="${OUT:-runs/squad-top-hard}"
 [ -f runs/squad-teacher/toprune_teacher.json ] || toprune finetune --task squad --epochs 2 --output runs/squad-teacher
 # ToP: plan learned with soft masks over 1.5 epochs (target ramped over the first), then 1.5 epochs with the plan
 # frozen on the real path (--hard-epochs; without it see README §6: F1 25)
-[ -f runs/squad-top-hard/summary.json ] || toprune prune --teacher runs/squad-teacher --task squad --target 2x \
-    --epochs 3 --warmup-epochs 1 --hard-epochs 1.5 --eval-every 100 --output runs/squad-top-hard --resume "$@"
-toprune bench --dense runs/squad-teacher --pruned runs/squad-top-hard/best --task squad --json > runs/squad-bench.json
+[ -f "$OUT/summary.json" ] || toprune prune --teacher runs/squad-teacher --task squad --target 2x \
+    --epochs 3 --warmup-epochs 1 --hard-epochs 1.5 --eval-every 100 --output "$OUT" --resume "$@"
+toprune bench --dense runs/squad-teacher --pruned "$OUT/best" --task squad --json > runs/squad-bench.json
 python - <<'PY'
-import json
+import json, os
 r = json.load(open("runs/squad-bench.json"))
-s = json.load(open("runs/squad-top-hard/summary.json"))
+s = json.load(open(os.environ["OUT"] + "/summary.json"))
 t = json.load(open("runs/squad-teacher/toprune_teacher.json"))
 p = s["best"]
 rows = [
