@@ -8,15 +8,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OUT="${OUT:-runs/squad-top-hard}"
+# the default run fills the issue's results/squad_minilm.json; another OUT gets files of its own beside it
+export NAME="$(basename "$OUT")"
+export RESULT="benchmarks/results/squad_minilm$([ "$NAME" = squad-top-hard ] || echo "_$NAME")"
 [ -f runs/squad-teacher/toprune_teacher.json ] || toprune finetune --task squad --epochs 2 --output runs/squad-teacher
 # ToP: plan learned with soft masks over 1.5 epochs (target ramped over the first), then 1.5 epochs with the plan
 # frozen on the real path (--hard-epochs; without it see README §6: F1 25)
 [ -f "$OUT/summary.json" ] || toprune prune --teacher runs/squad-teacher --task squad --target 2x \
     --epochs 3 --warmup-epochs 1 --hard-epochs 1.5 --eval-every 100 --output "$OUT" --resume "$@"
-toprune bench --dense runs/squad-teacher --pruned "$OUT/best" --task squad --json > runs/squad-bench.json
+toprune bench --dense runs/squad-teacher --pruned "$OUT/best" --task squad --json > "runs/$NAME-bench.json"
 python - <<'PY'
 import json, os
-r = json.load(open("runs/squad-bench.json"))
+r = json.load(open(f"runs/{os.environ['NAME']}-bench.json"))
 s = json.load(open(os.environ["OUT"] + "/summary.json"))
 t = json.load(open("runs/squad-teacher/toprune_teacher.json"))
 p = s["best"]
@@ -43,8 +46,8 @@ try:  # the first attempt, soft masks only (`--epochs 2 --warmup-epochs 1`, no -
                                                                "flops_reduction_padded", "step")}
 except FileNotFoundError:
     pass
-json.dump(rows, open("benchmarks/results/squad_minilm.json", "w"), indent=1)
-json.dump(meta, open("benchmarks/results/squad_minilm_meta.json", "w"), indent=1)
+json.dump(rows, open(os.environ["RESULT"] + ".json", "w"), indent=1)
+json.dump(meta, open(os.environ["RESULT"] + "_meta.json", "w"), indent=1)
 for row in rows:
     print(row)
 PY

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -227,3 +228,16 @@ def test_frozen_plan_gives_back_bins_up_to_the_target(tiny_teacher, data_dir, tm
                 trial = PruningPlan(relaxed.num_layers, relaxed.num_bins, {**relaxed.kept_bins,
                                     layer: bins[:b] + [True] + bins[b + 1:]})
                 assert rel(trial) > run.target_rel
+
+
+def test_question_scorer_needs_token_type_ids(tiny_teacher, data_dir, tmp_path):
+    """RoBERTa-style tokenizers make no token_type_ids: the question scorer would silently score with every row."""
+    folder = tmp_path / "no-segments"
+    shutil.copytree(tiny_teacher, folder)
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings["model_input_names"] = ["input_ids", "attention_mask"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    with pytest.raises(toprune.ToPruneError, match="--scorer question needs token_type_ids"):
+        ToPRun(_config(str(folder), data_dir, tmp_path, scorer="question"))
+    with pytest.raises(toprune.ToPruneError, match="needs a question-answering task"):
+        ToPRun(_config(tiny_teacher, data_dir, tmp_path, rank_target="answer"))

@@ -266,3 +266,33 @@ def test_answer_labels_train_the_answer_above_the_rest():
     ranking_distillation_loss(student, labels, 1).backward()
     moved = -student.grad[0]
     assert moved[5] > 0 and (moved[1:5] < 0).all() and (moved[6:] < 0).all() and moved[0] == 0
+
+
+def test_answer_relevance_only_inside_the_context():
+    logits = torch.zeros(1, 6, 2)
+    logits[0, 1] = 10.0  # the teacher likes a question token (position 1) best
+    logits[0, 4] = 5.0
+    context = torch.tensor([[False, False, False, True, True, True]])
+    rel = answer_relevance(logits, torch.ones(1, 6, dtype=torch.bool), context)
+    assert rel[0, :3].tolist() == [0, 0, 0] and rel[0, 4] == rel[0].max()
+
+
+def test_windows_without_an_answer_get_no_labels():
+    """The teacher's "no answer here" (start and end on CLS: SQuAD's label for a window without the answer, and
+    v2's unanswerable questions) must not make the question tokens the top-k."""
+    logits = torch.zeros(2, 8, 2)
+    logits[0, 0] = 10.0  # window 0: no answer
+    logits[1, 6] = 10.0  # window 1: answer at token 6
+    context = torch.zeros(2, 8, dtype=torch.bool)
+    context[:, 4:] = True
+    labels = answer_labels(logits, torch.ones(2, 8, dtype=torch.bool), 2, context)
+    assert labels[0].abs().sum() == 0
+    assert labels[1, 6] == 2 and labels[1, 1:4].tolist() == [1, 1, 1]
+
+
+def test_per_pair_loss_is_the_mean_pair_loss():
+    labels = torch.tensor([[0.0, 1, 2, 1, 1, 1], [0.0, 2, 1, 0, 0, 0]])  # 4 pairs and 1 pair
+    loss = ranking_distillation_loss(torch.zeros(2, 6), labels, 1, per_pair=True)
+    assert loss.item() == pytest.approx(1.0)  # log2(1 + e^0) = 1 for every pair, whatever the length
+    long = torch.cat([labels, torch.ones(2, 50)], dim=1)
+    assert ranking_distillation_loss(torch.zeros(2, 56), long, 1, per_pair=True).item() == pytest.approx(1.0)

@@ -206,6 +206,9 @@ def cmd_demo(args, data_dir):
     settings = {k: getattr(args, k) for k in ("model", "task", "teacher_epochs", "target", "convention", "epochs",
                                               "warmup_epochs", "max_train_samples", "max_length", "seed", "bins",
                                               "topk", "no_ranking", "no_layer_gates", "monotone", "train_file")}
+    # later options join the fingerprint only when set, so demos recorded before them still match
+    later = {"method": "top", "hard_epochs": 0.0, "scorer": "attention", "rank_target": "attention", "rank_layers": None}
+    settings |= {k: getattr(args, k) for k, default in later.items() if getattr(args, k, default) != default}
     recorded = work / "demo_settings.json"
     if recorded.is_file() and json.loads(recorded.read_text()) != settings:
         raise ToPruneError(f"{work} holds a demo made with other settings; pass another --workdir or delete it")

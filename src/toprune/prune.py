@@ -29,9 +29,10 @@ from .flops import EncoderDims, expected_relative_macs, min_relative_macs, parse
 from .gates import HardConcreteGates
 from .plan import PruningPlan, default_pruning_layers
 from .pretrained import load_model, load_tokenizer, save_pruned
-from .qa import qa_distillation_loss
+from .qa import answer_region, qa_distillation_loss
 from .ranking import answer_labels, ranking_distillation_loss, ranking_labels
 from .runtime import SoftMasks, apply_pruning
+from .squad import is_squad
 from .static import plan_relative_macs, static_plan
 from .train import (TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data, seed_everything,
                     split_targets, task_loss)
@@ -138,14 +139,17 @@ class ToPRun:
                 raise ToPruneError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
         if cfg.convention not in ("unpadded", "padded"):
             raise ToPruneError(f"convention must be 'unpadded' or 'padded', got {cfg.convention!r}")
+        if cfg.rank_target == "answer" and not is_squad(cfg.task):
+            raise ToPruneError("--rank-target answer needs a question-answering task (squad, squad_v2)")
         seed_everything(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.teacher)
         self.data: TaskData = prepare_data(self.tokenizer, cfg.task, cfg.data_dir, cfg.max_length,
                                            cfg.max_train_samples, cfg.seed, train_file=cfg.train_file,
                                            validation_file=cfg.validation_file, text_columns=cfg.text_columns,
                                            label_column=cfg.label_column)
-        if cfg.rank_target == "answer" and self.data.kind != "qa":
-            raise ToPruneError("--rank-target answer needs a question-answering task (squad, squad_v2)")
+        if cfg.scorer == "question" and "token_type_ids" not in self.data.dev.column_names:
+            raise ToPruneError("--scorer question needs token_type_ids to find the question's rows; this tokenizer "
+                               "does not make them (RoBERTa, XLM-R, DistilBERT): use the attention scorer")
         # one process: a no-op wrapper; under `accelerate launch`: DDP for the student, sharded batches
         self.accelerator = Accelerator()
         self.device = self.accelerator.device
@@ -159,11 +163,12 @@ class ToPRun:
         # the dense reference of the constraint: each example at its own length, or the padded length
         self.reference = cfg.padded_length if cfg.convention == "padded" else None
         self._check_reachable()
-        self.teacher_state = apply_pruning(self.teacher)
+        # the scorer travels in every plan's meta: saved with the model, a reload scores the same way; the teacher
+        # scores like the student, so the attention target ranks the way the student is asked to
+        self.plan_meta = {"scorer": cfg.scorer} if cfg.scorer != "attention" else {}
+        self.teacher_state = apply_pruning(self.teacher, PruningPlan.keep_all(config.num_hidden_layers, self.plan_meta))
         # the attention target needs the teacher's last attention; the answer target only its logits
         self.teacher_state.score_layers = {config.num_hidden_layers - 1} if cfg.rank_target == "attention" else set()
-        # the scorer travels in every plan's meta: saved with the model, a reload scores the same way
-        self.plan_meta = {"scorer": cfg.scorer} if cfg.scorer != "attention" else {}
         self.state = apply_pruning(self.student, PruningPlan.keep_all(config.num_hidden_layers, self.plan_meta))
         self.state.score_layers = set(self.rank_layers) if cfg.ranking and cfg.method == "top" else set()
         self.fixed_plan = None if cfg.method == "top" else self._static_plan()
@@ -310,11 +315,12 @@ class ToPRun:
         loss_rank = torch.zeros((), device=self.device)
         if cfg.ranking:
             valid = batch["attention_mask"].bool()
-            if cfg.rank_target == "answer":
-                targets = answer_labels(teacher_logits, valid, cfg.topk)
+            per_pair = cfg.rank_target == "answer"
+            if per_pair:
+                targets = answer_labels(teacher_logits, valid, cfg.topk, answer_region(batch, valid))
             else:
                 targets = ranking_labels(self.teacher_state.last.scores[self.dims.num_layers - 1], valid, cfg.topk)
-            loss_rank = sum(ranking_distillation_loss(self.state.last.scores[layer], targets, cfg.topk)
+            loss_rank = sum(ranking_distillation_loss(self.state.last.scores[layer], targets, cfg.topk, per_pair)
                             for layer in self.rank_layers)
             loss_rank = cfg.rank_alpha * max(0.01, 1.0 - progress) * loss_rank
         lengths = batch["attention_mask"].sum(dim=1)

@@ -103,3 +103,13 @@ def qa_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, mask: tor
     q = teacher.masked_fill(~mask.bool().unsqueeze(-1), fill).transpose(1, 2).flatten(0, 1)
     return t * t * F.kl_div(F.log_softmax(s / t, -1), F.log_softmax(q / t, -1), log_target=True,
                             reduction="batchmean")
+
+
+def answer_region(batch: dict, valid: torch.Tensor) -> torch.Tensor:
+    """Where an answer may lie: the second segment (the context) of BERT-style pairs, else every token but CLS."""
+    segments = batch.get("token_type_ids")
+    if segments is not None and bool((segments == 1).any()):
+        return valid & (segments == 1)
+    region = valid.clone()
+    region[:, 0] = False
+    return region

@@ -56,14 +56,16 @@ def ranking_labels(teacher_scores: torch.Tensor, valid: torch.Tensor, k: int) ->
     return labels.scatter(1, top_idx, grades)
 
 
-def ranking_distillation_loss(student_scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+def ranking_distillation_loss(student_scores: torch.Tensor, labels: torch.Tensor, k: int,
+                              per_pair: bool = False) -> torch.Tensor:
     """LambdaLoss "ARP2" pairwise loss of one student score layer (B, N) against ``labels`` (B, N); a scalar.
 
     Only the labelled list (label > 0) takes part; the rest is dropped. Per example:
 
         sum over pairs (a, c) with y_a > y_c > 0 of (y_a - y_c) * log2(1 + exp(-(s_a - s_c))),
 
-    divided by k^2; then the mean over the batch. log2(1 + exp(-x)) is computed as softplus(-x) / ln 2, which is
+    divided by k^2 (``per_pair``: by the example's number of pairs instead, for labels whose pair count grows with
+    the length, as ``answer_labels``'); then the mean over the batch. log2(1 + exp(-x)) is computed as softplus(-x) / ln 2, which is
     stable for large |x|. Fully vectorised over (B, N, N) pair matrices; differentiable in ``student_scores``, with
     exactly zero gradient at unlabelled positions (even where their scores are not finite). Computed in at least
 float32 (half-precision scores are upcast; float64 stays float64).
@@ -86,27 +88,45 @@ float32 (half-precision scores are upcast; float64 stays float64).
     pair_loss = F.softplus(-margin) / math.log(2.0)  # log2(1 + exp(-(s_a - s_c)))
     # where (not gain * pair_loss alone) keeps off-pair terms out of the sum entirely.
     weighted = torch.where(pairs, gain * pair_loss, torch.zeros((), device=y.device))
-    per_example = weighted.sum(dim=(1, 2)) / float(k * k)
+    norm = pairs.sum(dim=(1, 2)).clamp(min=1).to(dtype) if per_pair else float(k * k)
+    per_example = weighted.sum(dim=(1, 2)) / norm
     return per_example.mean()
 
 
 @torch.no_grad()
-def answer_relevance(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(B, N, 2) start/end logits -> (B, N): the probability that each token lies inside the answer span, with start
-    and end independent over the ``valid`` tokens: P(start <= j) * P(end >= j)."""
+def _span_probs(logits: torch.Tensor, valid: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+    """Start/end probabilities (B, N, 2) over the valid tokens, zero outside ``context``: mass the teacher puts on
+    CLS (its "no answer here") or on the question is mass on no answer in the context."""
     masked = logits.detach().float().masked_fill(~valid.bool().unsqueeze(-1), float("-inf"))
     probs = masked.softmax(dim=1)
+    return probs if context is None else probs * context.unsqueeze(-1).to(probs.dtype)
+
+
+def _inside(probs: torch.Tensor) -> torch.Tensor:
     started = probs[..., 0].cumsum(dim=1)
     not_ended = probs[..., 1].flip(1).cumsum(dim=1).flip(1)
     return started * not_ended
 
 
 @torch.no_grad()
-def answer_labels(logits: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:
+def answer_relevance(logits: torch.Tensor, valid: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N, 2) start/end logits -> (B, N): the probability that each token lies inside the answer span, start and
+    end independent over the ``valid`` tokens and the answer inside ``context`` (None: anywhere):
+    P(start <= j) * P(end >= j)."""
+    return _inside(_span_probs(logits, valid, context))
+
+
+@torch.no_grad()
+def answer_labels(logits: torch.Tensor, valid: torch.Tensor, k: int,
+                  context: torch.Tensor | None = None) -> torch.Tensor:
     """Two-grade labels (B, N) for the ranking loss: 2 for the teacher's k most answer-relevant candidates, 1 for
     every other candidate, 0 for CLS and padding. The loss then pushes the likely answer region above all the rest
-    (which the plan may drop) without asking for an order inside either group."""
+    (which the plan may drop) without asking for an order inside either group. A window where the teacher puts
+    most of its start mass outside ``context`` (no answer in this window, SQuAD v2's unanswerable questions) gets
+    no labels: its top-k would only be ties. Use with ``ranking_distillation_loss(..., per_pair=True)``."""
     candidates = valid.bool().clone()
     candidates[:, 0] = False
-    top = ranking_labels(answer_relevance(logits, valid), valid, k) > 0
-    return top.float() + candidates.float()
+    probs = _span_probs(logits, valid, context)
+    top = ranking_labels(_inside(probs), valid, k) > 0
+    answerable = probs[..., 0].sum(dim=1, keepdim=True) >= 0.5
+    return (top.float() + candidates.float()) * answerable
