@@ -114,8 +114,9 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pruning-layers", type=int_list,
                    help="comma-separated layers whose input may be pruned (default: from about L/6 on, e.g. 1-5 of 6)")
     p.add_argument("--bins", type=positive_int, default=20, help="rank bins per pruning layer (K)")
-    p.add_argument("--topk", type=positive_int, default=10, help="teacher's top-k tokens distilled into early layers (with --rank-target answer: "
-                        "the k most answer-relevant tokens, ranked above all others)")
+    p.add_argument("--topk", type=positive_int, default=10,
+                   help="teacher's top-k tokens distilled into early layers (with --rank-target answer: the k most "
+                        "answer-relevant tokens, ranked above all others)")
     p.add_argument("--no-ranking", action="store_true", help="ablation: ranking distillation off")
     p.add_argument("--rank-target", choices=["attention", "answer"], default="attention",
                    help="what the early score layers learn to rank like: the teacher's final attention (the "

@@ -208,9 +208,16 @@ class ToPRun:
             raise ToPruneError(f"unreachable target {self.cfg.target} ({self.cfg.convention}): with layers before "
                                f"{self.layers[0]} dense, at most {1 / floor:.2f}x is possible on this data")
 
+    def _split_lengths(self) -> list[list[int]]:
+        """Token lengths of the train and the dev examples: fixed plans must meet the target on both."""
+        return [[len(x) for x in split["input_ids"]] for split in (self.data.train, self.data.dev)]
+
+    def _hard_phase_due(self) -> bool:
+        return self.hard_start is not None and self.step >= self.hard_start
+
     def _static_plan(self) -> PruningPlan:
         """The baselines' fixed schedule: meets the target on the train and the dev lengths (lengths only)."""
-        lengths = [[len(x) for x in split["input_ids"]] for split in (self.data.train, self.data.dev)]
+        lengths = self._split_lengths()
         scorer = "random" if self.cfg.method == "random" else self.cfg.scorer
         plan = static_plan(self.dims, self.layers, lengths, self.target_rel, self.reference, scorer)
         if scorer == "random":
@@ -247,7 +254,7 @@ class ToPRun:
         multiplying the rounded ratios across layers, overshoots: on SQuAD the deterministic plan measured 2.97x for
         a 2x target. Which layers prune, and the bins' order, stay the learned ones."""
         kept, on = (x.cpu() for x in self.gates.deterministic())
-        lengths = [[len(x) for x in split["input_ids"]] for split in (self.data.train, self.data.dev)]
+        lengths = self._split_lengths()
         logits = self.gates.bin_log_alpha.detach().cpu()
 
         def meets(mask) -> bool:
@@ -301,7 +308,7 @@ class ToPRun:
         labels = targets.get("labels")  # regression KD learns from labels; QA and classification from the teacher
         started = time.perf_counter()
         self.student.train()
-        if self.fixed_plan is None and self.hard_start is not None and self.step >= self.hard_start:
+        if self.fixed_plan is None and self._hard_phase_due():
             self.freeze_plan()
             self.log(f"step {self.step}: plan frozen ({self.fixed_plan.describe()}); hard phase on the real path")
         if self.fixed_plan is not None:
@@ -388,7 +395,8 @@ class ToPRun:
                 "schedule": self.schedule.state_dict(), "sampler": self.sampler.get_state(),
                 "step_seconds": self.step_seconds,
                 "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "best": self.best, "config": asdict(self.cfg)}
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "best": self.best, "config": asdict(self.cfg)}
         tmp = self.out / "checkpoint.pt.tmp"
         torch.save(blob, tmp)
         tmp.replace(self.out / "checkpoint.pt")  # atomic: a kill mid-save keeps the previous checkpoint
@@ -415,7 +423,7 @@ class ToPRun:
         if blob.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([state.cpu() for state in blob["cuda_rng"]])
         self._trim_log()
-        if self.hard_start is not None and self.step >= self.hard_start:
+        if self._hard_phase_due():
             self.freeze_plan()
 
     def _trim_log(self) -> None:

@@ -65,10 +65,10 @@ def ranking_distillation_loss(student_scores: torch.Tensor, labels: torch.Tensor
         sum over pairs (a, c) with y_a > y_c > 0 of (y_a - y_c) * log2(1 + exp(-(s_a - s_c))),
 
     divided by k^2 (``per_pair``: by the example's number of pairs instead, for labels whose pair count grows with
-    the length, as ``answer_labels``'); then the mean over the batch. log2(1 + exp(-x)) is computed as softplus(-x) / ln 2, which is
-    stable for large |x|. Fully vectorised over (B, N, N) pair matrices; differentiable in ``student_scores``, with
-    exactly zero gradient at unlabelled positions (even where their scores are not finite). Computed in at least
-float32 (half-precision scores are upcast; float64 stays float64).
+    the length, as ``answer_labels``'); then the mean over the batch. log2(1 + exp(-x)) is computed as
+    softplus(-x) / ln 2, which is stable for large |x|. Fully vectorised over (B, N, N) pair matrices;
+    differentiable in ``student_scores``, with exactly zero gradient at unlabelled positions (even where their
+    scores are not finite). Computed in at least float32 (half-precision scores are upcast; float64 stays float64).
     """
     _check_k(k)
     if student_scores.shape != labels.shape or student_scores.dim() != 2:
