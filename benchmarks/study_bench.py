@@ -49,7 +49,7 @@ def bench_task(task: str, methods: list[str], args) -> list[dict]:
     models = {}
     for method in methods:
         folder = run_dir(task, method)
-        if not (ROOT / folder / "best" / "toprune_plan.json").exists():
+        if not (ROOT / folder / "summary.json").exists():  # a run still training has a best/ but no summary yet
             print(f"{task}/{method}: no finished run in {folder}, skipped")
             continue
         model = toprune.load_model(ROOT / folder / "best")
@@ -76,17 +76,22 @@ def bench_task(task: str, methods: list[str], args) -> list[dict]:
                 continue
             runners[f"{method}_ort"] = (f"{method} ONNX Runtime", ort_runner(Path(tmp) / method, args.threads))
         lat = compare_latency(runners, tokenizer, list(dev["text_a"]), texts_b, (1, 32), 5, 128)
+    spread = {(t["name"], t["batch_size"]): [round(t["ms_min"], 2), round(t["ms_max"], 2)] for t in lat["timings"]}
     for row in rows:
         method = row["method"]
+        pt, ort = ("dense", "dense_ort") if method == "dense" else (method, f"{method}_ort")
+        # min and max of the 5 timed passes beside each median, to judge its noise
+        row["ms_range"] = {f"b{b}": spread[(runners[pt][0], b)] for b in (1, 32)}
         for b in (1, 32):
+            row[f"ms_b{b}"] = lat[pt][b]
             if method != "dense":
-                row[f"speedup_b{b}"] = lat["dense"][b] / lat[method][b]
+                row[f"speedup_b{b}"] = lat["dense"][b] / lat[pt][b]
                 row[f"speedup_over_flops_b{b}"] = row[f"speedup_b{b}"] / row["flops_reduction_unpadded"]
-            ort = "dense_ort" if method == "dense" else f"{method}_ort"
             if ort in lat:
-                row[f"onnx_speedup_b{b}"] = lat["dense_ort"][b] / lat[ort][b]
                 row[f"onnx_ms_b{b}"] = lat[ort][b]
-            row[f"ms_b{b}"] = lat["dense" if method == "dense" else method][b]
+                row[f"onnx_speedup_b{b}"] = lat["dense_ort"][b] / lat[ort][b]
+        if ort in lat:
+            row["onnx_ms_range"] = {f"b{b}": spread[(runners[ort][0], b)] for b in (1, 32)}
     for row in rows:
         row["metric_name"] = data.metric
     return rows
@@ -104,17 +109,23 @@ def _merge(path: Path, rows: list[dict], keys=("task", "method")) -> list[dict]:
 
 
 def markdown(rows: list[dict], env: dict) -> str:
-    lines = [f"CPU: {env['cpu']}, {env['threads']} threads; torch {env['torch']}, onnxruntime {env['onnxruntime']}.",
-             "", "| task | method | metric | FLOPs red. unpadded | FLOPs red. padded 128 | speed-up b1 | speed-up b32 "
-             "| speed-up / FLOPs (b1, b32) | ONNX RT speed-up b1 | ONNX RT speed-up b32 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    """The study table; the dense row carries the dense ONNX Runtime latency, the serving competitor."""
+    lines = [f"CPU: {env['cpu']}, {env['threads']} threads; torch {env['torch']}, onnxruntime {env['onnxruntime']}. "
+             "ms = median ms per batch (PyTorch eager; ONNX Runtime); speed-ups are against the dense model in the "
+             "same runtime.", "",
+             "| task | method | metric | FLOPs red. unpadded | FLOPs red. padded 128 | ms b1 | ms b32 | speed-up b1 "
+             "| speed-up b32 | speed-up / FLOPs (b1, b32) | ONNX RT ms b1 | ONNX RT ms b32 | ONNX RT speed-up b1 "
+             "| ONNX RT speed-up b32 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = ("-" if r["method"] == "dense" else
                  f"{r['speedup_over_flops_b1']:.2f}, {r['speedup_over_flops_b32']:.2f}")
+        onnx_ms = [f"{r[f'onnx_ms_b{b}']:.1f}" if f"onnx_ms_b{b}" in r else "-" for b in (1, 32)]
         onnx = [f"{r[f'onnx_speedup_b{b}']:.2f}x" if f"onnx_speedup_b{b}" in r else "-" for b in (1, 32)]
         lines.append(f"| {r['task']} | {r['method']} | {r['metric_name']} {r['metric']:.2f} | "
                      f"{r['flops_reduction_unpadded']:.2f}x | {r['flops_reduction_padded']:.2f}x | "
-                     f"{r['speedup_b1']:.2f}x | {r['speedup_b32']:.2f}x | {ratio} | {onnx[0]} | {onnx[1]} |")
+                     f"{r['ms_b1']:.1f} | {r['ms_b32']:.1f} | {r['speedup_b1']:.2f}x | {r['speedup_b32']:.2f}x | "
+                     f"{ratio} | {onnx_ms[0]} | {onnx_ms[1]} | {onnx[0]} | {onnx[1]} |")
     return "\n".join(lines) + "\n"
 
 
