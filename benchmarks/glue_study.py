@@ -90,13 +90,21 @@ def run_step(task: str, method: str, target: str, jobs: int = 1, threads: int | 
 
 
 def train(plan: dict[str, list[tuple[str, str]]], jobs: int = 1) -> None:
-    """Teachers first, then every (task, method, target) run; with ``jobs`` > 1 that many at once, each with its
-    share of the cores (on 2 cores two 1-thread runs get more done than one 2-thread run: small matrices)."""
+    """Every task's teacher, then its (method, target) runs; with ``jobs`` > 1 that many at once, each with its
+    share of the cores (on 2 cores two 1-thread runs get more done than one 2-thread run: small matrices).
+    A task's runs are queued the moment its own teacher is ready, so no core waits for another task's teacher."""
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        ready = dict(zip(plan, pool.map(lambda t: teacher_step(t, jobs, threads), plan)))
-        steps = [(task, m, t) for task, runs in plan.items() if ready[task] for m, t in runs]
-        list(pool.map(lambda step: run_step(*step, jobs, threads), steps))
+        runs: list = []
+
+        def teacher_then_runs(task: str) -> None:
+            if teacher_step(task, jobs, threads):  # a failed teacher skips its task's runs, not the study
+                runs.extend(pool.submit(run_step, task, m, t, jobs, threads) for m, t in plan[task])
+
+        for teacher in [pool.submit(teacher_then_runs, task) for task in plan]:
+            teacher.result()
+        for run in runs:  # all queued by now: every teacher has finished
+            run.result()
 
 
 def main(argv=None) -> int:
