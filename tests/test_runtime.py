@@ -174,3 +174,17 @@ def test_question_scorer_follows_the_surviving_question_rows_per_example():
         state.set_plan(PruningPlan.from_masks(4, [1, 2, 3], kept, torch.ones(3, dtype=torch.bool)))
         assert not state.question_scores
         assert (model(**batch).logits - batched)[valid].abs().max() > 1e-4  # other survivors
+
+
+def test_row_gather_and_scatter_match_torch_gather_and_scatter():
+    from toprune.runtime import gather_rows, scatter_rows_
+
+    x = torch.randn(3, 7, 5, requires_grad=True)
+    index = torch.stack([torch.randperm(7)[:4] for _ in range(3)])
+    expanded = index.unsqueeze(-1).expand(-1, -1, 5)
+    assert torch.equal(gather_rows(x, index), x.gather(1, expanded))
+    dest = scatter_rows_(torch.zeros(3, 8, 5), index, gather_rows(x, index))
+    assert torch.equal(dest, torch.zeros(3, 8, 5).scatter(1, expanded, x.gather(1, expanded)))
+    dest.sum().backward()  # the gradient reaches exactly the gathered rows, once each
+    picked = torch.zeros(3, 7).scatter(1, index, 1.0)
+    assert torch.equal(x.grad, picked.unsqueeze(-1).expand(-1, -1, 5))
