@@ -33,7 +33,7 @@ from .qa import answer_region, qa_distillation_loss
 from .ranking import answer_labels, ranking_distillation_loss, ranking_labels
 from .runtime import SoftMasks, apply_pruning
 from .squad import is_squad
-from .static import plan_relative_macs, static_plan
+from .static import plan_relative_macs, relax_plan, static_plan
 from .train import (TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data, seed_everything,
                     split_targets, task_loss)
 
@@ -249,34 +249,10 @@ class ToPRun:
         self.state.set_plan(self.fixed_plan)
 
     def relaxed_plan(self) -> PruningPlan:
-        """The deterministic plan with dropped bins given back, most wanted (highest logit) first, while it still
-        meets the target on the train and dev lengths. Rounding each layer's expected keep ratio to whole bins, and
-        multiplying the rounded ratios across layers, overshoots: on SQuAD the deterministic plan measured 2.97x for
-        a 2x target. Which layers prune, and the bins' order, stay the learned ones."""
+        """The deterministic plan relaxed up to the budget on the train and dev lengths (see :func:`relax_plan`)."""
         kept, on = (x.cpu() for x in self.gates.deterministic())
-        lengths = self._split_lengths()
-        logits = self.gates.bin_log_alpha.detach().cpu()
-
-        def meets(mask) -> bool:
-            plan = PruningPlan.from_masks(self.dims.num_layers, self.layers, mask, on)
-            return all(plan_relative_macs(self.dims, plan, ls, self.reference) <= self.target_rel for ls in lengths)
-
-        rejected = torch.zeros_like(kept)
-        while True:
-            candidates = ~kept & ~rejected & on[:, None]
-            if self.cfg.monotone:  # only the first dropped bin of a layer can come back (the kept bins stay a prefix)
-                first = torch.cumsum(candidates.int(), dim=1) == 1
-                candidates &= first & ~torch.cumsum(rejected.int(), dim=1).bool()
-            if not candidates.any():
-                break
-            p, b = divmod(int(logits.masked_fill(~candidates, float("-inf")).argmax()), kept.shape[1])
-            trial = kept.clone()
-            trial[p, b] = True
-            if meets(trial):
-                kept = trial
-            else:
-                rejected[p, b] = True
-        return PruningPlan.from_masks(self.dims.num_layers, self.layers, kept, on, self.plan_meta)
+        return relax_plan(self.dims, self.layers, kept, on, self.gates.bin_log_alpha.detach().cpu(),
+                          self._split_lengths(), self.target_rel, self.reference, self.cfg.monotone, self.plan_meta)
 
     # -- training -----------------------------------------------------------------------------------------------
     def _distill(self, batch: dict, labels) -> tuple[torch.Tensor, torch.Tensor]:
