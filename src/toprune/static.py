@@ -4,6 +4,8 @@
 tokens that reach it (so the kept share decays geometrically with depth), with r the largest value whose FLOPs
 meet the target on the given lengths. The plan is a normal :class:`PruningPlan`; the same plan with
 ``meta["scorer"] = "random"`` drops random tokens instead of the least-attended ones (the floor of any method).
+``relax_plan`` gives a learned plan back the bins that its rounding took beyond the budget (the frozen plan of the
+hard phase).
 """
 
 from __future__ import annotations
