@@ -35,9 +35,10 @@ def self_attention(
     dropout = parts.attn_dropout if training else 0.0
     mask4d = None if key_mask is None else key_mask[:, None, None, :]
     if need_probs:
-        logits = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+        # scaled and masked in place: one (B, H, n, n) buffer instead of three (same values, bit for bit)
+        logits = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
         if mask4d is not None:
-            logits = logits.masked_fill(~mask4d, torch.finfo(logits.dtype).min)
+            logits.masked_fill_(~mask4d, torch.finfo(logits.dtype).min)
         probs = logits.softmax(dim=-1)
         context = torch.matmul(F.dropout(probs, dropout, training) if dropout else probs, v)
     else:
