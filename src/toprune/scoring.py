@@ -52,7 +52,9 @@ def token_scores(probs: torch.Tensor, query_mask: torch.Tensor | None) -> torch.
     if query_mask is None:
         return probs.mean(dim=(1, 2))
     rows = query_mask.to(probs.dtype)
-    received = torch.einsum("bhqk,bq->bk", probs, rows)
+    # heads summed first, then one (1 x n) @ (n x n) product per example: on the CPU about 10x cheaper than the
+    # equivalent einsum("bhqk,bq->bk") (0.17 vs 1.5-2.6 ms at B=32, H=12, n=70, one thread)
+    received = torch.matmul(rows.unsqueeze(1), probs.sum(dim=1)).squeeze(1)
     return received / (probs.shape[1] * rows.sum(dim=1, keepdim=True).clamp(min=1.0))
 
 
