@@ -145,9 +145,11 @@ def test_ablation_switches_change_the_method(tiny_teacher, data_dir, tmp_path, s
         with torch.no_grad():
             run.gates.bin_log_alpha[:, ::2] = -6.0  # would keep every other bin if the bins were free
             run.gates.gate_log_alpha.fill_(5.0)  # every layer gate on
-        kept = run.current_plan().kept_bins
+        kept = run.rounded_plan().kept_bins
         assert len(kept) == len(run.layers)
         assert all(bins == sorted(bins, reverse=True) and not all(bins) for bins in kept.values())  # a prefix
+        fitted = run.current_plan().kept_bins  # fitted to the budget: bins dropped or given back, still prefixes
+        assert all(bins == sorted(bins, reverse=True) for bins in fitted.values())
 
 
 def test_resume_with_other_settings_is_refused_and_a_fresh_start_clears_old_state(tiny_teacher, data_dir, tmp_path):
@@ -217,7 +219,7 @@ def test_frozen_plan_gives_back_bins_up_to_the_target(tiny_teacher, data_dir, tm
     def rel(plan):
         return max(plan_relative_macs(run.dims, plan, ls) for ls in lengths)
 
-    strict, relaxed = run.current_plan(), run.relaxed_plan()
+    strict, relaxed = run.rounded_plan(), run.fitted_plan()
     assert rel(strict) < rel(relaxed) <= run.target_rel
     for layer, bins in relaxed.kept_bins.items():
         assert all(b or not s for b, s in zip(bins, strict.kept_bins[layer]))  # only gives bins back

@@ -7,7 +7,7 @@ import toprune
 from toprune import PruningPlan, apply_pruning
 from toprune.flops import EncoderDims
 from toprune.prune import ToPRun
-from toprune.static import plan_relative_macs, static_plan
+from toprune.static import fit_plan, plan_relative_macs, static_plan
 from toprune.train import make_loader
 
 from .conftest import random_batch, tiny_model
@@ -76,3 +76,36 @@ def test_baseline_run_trains_on_the_gather_path_and_saves_its_fixed_plan(tiny_te
 def test_unknown_method_is_refused(tiny_teacher, data_dir, tmp_path):
     with pytest.raises(toprune.ToPruneError, match="method must be one of"):
         ToPRun(_config(tiny_teacher, data_dir, tmp_path, method="magic"))
+
+
+@pytest.mark.parametrize("monotone", [False, True])
+def test_fit_plan_drops_empty_bins_until_short_inputs_really_meet_the_target(monotone):
+    """10 candidates in 20 bins fill only the even bins: a rounded plan that drops the 10 odd bins is 'at 50%' by
+    the expected ratios yet removes nothing. The fitted plan meets the target on the real counts, and is maximal."""
+    layers, lengths = [1, 2, 3, 4, 5], [[11] * 50, [11] * 20]
+    kept = torch.ones(len(layers), 20, dtype=torch.bool)
+    if not monotone:
+        kept[:, 1::2] = False  # the odd (empty) bins dropped
+    on = torch.ones(len(layers), dtype=torch.bool)
+    logits = torch.linspace(3.0, -3.0, 20).repeat(len(layers), 1) + torch.arange(len(layers))[:, None] * 0.01
+    rounded = PruningPlan.from_masks(6, layers, kept, on)
+    assert all(plan_relative_macs(DIMS, rounded, ls) > 0.5 for ls in lengths)
+    fitted = fit_plan(DIMS, layers, kept, on, logits, lengths, 0.5, monotone=monotone)
+    assert all(plan_relative_macs(DIMS, fitted, ls) <= 0.5 for ls in lengths)
+    for layer, bins in fitted.kept_bins.items():
+        if monotone:
+            assert bins == sorted(bins, reverse=True)  # still a prefix
+        for b, on_bin in enumerate(bins):  # giving back any one dropped bin that could come back breaks the target
+            if not on_bin and (not monotone or b == 0 or bins[b - 1]):
+                trial = PruningPlan(6, 20, {**fitted.kept_bins, layer: bins[:b] + [True] + bins[b + 1:]})
+                assert plan_relative_macs(DIMS, trial, lengths[0]) > 0.5 or plan_relative_macs(
+                    DIMS, trial, lengths[1]) > 0.5
+
+
+def test_fit_plan_leaves_gated_off_layers_dense():
+    layers = [1, 2, 3]
+    kept = torch.ones(3, 10, dtype=torch.bool)
+    on = torch.tensor([True, False, True])
+    fitted = fit_plan(DIMS, layers, kept, on, torch.zeros(3, 10), [[30, 60]], 0.6)
+    assert not fitted.prunes(2) and (fitted.prunes(1) or fitted.prunes(3))
+    assert plan_relative_macs(DIMS, fitted, [30, 60]) <= 0.6

@@ -130,6 +130,10 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
                         "pairs, from the first segment's rows only (needs token_type_ids: BERT, ELECTRA, MiniLM)")
     p.add_argument("--no-layer-gates", action="store_true", help="ablation: fine masks only")
     p.add_argument("--monotone", action="store_true", help="keep the top fraction instead of free bins")
+    p.add_argument("--no-fit-plan", action="store_true",
+                   help="evaluate and export the authors' rounded masks as they are; by default [ours] they are fitted "
+                        "to the budget on the real token counts (bins dropped or given back by logit), without which "
+                        "short inputs (CoLA) miss the target")
     p.add_argument("--method", choices=["top", "static", "random"], default="top",
                    help="top: learned ToP masks (default); baselines at the same FLOPs, fine-tuned the same way: "
                         "static (each layer keeps a fixed share of the most-attended tokens) or random")

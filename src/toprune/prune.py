@@ -33,7 +33,7 @@ from .qa import answer_region, qa_distillation_loss
 from .ranking import answer_labels, ranking_distillation_loss, ranking_labels
 from .runtime import SoftMasks, apply_pruning
 from .squad import is_squad
-from .static import plan_relative_macs, relax_plan, static_plan
+from .static import fit_plan, plan_relative_macs, static_plan
 from .train import (TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data, seed_everything,
                     split_targets, task_loss)
 
@@ -70,6 +70,7 @@ class PruneConfig:
     scorer: str = "attention"  # [ours] "question": attention received from the question rows only
     layer_gates: bool = True  # ablation: fine masks only
     monotone: bool = False  # keep the top fraction instead of free bins
+    fit_plan: bool = True  # [ours] deterministic plans fitted to the budget on real token counts (see fit_plan)
     method: str = "top"  # baselines: "static" (fixed top-k by attention) or "random" (fixed counts, random tokens)
     eval_every: int = 50
     save_every: int = 50
@@ -241,18 +242,26 @@ class ToPRun:
         on the gather path, as inference runs. The soft path keeps partly masked tokens alive (METHOD.md §8.4);
         for token-level heads (QA) that mismatch costs most. Gates and multipliers stop changing, so a resumed run
         freezes the very same plan."""
-        self.fixed_plan = self.relaxed_plan()
+        self.fixed_plan = self.fitted_plan()
         self.fixed_plan.meta = {**self.fixed_plan.meta, "frozen_at_step": self.hard_start}
         self.state.soft_masks = None
         self.state.score_layers = set()
         self.teacher_state.score_layers = set()  # no ranking loss any more: the teacher runs plain SDPA
         self.state.set_plan(self.fixed_plan)
 
-    def relaxed_plan(self) -> PruningPlan:
-        """The deterministic plan relaxed up to the budget on the train and dev lengths (see :func:`relax_plan`)."""
+    def rounded_plan(self) -> PruningPlan:
+        """The authors' deterministic masks (METHOD.md §4): per layer, the round(K - sum P(z>0)) lowest-logit bins
+        dropped; the layer prunes iff P(gate > 0) >= 0.5."""
+        kept, on = self.gates.deterministic()
+        return PruningPlan.from_masks(self.dims.num_layers, self.layers, kept, on, self.plan_meta)
+
+    def fitted_plan(self) -> PruningPlan:
+        """The rounded masks fitted to the budget on the train and dev token counts (see :func:`fit_plan`)."""
         kept, on = (x.cpu() for x in self.gates.deterministic())
-        return relax_plan(self.dims, self.layers, kept, on, self.gates.bin_log_alpha.detach().cpu(),
-                          self._split_lengths(), self.target_rel, self.reference, self.cfg.monotone, self.plan_meta)
+        plan = fit_plan(self.dims, self.layers, kept, on, self.gates.bin_log_alpha.detach().cpu(),
+                        self._split_lengths(), self.target_rel, self.reference, self.cfg.monotone, self.plan_meta)
+        plan.meta = {**plan.meta, "fitted": True}
+        return plan
 
     # -- training -----------------------------------------------------------------------------------------------
     def _distill(self, batch: dict, labels) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,8 +342,7 @@ class ToPRun:
     def current_plan(self) -> PruningPlan:
         if self.fixed_plan is not None:
             return self.fixed_plan
-        kept, on = self.gates.deterministic()
-        return PruningPlan.from_masks(self.dims.num_layers, self.layers, kept, on, self.plan_meta)
+        return self.fitted_plan() if self.cfg.fit_plan else self.rounded_plan()
 
     def evaluate(self) -> dict:
         plan = self.current_plan()

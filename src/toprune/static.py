@@ -4,8 +4,8 @@
 tokens that reach it (so the kept share decays geometrically with depth), with r the largest value whose FLOPs
 meet the target on the given lengths. The plan is a normal :class:`PruningPlan`; the same plan with
 ``meta["scorer"] = "random"`` drops random tokens instead of the least-attended ones (the floor of any method).
-``relax_plan`` gives a learned plan back the bins that its rounding took beyond the budget (the frozen plan of the
-hard phase).
+``fit_plan`` fits a learned plan to the budget on real token counts: bins dropped or given back in the order of their
+logits (``relax_plan`` only gives back).
 """
 
 from __future__ import annotations
@@ -70,8 +70,7 @@ def relax_plan(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor,
     order, stay the learned ones. ``monotone``: only a layer's first dropped bin can come back (a prefix stays one).
     """
     def meets(mask) -> bool:
-        plan = PruningPlan.from_masks(dims.num_layers, pruning_layers, mask, gate_on)
-        return all(plan_relative_macs(dims, plan, lengths, reference_length) <= target_rel for lengths in length_sets)
+        return _masks_meet(dims, pruning_layers, mask, gate_on, length_sets, target_rel, reference_length)
 
     rejected = torch.zeros_like(kept)
     while True:
@@ -89,3 +88,34 @@ def relax_plan(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor,
         else:
             rejected[p, b] = True
     return PruningPlan.from_masks(dims.num_layers, pruning_layers, kept, gate_on, meta)
+
+
+def _masks_meet(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor, gate_on: torch.Tensor, length_sets,
+                target_rel: float, reference_length: int | None) -> bool:
+    plan = PruningPlan.from_masks(dims.num_layers, pruning_layers, kept, gate_on)
+    return all(plan_relative_macs(dims, plan, lengths, reference_length) <= target_rel for lengths in length_sets)
+
+
+def fit_plan(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor, gate_on: torch.Tensor,
+             logits: torch.Tensor, length_sets, target_rel: float, reference_length: int | None = None,
+             monotone: bool = False, meta: dict | None = None) -> PruningPlan:
+    """A learned deterministic plan fitted to the budget on real token counts [ours]: kept bins are dropped, least
+    wanted (lowest logit) first, until the plan meets ``target_rel`` on every one of ``length_sets`` (or nothing is
+    left to drop), then :func:`relax_plan` gives back what fits.
+
+    The rounded masks (drop round(K - sum P(z>0)) bins) meet the *expected* MACs of the constraint, not the real
+    ones: on short inputs a bin often holds no token (with 10 candidates and K = 20, only even bins are filled), so
+    dropping it saves nothing (METHOD.md §8.4; CoLA: expected sparsity at the 2x target, measured 1.75-1.90x).
+    ``monotone``: only a layer's last kept bin can go (the kept bins stay a prefix).
+    """
+    kept = kept.clone()
+    while not _masks_meet(dims, pruning_layers, kept, gate_on, length_sets, target_rel, reference_length):
+        candidates = kept & gate_on[:, None]
+        if monotone:
+            candidates &= torch.cumsum(kept.flip(1).int(), dim=1).flip(1) == 1
+        if not candidates.any():
+            break
+        p, b = divmod(int(logits.masked_fill(~candidates, float("inf")).argmin()), kept.shape[1])
+        kept[p, b] = False
+    return relax_plan(dims, pruning_layers, kept, gate_on, logits, length_sets, target_rel, reference_length,
+                      monotone, meta)
