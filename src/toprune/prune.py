@@ -11,6 +11,7 @@ A run is checkpointed every ``save_every`` steps and ``resume=True`` continues i
 
 from __future__ import annotations
 
+import functools
 import itertools
 import shutil
 import json
@@ -209,8 +210,10 @@ class ToPRun:
             raise ToPruneError(f"unreachable target {self.cfg.target} ({self.cfg.convention}): with layers before "
                                f"{self.layers[0]} dense, at most {1 / floor:.2f}x is possible on this data")
 
+    @functools.cached_property
     def _split_lengths(self) -> list[list[int]]:
-        """Token lengths of the train and the dev examples: fixed plans must meet the target on both."""
+        """Token lengths of the train and the dev examples: fixed and fitted plans must meet the target on both
+        (read once: fitted plans are made at every evaluation)."""
         return [[len(x) for x in split["input_ids"]] for split in (self.data.train, self.data.dev)]
 
     def _hard_phase_due(self) -> bool:
@@ -218,7 +221,7 @@ class ToPRun:
 
     def _static_plan(self) -> PruningPlan:
         """The baselines' fixed schedule: meets the target on the train and the dev lengths (lengths only)."""
-        lengths = self._split_lengths()
+        lengths = self._split_lengths
         scorer = "random" if self.cfg.method == "random" else self.cfg.scorer
         plan = static_plan(self.dims, self.layers, lengths, self.target_rel, self.reference, scorer)
         if scorer == "random":
@@ -259,7 +262,7 @@ class ToPRun:
         """The rounded masks fitted to the budget on the train and dev token counts (see :func:`fit_plan`)."""
         kept, on = (x.cpu() for x in self.gates.deterministic())
         plan = fit_plan(self.dims, self.layers, kept, on, self.gates.bin_log_alpha.detach().cpu(),
-                        self._split_lengths(), self.target_rel, self.reference, self.cfg.monotone, self.plan_meta)
+                        self._split_lengths, self.target_rel, self.reference, self.cfg.monotone, self.plan_meta)
         plan.meta = {**plan.meta, "fitted": True}
         return plan
 
