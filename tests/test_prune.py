@@ -243,3 +243,18 @@ def test_question_scorer_needs_token_type_ids(tiny_teacher, data_dir, tmp_path):
         ToPRun(_config(str(folder), data_dir, tmp_path, scorer="question"))
     with pytest.raises(toprune.ToPruneError, match="needs a question-answering task"):
         ToPRun(_config(tiny_teacher, data_dir, tmp_path, rank_target="answer"))
+
+
+@pytest.mark.parametrize("fit", [True, False])
+def test_evaluated_plan_is_fitted_unless_asked_for_the_authors_rounding(tiny_teacher, data_dir, tmp_path, fit):
+    run = ToPRun(_config(tiny_teacher, data_dir, tmp_path, target="1.5x", fit_plan=fit), log=lambda *_: None)
+    with torch.no_grad():  # every layer on, every bin kept: far from the target
+        run.gates.gate_log_alpha.fill_(5.0)
+        run.gates.bin_log_alpha.fill_(5.0)
+    plan, rounded = run.current_plan(), run.rounded_plan()
+    lengths = [[len(x) for x in split["input_ids"]] for split in (run.data.train, run.data.dev)]
+    if fit:
+        assert plan.meta.get("fitted") and all(plan_relative_macs(run.dims, plan, ls) <= run.target_rel
+                                               for ls in lengths)
+    else:
+        assert plan.kept_bins == rounded.kept_bins and not plan.meta.get("fitted")
