@@ -23,8 +23,9 @@ SCORERS = ("attention", "question", "random")
 
 def plan_relative_macs(dims: EncoderDims, plan: PruningPlan, lengths, reference_length: int | None = None) -> float:
     """Total pruned MACs / total dense MACs over examples of these lengths, with the plan's integer token counts
-    (the same sum-over-examples ratio that evaluation measures). ``reference_length``: dense padded to it."""
-    histogram = Counter(int(n) for n in lengths)
+    (the same sum-over-examples ratio that evaluation measures). ``reference_length``: dense padded to it.
+    ``lengths`` may be a ``Counter`` of lengths already: callers that try many plans on the same data count once."""
+    histogram = _histogram(lengths)
     pruned = sum(c * encoder_macs(dims, plan.token_counts(n)) for n, c in histogram.items())
     if reference_length is None:
         dense = sum(c * dense_macs(dims, n) for n, c in histogram.items())
@@ -33,12 +34,22 @@ def plan_relative_macs(dims: EncoderDims, plan: PruningPlan, lengths, reference_
     return pruned / dense
 
 
+def _histogram(lengths) -> Counter:
+    return lengths if isinstance(lengths, Counter) else Counter(int(n) for n in lengths)
+
+
+def _histograms(length_sets) -> list[Counter]:
+    """Each set of lengths counted once, for the many plans a search tries on it."""
+    return [_histogram(lengths) for lengths in length_sets]
+
+
 def static_plan(dims: EncoderDims, pruning_layers: list[int], length_sets, target_rel: float,
                 reference_length: int | None = None, scorer: str = "attention", num_bins: int = 100) -> PruningPlan:
     """The geometric schedule with the largest per-layer keep ratio whose relative MACs are <= ``target_rel`` on
     every one of ``length_sets`` (e.g. the train and dev lengths). Raises a one-line error if none is."""
     if scorer not in SCORERS:
         raise ToPruneError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+    length_sets = _histograms(length_sets)
 
     def plan_for(keep: int) -> PruningPlan:
         plan = PruningPlan.from_keep_ratios(dims.num_layers, {l: keep / num_bins for l in pruning_layers}, num_bins)
@@ -69,6 +80,8 @@ def relax_plan(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor,
     overshoots: on SQuAD the deterministic plan measured 2.97x for a 2x target. Which layers prune, and the bins'
     order, stay the learned ones. ``monotone``: only a layer's first dropped bin can come back (a prefix stays one).
     """
+    length_sets = _histograms(length_sets)
+
     def meets(mask) -> bool:
         return _masks_meet(dims, pruning_layers, mask, gate_on, length_sets, target_rel, reference_length)
 
@@ -108,7 +121,7 @@ def fit_plan(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor, g
     dropping it saves nothing (METHOD.md §8.4; CoLA: expected sparsity at the 2x target, measured 1.75-1.90x).
     ``monotone``: only a layer's last kept bin can go (the kept bins stay a prefix).
     """
-    kept = kept.clone()
+    kept, length_sets = kept.clone(), _histograms(length_sets)
     while not _masks_meet(dims, pruning_layers, kept, gate_on, length_sets, target_rel, reference_length):
         candidates = kept & gate_on[:, None]
         if monotone:
