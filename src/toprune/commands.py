@@ -63,7 +63,9 @@ def cmd_prune(args, data_dir):
     from .prune import ToPRun
 
     _quiet()
-    summary = ToPRun(_prune_config(args, args.teacher, args.output, data_dir)).run()
+    run = ToPRun(_prune_config(args, args.teacher, args.output, data_dir))
+    summary = run.run()
+    run.accelerator.end_training()  # under `accelerate launch`: close the process group before exiting
     if summary["best"] is None:
         raise ToPruneError("no evaluated checkpoint met the target: train longer (--epochs) or relax --target")
     return summary

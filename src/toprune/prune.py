@@ -144,17 +144,19 @@ class ToPRun:
         if cfg.rank_target == "answer" and not is_squad(cfg.task):
             raise ToPruneError("--rank-target answer needs a question-answering task (squad, squad_v2)")
         seed_everything(cfg.seed)
-        self.tokenizer = load_tokenizer(cfg.teacher)
-        self.data: TaskData = prepare_data(self.tokenizer, cfg.task, cfg.data_dir, cfg.max_length,
-                                           cfg.max_train_samples, cfg.seed, train_file=cfg.train_file,
-                                           validation_file=cfg.validation_file, text_columns=cfg.text_columns,
-                                           label_column=cfg.label_column)
-        if cfg.scorer == "question" and "token_type_ids" not in self.data.dev.column_names:
-            raise ToPruneError("--scorer question needs token_type_ids to find the question's rows; this tokenizer "
-                               "does not make them (RoBERTa, XLM-R, DistilBERT): use the attention scorer")
         # one process: a no-op wrapper; under `accelerate launch`: DDP for the student, sharded batches
         self.accelerator = Accelerator()
         self.device = self.accelerator.device
+        self.tokenizer = load_tokenizer(cfg.teacher)
+        # datasets caches the parsed files and the tokenised splits on disk: one process writes, the others read
+        with self.accelerator.main_process_first():
+            self.data: TaskData = prepare_data(self.tokenizer, cfg.task, cfg.data_dir, cfg.max_length,
+                                               cfg.max_train_samples, cfg.seed, train_file=cfg.train_file,
+                                               validation_file=cfg.validation_file, text_columns=cfg.text_columns,
+                                               label_column=cfg.label_column)
+        if cfg.scorer == "question" and "token_type_ids" not in self.data.dev.column_names:
+            raise ToPruneError("--scorer question needs token_type_ids to find the question's rows; this tokenizer "
+                               "does not make them (RoBERTa, XLM-R, DistilBERT): use the attention scorer")
         self.teacher = load_model(cfg.teacher).to(self.device)
         self.student = load_model(cfg.teacher).to(self.device)
         self._check_teacher()
@@ -458,6 +460,7 @@ class ToPRun:
                 if self.step >= last:
                     break
         bar.close()
+        self.accelerator.wait_for_everyone()  # no process leaves while another may still be in a collective
         summary = {"task": self.data.name, "target": self.cfg.target, "convention": self.cfg.convention,
                    "steps": self.step, "best": self.best, "train_examples": len(self.data.train),
                    "mean_step_ms": 1000 * sum(self.step_seconds) / max(1, len(self.step_seconds)),
