@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import functools
 import itertools
-import shutil
 import json
+import shutil
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -28,100 +27,18 @@ from transformers import get_linear_schedule_with_warmup
 from .errors import ToPruneError
 from .flops import EncoderDims, expected_relative_macs, min_relative_macs, parse_target
 from .gates import HardConcreteGates
-from .plan import PruningPlan, default_pruning_layers
+from .losses import distillation_loss, lagrangian
+from .plan import PruningPlan
 from .pretrained import load_model, load_tokenizer, save_pruned
-from .qa import answer_region, qa_distillation_loss
+from .prune_config import PruneConfig, check_config, resolve_layers
+from .qa import answer_region
 from .ranking import answer_labels, ranking_distillation_loss, ranking_labels
 from .runtime import SoftMasks, apply_pruning
-from .squad import is_squad
 from .static import fit_plan, plan_relative_macs, static_plan
 from .train import (TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data, seed_everything,
-                    split_targets, task_loss)
+                    split_targets)
 
-
-METHODS = ("top", "static", "random")
-SCORERS = ("attention", "question")
-RANK_TARGETS = ("attention", "answer")
-
-
-@dataclass
-class PruneConfig:
-    teacher: str  # folder of the fine-tuned dense model (also the student's initialisation)
-    task: str
-    data_dir: str
-    output_dir: str
-    target: str = "2x"  # a FLOPs reduction ("2.5x") or a sparsity ("0.6")
-    convention: str = "unpadded"  # or "padded": against the dense model padded to padded_length
-    padded_length: int = 128
-    epochs: float = 5.0
-    warmup_epochs: float = 2.0  # target sparsity ramps linearly over this
-    hard_epochs: float = 0.0  # [ours] last epochs: plan frozen, weights trained with the tokens really removed
-    batch_size: int = 32
-    lr: float = 5e-5
-    gate_lr: float = 0.05
-    lambda_lr: float = 0.05
-    num_bins: int = 20
-    topk: int = 10
-    rank_alpha: float = 1e-2
-    temperature: float = 2.0
-    pruning_layers: list[int] | None = None
-    rank_layers: list[int] | None = None
-    ranking: bool = True  # ablation: ranking distillation off
-    rank_target: str = "attention"  # [ours] QA: "answer" distils the teacher's answer relevance, not its attention
-    scorer: str = "attention"  # [ours] "question": attention received from the question rows only
-    layer_gates: bool = True  # ablation: fine masks only
-    monotone: bool = False  # keep the top fraction instead of free bins
-    fit_plan: bool = True  # [ours] deterministic plans fitted to the budget on real token counts (see fit_plan)
-    method: str = "top"  # baselines: "static" (fixed top-k by attention) or "random" (fixed counts, random tokens)
-    eval_every: int = 50
-    save_every: int = 50
-    max_train_samples: int | None = None
-    max_length: int = 128
-    seed: int = 57
-    resume: bool = False
-    max_steps: int | None = None  # stop early (tests); the schedule still spans ``epochs``
-    train_file: str | None = None  # the user's own data instead of a GLUE task
-    validation_file: str | None = None
-    text_columns: str | None = None  # comma-separated
-    label_column: str | None = None
-    extra: dict = field(default_factory=dict)
-
-
-def _defaults(cfg: PruneConfig, num_layers: int) -> tuple[list[int], list[int]]:
-    """Pruning layers and rank (score) layers. The authors distil into the first ~L/4 score layers, the later ones
-    ranking well on their own; an answer target is distilled into every layer whose scores decide a drop."""
-    layers = sorted(set(cfg.pruning_layers)) if cfg.pruning_layers else default_pruning_layers(num_layers)
-    if not all(1 <= layer < num_layers for layer in layers):
-        raise ToPruneError(f"pruning layers must be in 1..{num_layers - 1} (layer 0 always sees every token), "
-                           f"got {cfg.pruning_layers}")
-    first = layers[0]
-    if cfg.rank_layers:
-        rank = sorted(set(cfg.rank_layers))
-        if not all(0 <= layer < num_layers - 1 for layer in rank):
-            raise ToPruneError(f"rank layers must be in 0..{num_layers - 2} (scores of a layer feed the next one's "
-                               f"pruning), got {cfg.rank_layers}")
-    elif cfg.rank_target == "answer":
-        rank = [layer - 1 for layer in layers]
-    else:
-        rank = list(range(first - 1, first - 1 + max(1, round(num_layers / 4))))
-    return layers, rank
-
-
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels, regression: bool, temperature: float,
-                      mask: torch.Tensor | None = None):
-    """Logit KD; QA logits (B, N, 2) distil the start and end distributions over the real tokens (``mask``)."""
-    if student.dim() == 3:
-        return qa_distillation_loss(student, teacher, mask, temperature)
-    if regression:  # METHOD.md §6: STS-B learns from its labels (MSE), not from the teacher
-        return task_loss(student, labels, regression=True)
-    t = temperature
-    return t * t * F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
-                            reduction="batchmean")
-
-
-def lagrangian(expected_sparsity: torch.Tensor, target: float, lambdas: torch.Tensor) -> torch.Tensor:
-    gap = expected_sparsity - target
-    return lambdas[0] * gap + lambdas[1] * gap * gap
+__all__ = ["PruneConfig", "ToPRun", "distillation_loss", "lagrangian"]  # config and losses live in their modules
 
 
 class ToPRun:
@@ -131,18 +48,7 @@ class ToPRun:
         self.cfg, self.log = cfg, log
         self.out = Path(cfg.output_dir)
         self.target_rel = parse_target(cfg.target)  # cheap checks first: fail before loading anything
-        for name in ("epochs", "batch_size", "num_bins", "topk", "eval_every", "save_every", "max_length"):
-            if not getattr(cfg, name) > 0:
-                raise ToPruneError(f"{name} must be positive, got {getattr(cfg, name)}")
-        if cfg.method not in METHODS:
-            raise ToPruneError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-        for name, allowed in (("scorer", SCORERS), ("rank_target", RANK_TARGETS)):
-            if getattr(cfg, name) not in allowed:
-                raise ToPruneError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
-        if cfg.convention not in ("unpadded", "padded"):
-            raise ToPruneError(f"convention must be 'unpadded' or 'padded', got {cfg.convention!r}")
-        if cfg.rank_target == "answer" and not is_squad(cfg.task):
-            raise ToPruneError("--rank-target answer needs a question-answering task (squad, squad_v2)")
+        check_config(cfg)
         seed_everything(cfg.seed)
         # one process: a no-op wrapper; under `accelerate launch`: DDP for the student, sharded batches
         self.accelerator = Accelerator()
@@ -163,7 +69,7 @@ class ToPRun:
         config = self.student.config
         self.dims = EncoderDims.from_config(config)
         self.regression = self.data.kind != "qa" and self.data.labels is None
-        self.layers, self.rank_layers = _defaults(cfg, config.num_hidden_layers)
+        self.layers, self.rank_layers = resolve_layers(cfg, config.num_hidden_layers)
         # the dense reference of the constraint: each example at its own length, or the padded length
         self.reference = cfg.padded_length if cfg.convention == "padded" else None
         self._check_reachable()

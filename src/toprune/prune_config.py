@@ -1,0 +1,93 @@
+"""Settings of a pruning run (one dataclass, the authors' defaults) and their checks, which fail before anything
+is loaded: the CLI, the Python API and the study build runs from this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import ToPruneError
+from .plan import default_pruning_layers
+from .squad import is_squad
+
+METHODS = ("top", "static", "random")
+SCORERS = ("attention", "question")
+RANK_TARGETS = ("attention", "answer")
+
+
+@dataclass
+class PruneConfig:
+    teacher: str  # folder of the fine-tuned dense model (also the student's initialisation)
+    task: str
+    data_dir: str
+    output_dir: str
+    target: str = "2x"  # a FLOPs reduction ("2.5x") or a sparsity ("0.6")
+    convention: str = "unpadded"  # or "padded": against the dense model padded to padded_length
+    padded_length: int = 128
+    epochs: float = 5.0
+    warmup_epochs: float = 2.0  # target sparsity ramps linearly over this
+    hard_epochs: float = 0.0  # [ours] last epochs: plan frozen, weights trained with the tokens really removed
+    batch_size: int = 32
+    lr: float = 5e-5
+    gate_lr: float = 0.05
+    lambda_lr: float = 0.05
+    num_bins: int = 20
+    topk: int = 10
+    rank_alpha: float = 1e-2
+    temperature: float = 2.0
+    pruning_layers: list[int] | None = None
+    rank_layers: list[int] | None = None
+    ranking: bool = True  # ablation: ranking distillation off
+    rank_target: str = "attention"  # [ours] QA: "answer" distils the teacher's answer relevance, not its attention
+    scorer: str = "attention"  # [ours] "question": attention received from the question rows only
+    layer_gates: bool = True  # ablation: fine masks only
+    monotone: bool = False  # keep the top fraction instead of free bins
+    fit_plan: bool = True  # [ours] deterministic plans fitted to the budget on real token counts (see fit_plan)
+    method: str = "top"  # baselines: "static" (fixed top-k by attention) or "random" (fixed counts, random tokens)
+    eval_every: int = 50
+    save_every: int = 50
+    max_train_samples: int | None = None
+    max_length: int = 128
+    seed: int = 57
+    resume: bool = False
+    max_steps: int | None = None  # stop early (tests); the schedule still spans ``epochs``
+    train_file: str | None = None  # the user's own data instead of a GLUE task
+    validation_file: str | None = None
+    text_columns: str | None = None  # comma-separated
+    label_column: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def resolve_layers(cfg: PruneConfig, num_layers: int) -> tuple[list[int], list[int]]:
+    """Pruning layers and rank (score) layers. The authors distil into the first ~L/4 score layers, the later ones
+    ranking well on their own; an answer target is distilled into every layer whose scores decide a drop."""
+    layers = sorted(set(cfg.pruning_layers)) if cfg.pruning_layers else default_pruning_layers(num_layers)
+    if not all(1 <= layer < num_layers for layer in layers):
+        raise ToPruneError(f"pruning layers must be in 1..{num_layers - 1} (layer 0 always sees every token), "
+                           f"got {cfg.pruning_layers}")
+    first = layers[0]
+    if cfg.rank_layers:
+        rank = sorted(set(cfg.rank_layers))
+        if not all(0 <= layer < num_layers - 1 for layer in rank):
+            raise ToPruneError(f"rank layers must be in 0..{num_layers - 2} (scores of a layer feed the next one's "
+                               f"pruning), got {cfg.rank_layers}")
+    elif cfg.rank_target == "answer":
+        rank = [layer - 1 for layer in layers]
+    else:
+        rank = list(range(first - 1, first - 1 + max(1, round(num_layers / 4))))
+    return layers, rank
+
+
+def check_config(cfg: PruneConfig) -> None:
+    """One-line errors for settings that cannot work (the target is parsed by the run itself)."""
+    for name in ("epochs", "batch_size", "num_bins", "topk", "eval_every", "save_every", "max_length"):
+        if not getattr(cfg, name) > 0:
+            raise ToPruneError(f"{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.method not in METHODS:
+        raise ToPruneError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    for name, allowed in (("scorer", SCORERS), ("rank_target", RANK_TARGETS)):
+        if getattr(cfg, name) not in allowed:
+            raise ToPruneError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    if cfg.convention not in ("unpadded", "padded"):
+        raise ToPruneError(f"convention must be 'unpadded' or 'padded', got {cfg.convention!r}")
+    if cfg.rank_target == "answer" and not is_squad(cfg.task):
+        raise ToPruneError("--rank-target answer needs a question-answering task (squad, squad_v2)")
