@@ -128,7 +128,9 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scorer", choices=["attention", "question"], default="attention",
                    help="token importance: attention received from every row (default) or, [ours] for QA and other "
                         "pairs, from the first segment's rows only (needs token_type_ids: BERT, ELECTRA, MiniLM)")
-    p.add_argument("--no-layer-gates", action="store_true", help="ablation: fine masks only")
+    p.add_argument("--no-layer-gates", action="store_true",
+                   help="fine (rank-bin) masks only, no layer gates; on MiniLM the better ToP variant on STS-B and "
+                        "CoLA (benchmarks/README.md)")
     p.add_argument("--monotone", action="store_true", help="keep the top fraction instead of free bins")
     p.add_argument("--no-fit-plan", action="store_true",
                    help="evaluate and export the authors' rounded masks as they are; by default [ours] they are fitted "
