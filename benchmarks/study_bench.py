@@ -148,7 +148,8 @@ def bench_curve(task: str, args) -> None:
     for target in CURVE_TARGETS:
         for method in CURVE_METHODS:
             folder = ROOT / run_dir(task, method, target) / "best"
-            if not (folder / "toprune_plan.json").exists():
+            # a running job already has a best/ (its best evaluation so far): only finished runs make the curve
+            if not (folder.parent / "summary.json").exists():
                 print(f"{task}/{method}/{target}: not finished, skipped")
                 continue
             result = evaluate(toprune.load_model(folder), loader, data)
