@@ -112,7 +112,7 @@ class ToPRun:
             raise ToPruneError(f"teacher {self.cfg.teacher} is already pruned: start from the dense teacher")
 
     def _check_reachable(self) -> None:
-        lengths = torch.tensor([len(x) for x in self.data.train["input_ids"]])
+        lengths = torch.tensor(self._split_lengths[0])  # the train lengths, read once for every plan search
         floor = min_relative_macs(self.dims, self.layers, lengths, self.reference)
         if self.target_rel <= floor:
             raise ToPruneError(f"unreachable target {self.cfg.target} ({self.cfg.convention}): with layers before "
