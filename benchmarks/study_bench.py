@@ -157,7 +157,8 @@ def bench_curve(task: str, args) -> None:
                          "flops_reduction_unpadded": result["flops_reduction_unpadded"],
                          "flops_reduction_padded": result["flops_reduction_padded"]})
     (RESULTS / f"glue_curve_{task}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    teacher = json.loads((ROOT / teacher_dir(task) / "toprune_teacher.json").read_text())["metric"]
     plot_metric_vs_flops(rows, RESULTS / f"glue_curve_{task}.png", f"{data.metric} (dev)",
-                         f"{task}: ToP vs static top-k schedule, MiniLM-L6")
+                         f"{task}: ToP vs static top-k schedule, MiniLM-L6", reference=teacher)
     for r in rows:
         print(f"{r['method']:12s} {r['target']:5s} {r['metric']:.2f}  {r['flops_reduction_unpadded']:.2f}x")

@@ -11,6 +11,7 @@ def test_plots_are_written(tmp_path):
     rows = [{"method": "top", "metric": 84.0, "flops_reduction_unpadded": 2.0},
             {"method": "top", "metric": 80.0, "flops_reduction_unpadded": 3.0}]
     assert plot_metric_vs_flops(rows, tmp_path / "b.png", "F1").stat().st_size > 1000
+    assert plot_metric_vs_flops(rows, tmp_path / "c.png", "F1", reference=85.0).stat().st_size > 1000
 
 
 def test_survivors_html_fades_removed_words():

@@ -36,10 +36,13 @@ def plot_tokens_per_layer(plan: PruningPlan, kept_fractions: torch.Tensor | None
 
 
 def plot_metric_vs_flops(rows: list[dict], path: str | Path, metric_name: str, title: str = "",
-                         connect: bool = True) -> Path:
+                         connect: bool = True, reference: float | None = None) -> Path:
     """One series per method: rows carry ``method``, ``metric`` and ``flops_reduction_unpadded``.
-    ``connect=False`` draws points only (e.g. the successive evaluations of one run, which are no curve)."""
+    ``connect=False`` draws points only (e.g. the successive evaluations of one run, which are no curve);
+    ``reference`` (the dense teacher's metric) is drawn as a dashed line: the level a pruned model should keep."""
     fig, ax = plt.subplots(figsize=(6, 4))
+    if reference is not None:
+        ax.axhline(reference, color="grey", linestyle="--", label="dense teacher")
     for method in sorted({r["method"] for r in rows}):
         points = sorted((r["flops_reduction_unpadded"], r["metric"]) for r in rows if r["method"] == method)
         ax.plot(*zip(*points), "o-" if connect else "o", label=method)
