@@ -165,10 +165,13 @@ def test_onnx_model_answers_questions_like_pytorch(tmp_path):
         served.predict(["x"])
 
 
-def test_question_scorer_exports_and_matches(tmp_path):
+@pytest.mark.parametrize("radius", [0, 2])
+def test_question_scorer_exports_and_matches(tmp_path, radius):
     model = tiny_model()
     plan = PruningPlan.from_keep_ratios(4, {1: 0.5, 3: 0.5})
     plan.meta["scorer"] = "question"
+    if radius:
+        plan.meta["score_radius"] = radius
     apply_pruning(model, plan)
     batch = random_batch([9, 3, 17, 12])
     batch["token_type_ids"] = (torch.arange(17)[None] >= torch.tensor([4, 2, 6, 5])[:, None]).long() * batch[

@@ -152,14 +152,17 @@ def _pairs_batch(lengths, seed=0):
     return batch | {"token_type_ids": segments}
 
 
-def test_question_scorer_follows_the_surviving_question_rows_per_example():
+@pytest.mark.parametrize("radius", [0, 2])
+def test_question_scorer_follows_the_surviving_question_rows_per_example(radius):
     """The question scorer's rows travel with the survivors: the batched gather path equals one-by-one runs, the
-    soft path with binary masks equals the gather path, and the scores differ from the all-rows scorer."""
+    soft path with binary masks equals the gather path, and the scores differ from the all-rows scorer. With a
+    score radius the neighbourhoods are original positions in both paths, so they still agree."""
     model = tiny_model("bert", head="AutoModelForTokenClassification")
     kept = torch.tensor([[1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 1, 0]], dtype=torch.bool)
-    plan = PruningPlan.from_masks(4, [1, 2, 3], kept, torch.ones(3, dtype=torch.bool), {"scorer": "question"})
+    meta = {"scorer": "question"} | ({"score_radius": radius} if radius else {})
+    plan = PruningPlan.from_masks(4, [1, 2, 3], kept, torch.ones(3, dtype=torch.bool), meta)
     state = apply_pruning(model, plan)
-    assert state.question_scores
+    assert state.question_scores and state.score_radius == radius
     batch = _pairs_batch(LENGTHS, seed=5)
     valid = batch["attention_mask"].bool()
     with torch.no_grad():
@@ -172,7 +175,7 @@ def test_question_scorer_follows_the_surviving_question_rows_per_example():
         state.soft_masks = None
         assert (batched - soft)[valid].abs().max() <= 1e-4
         state.set_plan(PruningPlan.from_masks(4, [1, 2, 3], kept, torch.ones(3, dtype=torch.bool)))
-        assert not state.question_scores
+        assert not state.question_scores and state.score_radius == 0
         assert (model(**batch).logits - batched)[valid].abs().max() > 1e-4  # other survivors
 
 

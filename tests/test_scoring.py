@@ -66,3 +66,18 @@ def test_question_guided_scores_use_only_question_rows():
     rows = torch.tensor([[False, True, False]])
     assert token_scores(probs, rows).argmax().item() == 2
     assert token_scores(probs, None).argmax().item() == 1
+
+
+def test_spread_scores_is_a_max_filter_over_original_positions():
+    from toprune.scoring import spread_scores
+
+    scores = torch.tensor([[0.0, 0.1, 0.0, 0.0, 0.9, 0.0, 0.2]])
+    spread = spread_scores(scores, 1)
+    assert torch.allclose(spread - 1e-3 * scores, torch.tensor([[0.1, 0.1, 0.1, 0.9, 0.9, 0.9, 0.2]]))
+    assert int(spread[0, 3:6].argmax()) == 1  # the peak itself ranks first in its plateau
+    assert torch.equal(spread_scores(scores, 0), scores)
+    # a shortened sequence: slots at original positions 0, 2, 5, 6; the gaps (pruned tokens) count as 0
+    positions = torch.tensor([[0, 2, 5, 6]])
+    short = scores[:, [0, 2, 5, 6]] + torch.tensor([[0.0, 0.3, 0.0, 0.0]])
+    got = spread_scores(short, 1, positions, 7) - 1e-3 * short
+    assert torch.allclose(got, torch.tensor([[0.0, 0.3, 0.2, 0.2]]))  # position 2 no longer sees 0.1 at 1 (pruned)

@@ -108,3 +108,11 @@ def test_fit_plan_leaves_gated_off_layers_dense():
     fitted = fit_plan(DIMS, layers, kept, on, torch.zeros(3, 10), [[30, 60]], 0.6)
     assert not fitted.prunes(2) and (fitted.prunes(1) or fitted.prunes(3))
     assert plan_relative_macs(DIMS, fitted, [30, 60]) <= 0.6
+
+
+def test_score_radius_travels_in_the_plans_and_a_negative_one_is_refused(tiny_teacher, data_dir, tmp_path):
+    run = ToPRun(_config(tiny_teacher, data_dir, tmp_path, method="static", score_radius=3))
+    assert run._static_plan().meta["score_radius"] == 3  # saved with the model: a reload ranks the same way
+    assert run.rounded_plan().meta["score_radius"] == 3
+    with pytest.raises(toprune.ToPruneError, match="score_radius must be >= 0"):
+        ToPRun(_config(tiny_teacher, data_dir, tmp_path, score_radius=-1))

@@ -128,6 +128,10 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scorer", choices=["attention", "question"], default="attention",
                    help="token importance: attention received from every row (default) or, [ours] for QA and other "
                         "pairs, from the first segment's rows only (needs token_type_ids: BERT, ELECTRA, MiniLM)")
+    p.add_argument("--score-radius", type=int, default=0, metavar="R",
+                   help="[ours] before ranking, raise each token's score to the best within R positions of it, so "
+                        "the words next to a strongly attended one survive with it; for QA with --scorer question "
+                        "(SQuAD zero-shot at 2x: F1 35 -> 41 with R = 2-5, benchmarks/README.md section 6). Default 0")
     p.add_argument("--no-layer-gates", action="store_true",
                    help="fine (rank-bin) masks only, no layer gates; on MiniLM the better ToP variant on STS-B and "
                         "CoLA (benchmarks/README.md)")

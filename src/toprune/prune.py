@@ -76,6 +76,8 @@ class ToPRun:
         # the scorer travels in every plan's meta: saved with the model, a reload scores the same way; the teacher
         # scores like the student, so the attention target ranks the way the student is asked to
         self.plan_meta = {"scorer": cfg.scorer} if cfg.scorer != "attention" else {}
+        if cfg.score_radius:
+            self.plan_meta["score_radius"] = cfg.score_radius
         self.teacher_state = apply_pruning(self.teacher, PruningPlan.keep_all(config.num_hidden_layers, self.plan_meta))
         # the attention target needs the teacher's last attention; the answer target only its logits
         self.teacher_state.score_layers = {config.num_hidden_layers - 1} if cfg.rank_target == "attention" else set()
@@ -134,6 +136,8 @@ class ToPRun:
         plan = static_plan(self.dims, self.layers, lengths, self.target_rel, self.reference, scorer)
         if scorer == "random":
             plan.meta["random_seed"] = self.cfg.seed  # evaluation draws from this seed; so does a reloaded model
+        elif self.cfg.score_radius:
+            plan.meta["score_radius"] = self.cfg.score_radius
         return plan
 
     def _hard_start(self) -> int | None:

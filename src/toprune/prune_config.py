@@ -39,6 +39,7 @@ class PruneConfig:
     ranking: bool = True  # ablation: ranking distillation off
     rank_target: str = "attention"  # [ours] QA: "answer" distils the teacher's answer relevance, not its attention
     scorer: str = "attention"  # [ours] "question": attention received from the question rows only
+    score_radius: int = 0  # [ours] spread each score to its +-r neighbours before ranking (QA: keep the answer's window)
     layer_gates: bool = True  # ablation: fine masks only
     monotone: bool = False  # keep the top fraction instead of free bins
     fit_plan: bool = True  # [ours] deterministic plans fitted to the budget on real token counts (see fit_plan)
@@ -87,6 +88,8 @@ def check_config(cfg: PruneConfig) -> None:
     for name, allowed in (("scorer", SCORERS), ("rank_target", RANK_TARGETS)):
         if getattr(cfg, name) not in allowed:
             raise ToPruneError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    if cfg.score_radius < 0:
+        raise ToPruneError(f"score_radius must be >= 0, got {cfg.score_radius}")
     if cfg.convention not in ("unpadded", "padded"):
         raise ToPruneError(f"convention must be 'unpadded' or 'padded', got {cfg.convention!r}")
     if cfg.rank_target == "answer" and not is_squad(cfg.task):

@@ -28,7 +28,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from .adapters import BlockParts, base_model, block_parts, find_encoder
 from .errors import ToPruneError
 from .plan import PruningPlan, kept_ranks
-from .scoring import question_rows, rank_bins, score_rows, self_attention, sort_indices, token_scores
+from .scoring import (question_rows, rank_bins, score_rows, self_attention, sort_indices, spread_scores,
+                      token_scores)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class PruningState:
         self.plan = plan
         random = plan.meta.get("scorer") == "random"
         self.question_scores = plan.meta.get("scorer") == "question"
+        self.score_radius = int(plan.meta.get("score_radius", 0))  # [ours] spread scores before ranking
         seed = int(plan.meta.get("random_seed", 0))  # the seed the run evaluated with: reloads score the same
         self.random_scores = (self.random_scores or torch.Generator().manual_seed(seed)) if random else None
         # layer -> bool table of K+1 entries; entry K (non-candidates: padding, already pruned) is False
@@ -167,6 +169,8 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
         scores = token_scores(probs, score_rows(rows, key_mask)) if need else None
         if i in state.score_layers:
             record.scores[i] = scores
+        if prune_next and state.score_radius and scores is not None:
+            scores = spread_scores(scores, state.score_radius, positions, seq)
         if random:  # the floor baseline: the same counts, random survivors (drawn on the CPU: reproducible)
             scores = torch.rand(hidden.shape[:2], generator=state.random_scores).to(hidden.device)
         if prune_next and key_mask is None:
@@ -233,7 +237,8 @@ def _soft_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor
             continue
         candidates = alive & ~is_cls
         num_bins = masks.bins.shape[1]
-        bins = rank_bins(scores.detach(), candidates, num_bins).clamp(max=num_bins - 1)
+        ranked = spread_scores(scores.detach(), state.score_radius)  # slots = original positions here
+        bins = rank_bins(ranked, candidates, num_bins).clamp(max=num_bins - 1)
         keep = 1.0 - (1.0 - masks.bins[p][bins]) * masks.gates[p]
         keep = torch.where(candidates, keep, is_cls.to(keep.dtype))
         dying = alive & (keep <= 0)
