@@ -5,18 +5,22 @@
 # benchmarks/results/squad_minilm.json. Re-running resumes (a finished teacher is reused, a killed run continues).
 #   benchmarks/squad_top.sh [extra `toprune prune` options...]
 #   OUT=runs/squad-top-qa benchmarks/squad_top.sh --scorer question --rank-target answer   # the QA-aware ranking
+# The best run so far (session 7, its numbers are results/squad_minilm.json; later options override earlier ones):
+#   RESULT=benchmarks/results/squad_minilm OUT=runs/squad-top-qa5 benchmarks/squad_top.sh --epochs 1 \
+#       --warmup-epochs 0.4 --hard-epochs 0.5 --scorer question --rank-target answer --score-radius 5 --no-layer-gates
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OUT="${OUT:-runs/squad-top-hard}"
-# the default run fills the issue's results/squad_minilm.json; another OUT gets files of its own beside it
+# results/squad_minilm_<OUT name>.json, or RESULT (the issue's results/squad_minilm.json holds the best ToP run)
 export NAME="$(basename "$OUT")"
-export RESULT="benchmarks/results/squad_minilm$([ "$NAME" = squad-top-hard ] || echo "_$NAME")"
+export RESULT="${RESULT:-benchmarks/results/squad_minilm$([ "$NAME" = squad-top-hard ] || echo "_$NAME")}"
 [ -f runs/squad-teacher/toprune_teacher.json ] || toprune finetune --task squad --epochs 2 --output runs/squad-teacher
 # ToP: plan learned with soft masks over 1.5 epochs (target ramped over the first), then 1.5 epochs with the plan
 # frozen on the real path (--hard-epochs; without it see README §6: F1 25)
 [ -f "$OUT/summary.json" ] || toprune prune --teacher runs/squad-teacher --task squad --target 2x \
     --epochs 3 --warmup-epochs 1 --hard-epochs 1.5 --eval-every 100 --output "$OUT" --resume "$@"
-toprune bench --dense runs/squad-teacher --pruned "$OUT/best" --task squad --json > "runs/$NAME-bench.json"
+# BENCH_ARGS: e.g. "--repeats 3 --examples 128" for a shorter timing (the default: 5 passes over 256 windows)
+toprune bench --dense runs/squad-teacher --pruned "$OUT/best" --task squad --json ${BENCH_ARGS:-} > "runs/$NAME-bench.json"
 python - <<'PY'
 import json, os
 r = json.load(open(f"runs/{os.environ['NAME']}-bench.json"))
