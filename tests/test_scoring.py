@@ -1,6 +1,6 @@
 import torch
 
-from toprune.scoring import question_rows, rank_bins, score_rows, token_scores
+from toprune.scoring import question_rows, rank_bins, score_rows, spread_scores, token_scores
 
 
 def test_token_scores_average_over_heads_and_valid_rows_only():
@@ -69,8 +69,6 @@ def test_question_guided_scores_use_only_question_rows():
 
 
 def test_spread_scores_is_a_max_filter_over_original_positions():
-    from toprune.scoring import spread_scores
-
     scores = torch.tensor([[0.0, 0.1, 0.0, 0.0, 0.9, 0.0, 0.2]])
     spread = spread_scores(scores, 1)
     assert torch.allclose(spread - 1e-3 * scores, torch.tensor([[0.1, 0.1, 0.1, 0.9, 0.9, 0.9, 0.2]]))

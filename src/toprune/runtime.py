@@ -169,10 +169,10 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
         scores = token_scores(probs, score_rows(rows, key_mask)) if need else None
         if i in state.score_layers:
             record.scores[i] = scores
-        if prune_next and state.score_radius and scores is not None:
-            scores = spread_scores(scores, state.score_radius, positions, seq)
         if random:  # the floor baseline: the same counts, random survivors (drawn on the CPU: reproducible)
             scores = torch.rand(hidden.shape[:2], generator=state.random_scores).to(hidden.device)
+        elif prune_next and state.score_radius:
+            scores = spread_scores(scores, state.score_radius, positions, seq)
         if prune_next and key_mask is None:
             # no padding: same survivor count for every example, a handful of ops instead of the masked path
             if stash is None:
