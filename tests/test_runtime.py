@@ -126,6 +126,31 @@ def test_soft_path_is_differentiable_in_mask_values():
     assert set(state.last.scores) == {0, 1} and set(state.last.keep) == {2, 3}
 
 
+def test_gather_path_records_scores_at_original_positions():
+    """Losses compare a layer's scores with full-length targets: the gather path scatters its survivors' scores
+    back to their original positions, marks who was scored, and gradients flow through."""
+    model = tiny_model()
+    batch = random_batch(LENGTHS)
+    state = apply_pruning(model)
+    state.score_layers = {0, 2}
+    model(**batch)
+    dense = {i: state.last.scores[i].detach() for i in (0, 2)}
+    state.set_plan(PruningPlan.from_keep_ratios(4, {2: 0.5}, num_bins=10))
+    state.record = True
+    model(**batch).logits.sum()  # training-like forward, gradients on
+    valid = batch["attention_mask"].bool()
+    assert torch.equal(state.last.scored[0], valid)
+    assert torch.allclose(state.last.scores[0], dense[0] * valid, atol=1e-6)  # layer 0: nothing pruned yet
+    survivors = torch.zeros_like(valid)
+    final = state.last.positions[2]
+    rows = torch.arange(final.shape[0]).unsqueeze(1).expand_as(final)
+    survivors[rows[final >= 0], final[final >= 0]] = True
+    assert torch.equal(state.last.scored[2], survivors) and survivors.sum() < valid.sum()
+    assert (state.last.scores[2][~survivors] == 0).all()
+    state.last.scores[2].sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
 def test_single_token_survivor():
     """A layer keeping nothing but CLS, and an input of CLS alone."""
     model = tiny_model()

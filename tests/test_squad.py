@@ -199,6 +199,16 @@ def test_qa_teacher_and_top_run_end_to_end(tmp_path, tokenizer, data_dir):
     first = json.loads((tmp_path / "top-q" / "metrics.jsonl").read_text().splitlines()[0])
     assert first["rank"] > 0
     assert run.current_plan().meta["scorer"] == "question"  # saved with the model: a reload scores the same
+    # [ours] under a fixed plan (static top-k) the answer ranking keeps training, on the gather path, at the
+    # constant --rank-alpha; the attention target does not (the static baseline as the authors' ablation has it)
+    for target, trains in (("answer", True), ("attention", False)):
+        static = ToPRun(PruneConfig(**{**qa_cfg.__dict__, "output_dir": str(tmp_path / f"static-{target}"),
+                                       "method": "static", "rank_target": target, "rank_alpha": 0.5}),
+                        log=lambda *_: None)
+        assert bool(static.state.score_layers) == trains
+        static.run()
+        first = json.loads((tmp_path / f"static-{target}" / "metrics.jsonl").read_text().splitlines()[0])
+        assert (first["rank"] > 0) == trains
 
 
 def test_length_grouped_batches_cover_every_window_once_and_are_reproducible(tokenizer):

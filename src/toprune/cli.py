@@ -125,6 +125,10 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank-layers", type=index_list,
                    help="comma-separated layers whose scores are distilled (default: the first ~L/4 score layers; "
                         "with --rank-target answer every layer whose scores decide a drop)")
+    p.add_argument("--rank-alpha", type=positive_float, default=0.01,
+                   help="weight of the ranking loss (default %(default)s, the authors'; under ToP it decays over the "
+                        "warm-up). With --rank-target answer it also trains under a fixed plan (--method static, "
+                        "--hard-epochs) at this constant weight")
     p.add_argument("--scorer", choices=["attention", "question"], default="attention",
                    help="token importance: attention received from every row (default) or, [ours] for QA and other "
                         "pairs, from the first segment's rows only (needs token_type_ids: BERT, ELECTRA, MiniLM)")

@@ -53,7 +53,7 @@ def _prune_config(args, teacher: str, output: str, data_dir):
         lambda_lr=args.lambda_lr,
         pruning_layers=args.pruning_layers, num_bins=args.bins, topk=args.topk,
         ranking=not args.no_ranking, rank_target=args.rank_target, rank_layers=args.rank_layers, scorer=args.scorer,
-        score_radius=args.score_radius,
+        score_radius=args.score_radius, rank_alpha=args.rank_alpha,
         layer_gates=not args.no_layer_gates, monotone=args.monotone, fit_plan=not args.no_fit_plan,
         method=args.method,
         eval_every=args.eval_every, save_every=args.eval_every, max_train_samples=args.max_train_samples,
@@ -214,7 +214,7 @@ def cmd_demo(args, data_dir):
                                               "topk", "no_ranking", "no_layer_gates", "monotone", "train_file")}
     # later options join the fingerprint only when set, so demos recorded before them still match
     later = {"method": "top", "hard_epochs": 0.0, "scorer": "attention", "rank_target": "attention",
-             "rank_layers": None, "no_fit_plan": False, "score_radius": 0}
+             "rank_layers": None, "no_fit_plan": False, "score_radius": 0, "rank_alpha": 0.01}
     settings |= {k: getattr(args, k) for k, default in later.items() if getattr(args, k, default) != default}
     recorded = work / "demo_settings.json"
     if recorded.is_file() and json.loads(recorded.read_text()) != settings:

@@ -82,7 +82,8 @@ class ToPRun:
         # the attention target needs the teacher's last attention; the answer target only its logits
         self.teacher_state.score_layers = {config.num_hidden_layers - 1} if cfg.rank_target == "attention" else set()
         self.state = apply_pruning(self.student, PruningPlan.keep_all(config.num_hidden_layers, self.plan_meta))
-        self.state.score_layers = set(self.rank_layers) if cfg.ranking and cfg.method == "top" else set()
+        self.state.score_layers = set(self.rank_layers) if cfg.ranking and (
+            cfg.method == "top" or self._ranks_on_fixed_plan()) else set()
         self.fixed_plan = None if cfg.method == "top" else self._static_plan()
         if self.fixed_plan is not None:
             self.state.set_plan(self.fixed_plan)  # once: evaluation re-sets the same plan
@@ -160,8 +161,9 @@ class ToPRun:
         self.fixed_plan = self.fitted_plan()
         self.fixed_plan.meta = {**self.fixed_plan.meta, "frozen_at_step": self.hard_start}
         self.state.soft_masks = None
-        self.state.score_layers = set()
-        self.teacher_state.score_layers = set()  # no ranking loss any more: the teacher runs plain SDPA
+        if not self._ranks_on_fixed_plan():
+            self.state.score_layers = set()
+        self.teacher_state.score_layers = set()  # no attention target any more: the teacher runs plain SDPA
         self.state.set_plan(self.fixed_plan)
 
     def rounded_plan(self) -> PruningPlan:
@@ -187,16 +189,39 @@ class ToPRun:
         return distillation_loss(logits, teacher_logits, labels, self.regression, self.cfg.temperature,
                                  batch["attention_mask"]), teacher_logits
 
+    def _ranks_on_fixed_plan(self) -> bool:
+        """[ours] The answer ranking keeps training under a fixed plan (static, or ToP's hard phase): there the ranking
+        alone decides which tokens go, and QA accuracy hangs on the answer's survival (benchmarks/README.md §6)."""
+        return self.cfg.ranking and self.cfg.rank_target == "answer" and self.cfg.method != "random"
+
+    def _ranking_loss(self, batch: dict, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """Ranking distillation summed over the rank layers (unweighted). Positions a layer never scored (pruned
+        before it) take no part: their labels are zeroed."""
+        cfg, last = self.cfg, self.state.last
+        valid = batch["attention_mask"].bool()
+        per_pair = cfg.rank_target == "answer"
+        if per_pair:
+            targets = answer_labels(teacher_logits, valid, cfg.topk, answer_region(batch, valid))
+        else:
+            targets = ranking_labels(self.teacher_state.last.scores[self.dims.num_layers - 1], valid, cfg.topk)
+        return sum(ranking_distillation_loss(last.scores[layer], targets * last.scored[layer], cfg.topk, per_pair)
+                   for layer in self.rank_layers)
+
     def fixed_plan_step(self, batch: dict, labels) -> dict:
-        """A baseline's step: the fixed plan on the real (gather) path, distilled from the teacher like ToP."""
+        """A baseline's step (and ToP's hard phase): the fixed plan on the real (gather) path, distilled from the
+        teacher like ToP; with the answer target, the ranking too (constant weight: the plan no longer moves)."""
         self.state.random_scores = self.sampler if self.cfg.method == "random" else None  # evaluation swaps it
-        loss = self._distill(batch, labels)[0]
+        loss_task, teacher_logits = self._distill(batch, labels)
+        loss_rank = torch.zeros((), device=self.device)
+        if self._ranks_on_fixed_plan():
+            loss_rank = self.cfg.rank_alpha * self._ranking_loss(batch, teacher_logits)
+        loss = loss_task + loss_rank
         self.opt.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
         self.opt.step()
         self.schedule.step()
-        return {"loss": loss.item(), "task": loss.item(), "rank": 0.0, "lag": 0.0,
+        return {"loss": loss.item(), "task": loss_task.item(), "rank": loss_rank.item(), "lag": 0.0,
                 "expected_sparsity": 1.0 - plan_relative_macs(self.dims, self.fixed_plan,
                                                                    batch["attention_mask"].sum(dim=1).tolist(),
                                                                    self.reference),
@@ -221,15 +246,7 @@ class ToPRun:
         progress = min(1.0, self.step / self.warmup_steps)
         loss_rank = torch.zeros((), device=self.device)
         if cfg.ranking:
-            valid = batch["attention_mask"].bool()
-            per_pair = cfg.rank_target == "answer"
-            if per_pair:
-                targets = answer_labels(teacher_logits, valid, cfg.topk, answer_region(batch, valid))
-            else:
-                targets = ranking_labels(self.teacher_state.last.scores[self.dims.num_layers - 1], valid, cfg.topk)
-            loss_rank = sum(ranking_distillation_loss(self.state.last.scores[layer], targets, cfg.topk, per_pair)
-                            for layer in self.rank_layers)
-            loss_rank = cfg.rank_alpha * max(0.01, 1.0 - progress) * loss_rank
+            loss_rank = cfg.rank_alpha * max(0.01, 1.0 - progress) * self._ranking_loss(batch, teacher_logits)
         lengths = batch["attention_mask"].sum(dim=1)
         rel = expected_relative_macs(self.dims, self.gates.expected_keep_ratios(), self.layers, lengths,
                                      self.reference)

@@ -45,7 +45,8 @@ class SoftMasks:
 class ForwardRecord:
     """What the last forward saw, for losses and FLOPs: per-layer scores, keep values, token counts."""
 
-    scores: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, N) scores from its attention
+    scores: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, N) scores, original positions
+    scored: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, N) bool: who had a score there
     keep: dict[int, torch.Tensor] = field(default_factory=dict)  # soft path: pruning layer -> (B, N) keep values
     attn_counts: torch.Tensor | None = None  # gather path: (B, L) tokens entering each layer, per example
     computed_lengths: list[int] = field(default_factory=list)  # gather path: padded length run at each layer
@@ -145,6 +146,15 @@ def _question_rows(state: PruningState, valid: torch.Tensor) -> torch.Tensor | N
     return question_rows(None if segments is None else segments.to(valid.device), valid)
 
 
+def _at_positions(scores: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, seq: int):
+    """Survivors' scores (B, n) -> (B, seq) at their original positions (0 elsewhere, differentiable), and the
+    (B, seq) mask of the positions that were scored."""
+    slots = torch.where(valid, positions, seq)
+    full = scores.new_zeros(scores.shape[0], seq + 1).scatter(1, slots, scores)[:, :seq]
+    scored = torch.zeros(scores.shape[0], seq + 1, dtype=torch.bool, device=scores.device)
+    return full, scored.scatter(1, slots, True)[:, :seq]
+
+
 def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor, training: bool) -> torch.Tensor:
     bsz, seq, dim = hidden.shape
     record = ForwardRecord()
@@ -167,8 +177,8 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
             record.computed_lengths.append(hidden.shape[1])
             record.positions.append(torch.where(valid, positions, -1))
         scores = token_scores(probs, score_rows(rows, key_mask)) if need else None
-        if i in state.score_layers:
-            record.scores[i] = scores
+        if i in state.score_layers:  # at original positions: losses compare them with full-length targets
+            record.scores[i], record.scored[i] = _at_positions(scores, positions, valid, seq)
         if random:  # the floor baseline: the same counts, random survivors (drawn on the CPU: reproducible)
             scores = torch.rand(hidden.shape[:2], generator=state.random_scores).to(hidden.device)
         elif prune_next and state.score_radius:
@@ -231,7 +241,7 @@ def _soft_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor
         after_attn = parts.attn_output(context, hidden)
         scores = token_scores(probs, score_rows(rows, alive)) if need else None
         if i in state.score_layers:
-            record.scores[i] = scores
+            record.scores[i], record.scored[i] = scores, valid  # a dead token scores 0 here
         hidden = parts.ffn(after_attn)
         if p is None:
             continue
