@@ -83,6 +83,25 @@ def test_qa_head_gets_every_position_back_inside_the_graph(tmp_path):
     assert check_parity(model, session, [other]) <= 1e-4
 
 
+def test_transformer_fusions_are_kept_only_with_parity_and_can_be_turned_off(tmp_path, capsys):
+    """onnxruntime's transformer optimizer runs on every export (dense and pruned), its fused graph is checked like
+    the plain one, and it prints nothing to stdout (`toprune bench --json` writes JSON there)."""
+    model = tiny_model()
+    batch = random_batch([9, 3, 17, 12])
+    export_onnx(model, None, tmp_path / "dense", samples=[batch])
+    fused = json.loads((tmp_path / "dense" / CONFIG_FILENAME).read_text())["fused_ops"]
+    assert fused.get("SkipLayerNormalization") and fused.get("BiasGelu")
+    assert b"SkipLayerNormalization" in open(tmp_path / "dense" / "model.onnx", "rb").read()
+    apply_pruning(model, PLAN)
+    export_onnx(model, None, tmp_path / "pruned", samples=[batch])
+    assert json.loads((tmp_path / "pruned" / CONFIG_FILENAME).read_text())["fused_ops"].get("BiasGelu")
+    checks = [random_batch([30, 2, 11], seed=1), random_batch([1], seed=3)]
+    assert check_parity(model, make_session(tmp_path / "pruned" / "model.onnx"), checks) <= 1e-4
+    export_onnx(model, None, tmp_path / "plain", samples=[batch], fuse=False)
+    assert json.loads((tmp_path / "plain" / CONFIG_FILENAME).read_text())["fused_ops"] == {}
+    assert capsys.readouterr().out == ""
+
+
 def test_dense_export_and_random_baseline_refused(tmp_path):
     model = tiny_model()
     export_onnx(model, None, tmp_path / "dense", samples=[random_batch([9, 3])])
