@@ -102,7 +102,7 @@ def fuse_transformer_ops(model, path: Path, batches: list[dict]) -> dict[str, in
         fused.unlink(missing_ok=True)
 
 
-def export_onnx(model, tokenizer, folder: str | Path, check: bool = True, opset: int = 18,
+def export_onnx(model, tokenizer, folder: str | Path, check: bool = True, opset: int = 23,
                 samples: list[dict] | None = None, fuse: bool = True) -> Path:
     """Export a dense or pruned HF model (with its tokenizer and a small config) to ``folder``; returns the folder.
 
@@ -161,7 +161,9 @@ def quantize(folder: str | Path) -> Path:
     folder = Path(folder)
     with warnings.catch_warnings(), _quiet_logs():
         warnings.simplefilter("ignore")
-        quantize_dynamic(str(folder / ONNX_FILENAME), str(folder / INT8_FILENAME), weight_type=QuantType.QInt8)
+        # weights' MatMuls only: the quantiser turns the opset-23 Attention node into a QAttention it cannot build
+        quantize_dynamic(str(folder / ONNX_FILENAME), str(folder / INT8_FILENAME), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"])
     return folder / INT8_FILENAME
 
 
