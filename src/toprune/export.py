@@ -78,9 +78,10 @@ def check_parity(model, session, batches: list[dict]) -> float:
 def fuse_transformer_ops(model, path: Path, batches: list[dict]) -> dict[str, int]:
     """onnxruntime's transformer optimizer (the fusions Optimum's O2 level applies) on the graph at ``path``, in
     place, kept only if it still matches PyTorch; returns the fused operators' counts ({} when nothing was kept).
-    On our torch.export graphs it fuses BiasGelu, LayerNormalization and, in dense graphs, SkipLayerNormalization, but
-    not Attention (its patterns are the TorchScript exporter's): dense graphs ran 2-11% faster, pruned ones 2-28%
-    (benchmarks/README.md section 4)."""
+    On our torch.export graphs it fuses BiasGelu and LayerNormalization (at opset 18 also SkipLayerNormalization in
+    dense graphs; at opset 23 the dense graphs' ONNX Attention nodes): 2-12% faster dense graphs, 2-28% faster pruned
+    ones (benchmarks/README.md section 4). The pruned graphs keep their explicit attention: scores need the
+    probabilities."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     fused = path.with_name(path.name + ".fused")
