@@ -53,7 +53,7 @@ def answer_survives(alive: list[np.ndarray]) -> np.ndarray:
 
 
 def split_f1(mask: np.ndarray) -> tuple[float, float]:
-    preds = postprocess(examples, feats, [s for s in captured["starts"]], captured["ends"], data.qa.n_best,
+    preds = postprocess(examples, feats, captured["starts"], captured["ends"], data.qa.n_best,
                         data.qa.max_answer_length, None)
     answers, _ = final_answers(examples, preds, data.qa.version)
     out = []

@@ -82,8 +82,8 @@ class ToPRun:
         # the attention target needs the teacher's last attention; the answer target only its logits
         self.teacher_state.score_layers = {config.num_hidden_layers - 1} if cfg.rank_target == "attention" else set()
         self.state = apply_pruning(self.student, PruningPlan.keep_all(config.num_hidden_layers, self.plan_meta))
-        self.state.score_layers = set(self.rank_layers) if cfg.ranking and (
-            cfg.method == "top" or self._ranks_on_fixed_plan()) else set()
+        self.state.score_layers = set(self.rank_layers) if (
+            cfg.ranking and cfg.method == "top") or self._ranks_on_fixed_plan() else set()
         self.fixed_plan = None if cfg.method == "top" else self._static_plan()
         if self.fixed_plan is not None:
             self.state.set_plan(self.fixed_plan)  # once: evaluation re-sets the same plan
