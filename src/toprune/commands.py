@@ -40,7 +40,7 @@ def cmd_finetune(args, data_dir):
     _quiet()
     return finetune_teacher(args.model, args.task, data_dir, args.output, epochs=args.epochs, lr=args.lr,
                             max_length=args.max_length, max_train_samples=args.max_train_samples, seed=args.seed,
-                            **_user_files(args))
+                            select_on=args.select_on, **_user_files(args))
 
 
 def _prune_config(args, teacher: str, output: str, data_dir):
@@ -57,7 +57,8 @@ def _prune_config(args, teacher: str, output: str, data_dir):
         layer_gates=not args.no_layer_gates, monotone=args.monotone, fit_plan=not args.no_fit_plan,
         method=args.method,
         eval_every=args.eval_every, save_every=args.eval_every, max_train_samples=args.max_train_samples,
-        max_length=args.max_length, seed=args.seed, resume=args.resume, **_user_files(args))
+        max_length=args.max_length, seed=args.seed, select_on=args.select_on, resume=args.resume,
+        **_user_files(args))
 
 
 def cmd_prune(args, data_dir):
@@ -214,7 +215,8 @@ def cmd_demo(args, data_dir):
                                               "topk", "no_ranking", "no_layer_gates", "monotone", "train_file")}
     # later options join the fingerprint only when set, so demos recorded before them still match
     later = {"method": "top", "hard_epochs": 0.0, "scorer": "attention", "rank_target": "attention",
-             "rank_layers": None, "no_fit_plan": False, "score_radius": 0, "rank_alpha": 0.01}
+             "rank_layers": None, "no_fit_plan": False, "score_radius": 0, "rank_alpha": 0.01,
+             "select_on": "dev"}  # demos before held-out selection selected on dev
     settings |= {k: getattr(args, k) for k, default in later.items() if getattr(args, k, default) != default}
     recorded = work / "demo_settings.json"
     if recorded.is_file() and json.loads(recorded.read_text()) != settings:
@@ -229,7 +231,8 @@ def cmd_demo(args, data_dir):
         say(f"[1/4] teacher: fine-tuning {args.model} on {args.task} ({args.teacher_epochs} epochs)")
         teacher_result = finetune_teacher(args.model, args.task, data_dir, teacher, epochs=args.teacher_epochs,
                                           max_length=args.max_length, max_train_samples=args.max_train_samples,
-                                          seed=args.seed, log=say, **_user_files(args))
+                                          seed=args.seed, log=say, select_on=args.select_on,
+                                          **_user_files(args))
     summary_json = top / "summary.json"
     if summary_json.is_file() and (top / "best").is_dir():
         say(f"[2/4] ToP: reusing {top}")
@@ -263,11 +266,12 @@ def cmd_plot(args, data_dir):
             raise ToPruneError(f"{run} has no metrics.jsonl (is it a `toprune prune` output folder?)")
         summary = Path(run) / "summary.json"
         if summary.is_file():
-            metric_name = json.loads(summary.read_text()).get("task", "") + " dev metric"
+            metric_name = json.loads(summary.read_text()).get("task", "") + " selection-set metric"
         for line in path.read_text().splitlines():
             record = json.loads(line)
-            rows.append({"method": Path(run).name, "metric": record["dev_metric"],
-                         "flops_reduction_unpadded": record["dev_flops_reduction_unpadded"]})
+            key = "sel_" if "sel_metric" in record else "dev_"  # runs selected on dev log dev_ (older runs too)
+            rows.append({"method": Path(run).name, "metric": record[f"{key}metric"],
+                         "flops_reduction_unpadded": record[f"{key}flops_reduction_unpadded"]})
     out = plot_metric_vs_flops(rows, args.output, metric_name, "every evaluation of each run", connect=False)
     print(f"wrote {out} ({len(rows)} evaluations from {len(args.runs)} runs)")
     return {"plot": str(out), "points": rows}
