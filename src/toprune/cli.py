@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train-samples", type=positive_int)
     _select_option(p)
     p.add_argument("--output", required=True)
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch's checkpoint")
 
     p = command("prune", "ToP pruning of a fine-tuned teacher to a FLOPs target")
     _common(p)

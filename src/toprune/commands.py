@@ -40,7 +40,7 @@ def cmd_finetune(args, data_dir):
     _quiet()
     return finetune_teacher(args.model, args.task, data_dir, args.output, epochs=args.epochs, lr=args.lr,
                             max_length=args.max_length, max_train_samples=args.max_train_samples, seed=args.seed,
-                            select_on=args.select_on, **_user_files(args))
+                            select_on=args.select_on, resume=args.resume, **_user_files(args))
 
 
 def _prune_config(args, teacher: str, output: str, data_dir):

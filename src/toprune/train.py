@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -269,11 +269,13 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> t
 def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_dir, epochs: float | None = None,
                      lr: float | None = None, batch_size: int | None = None, max_length: int = 128,
                      max_train_samples: int | None = None, seed: int = 57, log=print, select_on: str = "heldout",
-                     **user_files) -> dict:
+                     resume: bool = False, **user_files) -> dict:
     """Dense fine-tuning with the task's recipe (:mod:`toprune.recipes`; explicit arguments override it).
 
     The selection set (the held-out training slice, or dev with ``select_on="dev"``) is evaluated after every epoch;
     the best epoch's weights are kept and saved as an HF folder, and the dev set is evaluated once, on them.
+    Every epoch ends with ``OUTPUT/checkpoint.pt``; ``resume=True`` continues from it to the same result (the file
+    is removed once the model is saved).
     ``user_files``: train_file, validation_file, text_columns, label_column for the user's own data.
     """
     recipe = teacher_recipe(task_name if not user_files.get("train_file") else None, epochs=epochs, lr=lr,
@@ -296,7 +298,21 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
     schedule = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup * total), total)
     select_loader = make_loader(data.select_set, tokenizer, 64, False)
     step, epoch, seconds, curve, best = 0, 0, 0.0, [], None
-    bar = tqdm(total=total, desc=f"fine-tuning {data.name}")
+    checkpoint = Path(output_dir) / "checkpoint.pt"
+    settings = dict(model=str(model_name), task=data.name, recipe=asdict(recipe), max_length=max_length,
+                    max_train_samples=max_train_samples, seed=seed, select_on=select_on,
+                    **{k: str(v) for k, v in user_files.items() if v})
+    if resume and checkpoint.is_file():
+        blob = torch.load(checkpoint, weights_only=False, map_location=device)
+        if blob["settings"] != settings:
+            raise ToPruneError(f"cannot resume {checkpoint}: it was started with other settings; use a new --output "
+                               "or the same options")
+        model.load_state_dict(blob["model"]), optimizer.load_state_dict(blob["optimizer"])
+        schedule.load_state_dict(blob["schedule"])
+        step, epoch, seconds, curve, best = (blob[k] for k in ("step", "epoch", "seconds", "curve", "best"))
+        torch.set_rng_state(blob["rng"])
+        log(f"resumed from epoch {epoch} (step {step})")
+    bar = tqdm(total=total, initial=step, desc=f"fine-tuning {data.name}")
     while step < total:
         model.train()
         # length-grouped batches: less padding per step, same examples per epoch
@@ -319,6 +335,13 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
         curve.append({"epoch": round(step / steps_per_epoch, 3), "step": step, "selection_metric": score})
         if best is None or score > best[0]:
             best = (score, step, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        if step < total:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            blob = dict(settings=settings, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        schedule=schedule.state_dict(), step=step, epoch=epoch, seconds=seconds, curve=curve,
+                        best=best, rng=torch.get_rng_state())
+            torch.save(blob, checkpoint.with_suffix(".tmp"))
+            checkpoint.with_suffix(".tmp").replace(checkpoint)  # atomic: a kill mid-save keeps the previous one
     bar.close()
     model.load_state_dict(best[2])
     save_pruned(model, output_dir, tokenizer)  # saved before evaluating: a failed evaluation loses no training
@@ -328,6 +351,7 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
                   lr=recipe.lr, warmup=recipe.warmup, batch_size=recipe.batch_size, train_examples=len(data.train),
                   seed=seed, mean_step_ms=1000 * seconds / max(1, step))
     Path(output_dir, "toprune_teacher.json").write_text(json.dumps(result, indent=1) + "\n")
+    checkpoint.unlink(missing_ok=True)  # the run is complete: its resume state is no longer needed
     log(f"teacher {data.name}: kept step {best[1]} of {step} ({data.metric} {best[0]:.2f} on the selection set); "
         f"{data.metric} {result['metric']:.2f} on dev ({len(data.dev)} examples)")
     return result
