@@ -22,6 +22,7 @@ EXAMPLES = {
     "export": "toprune export runs/mrpc-top/best --output exports/mrpc-top   # then: toprune.serve.OnnxModel",
     "demo": "toprune demo            # MiniLM + MRPC: teacher -> prune -> eval -> bench, one table",
     "plot": "toprune plot runs/mrpc-top runs/mrpc-top-no-rank --output mrpc.png",
+    "profile": "toprune profile runs/mrpc-teacher --batch-size 1 --output mrpc-b1.json",
     "show": "toprune show runs/mrpc-top/best \"The cat sat on the mat.\" --pair \"A cat was sitting.\" --html s.html",
 }
 
@@ -105,6 +106,17 @@ def _common(p: argparse.ArgumentParser, task_default: str | None = "mrpc") -> No
 
 def _prune_options(p: argparse.ArgumentParser) -> None:
     _select_option(p)
+    latency = p.add_argument_group("latency constraint [ours]: the target is a speed-up on this machine")
+    latency.add_argument("--constraint", choices=["flops", "latency"], default="flops",
+                         help="what --target counts: FLOPs (the paper) or latency predicted by a measured profile "
+                              "of this machine (`toprune profile`; measured and cached if none); default %(default)s")
+    latency.add_argument("--inference-batch-size", type=positive_int, default=1,
+                         help="latency: the batch size the model will serve at (default %(default)s)")
+    latency.add_argument("--inference-backend", choices=["pytorch"], default="pytorch",
+                         help="latency: the runtime it will serve in (default %(default)s)")
+    latency.add_argument("--inference-threads", type=positive_int,
+                         help="latency: intra-op threads at serving time (default: torch's default here)")
+    latency.add_argument("--latency-profile", help="a saved `toprune profile` JSON to use instead of measuring")
     p.add_argument("--target", default="2x", help="FLOPs reduction ('2.5x') or sparsity ('0.6'); default %(default)s")
     p.add_argument("--convention", choices=["unpadded", "padded"], default="unpadded",
                    help="what the target is measured against: the dense model on unpadded inputs (honest, default) "
@@ -226,6 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("plot", "metric vs FLOPs reduction of every evaluation of one or more pruning runs")
     p.add_argument("runs", nargs="+", help="run folders (from `toprune prune`), each with metrics.jsonl")
     p.add_argument("--output", default="metric_vs_flops.png")
+
+    p = command("profile", "measure this machine: a latency cost model of the encoder for --constraint latency")
+    p.add_argument("model", help="model folder (dense or pruned: its encoder shape is what counts) or 'minilm'")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="serving batch size (default %(default)s)")
+    p.add_argument("--threads", type=positive_int, help="intra-op threads (default: torch's default here)")
+    p.add_argument("--backend", choices=["pytorch"], default="pytorch")
+    p.add_argument("--max-tokens", type=positive_int, default=128, help="longest input profiled (default 128)")
+    p.add_argument("--check-plans", type=int, default=12,
+                   help="random plans whose measured latency is compared with the prediction (default 12; 0: none)")
+    p.add_argument("--output", help="also save the profile here (it is always cached for `prune`)")
+    p.add_argument("--json", action="store_true")
 
     p = command("show", "which words of one input survive at each layer (terminal, or --html)")
     p.add_argument("model", help="pruned model folder")

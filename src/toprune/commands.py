@@ -58,6 +58,9 @@ def _prune_config(args, teacher: str, output: str, data_dir):
         method=args.method,
         eval_every=args.eval_every, save_every=args.eval_every, max_train_samples=args.max_train_samples,
         max_length=args.max_length, seed=args.seed, select_on=args.select_on, resume=args.resume,
+        constraint=args.constraint, inference_batch_size=args.inference_batch_size,
+        inference_backend=args.inference_backend, inference_threads=args.inference_threads or 0,
+        latency_profile=args.latency_profile,
         **_user_files(args))
 
 
@@ -312,3 +315,33 @@ def cmd_show(args, data_dir):
         Path(args.html).write_text(survivors_html(tokens, depth, layers))
         print(f"wrote {args.html}")
     return {"tokens": tokens, "layers_entered": depth}
+
+
+def cmd_profile(args, data_dir):
+    import torch
+
+    from .constraint import cached_profile_path
+    from .costmodel import profile_key
+    from .pretrained import load_model
+    from .profile import check_predictions, profile
+
+    _quiet()
+    model = load_model(args.model)
+    threads = args.threads or torch.get_num_threads()
+    cost = profile(model, args.backend, args.batch_size, threads, max_tokens=args.max_tokens)
+    cached = cost.save(cached_profile_path(profile_key(model, args.backend, args.batch_size, threads)))
+    if args.output:
+        cost.save(args.output)
+    result = {"profile": cost.__dict__ | {"cached_at": str(cached)}}
+    if args.check_plans:
+        result["check"] = check_predictions(model, cost, args.check_plans, args.max_tokens)
+    if not args.json:
+        a0, a1, a2 = cost.attention
+        print(f"{cost.key['machine']}: {args.backend}, batch {args.batch_size}, {threads} threads")
+        print(f"per layer: attention {a0:.3f} + {a1:.4f} n + {a2:.6f} n^2 ms, FFN {cost.ffn[0]:.3f} + "
+              f"{cost.ffn[1]:.4f} n ms; fixed {cost.fixed:.3f} ms; pruning overhead {cost.prune_overhead:.3f} ms")
+        if "check" in result:
+            print(f"{args.check_plans} random plans: median |predicted - measured| / measured = "
+                  f"{result['check']['median_abs_error']:.1%}")
+        print(f"saved: {cached}" + (f" and {args.output}" if args.output else ""))
+    return result

@@ -24,6 +24,12 @@ class EncoderDims:
     ffn: int
     heads: int
 
+    fixed_cost = 0  # MACs outside the layers (embeddings, head) do not change with pruning: not counted
+
+    def layer_cost(self, n_attn, n_ffn):
+        """The constraint's cost interface (see :mod:`toprune.costmodel`): for FLOPs, a layer's MACs."""
+        return layer_macs(self, n_attn, n_ffn)
+
     @classmethod
     def from_config(cls, config) -> "EncoderDims":
         # attribute_map makes hidden_size / num_attention_heads / num_hidden_layers work for DistilBERT too
@@ -37,26 +43,38 @@ def layer_macs(dims: EncoderDims, n_attn, n_ffn):
     return 4 * n_attn * d * d + n_attn * n_attn * (2 * d + dims.heads) + 2 * n_ffn * d * dims.ffn
 
 
-def encoder_macs(dims: EncoderDims, attn_counts):
-    """MACs of the whole encoder given the tokens entering each layer's attention (length L, ints or tensors).
+def encoder_cost(cost, attn_counts):
+    """Cost of the whole encoder given the tokens entering each layer's attention (length L, ints or tensors), for
+    any cost model with ``num_layers``, ``layer_cost(n_attn, n_ffn)`` and ``fixed_cost``: MACs for
+    :class:`EncoderDims`, measured milliseconds for :class:`toprune.costmodel.LatencyCost`.
 
     The FFN of layer l runs on the tokens entering layer l+1 (the last layer's FFN on its own attention count).
     """
-    total = 0
-    for layer in range(dims.num_layers):
-        n_ffn = attn_counts[layer + 1] if layer + 1 < dims.num_layers else attn_counts[layer]
-        total = total + layer_macs(dims, attn_counts[layer], n_ffn)
+    total = cost.fixed_cost
+    for layer in range(cost.num_layers):
+        n_ffn = attn_counts[layer + 1] if layer + 1 < cost.num_layers else attn_counts[layer]
+        total = total + cost.layer_cost(attn_counts[layer], n_ffn)
     return total
 
 
+def dense_cost(cost, seq_len):
+    return encoder_cost(cost, [seq_len] * cost.num_layers)
+
+
+def encoder_macs(dims: EncoderDims, attn_counts):
+    """MACs of the whole encoder given the tokens entering each layer's attention."""
+    return encoder_cost(dims, attn_counts)
+
+
 def dense_macs(dims: EncoderDims, seq_len):
-    return encoder_macs(dims, [seq_len] * dims.num_layers)
+    return dense_cost(dims, seq_len)
 
 
 def expected_relative_macs(
     dims: EncoderDims, keep_ratios: torch.Tensor, pruning_layers, lengths: torch.Tensor, reference_lengths=None
 ):
-    """Expected pruned MACs / dense MACs, averaged over examples; differentiable in ``keep_ratios``.
+    """Expected pruned cost / dense cost (MACs for :class:`EncoderDims`, or any cost model of :func:`encoder_cost`),
+    averaged over examples; differentiable in ``keep_ratios``.
 
     ``keep_ratios`` (P,) are the expected keep ratios of the pruning layers; an example of N real tokens has
     (N - 1) * R_l + 1 tokens at layer l, with R_l the cumulative product of the ratios up to l. The dense reference
@@ -71,7 +89,7 @@ def expected_relative_macs(
             cumulative = cumulative * ratio_of_layer[layer]
         counts.append((lengths - 1.0) * cumulative + 1.0)
     reference = lengths if reference_lengths is None else torch.as_tensor(reference_lengths, dtype=lengths.dtype)
-    return (encoder_macs(dims, counts) / dense_macs(dims, reference)).mean()
+    return (encoder_cost(dims, counts) / dense_cost(dims, reference)).mean()
 
 
 @dataclass

@@ -23,6 +23,11 @@ class PruneConfig:
     output_dir: str
     target: str = "2x"  # a FLOPs reduction ("2.5x") or a sparsity ("0.6")
     convention: str = "unpadded"  # or "padded": against the dense model padded to padded_length
+    constraint: str = "flops"  # [ours] "latency": the target is a speed-up predicted by a measured profile
+    inference_batch_size: int = 1  # latency constraint: the batch size, backend and threads the model will serve at
+    inference_backend: str = "pytorch"
+    inference_threads: int = 0  # 0: torch's default on this machine
+    latency_profile: str | None = None  # a saved `toprune profile` file (else measured now, cached per machine)
     padded_length: int = 128
     epochs: float = 5.0
     warmup_epochs: float = 2.0  # target sparsity ramps linearly over this
@@ -93,6 +98,16 @@ def check_config(cfg: PruneConfig) -> None:
     if cfg.score_radius < 0:
         raise ToPruneError(f"score_radius must be >= 0, got {cfg.score_radius}")
     check_select_on(cfg.select_on)
+    from .constraint import CONSTRAINTS
+    from .profile import BACKENDS
+
+    if cfg.constraint not in CONSTRAINTS:
+        raise ToPruneError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {cfg.constraint!r}")
+    if cfg.inference_backend not in BACKENDS:
+        raise ToPruneError(f"inference_backend must be one of {', '.join(BACKENDS)} (latency profiles), got "
+                           f"{cfg.inference_backend!r}")
+    if cfg.inference_batch_size < 1 or cfg.inference_threads < 0:
+        raise ToPruneError("inference_batch_size must be >= 1 and inference_threads >= 0")
     if cfg.convention not in ("unpadded", "padded"):
         raise ToPruneError(f"convention must be 'unpadded' or 'padded', got {cfg.convention!r}")
     if cfg.rank_target == "answer" and not is_squad(cfg.task):

@@ -15,7 +15,7 @@ from collections import Counter
 import torch
 
 from .errors import ToPruneError
-from .flops import EncoderDims, dense_macs, encoder_macs
+from .flops import EncoderDims, dense_cost, encoder_cost
 from .plan import PruningPlan
 
 SCORERS = ("attention", "question", "random")
@@ -24,13 +24,14 @@ SCORERS = ("attention", "question", "random")
 def plan_relative_macs(dims: EncoderDims, plan: PruningPlan, lengths, reference_length: int | None = None) -> float:
     """Total pruned MACs / total dense MACs over examples of these lengths, with the plan's integer token counts
     (the same sum-over-examples ratio that evaluation measures). ``reference_length``: dense padded to it.
+    ``dims`` may be any cost model of :func:`toprune.flops.encoder_cost` (e.g. measured latency).
     ``lengths`` may be a ``Counter`` of lengths already: callers that try many plans on the same data count once."""
     histogram = _histogram(lengths)
-    pruned = sum(c * encoder_macs(dims, plan.token_counts(n)) for n, c in histogram.items())
+    pruned = sum(c * encoder_cost(dims, plan.token_counts(n)) for n, c in histogram.items())
     if reference_length is None:
-        dense = sum(c * dense_macs(dims, n) for n, c in histogram.items())
+        dense = sum(c * dense_cost(dims, n) for n, c in histogram.items())
     else:
-        dense = sum(histogram.values()) * dense_macs(dims, reference_length)
+        dense = sum(histogram.values()) * dense_cost(dims, reference_length)
     return pruned / dense
 
 

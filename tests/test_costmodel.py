@@ -1,0 +1,117 @@
+"""The latency cost model and constraint: fitting on synthetic timings, the expected latency's gradient, plans
+fitted to a latency budget, unreachable targets refused, and profiles invalidated when the setting changes."""
+
+import json
+
+import pytest
+import torch
+
+from toprune.constraint import cached_profile_path, latency_cost
+from toprune.costmodel import LatencyCost, fit_polynomial, profile_key
+from toprune.errors import ToPruneError
+from toprune.flops import EncoderDims, dense_cost, expected_relative_macs, min_relative_macs
+from toprune.plan import PruningPlan
+from toprune.static import plan_relative_macs, static_plan
+
+COST = LatencyCost(6, (0.30, 0.010, 0.0001), (0.20, 0.020), fixed=1.5, prune_overhead=0.25)
+
+
+def test_polynomial_fit_recovers_synthetic_timings_and_never_goes_negative():
+    n = torch.tensor([1, 8, 16, 32, 64, 128, 256], dtype=torch.float64)
+    coef = fit_polynomial(n, 0.3 + 0.01 * n + 2e-4 * n**2, 2)
+    assert coef == pytest.approx((0.3, 0.01, 2e-4), rel=1e-6)
+    noisy = fit_polynomial(n, 0.5 + 0.01 * n - 1e-6 * n**2, 2)  # a tiny negative curvature is noise
+    assert all(c >= 0 for c in noisy) and noisy[2] == 0.0
+    with pytest.raises(ToPruneError, match="at least 3"):
+        fit_polynomial([1, 2], [1.0, 2.0], 2)
+
+
+def test_layer_cost_charges_the_pruning_overhead_only_where_tokens_drop():
+    assert COST.layer_cost(10, 10) == pytest.approx(0.3 + 0.1 + 0.01 + 0.2 + 0.2)
+    assert COST.layer_cost(10, 5) == pytest.approx(0.3 + 0.1 + 0.01 + 0.2 + 0.1 + 0.25)
+    assert COST.predict_ms([10] * 6) == pytest.approx(1.5 + 6 * COST.layer_cost(10, 10))
+    assert dense_cost(COST, 10) == pytest.approx(COST.predict_ms([10] * 6))
+
+
+def test_expected_latency_is_differentiable_and_falls_as_gates_prune():
+    ratios = torch.full((4,), 0.7, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([20.0, 60.0, 120.0], dtype=torch.float64)
+    rel = expected_relative_macs(COST, ratios, [2, 3, 4, 5], lengths)
+    rel.backward()
+    assert 0 < rel.item() < 1 and (ratios.grad > 0).all()  # keeping more costs more, at every layer
+    assert ratios.grad[0] > ratios.grad[-1]  # an early layer's ratio multiplies every later layer's tokens
+    # the fixed cost bounds what pruning can save: a larger fixed share, a smaller relative saving
+    heavy = LatencyCost(6, COST.attention, COST.ffn, fixed=50.0, prune_overhead=0.25)
+    assert expected_relative_macs(heavy, ratios.detach(), [2, 3, 4, 5], lengths) > rel.detach()
+
+
+def test_latency_floor_is_higher_than_the_flops_floor_when_fixed_costs_dominate():
+    dims = EncoderDims(6, 384, 1536, 12)
+    lengths = torch.tensor([12.0, 30.0])
+    flops_floor = min_relative_macs(dims, [2, 3, 4, 5], lengths)
+    latency_floor = min_relative_macs(COST, [2, 3, 4, 5], lengths)
+    assert latency_floor > flops_floor
+    with pytest.raises(ToPruneError, match="unreachable"):
+        static_plan(COST, [2, 3, 4, 5], [[12, 30]], 0.9 * latency_floor)
+
+
+def test_static_plan_meets_a_latency_budget_on_real_counts():
+    lengths = [[14, 40, 77, 120]]
+    plan = static_plan(COST, [2, 3, 4, 5], lengths, 0.7)
+    assert plan_relative_macs(COST, plan, lengths[0]) <= 0.7
+    looser = PruningPlan.from_keep_ratios(6, {l: plan.keep_ratio(l) + 0.05 for l in range(2, 6)})
+    assert plan_relative_macs(COST, looser, lengths[0]) > 0.7
+
+
+def test_profiles_are_refused_for_another_setting_and_reused_for_the_same(tmp_path, monkeypatch):
+    import transformers
+
+    monkeypatch.setenv("TOPRUNE_CACHE", str(tmp_path))
+    model = transformers.BertForSequenceClassification(transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=100))
+    key = profile_key(model, "pytorch", 32, 2)
+    cost = LatencyCost(2, (0.1, 0.01, 0.0), (0.1, 0.01), 0.5, key=key)
+    path = cost.save(tmp_path / "p.json")
+    assert LatencyCost.load(path, expect=key) == cost
+    for changed in (dict(batch_size=1), dict(threads=4), dict(backend="onnxruntime")):
+        with pytest.raises(ToPruneError, match="toprune profile"):
+            LatencyCost.load(path, expect={**key, **changed})
+    other_shape = profile_key(transformers.BertForSequenceClassification(transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, vocab_size=100)),
+        "pytorch", 32, 2)
+    assert cached_profile_path(other_shape) != cached_profile_path(key)
+    cost.save(cached_profile_path(key))  # cached for this setting: reused, nothing measured
+    said = []
+    assert latency_cost(model, "pytorch", 32, 2, log=said.append) == cost and "reusing" in said[0]
+    (tmp_path / "bad.json").write_text(json.dumps({"num_layers": 2}))
+    with pytest.raises(ToPruneError, match="not a latency profile"):
+        LatencyCost.load(tmp_path / "bad.json")
+
+
+def test_a_latency_constrained_static_run_meets_its_predicted_target(tiny_teacher, tmp_path):
+    from toprune.pretrained import load_model
+    from toprune.prune import PruneConfig, ToPRun
+
+    words = ["great", "moving", "dull", "boring", "fine", "awful", "lovely", "slow"]
+    rows = [(" ".join(words[(i + k) % 8] for k in range(3 + i % 20)), "pos" if i % 2 else "neg") for i in range(60)]
+    for name in ("train.csv", "dev.csv"):
+        (tmp_path / name).write_text("sentence,label\n" + "".join(f'"{t}",{y}\n' for t, y in rows))
+    model = load_model(tiny_teacher)
+    layers = model.config.num_hidden_layers
+    cost = LatencyCost(layers, (0.3, 0.01, 1e-4), (0.2, 0.02), 0.4, 0.05, profile_key(model, "pytorch", 1, 1))
+    cfg = PruneConfig(teacher=tiny_teacher, task=None, data_dir=None, output_dir=str(tmp_path / "top"),
+                      target="1.3x", epochs=2, warmup_epochs=1, batch_size=8, eval_every=7, save_every=7,
+                      num_bins=4, topk=3, constraint="latency", inference_threads=1, method="static",
+                      latency_profile=str(cost.save(tmp_path / "profile.json")),
+                      train_file=str(tmp_path / "train.csv"), validation_file=str(tmp_path / "dev.csv"))
+    said = []
+    summary = ToPRun(cfg, log=said.append).run()
+    assert any("constraint: latency (pytorch, batch 1, 1 threads)" in line for line in said)
+    assert summary["best"] is not None and summary["best"]["predicted_speedup"] >= 1.3 - 1e-6
+    flops = ToPRun(PruneConfig(**{**cfg.__dict__, "constraint": "flops", "output_dir": str(tmp_path / "f")}),
+                   log=said.append)
+    assert flops.fixed_plan.keep_ratio(2) > ToPRun(cfg, log=said.append).fixed_plan.keep_ratio(2)  # fixed costs:
+    # the same 1.3x in milliseconds asks for more pruning than in FLOPs
+    assert summary["dev"]["flops_reduction_unpadded"] > 1.0  # FLOPs still measured and reported
+    with pytest.raises(ToPruneError, match="unreachable target 50x"):
+        ToPRun(PruneConfig(**{**cfg.__dict__, "target": "50x", "output_dir": str(tmp_path / "x")}))
