@@ -1,15 +1,19 @@
 """``toprune``: fine-tune a teacher, prune it with ToP, evaluate, benchmark, or do it all (``demo``).
 
-Every user mistake ends in one line on stderr and exit code 2; nothing prints a traceback unless
-``TOPRUNE_DEBUG=1``.
+Exit codes: 0 success; 2 a user error (bad option, file, folder or data), one line on stderr naming it; 1 a bug in
+toprune, one line asking for a report; 130 interrupted (Ctrl-C or SIGTERM, same message). Nothing prints a
+traceback unless ``TOPRUNE_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import ToPruneError
@@ -35,8 +39,17 @@ def positive_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    from .validate import MAX_SEED
+
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_SEED}, got {text}")
     return value
 
 
@@ -86,12 +99,15 @@ def _common(p: argparse.ArgumentParser, task_default: str | None = "mrpc") -> No
                                       "else the hub dataset)")
     p.add_argument("--max-length", type=positive_int,
                    help="truncation length; SQuAD: the window length (default: 128, SQuAD 384)")
-    p.add_argument("--seed", type=int, default=57)
+    p.add_argument("--seed", type=seed_int, default=57)
     own = p.add_argument_group("your own data (instead of --task): CSV, TSV or JSON Lines, like run_glue.py")
     own.add_argument("--train-file")
     own.add_argument("--validation-file")
     own.add_argument("--text-columns", help="one or two comma-separated column names (default: inferred)")
     own.add_argument("--label-column", help="default: inferred (label, labels, score, target)")
+    own.add_argument("--task-type", choices=["classification", "regression"],
+                     help="what the labels are (default: inferred; numeric labels with more than 10 distinct values "
+                          "are regression)")
 
 
 def _prune_options(p: argparse.ArgumentParser) -> None:
@@ -150,6 +166,8 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=positive_int, default=50)
     p.add_argument("--max-train-samples", type=positive_int)
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --output (without it, a fresh run there refuses)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, default=5e-5)
     p.add_argument("--max-train-samples", type=positive_int)
     p.add_argument("--output", required=True)
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --output (else it refuses)")
 
     p = command("prune", "ToP pruning of a fine-tuned teacher to a FLOPs target")
     _common(p)
@@ -249,23 +268,52 @@ def run(args) -> int:
     return 0
 
 
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.ENOENT,
+                   errno.ENOTDIR, errno.EISDIR}
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # `kill` gets what Ctrl-C gets: checkpoints intact, one line, exit 130
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # argparse's own errors: usage + one line, exit 2
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return run(args)
     except ToPruneError as exc:
-        print(f"toprune: error: {exc}", file=sys.stderr)
+        print(f"toprune: error: {_first_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("toprune: interrupted (runs resume with --resume; the demo resumes by itself)", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in _USER_OS_ERRORS or os.environ.get("TOPRUNE_DEBUG"):
+            return _internal_error(exc)
+        where = f"{exc.filename}: " if exc.filename else ""  # the machine said no (full disk, permissions)
+        print(f"toprune: error: {where}{exc.strerror}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a bug, not a user mistake: still one line, with how to see the traceback
-        if os.environ.get("TOPRUNE_DEBUG"):
-            raise
-        print(f"toprune: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              f"(set TOPRUNE_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+        return _internal_error(exc)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _internal_error(exc: Exception) -> int:
+    if os.environ.get("TOPRUNE_DEBUG"):
+        raise exc
+    print(f"toprune: internal error (a bug in toprune, please report it with the command and the output of "
+          f"TOPRUNE_DEBUG=1): {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

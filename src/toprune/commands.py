@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 from .errors import ToPruneError
+from .runfolder import read_json
+from .safeio import atomic_write_text, check_writable
 
 
 def _quiet() -> None:
@@ -31,7 +33,7 @@ def _task_dev(model_path: str, args, data_dir):
 
 def _user_files(args) -> dict:
     return {"train_file": args.train_file, "validation_file": args.validation_file,
-            "text_columns": args.text_columns, "label_column": args.label_column}
+            "text_columns": args.text_columns, "label_column": args.label_column, "task_type": args.task_type}
 
 
 def cmd_finetune(args, data_dir):
@@ -40,7 +42,7 @@ def cmd_finetune(args, data_dir):
     _quiet()
     return finetune_teacher(args.model, args.task, data_dir, args.output, epochs=args.epochs, lr=args.lr,
                             max_length=args.max_length, max_train_samples=args.max_train_samples, seed=args.seed,
-                            **_user_files(args))
+                            overwrite=args.overwrite, **_user_files(args))
 
 
 def _prune_config(args, teacher: str, output: str, data_dir):
@@ -57,7 +59,8 @@ def _prune_config(args, teacher: str, output: str, data_dir):
         layer_gates=not args.no_layer_gates, monotone=args.monotone, fit_plan=not args.no_fit_plan,
         method=args.method,
         eval_every=args.eval_every, save_every=args.eval_every, max_train_samples=args.max_train_samples,
-        max_length=args.max_length, seed=args.seed, resume=args.resume, **_user_files(args))
+        max_length=args.max_length, seed=args.seed, resume=args.resume, overwrite=getattr(args, "overwrite", False),
+        **_user_files(args))
 
 
 def cmd_prune(args, data_dir):
@@ -193,6 +196,7 @@ def cmd_bench(args, data_dir):
 def cmd_export(args, data_dir):
     from .export import export_folder
 
+    check_writable(args.output)
     _quiet()
     folder = export_folder(args.model, args.output, int8=args.int8)
     print(f"wrote {folder}: model.onnx{' + model.int8.onnx' if args.int8 else ''}, tokenizer, toprune_onnx.json "
@@ -214,22 +218,22 @@ def cmd_demo(args, data_dir):
                                               "topk", "no_ranking", "no_layer_gates", "monotone", "train_file")}
     # later options join the fingerprint only when set, so demos recorded before them still match
     later = {"method": "top", "hard_epochs": 0.0, "scorer": "attention", "rank_target": "attention",
-             "rank_layers": None, "no_fit_plan": False, "score_radius": 0, "rank_alpha": 0.01}
+             "rank_layers": None, "no_fit_plan": False, "score_radius": 0, "rank_alpha": 0.01, "task_type": None}
     settings |= {k: getattr(args, k) for k, default in later.items() if getattr(args, k, default) != default}
     recorded = work / "demo_settings.json"
-    if recorded.is_file() and json.loads(recorded.read_text()) != settings:
+    if recorded.is_file() and read_json(recorded) != settings:
         raise ToPruneError(f"{work} holds a demo made with other settings; pass another --workdir or delete it")
     work.mkdir(parents=True, exist_ok=True)
-    recorded.write_text(json.dumps(settings, indent=1) + "\n")
+    atomic_write_text(recorded, json.dumps(settings, indent=1) + "\n")
     teacher_json = teacher / "toprune_teacher.json"
     if teacher_json.is_file():
         say(f"[1/4] teacher: reusing {teacher}")
-        teacher_result = json.loads(teacher_json.read_text())
+        teacher_result = read_json(teacher_json)
     else:
         say(f"[1/4] teacher: fine-tuning {args.model} on {args.task} ({args.teacher_epochs} epochs)")
         teacher_result = finetune_teacher(args.model, args.task, data_dir, teacher, epochs=args.teacher_epochs,
                                           max_length=args.max_length, max_train_samples=args.max_train_samples,
-                                          seed=args.seed, log=say, **_user_files(args))
+                                          seed=args.seed, log=say, overwrite=True, **_user_files(args))
     summary_json = top / "summary.json"
     if summary_json.is_file() and (top / "best").is_dir():
         say(f"[2/4] ToP: reusing {top}")
@@ -246,7 +250,7 @@ def cmd_demo(args, data_dir):
                                  f"{args.task}: tokens entering each layer (ToP, {result['pruned']['flops_reduction_unpadded']:.2f}x "
                                  "FLOPs reduction, unpadded)")
     result["plot"] = str(plot)
-    (work / "demo.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(work / "demo.json", json.dumps(result, indent=1) + "\n")
     if not args.json:
         print_table(result, args.padded_length)
         print(f"plot of tokens kept per layer: {plot}; all numbers: {work / 'demo.json'}")
@@ -255,6 +259,7 @@ def cmd_demo(args, data_dir):
 
 def cmd_plot(args, data_dir):
     from .plots import plot_metric_vs_flops
+    from .runfolder import read_metrics
 
     rows, metric_name = [], "dev metric"
     for run in args.runs:
@@ -263,9 +268,10 @@ def cmd_plot(args, data_dir):
             raise ToPruneError(f"{run} has no metrics.jsonl (is it a `toprune prune` output folder?)")
         summary = Path(run) / "summary.json"
         if summary.is_file():
-            metric_name = json.loads(summary.read_text()).get("task", "") + " dev metric"
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
+            metric_name = read_json(summary).get("task", "") + " dev metric"
+        for record in read_metrics(path):
+            if "dev_metric" not in record:
+                continue
             rows.append({"method": Path(run).name, "metric": record["dev_metric"],
                          "flops_reduction_unpadded": record["dev_flops_reduction_unpadded"]})
     out = plot_metric_vs_flops(rows, args.output, metric_name, "every evaluation of each run", connect=False)

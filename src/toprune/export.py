@@ -23,6 +23,7 @@ import torch
 
 from .errors import ToPruneError
 from .runtime import pruning_state
+from .safeio import atomic_write_text
 
 ONNX_FILENAME = "model.onnx"
 INT8_FILENAME = "model.int8.onnx"
@@ -151,7 +152,7 @@ def export_onnx(model, tokenizer, folder: str | Path, check: bool = True, opset:
             "num_labels": config.num_labels, "id2label": {str(k): v for k, v in config.id2label.items()},
             "problem_type": config.problem_type, "max_length": int(config.max_position_embeddings),
             "plan": state.plan.to_dict() if state is not None else None, "opset": opset, "fused_ops": fused}
-    (folder / CONFIG_FILENAME).write_text(json.dumps(meta, indent=1) + "\n")
+    atomic_write_text(folder / CONFIG_FILENAME, json.dumps(meta, indent=1) + "\n")
     return folder
 
 

@@ -21,6 +21,8 @@ from .metrics import glue_metrics
 from .pretrained import load_model, load_tokenizer, save_pruned
 from .qa import qa_loss, qa_metrics, survivors
 from .runtime import pruning_state
+from .safeio import LOCK_FILENAME, atomic_write_text, check_writable
+from .validate import check_count, check_finite_loss, check_finite_weights, check_label_names, check_seed
 
 
 @dataclass
@@ -61,11 +63,14 @@ def check_qa_head(model, path, task: "TaskData") -> None:
 
 
 def check_head(model, path, task: "TaskData") -> None:
-    """One-line errors for a model whose head does not fit the task (QA vs classification, label count)."""
+    """One-line errors for a model whose head does not fit the task (QA vs classification, label count, label
+    names)."""
     check_qa_head(model, path, task)
     if model.config.num_labels != task.num_labels:
         raise ToPruneError(f"{path} predicts {model.config.num_labels} labels but task {task.name} has "
                            f"{task.num_labels}: evaluate it on the task it was trained for")
+    if task.kind != "qa":
+        check_label_names(model.config, str(path), task.labels, task.name)
 
 
 def split_targets(batch: dict) -> tuple[dict, dict]:
@@ -87,6 +92,7 @@ def supervised_loss(logits: torch.Tensor, targets: dict, task: "TaskData") -> to
 
 
 def seed_everything(seed: int) -> None:
+    check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -125,15 +131,17 @@ def prepare_glue(tokenizer, task_name: str, data_dir, max_length: int = 128, max
 
 
 def prepare_user(tokenizer, train_file, validation_file, text_columns=None, label_column=None, max_length: int = 128,
-                 max_train_samples: int | None = None, seed: int = 57, dev_only: bool = False) -> TaskData:
-    """The user's own CSV/TSV/JSON Lines files (see :mod:`toprune.userdata`); metric: accuracy or Pearson."""
+                 max_train_samples: int | None = None, seed: int = 57, dev_only: bool = False,
+                 task_type: str | None = None) -> TaskData:
+    """The user's own CSV/TSV/JSON Lines files (see :mod:`toprune.userdata`); metric: accuracy or Pearson.
+    ``task_type``: "classification" or "regression" (default: inferred from the training labels)."""
     from .userdata import load_user_data
 
     if not validation_file:
         raise ToPruneError("--train-file needs --validation-file too (the dev set that is evaluated)")
     if isinstance(text_columns, str):
         text_columns = tuple(c.strip() for c in text_columns.split(",") if c.strip())
-    train, dev, info = load_user_data(train_file, validation_file, text_columns, label_column)
+    train, dev, info = load_user_data(train_file, validation_file, text_columns, label_column, task_type=task_type)
     metric = "pearson" if info.is_regression else "accuracy"
     return _task_data("custom", metric, info.labels, train, dev, tokenizer, max_length, max_train_samples, seed,
                       dev_only)
@@ -141,7 +149,7 @@ def prepare_user(tokenizer, train_file, validation_file, text_columns=None, labe
 
 def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, max_train_samples: int | None = None,
                  seed: int = 57, dev_only: bool = False, train_file=None, validation_file=None, text_columns=None,
-                 label_column=None) -> TaskData:
+                 label_column=None, task_type: str | None = None) -> TaskData:
     """SQuAD (``squad``, ``squad_v2``: local JSON, the user's files in that layout, or the hub), the user's own
     classification files when ``train_file`` is given, else the GLUE task."""
     from .squad import is_squad
@@ -155,7 +163,9 @@ def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, m
         raise ToPruneError("--validation-file needs --train-file (labels are learned from the training file)")
     if train_file:
         return prepare_user(tokenizer, train_file, validation_file, text_columns, label_column, max_length,
-                            max_train_samples, seed, dev_only)
+                            max_train_samples, seed, dev_only, task_type)
+    if task_type is not None:
+        raise ToPruneError("--task-type is for your own files (--train-file); GLUE and SQuAD tasks have theirs")
     return prepare_glue(tokenizer, task, data_dir, max_length, max_train_samples, seed, dev_only)
 
 
@@ -243,11 +253,19 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> t
 
 def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_dir, epochs: float = 3,
                      lr: float = 5e-5, batch_size: int = 32, max_length: int = 128,
-                     max_train_samples: int | None = None, seed: int = 57, log=print, **user_files) -> dict:
+                     max_train_samples: int | None = None, seed: int = 57, log=print, overwrite: bool = False,
+                     **user_files) -> dict:
     """Standard dense fine-tuning; the final model (no selection on dev) is saved as an HF folder.
 
-    ``user_files``: train_file, validation_file, text_columns, label_column for the user's own data.
+    ``user_files``: train_file, validation_file, text_columns, label_column, task_type for the user's own data.
+    ``output_dir`` must be new or empty unless ``overwrite``; it is checked writable before anything trains.
     """
+    for name, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size)):
+        check_count(value, name)
+    check_writable(output_dir)
+    out = Path(output_dir)
+    if not overwrite and out.is_dir() and any(p.name != LOCK_FILENAME for p in out.iterdir()):
+        raise ToPruneError(f"--output {out} already holds files; give a new --output or pass --overwrite")
     seed_everything(seed)
     tokenizer = load_tokenizer(model_name)
     data = prepare_data(tokenizer, task_name, data_dir, max_length, max_train_samples, seed, **user_files)
@@ -270,6 +288,7 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
             started = time.perf_counter()
             inputs, targets = split_targets(batch)
             loss = supervised_loss(head_logits(model(**inputs)), targets, data)
+            check_finite_loss(loss.item(), step + 1, "nothing was saved; lower --lr")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step(), schedule.step(), optimizer.zero_grad()
@@ -281,10 +300,11 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
                 break
         epoch += 1
     bar.close()
+    check_finite_weights(model, str(model_name), "nothing was saved; lower --lr")
     save_pruned(model, output_dir, tokenizer)  # saved before evaluating: a failed evaluation loses no training
     result = evaluate(model, make_loader(data.dev, tokenizer, 64, False), data, padded_length=max_length)
     result.update(task=data.name, steps=step, epochs=epochs, lr=lr, train_examples=len(data.train), seed=seed,
                   mean_step_ms=1000 * seconds / max(1, step))
-    Path(output_dir, "toprune_teacher.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(Path(output_dir, "toprune_teacher.json"), json.dumps(result, indent=1) + "\n")
     log(f"teacher {data.name}: {data.metric} {result['metric']:.2f} on dev ({len(data.dev)} examples)")
     return result

@@ -41,12 +41,23 @@ class UserTaskInfo:
         return self.labels is None
 
 
-def load_user_data(train_file, validation_file, text_columns=None, label_column=None, regression=None):
+TASK_TYPES = ("classification", "regression")
+
+
+def load_user_data(train_file, validation_file, text_columns=None, label_column=None, regression=None,
+                   task_type: str | None = None):
     """``(train, validation, info)``: two ``datasets.Dataset`` with text_a[, text_b], label, and the task found.
 
     Columns not given are inferred from the training file (see ``_infer_label_column``/``_infer_text_columns``).
-    ``regression=None`` infers it: every training label numeric and more than 10 distinct values.
+    ``task_type`` ("classification" or "regression"; or the older ``regression=True/False``) says what the labels
+    are; ``None`` infers it: every training label numeric and more than 10 distinct values is regression.
+    Numeric class labels are normalised (``1``, ``1.0`` and ``01`` are one class); NaN/inf labels are refused, and
+    so is training data with a single class (or a constant regression target).
     """
+    if task_type is not None:
+        if task_type not in TASK_TYPES:
+            raise ToPruneError(f"--task-type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}")
+        regression = task_type == "regression"
     train = read_table(train_file)
     validation = read_table(validation_file)
 
@@ -75,8 +86,14 @@ def load_user_data(train_file, validation_file, text_columns=None, label_column=
         labels = None
         train_labels = _floats(train_file, train_labels, label_column)
         val_labels = _floats(validation_file, val_labels, label_column)
+        if len(set(train_labels)) < 2:
+            raise ToPruneError(f"{train_file}: every target in column {label_column!r} is {train_labels[0]:g}; "
+                               f"a regression needs targets that vary")
     else:
         labels = tuple(sorted(set(train_labels)))
+        if len(labels) < 2:
+            raise ToPruneError(f"{train_file}: every label in column {label_column!r} is {labels[0]!r}; a classifier "
+                               f"needs at least two classes (for a numeric target pass --task-type regression)")
         known = set(labels)
         for row, label in enumerate(val_labels, start=1):
             if label not in known:
@@ -120,6 +137,10 @@ def read_table(path, column_names=None):
         raise ToPruneError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     if columns is not None and not any(c.strip() for c in columns):
         raise ToPruneError(f"{path} is empty (no header row)")
+    if columns is not None:  # pandas would rename a repeated name to "name.1": one of the two is then never read
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise ToPruneError(f"{path}: column {repeated[0]!r} appears more than once in the header")
     if not has_rows:  # datasets would fail with StopIteration or "corresponds to no data"
         raise ToPruneError(f"{path} has no data rows")
 
@@ -188,11 +209,22 @@ def _texts(path, ds, column) -> list[str]:
 
 
 def _labels(path, ds, column) -> list[str]:
-    # labels are compared as strings; surrounding spaces are typos, not distinct classes
-    labels = ["" if v is None else str(v).strip() for v in ds[column]]
-    for row, label in enumerate(labels, start=1):
+    """Labels as canonical strings: surrounding spaces are typos, and a number is one class however it is written
+    (``1``, ``1.0``, ``01``; JSON 1 and 1.0). A NaN or infinite label is a missing value, never a class."""
+    labels = []
+    for row, value in enumerate(ds[column], start=1):
+        label = "" if value is None else str(value).strip()
         if not label:
             raise ToPruneError(f"{path} row {row}: empty label in column {column!r}")
+        try:
+            number = float(label)
+        except ValueError:
+            number = None
+        if number is not None:
+            if not math.isfinite(number):
+                raise ToPruneError(f"{path} row {row}: label {label!r} in column {column!r} is not a usable value")
+            label = str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
+        labels.append(label)
     return labels
 
 
