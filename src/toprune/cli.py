@@ -276,6 +276,13 @@ def _on_sigterm(signum, frame):
     raise KeyboardInterrupt  # `kill` gets what Ctrl-C gets: checkpoints intact, one line, exit 130
 
 
+def _end_progress_bars() -> None:
+    """A bar cut short by an error ends its line first, so the one-line message starts a line of its own."""
+    if "tqdm" in sys.modules:
+        for bar in list(getattr(sys.modules["tqdm"].tqdm, "_instances", ())):
+            bar.close()
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else ""
@@ -284,28 +291,31 @@ def _first_line(exc: BaseException) -> str:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse's own errors: usage + one line, exit 2
-    previous = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main_thread else None
     try:
         return run(args)
-    except ToPruneError as exc:
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 every failure gets the contract in _report
+        _end_progress_bars()
+        return _report(exc)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _report(exc: BaseException) -> int:
+    """The exit-code contract: 2 and one line for a user error, 130 interrupted, 1 and a hint for a bug."""
+    if isinstance(exc, ToPruneError):
         print(f"toprune: error: {_first_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    if isinstance(exc, KeyboardInterrupt):
         print("toprune: interrupted (runs resume with --resume; the demo resumes by itself)", file=sys.stderr)
         return 130
-    except OSError as exc:
-        if exc.errno not in _USER_OS_ERRORS or os.environ.get("TOPRUNE_DEBUG"):
-            return _internal_error(exc)
+    if isinstance(exc, OSError) and exc.errno in _USER_OS_ERRORS and not os.environ.get("TOPRUNE_DEBUG"):
         where = f"{exc.filename}: " if exc.filename else ""  # the machine said no (full disk, permissions)
         print(f"toprune: error: {where}{exc.strerror}", file=sys.stderr)
         return 2
-    except Exception as exc:  # a bug, not a user mistake: still one line, with how to see the traceback
-        return _internal_error(exc)
-    finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
+    return _internal_error(exc)  # a bug, not a user mistake: still one line, with how to see the traceback
 
 
 def _internal_error(exc: Exception) -> int:

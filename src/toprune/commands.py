@@ -17,6 +17,7 @@ def _quiet() -> None:
     import huggingface_hub
 
     transformers.logging.set_verbosity_error()  # e.g. "classifier weights newly initialised" is expected here
+    transformers.logging.disable_progress_bar()  # "Loading weights" bars would bury a one-line error
     huggingface_hub.utils.logging.set_verbosity_error()  # offline retries: our one-line error says it all
     datasets.disable_progress_bars()
 

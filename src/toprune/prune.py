@@ -325,7 +325,7 @@ class ToPRun:
 
     def load_checkpoint(self) -> None:
         blob = read_checkpoint(self.out / "checkpoint.pt", self.device)
-        ignored = {"resume", "max_steps", "output_dir"}  # a run folder may be moved
+        ignored = {"resume", "max_steps", "output_dir", "overwrite"}  # a run folder may be moved
         # settings added after a run was saved count as their default
         saved = {**{f.name: f.default for f in fields(PruneConfig) if f.default is not MISSING}, **blob["config"]}
         changed = sorted(k for k, v in asdict(self.cfg).items() if k not in ignored and saved.get(k) != v)

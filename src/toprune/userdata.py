@@ -51,8 +51,8 @@ def load_user_data(train_file, validation_file, text_columns=None, label_column=
     Columns not given are inferred from the training file (see ``_infer_label_column``/``_infer_text_columns``).
     ``task_type`` ("classification" or "regression"; or the older ``regression=True/False``) says what the labels
     are; ``None`` infers it: every training label numeric and more than 10 distinct values is regression.
-    Numeric class labels are normalised (``1``, ``1.0`` and ``01`` are one class); NaN/inf labels are refused, and
-    so is training data with a single class (or a constant regression target).
+    Numeric class labels are normalised (``1`` and ``1.0`` are one class, see ``_labels``); NaN/inf labels are
+    refused, and so is training data with a single class (or a constant regression target).
     """
     if task_type is not None:
         if task_type not in TASK_TYPES:
@@ -209,9 +209,11 @@ def _texts(path, ds, column) -> list[str]:
 
 
 def _labels(path, ds, column) -> list[str]:
-    """Labels as canonical strings: surrounding spaces are typos, and a number is one class however it is written
-    (``1``, ``1.0``, ``01``; JSON 1 and 1.0). A NaN or infinite label is a missing value, never a class."""
-    labels = []
+    """Labels as strings, one spelling per class: surrounding spaces are typos; a whole number written with a
+    fraction or exponent (``1.0``, JSON 1.0, ``1e0``) is that integer (``1``), while integers keep their spelling
+    (codes like ``007``); two spellings of one number that remain (``7``, ``007``) are refused, not two classes. A
+    NaN or infinite label is a missing value, never a class."""
+    labels, seen = [], {}
     for row, value in enumerate(ds[column], start=1):
         label = "" if value is None else str(value).strip()
         if not label:
@@ -223,7 +225,12 @@ def _labels(path, ds, column) -> list[str]:
         if number is not None:
             if not math.isfinite(number):
                 raise ToPruneError(f"{path} row {row}: label {label!r} in column {column!r} is not a usable value")
-            label = str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
+            if number.is_integer() and any(c in label for c in ".eE") and abs(number) < 2**53:
+                label = str(int(number))
+            first = seen.setdefault(number, (label, row))
+            if first[0] != label:
+                raise ToPruneError(f"{path} row {row}: label {label!r} is the number of {first[0]!r} (row "
+                                   f"{first[1]}) written another way; write each class one way")
         labels.append(label)
     return labels
 
