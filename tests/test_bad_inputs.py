@@ -48,7 +48,7 @@ def make_tokenizer(folder: Path, vocab: list[str]):
 def save_model(folder: Path, tokenizer=None, vocab_size: int | None = None, id2label=None, layers: int = 4):
     config = transformers.BertConfig(vocab_size=vocab_size or len(SPECIAL) + len(WORDS), hidden_size=16,
                                      num_hidden_layers=layers, num_attention_heads=2, intermediate_size=32,
-                                     max_position_embeddings=64, num_labels=2)
+                                     max_position_embeddings=128, num_labels=2)
     if id2label:
         config.id2label = dict(enumerate(id2label))
         config.label2id = {v: k for k, v in config.id2label.items()}
@@ -115,6 +115,14 @@ def world(tmp_path_factory) -> World:
     w.other_tokenizer = save_model(root / "other-tokenizer", make_tokenizer(root / "v3", swapped + WORDS))
     w.named = save_model(root / "named", tokenizer, id2label=["neg", "pos"])
     w.swapped = save_model(root / "swapped", tokenizer, id2label=["pos", "neg"])
+    w.two_layers = save_model(root / "two-layers", tokenizer, layers=2)
+    base = transformers.BertModel(transformers.BertConfig.from_pretrained(w.good))  # no task head
+    base.save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    w.base = root / "base"
+    pruned = transformers.BertForSequenceClassification.from_pretrained(w.good)
+    toprune.apply_pruning(pruned, toprune.PruningPlan.from_keep_ratios(4, {1: 0.5, 2: 0.5}))
+    w.pruned = toprune.save_pruned(pruned, root / "pruned", tokenizer)
     w.truncated = save_model(root / "truncated", tokenizer)
     weights = w.truncated / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -248,6 +256,20 @@ CASES = {
                                    names=lambda w: [str(w.no_tokenizer)]),
     "teacher-label-names-differ": Case(lambda w: ["prune", "--teacher", str(w.named), "--output",
                                                   str(w.root / "p-named"), *user(w)], names=lambda w: [str(w.named)]),
+    "base-model-untrained-head": Case(ev("base"), names=lambda w: [str(w.base), "no trained task head"]),
+    "teacher-untrained-head": Case(lambda w: ["prune", "--teacher", str(w.base), "--output", str(w.root / "p-base"),
+                                              *user(w)], names=lambda w: [str(w.base), "fine-tune"]),
+    "export-untrained-head": Case(lambda w: ["export", str(w.base), "--output", str(w.root / "ex-base")],
+                                  names=lambda w: [str(w.base)]),
+    "max-length-beyond-positions": Case(lambda w: ["eval", str(w.good), *user(w), "--max-length", "200"],
+                                        names=lambda w: ["--max-length 200", "128"]),
+    "bench-different-architectures": Case(lambda w: ["bench", "--dense", str(w.good), "--pruned", str(w.two_layers),
+                                                     *user(w)], names=lambda w: ["--dense", str(w.two_layers)]),
+    "bench-dense-is-pruned": Case(lambda w: ["bench", "--dense", str(w.pruned), "--pruned", str(w.pruned), *user(w)],
+                                  names=lambda w: ["--dense", str(w.pruned)]),
+    "finetune-a-pruned-model": Case(lambda w: ft(w, w.root / "ft-pruned", "--model", str(w.pruned)),
+                                    names=lambda w: [str(w.pruned), "pruned"]),
+    "pruned-model-accepted": Case(lambda w: ["eval", str(w.pruned), *user(w)], code=0),
     # run folders and outputs
     "prune-into-earlier-run": Case(lambda w: prune(w, w.run_folder("r1")), names=lambda w: ["r1", "--resume"],
                                    folder=lambda w: w.run_folder("r1")),
@@ -430,7 +452,7 @@ def _onnx(w, **config):
     from toprune.serve import OnnxModel
 
     model = OnnxModel.__new__(OnnxModel)  # the refusals come before any session runs
-    model.config = {"inputs": ["input_ids"], "outputs": ["logits"], "num_labels": 2, "max_length": 64,
+    model.config = {"inputs": ["input_ids"], "outputs": ["logits"], "num_labels": 2, "max_length": 128,
                     "model_type": "bert", "id2label": {}, **config}
     model.tokenizer = w.tokenizer
     return model
@@ -500,7 +522,7 @@ API_CASES = {
     "predict-pairs-a-string": (lambda w: _onnx(w).predict(["a"], pairs="b"), ["pairs"]),
     "predict-pair-count": (lambda w: _onnx(w).predict(["a"] * 32, pairs=["b"] * 33), ["32 texts", "33 pairs"]),
     "predict-batch-zero": (lambda w: _onnx(w).predict(["a"], batch_size=0), ["batch_size"]),
-    "predict-beyond-positions": (lambda w: _onnx(w).predict(["a"], max_length=65), ["max_length", "64"]),
+    "predict-beyond-positions": (lambda w: _onnx(w).predict(["a"], max_length=129), ["max_length", "128"]),
     "predict-not-strings": (lambda w: _onnx(w).predict(["a", None]), ["texts[1]"]),
     "answer-a-string": (lambda w: _onnx(w, outputs=["start_logits", "end_logits"]).answer("who", ["ctx"]),
                         ["questions"]),

@@ -166,8 +166,6 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=positive_int, default=50)
     p.add_argument("--max-train-samples", type=positive_int)
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier run in --output (without it, a fresh run there refuses)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="fine-tuned dense model folder (from `toprune finetune`)")
     p.add_argument("--output", required=True, help="run folder; the kept model is written to OUTPUT/best")
     _prune_options(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --output (without it, a fresh run there refuses)")
 
     p = command("eval", "dev metric, FLOPs reduction (both conventions) and tokens kept per layer")
     p.add_argument("model", help="model folder (pruned or dense)")

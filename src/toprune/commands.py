@@ -84,7 +84,7 @@ def cmd_eval(args, data_dir):
     _quiet()
     tokenizer, data, loader = _task_dev(args.model, args, data_dir)
     model = load_model(args.model)
-    check_head(model, args.model, data)
+    check_head(model, args.model, data, args.max_length)
     if pruning_state(model) is None:
         apply_pruning(model)  # keep-all: the dense model, measured the same way
     result = evaluate(model, loader, data, args.padded_length, progress=True)
@@ -118,8 +118,12 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
 
     tokenizer, data, loader = _task_dev(pruned_path, args, data_dir)
     dense, pruned = load_model(dense_path), load_model(pruned_path)
-    check_head(dense, dense_path, data)
-    check_head(pruned, pruned_path, data)
+    check_head(dense, dense_path, data, args.max_length)
+    check_head(pruned, pruned_path, data, args.max_length)
+    shape = ("model_type", "num_hidden_layers", "hidden_size", "vocab_size")
+    if any(getattr(dense.config, k, None) != getattr(pruned.config, k, None) for k in shape):
+        raise ToPruneError(f"--dense {dense_path} and --pruned {pruned_path} are different architectures; compare "
+                           f"a pruned model with the dense teacher it was pruned from")
     if pruning_state(dense) is not None:
         raise ToPruneError(f"--dense {dense_path} is a pruned model; give the dense teacher")
     if pruning_state(pruned) is None:
@@ -197,7 +201,6 @@ def cmd_bench(args, data_dir):
 def cmd_export(args, data_dir):
     from .export import export_folder
 
-    check_writable(args.output)
     _quiet()
     folder = export_folder(args.model, args.output, int8=args.int8)
     print(f"wrote {folder}: model.onnx{' + model.int8.onnx' if args.int8 else ''}, tokenizer, toprune_onnx.json "
@@ -211,6 +214,7 @@ def cmd_demo(args, data_dir):
     from .train import finetune_teacher
 
     _quiet()
+    check_writable(args.workdir, "--workdir")
     work = Path(args.workdir) / ("custom" if args.train_file else args.task)
     teacher, top = work / "teacher", work / "top"
     say = (lambda *a: None) if args.json else print
@@ -240,7 +244,7 @@ def cmd_demo(args, data_dir):
         say(f"[2/4] ToP: reusing {top}")
     else:
         say(f"[2/4] ToP: pruning to {args.target} ({args.convention}), {args.epochs} epochs")
-        args.resume = True  # a killed demo continues where it stopped
+        args.resume = args.overwrite = True  # the demo's own folder: a killed demo continues where it stopped
         ToPRun(_prune_config(args, str(teacher), str(top), data_dir), log=say).run()
     if not (top / "best").is_dir():
         raise ToPruneError("the pruning run met the target at no evaluation; try more --epochs or a lower --target")

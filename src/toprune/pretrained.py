@@ -113,13 +113,16 @@ def load_model(name_or_path: str | os.PathLike, auto_class: str = "AutoModelForS
     try:
         config = AutoConfig.from_pretrained(path, **{k: v for k, v in kwargs.items() if k in ("num_labels",)})
         cls = _model_class(config, auto_class)
-        model = cls.from_pretrained(path, config=config, attn_implementation="sdpa")
+        model, info = cls.from_pretrained(path, config=config, attn_implementation="sdpa", output_loading_info=True)
     except (OSError, ValueError) as exc:
         raise ToPruneError(f"cannot load a model from {name_or_path}: {_first_line(exc)}") from None
     except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # truncated/corrupt weights
         raise ToPruneError(f"cannot load a model from {name_or_path}: its weights file is truncated or corrupt "
                            f"({_first_line(exc)[:120]})") from None
     model.eval()
+    # weights the folder did not have (a base model's task head): evaluating or distilling from them is meaningless
+    params = dict(model.named_parameters())
+    model.toprune_new_weights = sorted(k for k in info.get("missing_keys", ()) if k in params)
     if Path(path, PLAN_FILENAME).is_file():
         apply_pruning(model, PruningPlan.load(path, num_layers=config.num_hidden_layers))
     return model

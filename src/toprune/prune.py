@@ -38,7 +38,8 @@ from .safeio import atomic_save_file, atomic_write_text, run_lock
 from .static import fit_plan, plan_relative_macs, static_plan
 from .train import (TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data, seed_everything,
                     split_targets)
-from .validate import check_finite_loss, check_finite_weights, check_label_names
+from .validate import (check_finite_loss, check_finite_weights, check_label_names, check_max_length,
+                       check_trained)
 
 __all__ = ["PruneConfig", "ToPRun", "distillation_loss", "lagrangian"]  # config and losses live in their modules
 _DIVERGED = "the run stopped; the kept model (if any) predates it; lower --lr, --gate-lr or --lambda-lr"
@@ -115,6 +116,8 @@ class ToPRun:
             raise ToPruneError(f"teacher {self.cfg.teacher} has {self.teacher.config.num_labels} labels but task "
                                f"{self.data.name} has {self.data.num_labels}: fine-tune a teacher on this task first")
         check_qa_head(self.teacher, f"teacher {self.cfg.teacher}", self.data)
+        check_trained(self.teacher, f"teacher {self.cfg.teacher}")
+        check_max_length(self.teacher.config, self.cfg.max_length, f"teacher {self.cfg.teacher}")
         if self.data.kind != "qa":
             check_label_names(self.teacher.config, f"teacher {self.cfg.teacher}", self.data.labels, self.data.name)
         if Path(self.cfg.teacher, "toprune_plan.json").exists():

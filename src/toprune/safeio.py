@@ -109,14 +109,14 @@ def atomic_save_folder(folder: str | os.PathLike, save, verify=None, stale: tupl
         if not folder.exists():
             tmp.rename(folder)
             return folder
-        for item in tmp.iterdir():
+        written = list(tmp.iterdir())
+        for item in written:
             target = folder / item.name
             if target.is_dir() and not item.is_dir():
                 shutil.rmtree(target)
             os.replace(item, target)
-        for name in stale:
-            if not (tmp / name).exists():
-                (folder / name).unlink(missing_ok=True)
+        for name in set(stale) - {item.name for item in written}:
+            (folder / name).unlink(missing_ok=True)
     except OSError as exc:
         raise ToPruneError(f"cannot save to {folder}: {_reason(exc)}") from None
     finally:

@@ -22,7 +22,10 @@ from .pretrained import load_model, load_tokenizer, save_pruned
 from .qa import qa_loss, qa_metrics, survivors
 from .runtime import pruning_state
 from .safeio import LOCK_FILENAME, atomic_write_text, check_writable
-from .validate import check_count, check_finite_loss, check_finite_weights, check_label_names, check_seed
+from .plan import PLAN_FILENAME
+from .pretrained import resolve_model
+from .validate import (check_count, check_finite_loss, check_finite_weights, check_label_names, check_max_length,
+                       check_seed, check_trained)
 
 
 @dataclass
@@ -62,10 +65,13 @@ def check_qa_head(model, path, task: "TaskData") -> None:
                            f"is {'' if task.kind == 'qa' else 'not '}question answering")
 
 
-def check_head(model, path, task: "TaskData") -> None:
-    """One-line errors for a model whose head does not fit the task (QA vs classification, label count, label
-    names)."""
+def check_head(model, path, task: "TaskData", max_length: int | None = None) -> None:
+    """One-line errors for a model whose head does not fit the task (QA vs classification, an untrained head, label
+    count, label names) or whose positions are fewer than ``max_length``."""
     check_qa_head(model, path, task)
+    check_trained(model, str(path))
+    if max_length is not None:
+        check_max_length(model.config, max_length, str(path))
     if model.config.num_labels != task.num_labels:
         raise ToPruneError(f"{path} predicts {model.config.num_labels} labels but task {task.name} has "
                            f"{task.num_labels}: evaluate it on the task it was trained for")
@@ -270,8 +276,11 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
     tokenizer = load_tokenizer(model_name)
     data = prepare_data(tokenizer, task_name, data_dir, max_length, max_train_samples, seed, **user_files)
     device = default_device()
+    if Path(resolve_model(model_name), PLAN_FILENAME).is_file():
+        raise ToPruneError(f"--model {model_name} is a pruned model; fine-tune the dense model")
     model = load_model(model_name, auto_class=data.auto_class, num_labels=data.num_labels).to(device)
-    check_head(model, model_name, data)
+    check_qa_head(model, model_name, data)
+    check_max_length(model.config, max_length, str(model_name))
     if data.kind != "qa":
         model.config.id2label = {i: name for i, name in enumerate(data.labels or ("score",))}
         model.config.label2id = {name: i for i, name in model.config.id2label.items()}

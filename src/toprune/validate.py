@@ -81,3 +81,26 @@ def check_seed(seed) -> int:
 def check_count(value, name: str) -> None:
     if not math.isfinite(value) or value <= 0:
         raise ToPruneError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def check_trained(model, name: str) -> None:
+    """A model whose task head was newly initialised at loading (a base model: ``minilm``, a hub encoder) predicts
+    noise; its metric, its distillation targets and its export would be silently meaningless."""
+    new = getattr(model, "toprune_new_weights", None)
+    if new:
+        raise ToPruneError(f"{name} has no trained task head ({new[0]} is newly initialised): fine-tune it on the "
+                           f"task first (toprune finetune)")
+
+
+def usable_positions(config) -> int | None:
+    """Tokens one input may have: the position table, less RoBERTa's padding offset."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        positions -= (getattr(config, "pad_token_id", 1) or 1) + 1
+    return positions
+
+
+def check_max_length(config, max_length: int, name: str) -> None:
+    positions = usable_positions(config)
+    if positions and max_length > positions:
+        raise ToPruneError(f"--max-length {max_length} is beyond the {positions} positions of {name}")
