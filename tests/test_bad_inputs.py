@@ -693,3 +693,9 @@ def test_a_bug_exits_1_with_a_hint_to_report_it(monkeypatch, capsys):
 
 def test_the_table_is_large_enough():
     assert len(CASES) + len(API_CASES) >= 60
+
+
+def test_regression_targets_may_be_written_any_way(world):
+    rows = csv_rows([(f"film {i}", f"{i / 4:.2f}") for i in range(12)] + [("a", "0.5"), ("b", "0.50")])
+    train, _, info = _user_data(world, rows)
+    assert info.is_regression and train["label"][-2:] == [0.5, 0.5]

@@ -18,12 +18,11 @@ from .data import glue_task, load_glue_split
 from .errors import ToPruneError
 from .flops import EncoderDims, batch_flops
 from .metrics import glue_metrics
-from .pretrained import load_model, load_tokenizer, save_pruned
+from .plan import PLAN_FILENAME
+from .pretrained import load_model, load_tokenizer, resolve_model, save_pruned
 from .qa import qa_loss, qa_metrics, survivors
 from .runtime import pruning_state
 from .safeio import LOCK_FILENAME, atomic_write_text, check_writable
-from .plan import PLAN_FILENAME
-from .pretrained import resolve_model
 from .validate import (check_count, check_finite_loss, check_finite_weights, check_label_names, check_max_length,
                        check_seed, check_trained)
 

@@ -90,6 +90,7 @@ def load_user_data(train_file, validation_file, text_columns=None, label_column=
             raise ToPruneError(f"{train_file}: every target in column {label_column!r} is {train_labels[0]:g}; "
                                f"a regression needs targets that vary")
     else:
+        _one_spelling(train_file, train_labels)
         labels = tuple(sorted(set(train_labels)))
         if len(labels) < 2:
             raise ToPruneError(f"{train_file}: every label in column {label_column!r} is {labels[0]!r}; a classifier "
@@ -209,11 +210,10 @@ def _texts(path, ds, column) -> list[str]:
 
 
 def _labels(path, ds, column) -> list[str]:
-    """Labels as strings, one spelling per class: surrounding spaces are typos; a whole number written with a
-    fraction or exponent (``1.0``, JSON 1.0, ``1e0``) is that integer (``1``), while integers keep their spelling
-    (codes like ``007``); two spellings of one number that remain (``7``, ``007``) are refused, not two classes. A
-    NaN or infinite label is a missing value, never a class."""
-    labels, seen = [], {}
+    """Labels as strings: surrounding spaces are typos; a whole number written with a fraction or exponent
+    (``1.0``, JSON 1.0, ``1e0``) is that integer (``1``), while integers keep their spelling (codes like ``007``).
+    A NaN or infinite label is a missing value, never a class."""
+    labels = []
     for row, value in enumerate(ds[column], start=1):
         label = "" if value is None else str(value).strip()
         if not label:
@@ -227,12 +227,20 @@ def _labels(path, ds, column) -> list[str]:
                 raise ToPruneError(f"{path} row {row}: label {label!r} in column {column!r} is not a usable value")
             if number.is_integer() and any(c in label for c in ".eE") and abs(number) < 2**53:
                 label = str(int(number))
+        labels.append(label)
+    return labels
+
+
+def _one_spelling(path, labels: list[str]) -> None:
+    """Class labels: two spellings of one number that remain (``7``, ``007``) are refused, not two classes."""
+    seen = {}
+    for row, label in enumerate(labels, start=1):
+        number = _as_float(label)
+        if number is not None:
             first = seen.setdefault(number, (label, row))
             if first[0] != label:
                 raise ToPruneError(f"{path} row {row}: label {label!r} is the number of {first[0]!r} (row "
                                    f"{first[1]}) written another way; write each class one way")
-        labels.append(label)
-    return labels
 
 
 def _as_float(text: str) -> float | None:
