@@ -123,6 +123,10 @@ def world(tmp_path_factory) -> World:
     pruned = transformers.BertForSequenceClassification.from_pretrained(w.good)
     toprune.apply_pruning(pruned, toprune.PruningPlan.from_keep_ratios(4, {1: 0.5, 2: 0.5}))
     w.pruned = toprune.save_pruned(pruned, root / "pruned", tokenizer)
+    w.partial = root / "partial"  # a 4-layer config over 2-layer weights: half the encoder would be random
+    shutil.copytree(w.two_layers, w.partial)
+    config = json.loads((w.partial / "config.json").read_text())
+    (w.partial / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 4}))
     w.truncated = save_model(root / "truncated", tokenizer)
     weights = w.truncated / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -256,7 +260,12 @@ CASES = {
                                    names=lambda w: [str(w.no_tokenizer)]),
     "teacher-label-names-differ": Case(lambda w: ["prune", "--teacher", str(w.named), "--output",
                                                   str(w.root / "p-named"), *user(w)], names=lambda w: [str(w.named)]),
-    "base-model-untrained-head": Case(ev("base"), names=lambda w: [str(w.base), "no trained task head"]),
+    "base-model-untrained-head": Case(ev("base"), names=lambda w: [str(w.base), "newly initialised"]),
+    "encoder-weights-missing": Case(ev("partial"), names=lambda w: [str(w.partial), "encoder.layer.2"]),
+    "finetune-encoder-weights-missing": Case(lambda w: ft(w, w.root / "ft-partial", "--model", str(w.partial)),
+                                             names=lambda w: [str(w.partial), "encoder weights"]),
+    "eval-a-run-folder": Case(lambda w: ["eval", str(w.run_folder("r5")), *user(w)],
+                              names=lambda w: ["r5", "best"]),
     "teacher-untrained-head": Case(lambda w: ["prune", "--teacher", str(w.base), "--output", str(w.root / "p-base"),
                                               *user(w)], names=lambda w: [str(w.base), "fine-tune"]),
     "export-untrained-head": Case(lambda w: ["export", str(w.base), "--output", str(w.root / "ex-base")],
@@ -295,7 +304,17 @@ CASES = {
         names=lambda w: ["metrics.jsonl", "line 2"], folder=lambda w: w.root / "runs" / "middle"),
     "demo-corrupt-settings": Case(lambda w: ["demo", "--workdir", str(_demo(w)), *user(w)],
                                   names=lambda w: ["demo_settings.json"], folder=lambda w: w.root / "demo"),
+    "plot-no-evaluation-yet": Case(lambda w: ["plot", str(_empty_log(w)), "--output", str(w.root / "n.png")],
+                                   names=lambda w: ["metrics.jsonl"]),
     # options
+    "text-column-twice": Case(lambda w: ["eval", str(w.good), *user(w), "--text-columns", "sentence,sentence"],
+                              names=lambda w: ["--text-columns"]),
+    "label-column-as-text": Case(lambda w: ["eval", str(w.good), *user(w), "--text-columns", "label"],
+                                 names=lambda w: ["--text-columns", "--label-column"]),
+    "padded-length-below-max-length": Case(lambda w: ["eval", str(w.good), *user(w), "--padded-length", "32"],
+                                           names=lambda w: ["--padded-length 32"]),
+    "resume-and-overwrite": Case(lambda w: prune(w, w.run_folder("r6"), "--resume", "--overwrite"),
+                                 names=lambda w: ["--resume", "--overwrite"], folder=lambda w: w.run_folder("r6")),
     "epochs-inf": Case(lambda w: ft(w, w.root / "o1", "--epochs", "inf"), names=lambda w: ["--epochs"]),
     "epochs-nan": Case(lambda w: prune(w, w.root / "o2", "--epochs", "nan"), names=lambda w: ["--epochs"]),
     "seed-negative": Case(lambda w: ft(w, w.root / "o3", "--seed", "-1"), names=lambda w: ["--seed"]),
@@ -342,6 +361,13 @@ def _locked(w: World) -> Path:
     folder = w.root / "runs" / "locked"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ".lock").write_text("1\n")  # pid 1 is alive for as long as the machine is
+    return folder
+
+
+def _empty_log(w: World) -> Path:
+    folder = w.root / "runs" / "no-eval"  # killed before its first evaluation
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.jsonl").write_text("")
     return folder
 
 
@@ -530,6 +556,7 @@ API_CASES = {
                      ["contexts"]),
     "answer-stride": (lambda w: _onnx(w, outputs=["start_logits", "end_logits"]).answer(["q"], ["c"], max_length=32,
                                                                                          stride=32), ["stride"]),
+    "serve-threads-zero": (lambda w: __import__("toprune.serve").serve.OnnxModel(w.root, threads=0), ["threads"]),
     "export-config-damaged": (lambda w: _onnx_open(w, _export_folder(w, "ex-bad", "{")), ["toprune_onnx.json"]),
     "export-without-tokenizer": (lambda w: _onnx_open(w, _export_folder(w, "ex-notok", json.dumps(
         {"inputs": [], "outputs": []}), tokenizer=False)), ["ex-notok", "tokenizer"]),

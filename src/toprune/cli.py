@@ -261,6 +261,11 @@ def run(args) -> int:
         args.max_length = 384 if squad else 128
     if hasattr(args, "padded_length") and args.padded_length is None:
         args.padded_length = args.max_length
+    if getattr(args, "padded_length", None) and args.padded_length < args.max_length:
+        raise ToPruneError(f"--padded-length {args.padded_length} is shorter than --max-length {args.max_length}: "
+                           f"inputs would be longer than the padded reference")
+    if getattr(args, "command", "") == "prune" and args.resume and args.overwrite:
+        raise ToPruneError("--resume continues the run in --output, --overwrite replaces it: pass one of them")
     handler = getattr(commands, f"cmd_{args.command}")
     result = handler(args, _data_dir(args))
     if getattr(args, "json", False) and result is not None:

@@ -274,7 +274,10 @@ def cmd_plot(args, data_dir):
         summary = Path(run) / "summary.json"
         if summary.is_file():
             metric_name = read_json(summary).get("task", "") + " dev metric"
-        for record in read_metrics(path):
+        records = read_metrics(path)
+        if not any("dev_metric" in r for r in records):
+            raise ToPruneError(f"{path} holds no evaluation yet: nothing to plot")
+        for record in records:
             if "dev_metric" not in record:
                 continue
             rows.append({"method": Path(run).name, "metric": record["dev_metric"],

@@ -67,7 +67,8 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ToPruneError(f"{path} is not a Hugging Face model folder (no config.json)")
+            hint = f"; it holds a pruning run, its kept model is {path / 'best'}" if (path / "best").is_dir() else ""
+            raise ToPruneError(f"{path} is not a Hugging Face model folder (no config.json){hint}")
         return str(path)
     if name.startswith((".", "/", "~")):
         raise ToPruneError(f"model folder {name} does not exist")

@@ -31,6 +31,8 @@ class OnnxModel:
         from transformers import AutoTokenizer
 
         folder = Path(folder)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ToPruneError(f"threads must be a positive integer or None, got {threads!r}")
         if not (folder / CONFIG_FILENAME).is_file():
             raise ToPruneError(f"{folder} is not an export folder (no {CONFIG_FILENAME}); run `toprune export`")
         try:

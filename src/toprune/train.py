@@ -23,8 +23,8 @@ from .pretrained import load_model, load_tokenizer, resolve_model, save_pruned
 from .qa import qa_loss, qa_metrics, survivors
 from .runtime import pruning_state
 from .safeio import LOCK_FILENAME, atomic_write_text, check_writable
-from .validate import (check_count, check_finite_loss, check_finite_weights, check_label_names, check_max_length,
-                       check_seed, check_trained)
+from .validate import (check_count, check_encoder_complete, check_finite_loss, check_finite_weights,
+                       check_label_names, check_max_length, check_seed, check_trained)
 
 
 @dataclass
@@ -279,6 +279,7 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
         raise ToPruneError(f"--model {model_name} is a pruned model; fine-tune the dense model")
     model = load_model(model_name, auto_class=data.auto_class, num_labels=data.num_labels).to(device)
     check_qa_head(model, model_name, data)
+    check_encoder_complete(model, str(model_name))
     check_max_length(model.config, max_length, str(model_name))
     if data.kind != "qa":
         model.config.id2label = {i: name for i, name in enumerate(data.labels or ("score",))}

@@ -70,6 +70,9 @@ def load_user_data(train_file, validation_file, text_columns=None, label_column=
     text_columns = tuple(text_columns)
     if not 1 <= len(text_columns) <= 2:
         raise ToPruneError(f"text_columns takes 1 or 2 column names, got {len(text_columns)}")
+    if len(set(text_columns)) < len(text_columns) or label_column in text_columns:
+        raise ToPruneError(f"--text-columns {','.join(text_columns)} with --label-column {label_column}: a column "
+                           f"can be used once (text or label)")
     for path, ds in ((train_file, train), (validation_file, validation)):
         missing = [c for c in (*text_columns, label_column) if c not in ds.column_names]
         if missing:

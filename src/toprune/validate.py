@@ -88,8 +88,19 @@ def check_trained(model, name: str) -> None:
     noise; its metric, its distillation targets and its export would be silently meaningless."""
     new = getattr(model, "toprune_new_weights", None)
     if new:
-        raise ToPruneError(f"{name} has no trained task head ({new[0]} is newly initialised): fine-tune it on the "
-                           f"task first (toprune finetune)")
+        more = f" and {len(new) - 1} more" if len(new) > 1 else ""
+        raise ToPruneError(f"{name} is not trained for a task ({new[0]}{more} newly initialised at loading): "
+                           f"fine-tune it on the task first (toprune finetune)")
+
+
+def check_encoder_complete(model, name: str) -> None:
+    """Fine-tuning may start from a fresh head, not from an encoder with missing weights (a partial or foreign
+    checkpoint): those would train from random values without a word. The pooler is a head in all but name."""
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    new = [k for k in getattr(model, "toprune_new_weights", []) if k.startswith(prefix) and ".pooler." not in k]
+    if new:
+        raise ToPruneError(f"{name} lacks encoder weights ({new[0]}{f' and {len(new) - 1} more' if len(new) > 1 else ''}"
+                           f"); is it a model of this architecture?")
 
 
 def usable_positions(config) -> int | None:
