@@ -374,7 +374,7 @@ class ToPRun:
         if self.cfg.resume and (self.out / "checkpoint.pt").exists():
             self.load_checkpoint()
             self.log(f"resumed from step {self.step}")
-        elif self.accelerator.is_main_process:  # a fresh start (checked allowed in _check_output): no stale state
+        elif self.accelerator.is_main_process:  # a fresh start (allowed by check_run_folder): no stale state
             clear_run(self.out)
         self.accelerator.wait_for_everyone()
         last = min(self.total_steps, self.cfg.max_steps or self.total_steps)
