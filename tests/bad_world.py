@@ -91,6 +91,9 @@ def build_world(root: Path) -> World:
     (w.glue / "MRPC").mkdir(parents=True)
     (w.glue / "MRPC" / "dev.tsv").write_text(mrpc + "1\t1\t2\ta good film\tgreat fun\n2\t3\t4\ta bad film\tsad\n")
     (w.glue / "MRPC" / "train.tsv").write_text(mrpc + "1\t1\t2\ta good film\tgreat fun\n")
+    (w.glue / "WNLI").mkdir()
+    (w.glue / "WNLI" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta film\ta movie\t1\n"
+                                             "1\ta film\tsad\t0\n")
     (w.glue / "STS-B").mkdir()
     (w.glue / "STS-B" / "dev.tsv").write_text("index\tsentence1\tsentence2\tscore\n0\ta film\ta movie\thigh\n")
     # model folder variants
@@ -109,6 +112,11 @@ def build_world(root: Path) -> World:
     pruned = transformers.BertForSequenceClassification.from_pretrained(w.good)
     toprune.apply_pruning(pruned, toprune.PruningPlan.from_keep_ratios(4, {1: 0.5, 2: 0.5}))
     w.pruned = toprune.save_pruned(pruned, root / "pruned", tokenizer)
+    for task in ("sst2", "wnli"):  # finetune's record of the task a model was trained on
+        folder = root / f"trained-{task}"
+        shutil.copytree(w.good, folder)
+        (folder / "toprune_teacher.json").write_text(json.dumps({"task": task, "metric": 50.0}))
+        setattr(w, f"trained_{task}", folder)
     w.partial = root / "partial"  # a 4-layer config over 2-layer weights: half the encoder would be random
     shutil.copytree(w.two_layers, w.partial)
     config = json.loads((w.partial / "config.json").read_text())

@@ -28,7 +28,7 @@ from .flops import EncoderDims, expected_relative_macs, min_relative_macs, parse
 from .gates import HardConcreteGates
 from .losses import distillation_loss, lagrangian
 from .plan import PruningPlan
-from .pretrained import load_model, load_tokenizer, save_pruned
+from .pretrained import load_model, load_tokenizer, resolve_model, save_pruned
 from .prune_config import PruneConfig, check_config, resolve_layers
 from .qa import answer_region
 from .ranking import answer_labels, ranking_distillation_loss, ranking_labels
@@ -36,10 +36,10 @@ from .runfolder import check_run_folder, clear_run, make_folder, read_checkpoint
 from .runtime import SoftMasks, apply_pruning
 from .safeio import atomic_save_file, atomic_write_text, run_lock
 from .static import fit_plan, plan_relative_macs, static_plan
-from .train import (TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data, seed_everything,
-                    split_targets)
+from .train import (KNOWN_TASKS, TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data,
+                    seed_everything, split_targets)
 from .validate import (check_finite_loss, check_finite_weights, check_label_names, check_max_length,
-                       check_trained)
+                       check_same_task, check_trained)
 
 __all__ = ["PruneConfig", "ToPRun", "distillation_loss", "lagrangian"]  # config and losses live in their modules
 _DIVERGED = "the run stopped; the kept model (if any) predates it; lower --lr, --gate-lr or --lambda-lr"
@@ -120,6 +120,7 @@ class ToPRun:
         check_max_length(self.teacher.config, self.cfg.max_length, f"teacher {self.cfg.teacher}")
         if self.data.kind != "qa":
             check_label_names(self.teacher.config, f"teacher {self.cfg.teacher}", self.data.labels, self.data.name)
+        check_same_task(resolve_model(self.cfg.teacher), f"teacher {self.cfg.teacher}", self.data.name, KNOWN_TASKS)
         if Path(self.cfg.teacher, "toprune_plan.json").exists():
             raise ToPruneError(f"teacher {self.cfg.teacher} is already pruned: start from the dense teacher")
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 
-from .data import glue_task, load_glue_split
+from .data import GLUE_TASKS, glue_task, load_glue_split
 from .errors import ToPruneError
 from .flops import EncoderDims, batch_flops
 from .metrics import glue_metrics
@@ -24,7 +24,7 @@ from .qa import qa_loss, qa_metrics, survivors
 from .runtime import pruning_state
 from .safeio import LOCK_FILENAME, atomic_write_text, check_writable
 from .validate import (check_count, check_encoder_complete, check_finite_loss, check_finite_weights,
-                       check_label_names, check_max_length, check_seed, check_trained)
+                       check_label_names, check_max_length, check_same_task, check_seed, check_trained)
 
 
 @dataclass
@@ -50,6 +50,7 @@ class TaskData:
 
 
 TARGETS = ("labels", "start_positions", "end_positions")
+KNOWN_TASKS = set(GLUE_TASKS)  # tasks whose names say what a model was trained on (SQuAD v1.1/v2.0 models may cross)
 
 
 def is_qa_model(model) -> bool:
@@ -76,6 +77,7 @@ def check_head(model, path, task: "TaskData", max_length: int | None = None) -> 
                            f"{task.num_labels}: evaluate it on the task it was trained for")
     if task.kind != "qa":
         check_label_names(model.config, str(path), task.labels, task.name)
+    check_same_task(resolve_model(path), str(path), task.name, KNOWN_TASKS)
 
 
 def split_targets(batch: dict) -> tuple[dict, dict]:

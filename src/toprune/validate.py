@@ -115,3 +115,28 @@ def check_max_length(config, max_length: int, name: str) -> None:
     positions = usable_positions(config)
     if positions and max_length > positions:
         raise ToPruneError(f"--max-length {max_length} is beyond the {positions} positions of {name}")
+
+
+def recorded_task(folder) -> str | None:
+    """The task a toprune model was trained on: ``toprune_teacher.json`` (finetune) or the plan's meta (prune)."""
+    import json
+
+    for name, key in (("toprune_teacher.json", None), ("toprune_plan.json", "meta")):
+        path = Path(folder) / name
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+                task = (data.get(key) or {}).get("task") if key else data.get("task")
+            except (OSError, ValueError, AttributeError):
+                continue  # the plan loader reports a damaged plan; a damaged summary says nothing
+            if isinstance(task, str):
+                return task
+    return None
+
+
+def check_same_task(folder, name: str, task_name: str, known: set[str]) -> None:
+    """A GLUE/SQuAD model on another of them is refused even when the label names agree (SST-2 and MRPC are both
+    0/1); a model of the user's own data ("custom") is judged by its label names only."""
+    trained = recorded_task(folder) if Path(folder).is_dir() else None
+    if trained in known and task_name in known and trained != task_name:
+        raise ToPruneError(f"{name} was trained on {trained}, not {task_name}: use the model of this task")
