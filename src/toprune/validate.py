@@ -1,8 +1,9 @@
 """Checks made once, where a model folder is opened or a run starts: each failure is one line naming what is wrong.
 
 A model folder must carry the tokenizer it was trained with (without one, ``AutoTokenizer`` builds a vocabulary of
-special tokens only and every word becomes ``[UNK]``: results are silently meaningless); a model's label names must
-be the task's; training stops at the first non-finite loss.
+special tokens only and every word becomes ``[UNK]``: results are silently meaningless); a model's label names (and
+the GLUE task it was trained on) must be the task's; a model used as trained must have no newly initialised
+weights; training stops at the first non-finite loss.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from .errors import ToPruneError
 
 # any of these makes a folder's tokenizer real (fast JSON, WordPiece, BPE, SentencePiece)
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model", "sentencepiece.bpe.model",
                    "tokenizer.model")
 _GENERIC_LABEL = re.compile(r"LABEL_\d+")
 MAX_SEED = 2**32 - 1  # numpy's seed range
