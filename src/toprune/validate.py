@@ -100,8 +100,8 @@ def check_encoder_complete(model, name: str) -> None:
     prefix = f"{getattr(model, 'base_model_prefix', '')}."
     new = [k for k in getattr(model, "toprune_new_weights", []) if k.startswith(prefix) and ".pooler." not in k]
     if new:
-        raise ToPruneError(f"{name} lacks encoder weights ({new[0]}{f' and {len(new) - 1} more' if len(new) > 1 else ''}"
-                           f"); is it a model of this architecture?")
+        more = f" and {len(new) - 1} more" if len(new) > 1 else ""
+        raise ToPruneError(f"{name} lacks encoder weights ({new[0]}{more}); is it a model of this architecture?")
 
 
 def usable_positions(config) -> int | None:
