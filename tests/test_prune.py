@@ -157,14 +157,17 @@ def test_ablation_switches_change_the_method(tiny_teacher, data_dir, tmp_path, s
         assert all(bins == sorted(bins, reverse=True) for bins in fitted.values())
 
 
-def test_resume_with_other_settings_is_refused_and_a_fresh_start_clears_old_state(tiny_teacher, data_dir, tmp_path):
+def test_resume_with_other_settings_is_refused_and_only_overwrite_clears_old_state(tiny_teacher, data_dir, tmp_path):
     ToPRun(_config(tiny_teacher, data_dir, tmp_path, max_steps=2), log=lambda *_: None).run()
     assert (tmp_path / "checkpoint.pt").exists()
     with pytest.raises(toprune.ToPruneError, match=r"other settings \(target\)"):
         ToPRun(_config(tiny_teacher, data_dir, tmp_path, target="1.3x", resume=True), log=lambda *_: None).run()
     (tmp_path / "best").mkdir(exist_ok=True)
     (tmp_path / "best" / "stale").write_text("from an earlier run")
-    ToPRun(_config(tiny_teacher, data_dir, tmp_path, max_steps=1, save_every=5, eval_every=5),
+    with pytest.raises(toprune.ToPruneError, match="holds an earlier run"):  # never replaced unasked
+        ToPRun(_config(tiny_teacher, data_dir, tmp_path, max_steps=1, save_every=5, eval_every=5))
+    assert (tmp_path / "best" / "stale").exists()
+    ToPRun(_config(tiny_teacher, data_dir, tmp_path, max_steps=1, save_every=5, eval_every=5, overwrite=True),
            log=lambda *_: None).run()
     assert not (tmp_path / "best" / "stale").exists()
 

@@ -187,7 +187,7 @@ def test_qa_teacher_and_top_run_end_to_end(tmp_path, tokenizer, data_dir):
     assert "sel_exact" in last and "sel_f1" in last
     assert ("sel_f1_excluding_pruned" in last) == bool(run.current_plan().kept_bins)  # only when tokens are pruned
     with pytest.raises(toprune.ToPruneError, match="is a QA model but task mrpc is not question answering"):
-        ToPRun(PruneConfig(**{**cfg.__dict__, "task": "mrpc", "data_dir": str(data_dir / "glue"),
+        ToPRun(PruneConfig(**{**cfg.__dict__, "task": "mrpc", "data_dir": str(data_dir / "glue"), "overwrite": True,
                               "train_file": None, "validation_file": None, "max_train_samples": 8}))
     # [ours] question-guided scores, ranking distilled from the teacher's answer relevance into every score layer
     qa_cfg = PruneConfig(**{**cfg.__dict__, "output_dir": str(tmp_path / "top-q"), "scorer": "question",

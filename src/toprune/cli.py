@@ -1,15 +1,19 @@
 """``toprune``: fine-tune a teacher, prune it with ToP, evaluate, benchmark, or do it all (``demo``).
 
-Every user mistake ends in one line on stderr and exit code 2; nothing prints a traceback unless
-``TOPRUNE_DEBUG=1``.
+Exit codes: 0 success; 2 a user error (bad option, file, folder or data), one line on stderr naming it; 1 a bug in
+toprune, one line asking for a report; 130 interrupted (Ctrl-C or SIGTERM, same message). Nothing prints a
+traceback unless ``TOPRUNE_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import ToPruneError
@@ -36,8 +40,17 @@ def positive_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    from .validate import MAX_SEED
+
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_SEED}, got {text}")
     return value
 
 
@@ -96,12 +109,15 @@ def _common(p: argparse.ArgumentParser, task_default: str | None = "mrpc") -> No
                                       "else the hub dataset)")
     p.add_argument("--max-length", type=positive_int,
                    help="truncation length; SQuAD: the window length (default: 128, SQuAD 384)")
-    p.add_argument("--seed", type=int, default=57)
+    p.add_argument("--seed", type=seed_int, default=57)
     own = p.add_argument_group("your own data (instead of --task): CSV, TSV or JSON Lines, like run_glue.py")
     own.add_argument("--train-file")
     own.add_argument("--validation-file")
     own.add_argument("--text-columns", help="one or two comma-separated column names (default: inferred)")
     own.add_argument("--label-column", help="default: inferred (label, labels, score, target)")
+    own.add_argument("--task-type", choices=["classification", "regression"],
+                     help="what the labels are (default: inferred; numeric labels with more than 10 distinct values "
+                          "are regression)")
 
 
 def _prune_options(p: argparse.ArgumentParser) -> None:
@@ -174,11 +190,18 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad option is one line too (exit 2), not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="toprune", description=__doc__.splitlines()[0],
+    parser = _Parser(prog="toprune", description=__doc__.splitlines()[0],
                                      epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def command(name, help_text):
         return sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
@@ -194,12 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     _select_option(p)
     p.add_argument("--output", required=True)
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch's checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --output (else it refuses)")
 
     p = command("prune", "ToP pruning of a fine-tuned teacher to a FLOPs target")
     _common(p)
     p.add_argument("--teacher", required=True, help="fine-tuned dense model folder (from `toprune finetune`)")
     p.add_argument("--output", required=True, help="run folder; the kept model is written to OUTPUT/best")
     _prune_options(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --output (without it, a fresh run there refuses)")
 
     p = command("eval", "dev metric, FLOPs reduction (both conventions) and tokens kept per layer")
     p.add_argument("model", help="model folder (pruned or dense)")
@@ -278,6 +304,11 @@ def run(args) -> int:
         args.max_length = 384 if squad else 128
     if hasattr(args, "padded_length") and args.padded_length is None:
         args.padded_length = args.max_length
+    if getattr(args, "padded_length", None) and args.padded_length < args.max_length:
+        raise ToPruneError(f"--padded-length {args.padded_length} is shorter than --max-length {args.max_length}: "
+                           f"inputs would be longer than the padded reference")
+    if getattr(args, "command", "") == "prune" and args.resume and args.overwrite:
+        raise ToPruneError("--resume continues the run in --output, --overwrite replaces it: pass one of them")
     handler = getattr(commands, f"cmd_{args.command}")
     result = handler(args, _data_dir(args))
     if getattr(args, "json", False) and result is not None:
@@ -285,23 +316,62 @@ def run(args) -> int:
     return 0
 
 
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.ENOENT,
+                   errno.ENOTDIR, errno.EISDIR}
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # `kill` gets what Ctrl-C gets: checkpoints intact, one line, exit 130
+
+
+def _end_progress_bars() -> None:
+    """A bar cut short by an error ends its line first, so the one-line message starts a line of its own."""
+    if "tqdm" in sys.modules:
+        for bar in list(getattr(sys.modules["tqdm"].tqdm, "_instances", ())):
+            bar.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # argparse's own errors: usage + one line, exit 2
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main_thread else None
     try:
         return run(args)
-    except ToPruneError as exc:
-        print(f"toprune: error: {exc}", file=sys.stderr)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 every failure gets the contract in _report
+        _end_progress_bars()
+        return _report(exc)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _report(exc: BaseException) -> int:
+    """The exit-code contract: 2 and one line for a user error, 130 interrupted, 1 and a hint for a bug."""
+    if isinstance(exc, ToPruneError):
+        print(f"toprune: error: {_first_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    if isinstance(exc, KeyboardInterrupt):
         print("toprune: interrupted (runs resume with --resume; the demo resumes by itself)", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug, not a user mistake: still one line, with how to see the traceback
-        if os.environ.get("TOPRUNE_DEBUG"):
-            raise
-        print(f"toprune: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              f"(set TOPRUNE_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+    if isinstance(exc, OSError) and exc.errno in _USER_OS_ERRORS and not os.environ.get("TOPRUNE_DEBUG"):
+        where = f"{exc.filename}: " if exc.filename else ""  # the machine said no (full disk, permissions)
+        print(f"toprune: error: {where}{exc.strerror}", file=sys.stderr)
+        return 2
+    return _internal_error(exc)  # a bug, not a user mistake: still one line, with how to see the traceback
+
+
+def _internal_error(exc: Exception) -> int:
+    if os.environ.get("TOPRUNE_DEBUG"):
+        raise exc
+    print(f"toprune: internal error (a bug in toprune, please report it with the command and the output of "
+          f"TOPRUNE_DEBUG=1): {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 from .errors import ToPruneError
+from .runfolder import read_json
+from .safeio import atomic_write_text, check_writable
 
 
 def _quiet() -> None:
@@ -15,6 +17,7 @@ def _quiet() -> None:
     import huggingface_hub
 
     transformers.logging.set_verbosity_error()  # e.g. "classifier weights newly initialised" is expected here
+    transformers.logging.disable_progress_bar()  # "Loading weights" bars would bury a one-line error
     huggingface_hub.utils.logging.set_verbosity_error()  # offline retries: our one-line error says it all
     datasets.disable_progress_bars()
 
@@ -31,7 +34,7 @@ def _task_dev(model_path: str, args, data_dir):
 
 def _user_files(args) -> dict:
     return {"train_file": args.train_file, "validation_file": args.validation_file,
-            "text_columns": args.text_columns, "label_column": args.label_column}
+            "text_columns": args.text_columns, "label_column": args.label_column, "task_type": args.task_type}
 
 
 def cmd_finetune(args, data_dir):
@@ -40,7 +43,8 @@ def cmd_finetune(args, data_dir):
     _quiet()
     return finetune_teacher(args.model, args.task, data_dir, args.output, epochs=args.epochs, lr=args.lr,
                             max_length=args.max_length, max_train_samples=args.max_train_samples, seed=args.seed,
-                            select_on=args.select_on, resume=args.resume, **_user_files(args))
+                            select_on=args.select_on, resume=args.resume, overwrite=args.overwrite,
+                            **_user_files(args))
 
 
 def _prune_config(args, teacher: str, output: str, data_dir):
@@ -58,6 +62,7 @@ def _prune_config(args, teacher: str, output: str, data_dir):
         method=args.method,
         eval_every=args.eval_every, save_every=args.eval_every, max_train_samples=args.max_train_samples,
         max_length=args.max_length, seed=args.seed, select_on=args.select_on, resume=args.resume,
+        overwrite=getattr(args, "overwrite", False),
         constraint=args.constraint, inference_batch_size=args.inference_batch_size,
         inference_backend=args.inference_backend, inference_threads=args.inference_threads or 0,
         latency_profile=args.latency_profile,
@@ -84,7 +89,7 @@ def cmd_eval(args, data_dir):
     _quiet()
     tokenizer, data, loader = _task_dev(args.model, args, data_dir)
     model = load_model(args.model)
-    check_head(model, args.model, data)
+    check_head(model, args.model, data, args.max_length)
     if pruning_state(model) is None:
         apply_pruning(model)  # keep-all: the dense model, measured the same way
     result = evaluate(model, loader, data, args.padded_length, progress=True)
@@ -118,8 +123,12 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
 
     tokenizer, data, loader = _task_dev(pruned_path, args, data_dir)
     dense, pruned = load_model(dense_path), load_model(pruned_path)
-    check_head(dense, dense_path, data)
-    check_head(pruned, pruned_path, data)
+    check_head(dense, dense_path, data, args.max_length)
+    check_head(pruned, pruned_path, data, args.max_length)
+    shape = ("model_type", "num_hidden_layers", "hidden_size", "vocab_size")
+    if any(getattr(dense.config, k, None) != getattr(pruned.config, k, None) for k in shape):
+        raise ToPruneError(f"--dense {dense_path} and --pruned {pruned_path} are different architectures; compare "
+                           f"a pruned model with the dense teacher it was pruned from")
     if pruning_state(dense) is not None:
         raise ToPruneError(f"--dense {dense_path} is a pruned model; give the dense teacher")
     if pruning_state(pruned) is None:
@@ -210,6 +219,7 @@ def cmd_demo(args, data_dir):
     from .train import finetune_teacher
 
     _quiet()
+    check_writable(args.workdir, "--workdir")
     work = Path(args.workdir) / ("custom" if args.train_file else args.task)
     teacher, top = work / "teacher", work / "top"
     say = (lambda *a: None) if args.json else print
@@ -218,30 +228,30 @@ def cmd_demo(args, data_dir):
                                               "topk", "no_ranking", "no_layer_gates", "monotone", "train_file")}
     # later options join the fingerprint only when set, so demos recorded before them still match
     later = {"method": "top", "hard_epochs": 0.0, "scorer": "attention", "rank_target": "attention",
-             "rank_layers": None, "no_fit_plan": False, "score_radius": 0, "rank_alpha": 0.01,
+             "rank_layers": None, "no_fit_plan": False, "score_radius": 0, "rank_alpha": 0.01, "task_type": None,
              "select_on": "dev"}  # demos before held-out selection selected on dev
     settings |= {k: getattr(args, k) for k, default in later.items() if getattr(args, k, default) != default}
     recorded = work / "demo_settings.json"
-    if recorded.is_file() and json.loads(recorded.read_text()) != settings:
+    if recorded.is_file() and read_json(recorded) != settings:
         raise ToPruneError(f"{work} holds a demo made with other settings; pass another --workdir or delete it")
     work.mkdir(parents=True, exist_ok=True)
-    recorded.write_text(json.dumps(settings, indent=1) + "\n")
+    atomic_write_text(recorded, json.dumps(settings, indent=1) + "\n")
     teacher_json = teacher / "toprune_teacher.json"
     if teacher_json.is_file():
         say(f"[1/4] teacher: reusing {teacher}")
-        teacher_result = json.loads(teacher_json.read_text())
+        teacher_result = read_json(teacher_json)
     else:
         say(f"[1/4] teacher: fine-tuning {args.model} on {args.task} ({args.teacher_epochs} epochs)")
         teacher_result = finetune_teacher(args.model, args.task, data_dir, teacher, epochs=args.teacher_epochs,
                                           max_length=args.max_length, max_train_samples=args.max_train_samples,
-                                          seed=args.seed, log=say, select_on=args.select_on,
+                                          seed=args.seed, log=say, select_on=args.select_on, overwrite=True,
                                           **_user_files(args))
     summary_json = top / "summary.json"
     if summary_json.is_file() and (top / "best").is_dir():
         say(f"[2/4] ToP: reusing {top}")
     else:
         say(f"[2/4] ToP: pruning to {args.target} ({args.convention}), {args.epochs} epochs")
-        args.resume = True  # a killed demo continues where it stopped
+        args.resume = args.overwrite = True  # the demo's own folder: a killed demo continues where it stopped
         ToPRun(_prune_config(args, str(teacher), str(top), data_dir), log=say).run()
     if not (top / "best").is_dir():
         raise ToPruneError("the pruning run met the target at no evaluation; try more --epochs or a lower --target")
@@ -252,7 +262,7 @@ def cmd_demo(args, data_dir):
                                  f"{args.task}: tokens entering each layer (ToP, {result['pruned']['flops_reduction_unpadded']:.2f}x "
                                  "FLOPs reduction, unpadded)")
     result["plot"] = str(plot)
-    (work / "demo.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(work / "demo.json", json.dumps(result, indent=1) + "\n")
     if not args.json:
         print_table(result, args.padded_length)
         print(f"plot of tokens kept per layer: {plot}; all numbers: {work / 'demo.json'}")
@@ -261,6 +271,7 @@ def cmd_demo(args, data_dir):
 
 def cmd_plot(args, data_dir):
     from .plots import plot_metric_vs_flops
+    from .runfolder import read_metrics
 
     rows, metric_name = [], "dev metric"
     for run in args.runs:
@@ -269,10 +280,14 @@ def cmd_plot(args, data_dir):
             raise ToPruneError(f"{run} has no metrics.jsonl (is it a `toprune prune` output folder?)")
         summary = Path(run) / "summary.json"
         if summary.is_file():
-            metric_name = json.loads(summary.read_text()).get("task", "") + " selection-set metric"
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            key = "sel_" if "sel_metric" in record else "dev_"  # runs selected on dev log dev_ (older runs too)
+            metric_name = read_json(summary).get("task", "") + " selection-set metric"
+        records = read_metrics(path)
+        # runs that selected on dev (and older runs) log dev_*, the others sel_*
+        evaluated = [r for r in records if "sel_metric" in r or "dev_metric" in r]
+        if not evaluated:
+            raise ToPruneError(f"{path} holds no evaluation yet: nothing to plot")
+        for record in evaluated:
+            key = "sel_" if "sel_metric" in record else "dev_"
             rows.append({"method": Path(run).name, "metric": record[f"{key}metric"],
                          "flops_reduction_unpadded": record[f"{key}flops_reduction_unpadded"]})
     out = plot_metric_vs_flops(rows, args.output, metric_name, "every evaluation of each run", connect=False)

@@ -86,9 +86,35 @@ def load_glue_split(data_dir: str | Path | None, task_name: str, split: str):
     rename = {c: f"text_{'ab'[i]}" for i, c in enumerate(task.text_columns)}
     rename[task.label_column] = "label"
     ds = ds.select_columns(list(rename)).rename_columns(rename)
+    labels = _checked_labels(path, task, ds["label"])
     if task.is_regression:
-        ds = ds.map(lambda row: {"label": float(row["label"])})
+        ds = ds.map(lambda row, i: {"label": labels[i]}, with_indices=True)
     return ds
+
+
+def _checked_labels(path: Path, task: GlueTask, values: list) -> list:
+    """Every label a class of the task (or a finite score), else one line naming the row (1-based, header not
+    counted, as for the user's files)."""
+    import math
+
+    out = []
+    for row, value in enumerate(values, start=1):
+        text = (value or "").strip()
+        if task.is_regression:
+            try:
+                score = float(text)
+            except ValueError:
+                score = math.nan
+            if not math.isfinite(score):
+                raise ToPruneError(f"{path} row {row}: score {value!r} in column {task.label_column!r} is not a "
+                                   f"number")
+            out.append(score)
+        elif value not in task.labels:
+            raise ToPruneError(f"{path} row {row}: label {value!r} in column {task.label_column!r} is not one of "
+                               f"{', '.join(task.labels)}")
+        else:
+            out.append(value)
+    return out
 
 
 def default_glue_dir() -> Path | None:

@@ -23,6 +23,8 @@ import torch
 
 from .errors import ToPruneError
 from .runtime import pruning_state
+from .safeio import atomic_write_text, check_writable
+from .validate import check_trained
 
 ONNX_FILENAME = "model.onnx"
 INT8_FILENAME = "model.int8.onnx"
@@ -151,7 +153,7 @@ def export_onnx(model, tokenizer, folder: str | Path, check: bool = True, opset:
             "num_labels": config.num_labels, "id2label": {str(k): v for k, v in config.id2label.items()},
             "problem_type": config.problem_type, "max_length": int(config.max_position_embeddings),
             "plan": state.plan.to_dict() if state is not None else None, "opset": opset, "fused_ops": fused}
-    (folder / CONFIG_FILENAME).write_text(json.dumps(meta, indent=1) + "\n")
+    atomic_write_text(folder / CONFIG_FILENAME, json.dumps(meta, indent=1) + "\n")
     return folder
 
 
@@ -172,8 +174,9 @@ def export_folder(model_path: str, output: str | Path, int8: bool = False) -> Pa
     """``toprune export``: a saved (pruned or dense) model folder to an ONNX serving folder."""
     from .pretrained import load_model, load_tokenizer
 
+    output = check_writable(output)  # before the model loads and the export runs
     model, tokenizer = load_model(model_path), load_tokenizer(model_path)
-    output = Path(output)
+    check_trained(model, model_path)
     if output.exists() and any(output.iterdir()) and not (output / CONFIG_FILENAME).exists():
         raise ToPruneError(f"{output} exists and is not an export folder; give a new or empty --output")
     export_onnx(model, tokenizer, output)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ToPruneError
+from .safeio import atomic_write_text
 
 PLAN_FILENAME = "toprune_plan.json"
 FORMAT_VERSION = 1
@@ -133,10 +134,7 @@ class PruningPlan:
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / PLAN_FILENAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        tmp.replace(path)  # atomic: a killed run never leaves half a plan
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")  # never half a plan
 
     @classmethod
     def load(cls, folder: str | Path, num_layers: int | None = None) -> "PruningPlan":

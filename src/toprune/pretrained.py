@@ -11,18 +11,22 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 
 import transformers
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer
 
 from .errors import ToPruneError
 from .plan import PLAN_FILENAME, PruningPlan
 from .runtime import apply_pruning, pruning_state
+from .safeio import atomic_save_folder
+from .validate import check_tokenizer_files, check_tokenizer_fits
 
 DEFAULT_MODEL = "minilm"
 _MINILM_ALIASES = {"minilm", "all-minilm-l6-v2", "default"}
@@ -63,7 +67,8 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ToPruneError(f"{path} is not a Hugging Face model folder (no config.json)")
+            hint = f"; it holds a pruning run, its kept model is {path / 'best'}" if (path / "best").is_dir() else ""
+            raise ToPruneError(f"{path} is not a Hugging Face model folder (no config.json){hint}")
         return str(path)
     if name.startswith((".", "/", "~")):
         raise ToPruneError(f"model folder {name} does not exist")
@@ -71,11 +76,24 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
 
 
 def load_tokenizer(name_or_path: str | os.PathLike):
+    """The folder's tokenizer, checked against its model (files present, ids within the embeddings)."""
     path = resolve_model(name_or_path)
+    check_tokenizer_files(path, str(name_or_path))
     try:
-        return AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise ToPruneError(f"cannot load a tokenizer from {name_or_path}: {str(exc).splitlines()[0]}") from None
+        raise ToPruneError(f"cannot load a tokenizer from {name_or_path}: {_first_line(exc)}") from None
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError):
+        return tokenizer  # a hub id offline, or a config the model loader reports: nothing to compare with
+    check_tokenizer_fits(tokenizer, config, str(name_or_path))
+    return tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _model_class(config, default: str):
@@ -96,24 +114,39 @@ def load_model(name_or_path: str | os.PathLike, auto_class: str = "AutoModelForS
     try:
         config = AutoConfig.from_pretrained(path, **{k: v for k, v in kwargs.items() if k in ("num_labels",)})
         cls = _model_class(config, auto_class)
-        model = cls.from_pretrained(path, config=config, attn_implementation="sdpa")
+        model, info = cls.from_pretrained(path, config=config, attn_implementation="sdpa", output_loading_info=True)
     except (OSError, ValueError) as exc:
-        raise ToPruneError(f"cannot load a model from {name_or_path}: {str(exc).splitlines()[0]}") from None
+        raise ToPruneError(f"cannot load a model from {name_or_path}: {_first_line(exc)}") from None
+    except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # truncated/corrupt weights
+        raise ToPruneError(f"cannot load a model from {name_or_path}: its weights file is truncated or corrupt "
+                           f"({_first_line(exc)[:120]})") from None
     model.eval()
+    # weights the folder did not have (a base model's task head): evaluating or distilling from them is meaningless
+    params = dict(model.named_parameters())
+    model.toprune_new_weights = sorted(k for k in info.get("missing_keys", ()) if k in params)
     if Path(path, PLAN_FILENAME).is_file():
         apply_pruning(model, PruningPlan.load(path, num_layers=config.num_hidden_layers))
     return model
 
 
 def save_pruned(model: nn.Module, folder: str | os.PathLike, tokenizer=None) -> Path:
-    """One folder: the HF weights and config, the tokenizer, and ``toprune_plan.json`` when the model is pruned."""
-    folder = Path(folder)
-    model.save_pretrained(folder)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
+    """One folder: the HF weights and config, the tokenizer, and ``toprune_plan.json`` when the model is pruned.
+
+    Atomic (see :func:`toprune.safeio.atomic_save_folder`): written beside the folder, checked (config and weights
+    present and non-empty), then moved in; a failure (a file in the way, a full disk) raises one line and leaves
+    the folder as it was."""
     state = pruning_state(model)
-    if state is not None:
-        state.plan.save(folder)
-    elif (folder / PLAN_FILENAME).exists():
-        (folder / PLAN_FILENAME).unlink()
-    return folder
+
+    def save(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if state is not None:
+            state.plan.save(tmp)
+
+    def verify(tmp: Path) -> None:
+        weights = [p for p in tmp.iterdir() if p.suffix in (".safetensors", ".bin")]
+        if not (tmp / "config.json").is_file() or not weights or any(p.stat().st_size == 0 for p in weights):
+            raise ToPruneError(f"saving to {folder} wrote no complete model (config.json and weights)")
+
+    return atomic_save_folder(folder, save, verify, stale=(PLAN_FILENAME,))

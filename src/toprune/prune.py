@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import shutil
 import time
 from dataclasses import MISSING, asdict, fields
 from pathlib import Path
@@ -31,16 +30,21 @@ from .flops import EncoderDims, expected_relative_macs, min_relative_macs, parse
 from .gates import HardConcreteGates
 from .losses import distillation_loss, lagrangian
 from .plan import PruningPlan
-from .pretrained import load_model, load_tokenizer, save_pruned
+from .pretrained import load_model, load_tokenizer, resolve_model, save_pruned
 from .prune_config import PruneConfig, check_config, resolve_layers
 from .qa import answer_region
 from .ranking import answer_labels, ranking_distillation_loss, ranking_labels
+from .runfolder import check_run_folder, clear_run, make_folder, read_checkpoint, read_metrics
 from .runtime import SoftMasks, apply_pruning, pruning_state
+from .safeio import atomic_save_file, atomic_write_text, run_lock
 from .static import fit_plan, plan_relative_macs, static_plan
-from .train import (TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data, seed_everything,
-                    split_targets)
+from .train import (KNOWN_TASKS, TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data,
+                    seed_everything, split_targets)
+from .validate import (check_finite_loss, check_finite_weights, check_label_names, check_max_length,
+                       check_same_task, check_trained)
 
 __all__ = ["PruneConfig", "ToPRun", "distillation_loss", "lagrangian"]  # config and losses live in their modules
+_DIVERGED = "the run stopped; the kept model (if any) predates it; lower --lr, --gate-lr or --lambda-lr"
 
 
 class ToPRun:
@@ -51,6 +55,7 @@ class ToPRun:
         self.out = Path(cfg.output_dir)
         self.target_rel = parse_target(cfg.target)  # cheap checks first: fail before loading anything
         check_config(cfg)
+        check_run_folder(self.out, cfg.resume, cfg.overwrite)
         seed_everything(cfg.seed)
         # one process: a no-op wrapper; under `accelerate launch`: DDP for the student, sharded batches
         self.accelerator = Accelerator()
@@ -61,7 +66,8 @@ class ToPRun:
             self.data: TaskData = prepare_data(self.tokenizer, cfg.task, cfg.data_dir, cfg.max_length,
                                                cfg.max_train_samples, cfg.seed, train_file=cfg.train_file,
                                                validation_file=cfg.validation_file, text_columns=cfg.text_columns,
-                                               label_column=cfg.label_column, select_on=cfg.select_on)
+                                               label_column=cfg.label_column, select_on=cfg.select_on,
+                                               task_type=cfg.task_type)
         if cfg.scorer == "question" and "token_type_ids" not in self.data.dev.column_names:
             raise ToPruneError("--scorer question needs token_type_ids to find the question's rows; this tokenizer "
                                "does not make them (RoBERTa, XLM-R, DistilBERT): use the attention scorer")
@@ -118,6 +124,11 @@ class ToPRun:
             raise ToPruneError(f"teacher {self.cfg.teacher} has {self.teacher.config.num_labels} labels but task "
                                f"{self.data.name} has {self.data.num_labels}: fine-tune a teacher on this task first")
         check_qa_head(self.teacher, f"teacher {self.cfg.teacher}", self.data)
+        check_trained(self.teacher, f"teacher {self.cfg.teacher}")
+        check_max_length(self.teacher.config, self.cfg.max_length, f"teacher {self.cfg.teacher}")
+        if self.data.kind != "qa":
+            check_label_names(self.teacher.config, f"teacher {self.cfg.teacher}", self.data.labels, self.data.name)
+        check_same_task(resolve_model(self.cfg.teacher), f"teacher {self.cfg.teacher}", self.data.name, KNOWN_TASKS)
         if Path(self.cfg.teacher, "toprune_plan.json").exists():
             raise ToPruneError(f"teacher {self.cfg.teacher} is already pruned: start from the dense teacher")
 
@@ -309,6 +320,7 @@ class ToPRun:
                          "flops_reduction_unpadded": result["flops_reduction_unpadded"],
                          "flops_reduction_padded": result["flops_reduction_padded"]}
             if self.accelerator.is_main_process:
+                check_finite_weights(self.student, "the student", _DIVERGED)  # a diverged model is never kept
                 save_pruned(self.student, self.out / "best", self.tokenizer)
         return result
 
@@ -344,13 +356,12 @@ class ToPRun:
                 "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "best": self.best, "config": asdict(self.cfg)}
-        tmp = self.out / "checkpoint.pt.tmp"
-        torch.save(blob, tmp)
-        tmp.replace(self.out / "checkpoint.pt")  # atomic: a kill mid-save keeps the previous checkpoint
+        # atomic: a kill or a full disk mid-save keeps the previous checkpoint
+        atomic_save_file(self.out / "checkpoint.pt", functools.partial(torch.save, blob))
 
     def load_checkpoint(self) -> None:
-        blob = torch.load(self.out / "checkpoint.pt", weights_only=False, map_location=self.device)
-        ignored = {"resume", "max_steps", "output_dir"}  # a run folder may be moved
+        blob = read_checkpoint(self.out / "checkpoint.pt", self.device)
+        ignored = {"resume", "max_steps", "output_dir", "overwrite"}  # a run folder may be moved
         # settings added after a run was saved count as their default
         saved = {**{f.name: f.default for f in fields(PruneConfig) if f.default is not MISSING}, **blob["config"]}
         changed = sorted(k for k, v in asdict(self.cfg).items() if k not in ignored and saved.get(k) != v)
@@ -374,11 +385,12 @@ class ToPRun:
             self.freeze_plan()
 
     def _trim_log(self) -> None:
-        """Drop log lines written after the checkpoint: the resumed run writes them again, identically."""
+        """Drop log lines written after the checkpoint (the resumed run writes them again, identically) and a
+        partial last line of a kill mid-write."""
         path = self.out / "metrics.jsonl"
         if path.exists() and self.accelerator.is_main_process:
-            lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= self.step]
-            path.write_text("".join(l + "\n" for l in lines))
+            records = read_metrics(path)
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records if r["step"] <= self.step))
 
     def _log_line(self, record: dict) -> None:
         if not self.accelerator.is_main_process:
@@ -387,14 +399,16 @@ class ToPRun:
             f.write(json.dumps(record) + "\n")
 
     def run(self) -> dict:
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_folder(self.out)
+        with run_lock(self.out, self.accelerator.is_main_process):  # a second run into this folder refuses
+            return self._run()
+
+    def _run(self) -> dict:
         if self.cfg.resume and (self.out / "checkpoint.pt").exists():
             self.load_checkpoint()
             self.log(f"resumed from step {self.step}")
-        elif self.accelerator.is_main_process:  # a fresh start: nothing of an earlier run may survive
-            for stale in ("metrics.jsonl", "checkpoint.pt", "summary.json"):
-                (self.out / stale).unlink(missing_ok=True)
-            shutil.rmtree(self.out / "best", ignore_errors=True)
+        elif self.accelerator.is_main_process:  # a fresh start (allowed by check_run_folder): no stale state
+            clear_run(self.out)
         self.accelerator.wait_for_everyone()
         last = min(self.total_steps, self.cfg.max_steps or self.total_steps)
         bar = tqdm(total=last, initial=self.step, desc=f"ToP {self.data.name} -> {self.cfg.target}",
@@ -407,6 +421,7 @@ class ToPRun:
             for batch in itertools.islice(loader, skip, None):
                 stats = self.train_step(batch)
                 self.step += 1
+                check_finite_loss(stats["loss"], self.step, _DIVERGED)
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", sparsity=f"{stats['expected_sparsity']:.2f}",
                                 target=f"{stats['target_sparsity']:.2f}", lam1=f"{stats['lambda1']:.2f}")
@@ -426,7 +441,7 @@ class ToPRun:
                    "mean_step_ms": 1000 * sum(self.step_seconds) / max(1, len(self.step_seconds)),
                    "config": asdict(self.cfg)}
         if self.accelerator.is_main_process:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=1) + "\n")
         if self.best is None:
             self.log("no evaluated checkpoint met the target: train longer or relax the target")
         else:

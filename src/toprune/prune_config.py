@@ -3,12 +3,14 @@ is loaded: the CLI, the Python API and the study build runs from this."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .errors import ToPruneError
 from .plan import default_pruning_layers
 from .selection import check_select_on
 from .squad import is_squad
+from .validate import check_count, check_seed
 
 METHODS = ("top", "static", "random")
 SCORERS = ("attention", "question")
@@ -62,6 +64,8 @@ class PruneConfig:
     validation_file: str | None = None
     text_columns: str | None = None  # comma-separated
     label_column: str | None = None
+    task_type: str | None = None  # "classification" or "regression" for the user's files (default: inferred)
+    overwrite: bool = False  # a fresh run may replace an earlier run in output_dir (else it refuses)
     extra: dict = field(default_factory=dict)
 
 
@@ -87,9 +91,12 @@ def resolve_layers(cfg: PruneConfig, num_layers: int) -> tuple[list[int], list[i
 
 def check_config(cfg: PruneConfig) -> None:
     """One-line errors for settings that cannot work (the target is parsed by the run itself)."""
-    for name in ("epochs", "batch_size", "num_bins", "topk", "eval_every", "save_every", "max_length"):
-        if not getattr(cfg, name) > 0:
-            raise ToPruneError(f"{name} must be positive, got {getattr(cfg, name)}")
+    for name in ("epochs", "batch_size", "num_bins", "topk", "eval_every", "save_every", "max_length", "lr",
+                 "gate_lr", "lambda_lr", "warmup_epochs", "rank_alpha", "temperature"):
+        check_count(getattr(cfg, name), name)
+    if not math.isfinite(cfg.hard_epochs) or cfg.hard_epochs < 0:
+        raise ToPruneError(f"hard_epochs must be zero or a positive finite number, got {cfg.hard_epochs!r}")
+    check_seed(cfg.seed)
     if cfg.method not in METHODS:
         raise ToPruneError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     for name, allowed in (("scorer", SCORERS), ("rank_target", RANK_TARGETS)):

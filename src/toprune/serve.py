@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import ToPruneError
 from .export import CONFIG_FILENAME, INT8_FILENAME, ONNX_FILENAME, make_session
+from .validate import check_tokenizer_files
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -30,15 +31,56 @@ class OnnxModel:
         from transformers import AutoTokenizer
 
         folder = Path(folder)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ToPruneError(f"threads must be a positive integer or None, got {threads!r}")
         if not (folder / CONFIG_FILENAME).is_file():
             raise ToPruneError(f"{folder} is not an export folder (no {CONFIG_FILENAME}); run `toprune export`")
-        self.config = json.loads((folder / CONFIG_FILENAME).read_text())
+        try:
+            self.config = json.loads((folder / CONFIG_FILENAME).read_text())
+        except (OSError, ValueError) as exc:
+            raise ToPruneError(f"{folder / CONFIG_FILENAME} is damaged ({type(exc).__name__}): export again") from None
+        if not isinstance(self.config, dict) or not {"inputs", "outputs"} <= self.config.keys():
+            raise ToPruneError(f"{folder / CONFIG_FILENAME} is damaged (no inputs/outputs): export again")
         graph = folder / (INT8_FILENAME if int8 else ONNX_FILENAME)
         if not graph.is_file():
             raise ToPruneError(f"no {graph.name} in {folder}" + (" (export with --int8)" if int8 else ""))
+        check_tokenizer_files(folder, str(folder))
         self.session = make_session(graph, threads)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.inputs = self.config["inputs"]
+
+    @property
+    def inputs(self) -> list[str]:
+        return self.config["inputs"]
+
+    @property
+    def max_positions(self) -> int:
+        """Tokens one input may have: the position table (RoBERTa-style models spend two entries on padding)."""
+        positions = int(self.config.get("max_length") or 512)
+        if self.config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
+            positions -= 2
+        return positions
+
+    def _check(self, name: str, values, other=None, other_name: str = "", batch_size: int = 1,
+               max_length: int = 1) -> list[str]:
+        """The serving API refuses ambiguity: a str where a list is meant (it would be read character by
+        character or as one text per slice), counts that differ, batch sizes and lengths that cannot run."""
+        for label, seq in ((name, values), (other_name, other)):
+            if seq is None:
+                continue
+            if isinstance(seq, str) or not hasattr(seq, "__len__"):
+                raise ToPruneError(f"{label} must be a list of strings, got {type(seq).__name__}; wrap one text "
+                                   f"as [text]")
+            bad = next((i for i, x in enumerate(seq) if not isinstance(x, str)), None)
+            if bad is not None:
+                raise ToPruneError(f"{label}[{bad}] is {type(seq[bad]).__name__}, not a string")
+        if other is not None and len(other) != len(values):
+            raise ToPruneError(f"{len(values)} {name} but {len(other)} {other_name}: give one per text")
+        for label, value in (("batch_size", batch_size), ("max_length", max_length)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ToPruneError(f"{label} must be a positive integer, got {value!r}")
+        if max_length > self.max_positions:
+            raise ToPruneError(f"max_length {max_length} is beyond the model's {self.max_positions} positions")
+        return list(values)
 
     def __call__(self, **inputs) -> dict[str, np.ndarray]:
         feed = {k: np.asarray(v, dtype=np.int64) for k, v in inputs.items() if k in self.inputs}
@@ -49,6 +91,7 @@ class OnnxModel:
         """Sequence classification (label and probability) or regression (score) for each text (pair)."""
         if "logits" not in self.config["outputs"]:
             raise ToPruneError("this export has no classification head; use answer() for question answering")
+        texts = self._check("texts", texts, pairs, "pairs", batch_size, max_length)
         results = []
         for i in range(0, len(texts), batch_size):
             chunk_b = pairs[i : i + batch_size] if pairs is not None else None
@@ -73,6 +116,9 @@ class OnnxModel:
 
         if "start_logits" not in self.config["outputs"]:
             raise ToPruneError("this export has no question-answering head; use predict()")
+        questions = self._check("questions", questions, contexts, "contexts", batch_size, max_length)
+        if not isinstance(stride, int) or not 0 <= stride < max_length:
+            raise ToPruneError(f"stride must be an integer in 0..{max_length - 1} (below max_length), got {stride!r}")
         examples = [{"id": str(i), "question": q, "context": c} for i, (q, c) in enumerate(zip(questions, contexts))]
         features = eval_features(examples, self.tokenizer, max_length, stride)
         rows = [dict(zip(features.inputs, values)) for values in zip(*features.inputs.values())]

@@ -36,17 +36,45 @@ def read_squad_json(path: str | Path) -> list[dict]:
         data = json.loads(path.read_text())["data"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ToPruneError(f"{path} is not a SQuAD JSON file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, list):
+        raise ToPruneError(f"{path} is not a SQuAD JSON file (\"data\" is not a list of articles)")
     examples = []
     for article_index, article in enumerate(data):
-        for paragraph in article.get("paragraphs", []):
-            for qa in paragraph.get("qas", []):
-                answers = qa.get("answers", [])
-                examples.append({"id": qa["id"], "title": article.get("title", ""), "article": article_index,
-                                 "context": paragraph["context"], "question": qa["question"],
-                                 "answers": {"text": [a["text"] for a in answers],
-                                             "answer_start": [int(a["answer_start"]) for a in answers]},
+        for p_index, paragraph in enumerate(_items(article, "paragraphs", path, f"article {article_index + 1}")):
+            where = f"article {article_index + 1}, paragraph {p_index + 1}"
+            context = _text(paragraph, "context", path, where)
+            for q_index, qa in enumerate(_items(paragraph, "qas", path, where)):
+                at = f"{where}, question {q_index + 1}"
+                answers = _items(qa, "answers", path, at, required=False)
+                try:
+                    texts = [str(a["text"]) for a in answers]
+                    starts = [int(a["answer_start"]) for a in answers]
+                except (KeyError, TypeError, ValueError):
+                    raise ToPruneError(f"{path} {at}: every answer needs \"text\" and an integer "
+                                       f"\"answer_start\"") from None
+                examples.append({"id": str(_text(qa, "id", path, at)), "title": article.get("title", ""),
+                                 "article": article_index, "context": context,
+                                 "question": _text(qa, "question", path, at),
+                                 "answers": {"text": texts, "answer_start": starts},
                                  "is_impossible": bool(qa.get("is_impossible", False))})
     return examples
+
+
+def _items(parent, key: str, path: Path, where: str, required: bool = True) -> list:
+    """A list field of one level of the SQuAD layout, or one line naming the file and where in it."""
+    if not isinstance(parent, dict):
+        raise ToPruneError(f"{path} {where}: expected a JSON object")
+    value = parent.get(key, None if required else [])
+    if not isinstance(value, list):
+        raise ToPruneError(f"{path} {where}: {'no' if value is None else 'bad'} \"{key}\" list")
+    return value
+
+
+def _text(parent: dict, key: str, path: Path, where: str):
+    value = parent.get(key) if isinstance(parent, dict) else None
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ToPruneError(f"{path} {where}: no \"{key}\"")
+    return value
 
 
 def _find(data_dir, name: str) -> Path | None:

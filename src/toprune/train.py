@@ -14,15 +14,19 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 
-from .data import glue_task, load_glue_split
+from .data import GLUE_TASKS, glue_task, load_glue_split
 from .errors import ToPruneError
 from .flops import EncoderDims, batch_flops
 from .metrics import glue_metrics
-from .pretrained import load_model, load_tokenizer, save_pruned
+from .plan import PLAN_FILENAME
+from .pretrained import load_model, load_tokenizer, resolve_model, save_pruned
 from .qa import qa_loss, qa_metrics, survivors
 from .recipes import teacher_recipe
 from .runtime import pruning_state
 from .selection import Selection, check_select_on, split_heldout
+from .safeio import LOCK_FILENAME, atomic_save_file, atomic_write_text, check_writable
+from .validate import (check_count, check_encoder_complete, check_finite_loss, check_finite_weights,
+                       check_label_names, check_max_length, check_same_task, check_seed, check_trained)
 
 
 @dataclass
@@ -55,6 +59,7 @@ class TaskData:
 
 
 TARGETS = ("labels", "start_positions", "end_positions")
+KNOWN_TASKS = set(GLUE_TASKS)  # tasks whose names say what a model was trained on (SQuAD v1.1/v2.0 models may cross)
 
 
 def is_qa_model(model) -> bool:
@@ -69,12 +74,19 @@ def check_qa_head(model, path, task: "TaskData") -> None:
                            f"is {'' if task.kind == 'qa' else 'not '}question answering")
 
 
-def check_head(model, path, task: "TaskData") -> None:
-    """One-line errors for a model whose head does not fit the task (QA vs classification, label count)."""
+def check_head(model, path, task: "TaskData", max_length: int | None = None) -> None:
+    """One-line errors for a model whose head does not fit the task (QA vs classification, an untrained head, label
+    count, label names) or whose positions are fewer than ``max_length``."""
     check_qa_head(model, path, task)
+    check_trained(model, str(path))
+    if max_length is not None:
+        check_max_length(model.config, max_length, str(path))
     if model.config.num_labels != task.num_labels:
         raise ToPruneError(f"{path} predicts {model.config.num_labels} labels but task {task.name} has "
                            f"{task.num_labels}: evaluate it on the task it was trained for")
+    if task.kind != "qa":
+        check_label_names(model.config, str(path), task.labels, task.name)
+    check_same_task(resolve_model(path), str(path), task.name, KNOWN_TASKS)
 
 
 def split_targets(batch: dict) -> tuple[dict, dict]:
@@ -96,6 +108,7 @@ def supervised_loss(logits: torch.Tensor, targets: dict, task: "TaskData") -> to
 
 
 def seed_everything(seed: int) -> None:
+    check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -146,15 +159,16 @@ def prepare_glue(tokenizer, task_name: str, data_dir, max_length: int = 128, max
 
 def prepare_user(tokenizer, train_file, validation_file, text_columns=None, label_column=None, max_length: int = 128,
                  max_train_samples: int | None = None, seed: int = 57, dev_only: bool = False,
-                 select_on: str = "heldout") -> TaskData:
-    """The user's own CSV/TSV/JSON Lines files (see :mod:`toprune.userdata`); metric: accuracy or Pearson."""
+                 select_on: str = "heldout", task_type: str | None = None) -> TaskData:
+    """The user's own CSV/TSV/JSON Lines files (see :mod:`toprune.userdata`); metric: accuracy or Pearson.
+    ``task_type``: "classification" or "regression" (default: inferred from the training labels)."""
     from .userdata import load_user_data
 
     if not validation_file:
         raise ToPruneError("--train-file needs --validation-file too (the dev set that is evaluated)")
     if isinstance(text_columns, str):
         text_columns = tuple(c.strip() for c in text_columns.split(",") if c.strip())
-    train, dev, info = load_user_data(train_file, validation_file, text_columns, label_column)
+    train, dev, info = load_user_data(train_file, validation_file, text_columns, label_column, task_type=task_type)
     metric = "pearson" if info.is_regression else "accuracy"
     return _task_data("custom", metric, info.labels, train, dev, tokenizer, max_length, max_train_samples, seed,
                       dev_only, select_on)
@@ -162,7 +176,7 @@ def prepare_user(tokenizer, train_file, validation_file, text_columns=None, labe
 
 def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, max_train_samples: int | None = None,
                  seed: int = 57, dev_only: bool = False, train_file=None, validation_file=None, text_columns=None,
-                 label_column=None, select_on: str = "heldout") -> TaskData:
+                 label_column=None, select_on: str = "heldout", task_type: str | None = None) -> TaskData:
     """SQuAD (``squad``, ``squad_v2``: local JSON, the user's files in that layout, or the hub), the user's own
     classification files when ``train_file`` is given, else the GLUE task."""
     from .squad import is_squad
@@ -180,7 +194,9 @@ def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, m
         raise ToPruneError("--validation-file needs --train-file (labels are learned from the training file)")
     if train_file:
         return prepare_user(tokenizer, train_file, validation_file, text_columns, label_column, max_length,
-                            max_train_samples, seed, dev_only, select_on)
+                            max_train_samples, seed, dev_only, select_on, task_type)
+    if task_type is not None:
+        raise ToPruneError("--task-type is for your own files (--train-file); GLUE and SQuAD tasks have theirs")
     return prepare_glue(tokenizer, task, data_dir, max_length, max_train_samples, seed, dev_only, select_on)
 
 
@@ -269,24 +285,37 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> t
 def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_dir, epochs: float | None = None,
                      lr: float | None = None, batch_size: int | None = None, max_length: int = 128,
                      max_train_samples: int | None = None, seed: int = 57, log=print, select_on: str = "heldout",
-                     resume: bool = False, **user_files) -> dict:
+                     resume: bool = False, overwrite: bool = False, **user_files) -> dict:
     """Dense fine-tuning with the task's recipe (:mod:`toprune.recipes`; explicit arguments override it).
 
     The selection set (the held-out training slice, or dev with ``select_on="dev"``) is evaluated after every epoch;
     the best epoch's weights are kept and saved as an HF folder, and the dev set is evaluated once, on them.
     Every epoch ends with ``OUTPUT/checkpoint.pt``; ``resume=True`` continues from it to the same result (the file
     is removed once the model is saved).
-    ``user_files``: train_file, validation_file, text_columns, label_column for the user's own data.
+    ``user_files``: train_file, validation_file, text_columns, label_column, task_type for the user's own data.
+    ``output_dir`` must be new or empty unless ``overwrite`` or ``resume``; it is checked writable before anything
+    trains.
     """
     recipe = teacher_recipe(task_name if not user_files.get("train_file") else None, epochs=epochs, lr=lr,
                             batch_size=batch_size)
+    for name, value in (("epochs", recipe.epochs), ("lr", recipe.lr), ("batch_size", recipe.batch_size)):
+        check_count(value, name)
+    check_writable(output_dir)
+    out = Path(output_dir)
+    resumable = resume and (out / "checkpoint.pt").is_file()
+    if not (overwrite or resumable) and out.is_dir() and any(p.name != LOCK_FILENAME for p in out.iterdir()):
+        raise ToPruneError(f"--output {out} already holds files; give a new --output or pass --overwrite")
     seed_everything(seed)
     tokenizer = load_tokenizer(model_name)
     data = prepare_data(tokenizer, task_name, data_dir, max_length, max_train_samples, seed, select_on=select_on,
                         **user_files)
     device = default_device()
+    if Path(resolve_model(model_name), PLAN_FILENAME).is_file():
+        raise ToPruneError(f"--model {model_name} is a pruned model; fine-tune the dense model")
     model = load_model(model_name, auto_class=data.auto_class, num_labels=data.num_labels).to(device)
-    check_head(model, model_name, data)
+    check_qa_head(model, model_name, data)
+    check_encoder_complete(model, str(model_name))
+    check_max_length(model.config, max_length, str(model_name))
     if data.kind != "qa":
         model.config.id2label = {i: name for i, name in enumerate(data.labels or ("score",))}
         model.config.label2id = {name: i for i, name in model.config.id2label.items()}
@@ -321,6 +350,7 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
             started = time.perf_counter()
             inputs, targets = split_targets(batch)
             loss = supervised_loss(head_logits(model(**inputs)), targets, data)
+            check_finite_loss(loss.item(), step + 1, "nothing was saved; lower --lr")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step(), schedule.step(), optimizer.zero_grad()
@@ -340,17 +370,17 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
             blob = dict(settings=settings, model=model.state_dict(), optimizer=optimizer.state_dict(),
                         schedule=schedule.state_dict(), step=step, epoch=epoch, seconds=seconds, curve=curve,
                         best=best, rng=torch.get_rng_state())
-            torch.save(blob, checkpoint.with_suffix(".tmp"))
-            checkpoint.with_suffix(".tmp").replace(checkpoint)  # atomic: a kill mid-save keeps the previous one
+            atomic_save_file(checkpoint, lambda tmp: torch.save(blob, tmp))  # a kill mid-save keeps the previous one
     bar.close()
     model.load_state_dict(best[2])
+    check_finite_weights(model, str(model_name), "nothing was saved; lower --lr")
     save_pruned(model, output_dir, tokenizer)  # saved before evaluating: a failed evaluation loses no training
     result = evaluate(model, make_loader(data.dev, tokenizer, 64, False), data, padded_length=max_length)
     result.update(task=data.name, steps=step, kept_step=best[1], selection_metric=best[0],
                   selection=data.selection_info.as_dict(), selection_curve=curve, epochs=recipe.epochs,
                   lr=recipe.lr, warmup=recipe.warmup, batch_size=recipe.batch_size, train_examples=len(data.train),
                   seed=seed, mean_step_ms=1000 * seconds / max(1, step))
-    Path(output_dir, "toprune_teacher.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(Path(output_dir, "toprune_teacher.json"), json.dumps(result, indent=1) + "\n")
     checkpoint.unlink(missing_ok=True)  # the run is complete: its resume state is no longer needed
     log(f"teacher {data.name}: kept step {best[1]} of {step} ({data.metric} {best[0]:.2f} on the selection set); "
         f"{data.metric} {result['metric']:.2f} on dev ({len(data.dev)} examples)")

@@ -41,12 +41,23 @@ class UserTaskInfo:
         return self.labels is None
 
 
-def load_user_data(train_file, validation_file, text_columns=None, label_column=None, regression=None):
+TASK_TYPES = ("classification", "regression")
+
+
+def load_user_data(train_file, validation_file, text_columns=None, label_column=None, regression=None,
+                   task_type: str | None = None):
     """``(train, validation, info)``: two ``datasets.Dataset`` with text_a[, text_b], label, and the task found.
 
     Columns not given are inferred from the training file (see ``_infer_label_column``/``_infer_text_columns``).
-    ``regression=None`` infers it: every training label numeric and more than 10 distinct values.
+    ``task_type`` ("classification" or "regression"; or the older ``regression=True/False``) says what the labels
+    are; ``None`` infers it: every training label numeric and more than 10 distinct values is regression.
+    Numeric class labels are normalised (``1`` and ``1.0`` are one class, see ``_labels``); NaN/inf labels are
+    refused, and so is training data with a single class (or a constant regression target).
     """
+    if task_type is not None:
+        if task_type not in TASK_TYPES:
+            raise ToPruneError(f"--task-type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}")
+        regression = task_type == "regression"
     train = read_table(train_file)
     validation = read_table(validation_file)
 
@@ -59,6 +70,9 @@ def load_user_data(train_file, validation_file, text_columns=None, label_column=
     text_columns = tuple(text_columns)
     if not 1 <= len(text_columns) <= 2:
         raise ToPruneError(f"text_columns takes 1 or 2 column names, got {len(text_columns)}")
+    if len(set(text_columns)) < len(text_columns) or label_column in text_columns:
+        raise ToPruneError(f"--text-columns {','.join(text_columns)} with --label-column {label_column}: a column "
+                           f"can be used once (text or label)")
     for path, ds in ((train_file, train), (validation_file, validation)):
         missing = [c for c in (*text_columns, label_column) if c not in ds.column_names]
         if missing:
@@ -75,8 +89,15 @@ def load_user_data(train_file, validation_file, text_columns=None, label_column=
         labels = None
         train_labels = _floats(train_file, train_labels, label_column)
         val_labels = _floats(validation_file, val_labels, label_column)
+        if len(set(train_labels)) < 2:
+            raise ToPruneError(f"{train_file}: every target in column {label_column!r} is {train_labels[0]:g}; "
+                               f"a regression needs targets that vary")
     else:
+        _one_spelling(train_file, train_labels)
         labels = tuple(sorted(set(train_labels)))
+        if len(labels) < 2:
+            raise ToPruneError(f"{train_file}: every label in column {label_column!r} is {labels[0]!r}; a classifier "
+                               f"needs at least two classes (for a numeric target pass --task-type regression)")
         known = set(labels)
         for row, label in enumerate(val_labels, start=1):
             if label not in known:
@@ -120,6 +141,10 @@ def read_table(path, column_names=None):
         raise ToPruneError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     if columns is not None and not any(c.strip() for c in columns):
         raise ToPruneError(f"{path} is empty (no header row)")
+    if columns is not None:  # pandas would rename a repeated name to "name.1": one of the two is then never read
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise ToPruneError(f"{path}: column {repeated[0]!r} appears more than once in the header")
     if not has_rows:  # datasets would fail with StopIteration or "corresponds to no data"
         raise ToPruneError(f"{path} has no data rows")
 
@@ -188,12 +213,37 @@ def _texts(path, ds, column) -> list[str]:
 
 
 def _labels(path, ds, column) -> list[str]:
-    # labels are compared as strings; surrounding spaces are typos, not distinct classes
-    labels = ["" if v is None else str(v).strip() for v in ds[column]]
-    for row, label in enumerate(labels, start=1):
+    """Labels as strings: surrounding spaces are typos; a whole number written with a fraction or exponent
+    (``1.0``, JSON 1.0, ``1e0``) is that integer (``1``), while integers keep their spelling (codes like ``007``).
+    A NaN or infinite label is a missing value, never a class."""
+    labels = []
+    for row, value in enumerate(ds[column], start=1):
+        label = "" if value is None else str(value).strip()
         if not label:
             raise ToPruneError(f"{path} row {row}: empty label in column {column!r}")
+        try:
+            number = float(label)
+        except ValueError:
+            number = None
+        if number is not None:
+            if not math.isfinite(number):
+                raise ToPruneError(f"{path} row {row}: label {label!r} in column {column!r} is not a usable value")
+            if number.is_integer() and any(c in label for c in ".eE") and abs(number) < 2**53:
+                label = str(int(number))
+        labels.append(label)
     return labels
+
+
+def _one_spelling(path, labels: list[str]) -> None:
+    """Class labels: two spellings of one number that remain (``7``, ``007``) are refused, not two classes."""
+    seen = {}
+    for row, label in enumerate(labels, start=1):
+        number = _as_float(label)
+        if number is not None:
+            first = seen.setdefault(number, (label, row))
+            if first[0] != label:
+                raise ToPruneError(f"{path} row {row}: label {label!r} is the number of {first[0]!r} (row "
+                                   f"{first[1]}) written another way; write each class one way")
 
 
 def _as_float(text: str) -> float | None:
