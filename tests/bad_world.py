@@ -85,7 +85,7 @@ def build_world(root: Path) -> World:
     w = World(root, save_model(root / "good", tokenizer), root / "train.csv", root / "dev.csv", root / "glue",
               root / "squad")
     w.tokenizer = tokenizer
-    w.train.write_text(csv_rows(GOOD_ROWS))
+    w.train.write_text(csv_rows(GOOD_ROWS * 3))  # enough rows to hold out a selection slice
     w.dev.write_text(csv_rows(GOOD_ROWS[::2]))
     mrpc = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
     (w.glue / "MRPC").mkdir(parents=True)
