@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from toprune.cli import build_parser, main
 
@@ -126,7 +127,10 @@ def test_pruned_model_drops_into_a_hf_pipeline(minilm):
     assert transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)(texts) == dense
     toprune.apply_pruning(model, toprune.PruningPlan.from_keep_ratios(6, {layer: 0.5 for layer in range(2, 6)}))
     pruned = transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)(texts)
-    assert [p["label"] for p in pruned] and all(0 <= p["score"] <= 1 for p in pruned)
+    with torch.no_grad():
+        probs = [model(**tokenizer(text, return_tensors="pt")).logits.softmax(-1)[0] for text in texts]
+    assert [p["label"] for p in pruned] == [model.config.id2label[int(x.argmax())] for x in probs]
+    assert [p["score"] for p in pruned] == pytest.approx([float(x.max()) for x in probs], abs=1e-5)
 
 
 def test_label_count_mismatch_and_lonely_validation_file(tmp_path, data_dir, capsys):

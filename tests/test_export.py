@@ -137,7 +137,11 @@ def test_onnx_model_predicts_like_pytorch_from_raw_text(tiny_text_model):
     assert [g["label"] for g in got] == [model.config.id2label[int(i)] for i in probs.argmax(-1)]
     assert np.allclose([g["score"] for g in got], probs.max(-1).values.numpy(), atol=1e-4)
     int8 = OnnxModel(tiny_text_model / "export", int8=True).predict(texts, pairs=pairs)
-    assert len(int8) == 3 and all(0.5 <= g["score"] <= 1 for g in int8)
+    # quantisation moves the probabilities a little: each INT8 score is close to the float model's probability of
+    # the label INT8 picked (a wrong label id, or a score that is not that label's probability, would fail)
+    label2id = {name: int(i) for i, name in model.config.id2label.items()}
+    float_probs = [float(probs[b, label2id[g["label"]]]) for b, g in enumerate(int8)]
+    assert len(int8) == 3 and np.allclose([g["score"] for g in int8], float_probs, atol=0.05)
     with pytest.raises(toprune.ToPruneError, match="no question-answering head"):
         served.answer(["q"], ["c"])
 
