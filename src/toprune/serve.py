@@ -1,4 +1,5 @@
-"""Predict from raw text with an exported folder and ONNX Runtime: no PyTorch model code at serving time.
+"""Predict from raw text with an exported folder, ONNX Runtime and ``tokenizers``: neither torch nor transformers is
+imported at serving time (tests/test_export.py checks it in a fresh interpreter).
 
     from toprune.serve import OnnxModel
     model = OnnxModel("exports/mrpc-top")
@@ -15,7 +16,23 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ToPruneError
-from .export import CONFIG_FILENAME, INT8_FILENAME, ONNX_FILENAME, make_session
+from .fast_tokenizer import FastTokenizer
+
+ONNX_FILENAME = "model.onnx"
+INT8_FILENAME = "model.int8.onnx"
+CONFIG_FILENAME = "toprune_onnx.json"
+
+
+def make_session(path: str | Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -27,8 +44,6 @@ class OnnxModel:
     """An export folder (``toprune export``) loaded into an ``onnxruntime.InferenceSession``."""
 
     def __init__(self, folder: str | Path, threads: int | None = None, int8: bool = False) -> None:
-        from transformers import AutoTokenizer
-
         folder = Path(folder)
         if not (folder / CONFIG_FILENAME).is_file():
             raise ToPruneError(f"{folder} is not an export folder (no {CONFIG_FILENAME}); run `toprune export`")
@@ -37,8 +52,8 @@ class OnnxModel:
         if not graph.is_file():
             raise ToPruneError(f"no {graph.name} in {folder}" + (" (export with --int8)" if int8 else ""))
         self.session = make_session(graph, threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.inputs = self.config["inputs"]
+        self.tokenizer = FastTokenizer(folder, self.inputs)
 
     def __call__(self, **inputs) -> dict[str, np.ndarray]:
         feed = {k: np.asarray(v, dtype=np.int64) for k, v in inputs.items() if k in self.inputs}
