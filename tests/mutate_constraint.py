@@ -50,7 +50,7 @@ def main() -> int:
             proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TESTS],
                                   cwd=ROOT, env=env, capture_output=True, text=True)
         killed = proc.returncode == 1  # tests failed (2-5 would be a broken run, not a kill)
-        print(f"{'KILLED' if killed else 'SURVIVED':9} {name}" + ("" if killed else f" (pytest exit {proc.returncode})"))
+        print(f"{'KILLED' if killed else 'SURVIVED':9} {name}" + ("" if killed else f" (exit {proc.returncode})"))
         failures += not killed
     return 1 if failures else 0
 

@@ -108,8 +108,9 @@ def test_show_and_plot(tmp_path, capsys):
     assert (tmp_path / "s.html").read_text().count("<tr>") == 4
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "dev_metric": m, "dev_flops_reduction_unpadded": f})
-                                               + "\n" for s, m, f in [(50, 85.0, 1.2), (100, 84.0, 2.0)]))
+    records = [{"step": s, "dev_metric": m, "dev_flops_reduction_unpadded": f}
+               for s, m, f in [(50, 85.0, 1.2), (100, 84.0, 2.0)]]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert main(["plot", str(run), "--output", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert main(["plot", str(tmp_path)]) == 2

@@ -247,7 +247,8 @@ def test_pruned_hidden_states_are_full_length_at_their_original_positions():
         last = model.base_model(**batch).last_hidden_state
     states = out.hidden_states
     assert len(states) == 5 and all(h.shape == (2, 9, 32) for h in states)
-    assert torch.allclose(states[0][real], dense[0][real]) and torch.allclose(states[1][real], dense[1][real], atol=1e-5)
+    assert torch.allclose(states[0][real], dense[0][real])
+    assert torch.allclose(states[1][real], dense[1][real], atol=1e-5)
     survivors = torch.zeros_like(real)
     for b, row in enumerate(state.last.positions[2]):
         survivors[b, row[row >= 0]] = True

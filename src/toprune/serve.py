@@ -75,7 +75,8 @@ class OnnxModel:
                 continue
             for probs in _softmax(logits):
                 best = int(probs.argmax())
-                results.append({"label": self.config["id2label"].get(str(best), str(best)), "score": float(probs[best])})
+                label = self.config["id2label"].get(str(best), str(best))
+                results.append({"label": label, "score": float(probs[best])})
         return results
 
     def answer(self, questions: list[str], contexts: list[str], max_length: int = 384, stride: int = 128,
