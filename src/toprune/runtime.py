@@ -300,20 +300,21 @@ def _pruned_encoder_forward(self, hidden_states=None, *args, **kwargs):
     return EncoderOutput(last_hidden_state=out)
 
 
-def _flag(name: str, module, bound: dict):
-    value = bound.get(name, bound.get("kwargs", {}).get(name))
-    return getattr(module.config, name, False) if value is None else value
-
-
 def _make_mask_hook(state: PruningState, forward) -> callable:
     signature = inspect.signature(forward)
+    extra = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+
+    def flag(name: str, module, bound: dict):
+        """An output_* flag of this call: its argument (named, or in **kwargs), else the config's default."""
+        value = bound.get(name, bound.get(extra, {}).get(name))
+        return getattr(module.config, name, False) if value is None else value
 
     def capture(module, args, kwargs):
         bound = signature.bind_partial(*args, **kwargs).arguments
-        if _flag("output_attentions", module, bound):
+        if flag("output_attentions", module, bound):
             raise ToPruneError("output_attentions is not supported on a pruned model (its attention runs over the "
                                "surviving tokens only); call it without output_attentions")
-        hidden = _flag("output_hidden_states", module, bound)
+        hidden = flag("output_hidden_states", module, bound)
         if hidden is not False and hidden is not True:  # transformers also takes layer indices here
             raise ToPruneError(f"output_hidden_states={hidden!r} is not supported on a pruned model: pass True")
         state.input_mask = bound.get("attention_mask")
