@@ -91,7 +91,7 @@ def test_min_relative_macs_keeps_only_cls_from_the_first_pruning_layer():
     dims = EncoderDims(4, 16, 64, 2)
     lengths = torch.tensor([30, 50])
     expected = sum(encoder_macs(dims, [n, n, 1, 1]) / dense_macs(dims, n) for n in (30, 50)) / 2
-    assert min_relative_macs(dims, [2, 3], lengths) == pytest.approx(expected)
+    assert min_relative_macs(dims, [2, 3], lengths) == pytest.approx(expected, rel=1e-12)  # computed in float64
     padded = sum(encoder_macs(dims, [n, n, 1, 1]) / dense_macs(dims, 128) for n in (30, 50)) / 2
     assert min_relative_macs(dims, [2, 3], lengths, 128) == pytest.approx(padded)
 
@@ -109,7 +109,8 @@ def test_batch_flops_counts_every_example_of_the_batch_and_reports_add_up():
     assert total.padded_length == 24 and (other + report).padded_length == 24
 
 
-@pytest.mark.parametrize("text, relative", [("2x", 0.5), ("4X", 0.25), (" 1x ", 1.0), ("0.6", 0.4), ("0", 1.0)])
+@pytest.mark.parametrize("text, relative", [("2x", 0.5), ("2.5x", 0.4), ("12X", 1 / 12), (" 1x ", 1.0), ("0.6", 0.4),
+                                            ("0", 1.0)])
 def test_parse_target_reductions_and_sparsities(text, relative):
     assert parse_target(text) == pytest.approx(relative)
 
