@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     plan = toprune.PruningPlan.from_keep_ratios(
         num_layers, {layer: args.keep_ratio for layer in range(args.from_layer, num_layers)})
     toprune.apply_pruning(models["keep_all"])  # our layer loop, SDPA everywhere, nothing dropped
-    toprune.apply_pruning(models["scored"]).force_scoring = True  # + explicit-softmax scoring where a plan would need it
+    # + explicit-softmax scoring where a plan would need it
+    toprune.apply_pruning(models["scored"]).force_scoring = True
     toprune.apply_pruning(models["plan"], plan)
 
     # FLOPs of the plan on exactly these inputs, both conventions

@@ -68,7 +68,8 @@ def row_of(result: dict) -> dict:
             "dense_ms_b1": d["latency_ms_b1"], "pruned_ms_b1": p["latency_ms_b1"],
             "dense_ms_b32": d["latency_ms_b32"], "pruned_ms_b32": p["latency_ms_b32"],
             "speedup_b1": result["speedup_b1"], "speedup_b32": result["speedup_b32"],
-            "speedup_over_flops_b1": result["speedup_b1"] / flops, "speedup_over_flops_b32": result["speedup_b32"] / flops,
+            "speedup_over_flops_b1": result["speedup_b1"] / flops,
+            "speedup_over_flops_b32": result["speedup_b32"] / flops,
             "int8_dense_ms_b1": q["dense_ms_b1"], "int8_pruned_ms_b1": q["pruned_ms_b1"],
             "int8_dense_ms_b32": q["dense_ms_b32"], "int8_pruned_ms_b32": q["pruned_ms_b32"],
             "protocol": result["protocol"]}

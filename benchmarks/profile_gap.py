@@ -82,7 +82,8 @@ def main(argv=None) -> int:
         batches = make_batches(tokenizer, dev["text_a"], texts_b, bs, 128)
         result = {name: profile_model(model, batches) for name, model in models.items()}
         groups = sorted({g for totals, _, _ in result.values() for g in totals})
-        lines += [f"## batch {bs}", "", "| operator group | dense ms | pruned ms | dense / pruned |", "|---|---|---|---|"]
+        lines += [f"## batch {bs}", "", "| operator group | dense ms | pruned ms | dense / pruned |",
+                  "|---|---|---|---|"]
         for group in groups + ["total"]:
             d = sum(result["dense"][0].values()) if group == "total" else result["dense"][0].get(group, 0.0)
             p = sum(result["pruned"][0].values()) if group == "total" else result["pruned"][0].get(group, 0.0)

@@ -2,7 +2,8 @@
 slice of the training data (toprune.selection), never on dev. Each (task, lr) is one `toprune finetune` run with the
 task's longest schedule; it evaluates the slice after every epoch and keeps its best epoch, so the epochs are
 searched inside the run (linear decay over the longest schedule). The (lr, epoch) with the best slice metric wins;
-its dev score is read once. Resumable: finished runs (toprune_teacher.json) are skipped, a killed one continues from its last epoch.
+its dev score is read once. Resumable: finished runs (toprune_teacher.json) are skipped,
+a killed one continues from its last epoch.
 
     python benchmarks/teacher_search.py [--jobs 1] [--tasks rte mrpc ...]   # hours on 2 cores; resumable
     python benchmarks/teacher_search.py --report                           # table + results/teacher_search.json

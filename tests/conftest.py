@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import random
 from pathlib import Path
 
 import pytest
@@ -79,11 +81,57 @@ def tiny_teacher(tmp_path_factory):
     return str(folder)
 
 
+# CI sets this: there the shared data is expected, and its absence must fail the run instead of going unnoticed
+REQUIRE_SHARED_DATA = os.environ.get("TOPRUNE_REQUIRE_SHARED_DATA") == "1"
+# TOPRUNE_SMALL_DATA=1 runs the training-path tests on the small data even where the shared data exists
+SMALL_DATA = os.environ.get("TOPRUNE_SMALL_DATA") == "1"
+
+
+def pytest_sessionstart(session):
+    if REQUIRE_SHARED_DATA and not DATA_DIR.is_dir():
+        raise pytest.UsageError(f"TOPRUNE_REQUIRE_SHARED_DATA=1 but the shared data is missing: {DATA_DIR.resolve()}")
+
+
 @pytest.fixture()
-def data_dir():
+def real_data_dir():
+    """The shared data folder, for tests about the real files themselves (row counts, known rows)."""
     if not DATA_DIR.is_dir():
         pytest.skip(f"real data not found at {DATA_DIR} (expected ../shared/data beside the repo)")
     return DATA_DIR
+
+
+_WORDS = ("the a cat dog report film market river city bank man woman child court company team engine rain price "
+          "quickly slowly sold bought wrote read saw found left moved rose fell said told large small old new red "
+          "quiet early late after before during with without under over near far").split()
+
+
+def _sentence(rng: random.Random) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(12, 22))).capitalize() + " ."
+
+
+def write_small_glue(root: Path, train_rows: int = 96, dev_rows: int = 40, seed: int = 0) -> Path:
+    """MRPC and STS-B in the GLUE TSV layout (header rows as in the official files), random sentence pairs."""
+    rng = random.Random(seed)
+    for split, rows in (("train", train_rows), ("dev", dev_rows)):
+        mrpc = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
+        stsb = ["index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"]
+        for i in range(rows):
+            a, b = _sentence(rng), _sentence(rng)
+            mrpc.append(f"{i % 2}\t{i}\t{i + rows}\t{a}\t{b}")
+            stsb.append(f"{i}\tmain\tsmall\t2024\t{i:04d}\tnone\tnone\t{a}\t{b}\t{rng.uniform(0, 5):.3f}")
+        for folder, lines in (("MRPC", mrpc), ("STS-B", stsb)):
+            (root / "glue" / folder).mkdir(parents=True, exist_ok=True)
+            (root / "glue" / folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """The shared data folder when present, else a small GLUE-layout folder made here: the training path always
+    runs (CI, with TOPRUNE_REQUIRE_SHARED_DATA=1, refuses to start without the shared data instead)."""
+    if DATA_DIR.is_dir() and not SMALL_DATA:
+        return DATA_DIR
+    return write_small_glue(tmp_path_factory.mktemp("small-data"))
 
 
 SENTENCES = [

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from toprune.cli import build_parser, main
 
@@ -107,8 +108,9 @@ def test_show_and_plot(tmp_path, capsys):
     assert (tmp_path / "s.html").read_text().count("<tr>") == 4
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "dev_metric": m, "dev_flops_reduction_unpadded": f})
-                                               + "\n" for s, m, f in [(50, 85.0, 1.2), (100, 84.0, 2.0)]))
+    records = [{"step": s, "dev_metric": m, "dev_flops_reduction_unpadded": f}
+               for s, m, f in [(50, 85.0, 1.2), (100, 84.0, 2.0)]]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert main(["plot", str(run), "--output", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert main(["plot", str(tmp_path)]) == 2
@@ -126,7 +128,10 @@ def test_pruned_model_drops_into_a_hf_pipeline(minilm):
     assert transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)(texts) == dense
     toprune.apply_pruning(model, toprune.PruningPlan.from_keep_ratios(6, {layer: 0.5 for layer in range(2, 6)}))
     pruned = transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)(texts)
-    assert [p["label"] for p in pruned] and all(0 <= p["score"] <= 1 for p in pruned)
+    with torch.no_grad():
+        probs = [model(**tokenizer(text, return_tensors="pt")).logits.softmax(-1)[0] for text in texts]
+    assert [p["label"] for p in pruned] == [model.config.id2label[int(x.argmax())] for x in probs]
+    assert [p["score"] for p in pruned] == pytest.approx([float(x.max()) for x in probs], abs=1e-5)
 
 
 def test_label_count_mismatch_and_lonely_validation_file(tmp_path, data_dir, capsys):

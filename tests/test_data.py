@@ -11,17 +11,17 @@ OFFICIAL_COUNTS = [("cola", "train", 8551), ("cola", "dev", 1043), ("sst2", "dev
 
 
 @pytest.mark.parametrize("task, split, rows", OFFICIAL_COUNTS)
-def test_real_glue_row_counts(data_dir, task, split, rows):
-    ds = load_glue_split(data_dir / "glue", task, split)
+def test_real_glue_row_counts(real_data_dir, task, split, rows):
+    ds = load_glue_split(real_data_dir / "glue", task, split)
     assert len(ds) == rows
     assert all(text.strip() for text in ds["text_a"][:50])
 
 
-def test_quotes_are_data_and_labels_are_strings(data_dir):
-    mrpc = load_glue_split(data_dir, "mrpc", "dev")  # the shared folder itself is accepted too
+def test_quotes_are_data_and_labels_are_strings(real_data_dir):
+    mrpc = load_glue_split(real_data_dir, "mrpc", "dev")  # the shared folder itself is accepted too
     assert mrpc[0]["text_b"].startswith('" The foodservice')
     assert set(mrpc["label"]) == {"0", "1"}
-    assert isinstance(load_glue_split(data_dir, "stsb", "dev")[0]["label"], float)
+    assert isinstance(load_glue_split(real_data_dir, "stsb", "dev")[0]["label"], float)
 
 
 def test_mnli_and_qqp_loaders_on_small_files_in_the_glue_layout(tmp_path):
@@ -54,3 +54,14 @@ def test_metrics_on_the_glue_scale():
     assert glue_metrics("mcc", [1, 0, 1, 0], [1, 0, 1, 0])["mcc"] == pytest.approx(100.0)
     corr = glue_metrics("pearson", [1.0, 2.0, 3.0], [2.0, 4.0, 6.5])
     assert corr["spearman"] == pytest.approx(100.0) and 99 < corr["pearson"] <= 100
+
+
+def test_the_tests_small_glue_folder_reads_like_the_real_layout(tmp_path):
+    """The folder the training-path tests fall back on (tests/conftest.py) goes through the real loader."""
+    from .conftest import write_small_glue
+
+    root = write_small_glue(tmp_path, train_rows=6, dev_rows=4)
+    mrpc = load_glue_split(root / "glue", "mrpc", "train")
+    assert len(mrpc) == 6 and set(mrpc["label"]) == {"0", "1"} and mrpc[0]["text_b"].endswith(" .")
+    stsb = load_glue_split(root, "stsb", "dev")
+    assert len(stsb) == 4 and all(0.0 <= s <= 5.0 for s in stsb["label"])

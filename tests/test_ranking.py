@@ -114,9 +114,9 @@ def test_labels_carry_no_gradient():
 
 @pytest.mark.parametrize("k", [0, -1, 2.0, True])
 def test_bad_k_rejected(k):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"ranking top-k must be a positive int, got {k!r}"):
         ranking_labels(torch.rand(1, 4), torch.ones(1, 4, dtype=torch.bool), k)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"ranking top-k must be a positive int, got {k!r}"):
         ranking_distillation_loss(torch.rand(1, 4), torch.zeros(1, 4), k)
 
 
@@ -296,3 +296,22 @@ def test_per_pair_loss_is_the_mean_pair_loss():
     assert loss.item() == pytest.approx(1.0)  # log2(1 + e^0) = 1 for every pair, whatever the length
     long = torch.cat([labels, torch.ones(2, 50)], dim=1)
     assert ranking_distillation_loss(torch.zeros(2, 56), long, 1, per_pair=True).item() == pytest.approx(1.0)
+
+
+def test_loss_refuses_mismatched_or_non_matrix_inputs():
+    labels = ranking_labels(torch.randn(2, 5), _valid([5, 3]), 3)
+    with pytest.raises(ValueError, match=r"student scores \(2, 4\) and labels \(2, 5\) must both be \(B, N\)"):
+        ranking_distillation_loss(torch.randn(2, 4), labels, 3)
+    with pytest.raises(ValueError, match=r"student scores \(2, 5, 1\) and labels \(2, 5, 1\) must both be \(B, N\)"):
+        ranking_distillation_loss(torch.randn(2, 5, 1), labels[..., None], 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_loss_upcasts_half_precision_and_keeps_float64(dtype):
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(2, 6, generator=gen)
+    labels = ranking_labels(torch.randn(2, 6, generator=gen), _valid([6, 4]), 3)
+    loss = ranking_distillation_loss(scores.to(dtype), labels, 3)
+    assert loss.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    # the half-precision scores themselves are rounded, the loss is not computed in half precision
+    assert float(loss) == pytest.approx(_reference_loss(scores.to(dtype).double(), labels, 3), rel=1e-6)

@@ -216,3 +216,85 @@ def test_row_gather_and_scatter_match_torch_gather_and_scatter():
     dest.sum().backward()  # the gradient reaches exactly the gathered rows, once each
     picked = torch.zeros(3, 7).scatter(1, index, 1.0)
     assert torch.equal(x.grad, picked.unsqueeze(-1).expand(-1, -1, 5))
+
+
+# -- Hugging Face's output contract ------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_hidden_states_of_a_keep_all_plan_equal_the_dense_ones(family):
+    model = tiny_model(family)
+    batch = random_batch([9, 5, 7])
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        dense = model(**batch, output_hidden_states=True).hidden_states
+        apply_pruning(model)
+        kept = model(**batch, output_hidden_states=True).hidden_states
+    assert len(kept) == len(dense) == 5
+    assert all(torch.allclose(a[real], b[real], atol=1e-5) for a, b in zip(kept, dense))
+
+
+def test_pruned_hidden_states_are_full_length_at_their_original_positions():
+    """Pruning at layer 2 happens between the attention and the FFN of layer 1: survivors' states match the dense
+    model up to layer 1's output, and a dropped token keeps its state at removal in every later layer, as in the
+    final output."""
+    model = tiny_model("bert")
+    batch = random_batch([9, 6])
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        dense = model(**batch, output_hidden_states=True).hidden_states
+        state = apply_pruning(model, PruningPlan.from_keep_ratios(4, {2: 0.5}))
+        state.record = True
+        out = model(**batch, output_hidden_states=True)
+        last = model.base_model(**batch).last_hidden_state
+    states = out.hidden_states
+    assert len(states) == 5 and all(h.shape == (2, 9, 32) for h in states)
+    assert torch.allclose(states[0][real], dense[0][real])
+    assert torch.allclose(states[1][real], dense[1][real], atol=1e-5)
+    survivors = torch.zeros_like(real)
+    for b, row in enumerate(state.last.positions[2]):
+        survivors[b, row[row >= 0]] = True
+    dropped = real & ~survivors
+    assert survivors.sum() < real.sum() and dropped.any()
+    assert torch.allclose(states[2][survivors], dense[2][survivors], atol=1e-5)
+    assert not torch.allclose(states[2][dropped], dense[2][dropped], atol=1e-3)  # not FFN'd: dropped before it
+    for later in states[3:]:
+        assert torch.equal(later[dropped], states[2][dropped])
+    assert torch.equal(states[-1], last)
+
+
+def test_attentions_and_index_selections_are_refused_in_one_line():
+    model = tiny_model("bert")
+    apply_pruning(model, PruningPlan.from_keep_ratios(4, {2: 0.5}))
+    batch = random_batch([9, 6])
+    with pytest.raises(toprune.ToPruneError, match="output_attentions is not supported on a pruned model"):
+        model(**batch, output_attentions=True)
+    model.config.output_hidden_states = True  # the config's default counts too
+    with torch.no_grad():
+        assert len(model(**batch).hidden_states) == 5
+    model.config.output_hidden_states = False
+    with pytest.raises(toprune.ToPruneError, match=r"output_hidden_states=\[1\] is not supported"):
+        model(**batch, output_hidden_states=[1])
+    with pytest.raises(toprune.ToPruneError, match="needs return_dict=True"):
+        model.base_model(**batch, output_hidden_states=True, return_dict=False)
+    state = pruning_state(model)
+    state.soft_masks = SoftMasks([2], torch.ones(1, 4), torch.ones(1))
+    with pytest.raises(toprune.ToPruneError, match="soft"):
+        model(**batch, output_hidden_states=True)
+
+
+def test_nothing_of_a_call_outlives_it():
+    model = tiny_model("bert")
+    state = apply_pruning(model, PruningPlan.from_keep_ratios(4, {2: 0.5}))
+    batch = random_batch([9, 6])
+    with torch.no_grad():
+        model(**batch, token_type_ids=torch.zeros_like(batch["input_ids"]), output_hidden_states=True)
+    assert state.input_mask is None and state.input_segments is None and state.hidden_states is None
+    with pytest.raises(IndexError), torch.no_grad():  # a failing call (ids out of the vocabulary) leaves nothing
+        model(input_ids=batch["input_ids"] + 1000, attention_mask=batch["attention_mask"])
+    assert state.input_mask is None
+    # the encoder called on its own (no base model call around it) sees no stale mask: every token is real
+    hidden = torch.randn(2, 9, 32)
+    with torch.no_grad():
+        alone = model.base_model.encoder(hidden).last_hidden_state
+        state.input_mask = torch.ones(2, 9, dtype=torch.long)
+        explicit = model.base_model.encoder(hidden).last_hidden_state
+    assert torch.equal(alone, explicit)

@@ -151,8 +151,8 @@ def test_official_layout_v2_and_article_split(tmp_path):
         read_squad_json(tmp_path / "missing.json")
 
 
-def test_the_real_dev_set_is_split_38_to_10_articles(data_dir):
-    train, held_out, split = load_squad("squad", data_dir / "glue")
+def test_the_real_dev_set_is_split_38_to_10_articles(real_data_dir):
+    train, held_out, split = load_squad("squad", real_data_dir / "glue")
     assert len(train) + len(held_out) == 10570 and "first 38 articles" in split
     assert not {e["article"] for e in train} & {e["article"] for e in held_out}
     assert len({e["article"] for e in held_out}) == 10

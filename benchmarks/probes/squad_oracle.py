@@ -9,7 +9,6 @@ Diagnostic script of the SQuAD investigation (benchmarks/README.md §6); results
 import json, sys, time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))

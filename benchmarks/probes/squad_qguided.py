@@ -6,10 +6,10 @@ benchmarks/results/squad_probe_*.
 import sys, json, time, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "src"))
 import toprune.runtime as rt
-from toprune import load_model, load_tokenizer, apply_pruning, remove_pruning, PruningPlan, EncoderDims
+from toprune import load_model, load_tokenizer, apply_pruning, PruningPlan, EncoderDims
 from toprune.qa import prepare_squad
 from toprune.train import make_loader, evaluate
-from toprune.static import static_plan, plan_relative_macs
+from toprune.static import static_plan
 from toprune.adapters import base_model
 torch.set_num_threads(2)
 folder = sys.argv[1]; modes = sys.argv[2].split(",")

@@ -3,10 +3,10 @@
 Run from the repo root. Diagnostic scripts of the SQuAD investigation (benchmarks/README.md §6); results in
 benchmarks/results/squad_probe_*.
 """
-import sys, json, time, torch, inspect, textwrap
+import sys, json, time, torch, inspect
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "src"))
 import toprune.runtime as rt
-from toprune import load_model, load_tokenizer, apply_pruning, PruningPlan, EncoderDims
+from toprune import load_model, load_tokenizer, apply_pruning, PruningPlan
 from toprune.qa import prepare_squad
 from toprune.train import make_loader, evaluate
 torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)

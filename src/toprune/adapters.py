@@ -14,7 +14,7 @@ pruning decision (or a ranking loss) needs the attention probabilities.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

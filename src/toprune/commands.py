@@ -98,8 +98,8 @@ def cmd_eval(args, data_dir):
         print(f"{data.name} ({len(data.qa.examples)} questions in {len(data.dev)} windows of {args.max_length}; "
               f"{data.qa.split}): EM {result['exact']:.2f}, F1 {result['f1']:.2f}")
         if "f1_excluding_pruned" in result:
-            print(f"  with pruned positions excluded from answer boundaries: EM {result['exact_excluding_pruned']:.2f}, "
-                  f"F1 {result['f1_excluding_pruned']:.2f}")
+            print("  with pruned positions excluded from answer boundaries: "
+                  f"EM {result['exact_excluding_pruned']:.2f}, F1 {result['f1_excluding_pruned']:.2f}")
     elif not args.json:
         print(f"{data.name} dev ({len(data.dev)} examples): {data.metric} {result['metric']:.2f}")
     if not args.json:
@@ -258,9 +258,10 @@ def cmd_demo(args, data_dir):
     say("[3/4] evaluating and [4/4] timing dense vs pruned")
     result, kept = _bench(str(teacher), str(top / "best"), args, data_dir, dense_metric=teacher_result["metric"])
     plan = PruningPlan.load(top / "best")
+    reduction = result["pruned"]["flops_reduction_unpadded"]
     plot = plot_tokens_per_layer(plan, kept, work / "tokens_per_layer.png",
-                                 f"{args.task}: tokens entering each layer (ToP, {result['pruned']['flops_reduction_unpadded']:.2f}x "
-                                 "FLOPs reduction, unpadded)")
+                                 f"{args.task}: tokens entering each layer (ToP, {reduction:.2f}x FLOPs reduction, "
+                                 "unpadded)")
     result["plot"] = str(plot)
     atomic_write_text(work / "demo.json", json.dumps(result, indent=1) + "\n")
     if not args.json:

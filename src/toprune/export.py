@@ -24,11 +24,8 @@ import torch
 from .errors import ToPruneError
 from .runtime import pruning_state
 from .safeio import atomic_write_text, check_writable
+from .serve import CONFIG_FILENAME, INT8_FILENAME, ONNX_FILENAME, make_session  # torch-free
 from .validate import check_trained
-
-ONNX_FILENAME = "model.onnx"
-INT8_FILENAME = "model.int8.onnx"
-CONFIG_FILENAME = "toprune_onnx.json"
 PARITY_TOLERANCE = 1e-4
 _OUTPUTS = ("logits", "start_logits", "end_logits")
 _SAMPLE = [("Who wrote the report that the committee finally published last week?",
@@ -185,16 +182,3 @@ def export_folder(model_path: str, output: str | Path, int8: bool = False) -> Pa
     elif (output / INT8_FILENAME).exists():
         (output / INT8_FILENAME).unlink()  # a stale INT8 graph of an earlier export must not survive
     return output
-
-
-def make_session(path: str | Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-

@@ -33,7 +33,7 @@ class EncoderDims:
     @classmethod
     def from_config(cls, config) -> "EncoderDims":
         # attribute_map makes hidden_size / num_attention_heads / num_hidden_layers work for DistilBERT too
-        ffn = getattr(config, "intermediate_size", None) or getattr(config, "hidden_dim")
+        ffn = getattr(config, "intermediate_size", None) or config.hidden_dim
         return cls(int(config.num_hidden_layers), int(config.hidden_size), int(ffn), int(config.num_attention_heads))
 
 

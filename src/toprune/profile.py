@@ -68,14 +68,14 @@ def profile_pytorch(model, batch_size: int, threads: int, max_tokens: int = 128,
     with torch.inference_mode():
         for n in tqdm(grid, desc=f"profiling layer parts b{batch_size}", disable=not progress):
             hidden = torch.randn(batch_size, n, d)
-            attn.append(median_ms(lambda: parts.attn_output(self_attention(parts, hidden, None, False, False)[0],
-                                                            hidden), repeats))
-            ffn.append(median_ms(lambda: parts.ffn(hidden), repeats))
+            attn.append(median_ms(lambda h=hidden: parts.attn_output(self_attention(parts, h, None, False, False)[0],
+                                                                     h), repeats))
+            ffn.append(median_ms(lambda h=hidden: parts.ffn(h), repeats))
         layers = LatencyCost(int(model.config.num_hidden_layers), fit_polynomial(grid, attn, 2),
                              fit_polynomial(grid, ffn, 1), 0.0, key=profile_key(model, "pytorch", batch_size, threads))
         lengths = [n for n in grid if n >= 8][-4:]
         fixed = statistics.median(
-            median_ms(lambda: model(**uniform_batch(model, batch_size, n)), repeats) -
+            median_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats) -
             layers.predict_ms([n] * layers.num_layers) for n in lengths)
         cost = LatencyCost(layers.num_layers, layers.attention, layers.ffn, max(0.0, fixed), key=layers.key)
         pruning_layers = default_pruning_layers(cost.num_layers)
@@ -85,7 +85,7 @@ def profile_pytorch(model, batch_size: int, threads: int, max_tokens: int = 128,
             n = lengths[-1]
             apply_pruning(model, plan)
             try:
-                measured = median_ms(lambda: model(**uniform_batch(model, batch_size, n)), repeats)
+                measured = median_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats)
             finally:
                 remove_pruning(model)
             counts = plan.token_counts(n)
@@ -124,7 +124,7 @@ def check_predictions(model, cost: LatencyCost, plans: int, max_tokens: int, rep
             apply_pruning(model, plan)
             try:
                 with torch.inference_mode():
-                    measured = median_ms(lambda: model(**uniform_batch(model, batch_size, n)), repeats)
+                    measured = median_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats)
             finally:
                 remove_pruning(model)
             predicted = cost.predict_ms(plan.token_counts(n))

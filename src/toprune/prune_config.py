@@ -47,7 +47,8 @@ class PruneConfig:
     ranking: bool = True  # ablation: ranking distillation off
     rank_target: str = "attention"  # [ours] QA: "answer" distils the teacher's answer relevance, not its attention
     scorer: str = "attention"  # [ours] "question": attention received from the question rows only
-    score_radius: int = 0  # [ours] spread each score to its +-r neighbours before ranking (QA: keep the answer's window)
+    # [ours] spread each score to its +-r neighbours before ranking (QA: keep the answer's window)
+    score_radius: int = 0
     layer_gates: bool = True  # ablation: fine masks only
     monotone: bool = False  # keep the top fraction instead of free bins
     fit_plan: bool = True  # [ours] deterministic plans fitted to the budget on real token counts (see fit_plan)

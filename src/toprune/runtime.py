@@ -65,8 +65,10 @@ class PruningState:
         self.traceable = False  # for ONNX export: no data-dependent Python branches (always the masked path)
         self.soft_masks: SoftMasks | None = None
         self.random_scores: torch.Generator | None = None  # plans with meta scorer "random": drop random tokens
+        # of the current call only (captured by a pre-hook on the base model, cleared by its forward hook)
         self.input_mask: torch.Tensor | None = None
-        self.input_segments: torch.Tensor | None = None  # token_type_ids of the current call (question scorer)
+        self.input_segments: torch.Tensor | None = None  # token_type_ids (question scorer)
+        self.hidden_states: list[torch.Tensor] | None = None  # output_hidden_states=True: full-length, per layer
         self.question_scores = False  # plans with meta scorer "question": attention received from question rows
         self.last: ForwardRecord | None = None
         self.handles: list = []
@@ -215,6 +217,8 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
             valid = torch.arange(new_len, device=hidden.device).expand(bsz, new_len) < n_keep.unsqueeze(1)
             key_mask = valid if state.traceable or not bool((n_keep == new_len).all()) else None
         hidden = parts.ffn(hidden)
+        if state.hidden_states is not None and i + 1 < len(state.parts):  # the last one is the output itself
+            state.hidden_states.append(_full_length(stash, hidden, valid, positions, seq))
     if state.record:
         record.attn_counts = torch.stack(counts, dim=1)
     state.last = record
@@ -222,6 +226,14 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
         return hidden
     scatter_rows_(stash, torch.where(valid, positions, seq), hidden)
     return stash[:, :seq]
+
+
+def _full_length(stash, hidden, valid, positions, seq: int) -> torch.Tensor:
+    """A layer's output at full length: survivors at their original positions, dropped tokens with their state at
+    removal (as in the final output), padding zero."""
+    if stash is None:
+        return hidden
+    return scatter_rows_(stash.clone(), torch.where(valid, positions, seq), hidden)[:, :seq]
 
 
 def _soft_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor, training: bool) -> torch.Tensor:
@@ -276,7 +288,11 @@ def _pruned_encoder_forward(self, hidden_states=None, *args, **kwargs):
     else:
         valid = mask.to(device=hidden_states.device, dtype=torch.bool)
     training = self.training
+    if state.hidden_states is not None:
+        state.hidden_states.append(hidden_states)  # the embeddings' output
     if state.soft_masks is not None:
+        if state.hidden_states is not None:
+            raise ToPruneError("output_hidden_states is not available on the soft (training) path")
         out = _soft_forward(state, hidden_states, valid, training)
     else:
         out = _gather_forward(state, hidden_states, valid, training)
@@ -286,13 +302,43 @@ def _pruned_encoder_forward(self, hidden_states=None, *args, **kwargs):
 
 def _make_mask_hook(state: PruningState, forward) -> callable:
     signature = inspect.signature(forward)
+    extra = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+
+    def flag(name: str, module, bound: dict):
+        """An output_* flag of this call: its argument (named, or in **kwargs), else the config's default."""
+        value = bound.get(name, bound.get(extra, {}).get(name))
+        return getattr(module.config, name, False) if value is None else value
 
     def capture(module, args, kwargs):
         bound = signature.bind_partial(*args, **kwargs).arguments
+        if flag("output_attentions", module, bound):
+            raise ToPruneError("output_attentions is not supported on a pruned model (its attention runs over the "
+                               "surviving tokens only); call it without output_attentions")
+        hidden = flag("output_hidden_states", module, bound)
+        if hidden is not False and hidden is not True:  # transformers also takes layer indices here
+            raise ToPruneError(f"output_hidden_states={hidden!r} is not supported on a pruned model: pass True")
         state.input_mask = bound.get("attention_mask")
         state.input_segments = bound.get("token_type_ids")
+        state.hidden_states = [] if hidden else None
 
     return capture
+
+
+def _make_release_hook(state: PruningState) -> callable:
+    """After the base model's call (also when it raised): nothing of this call outlives it; the hidden states
+    recorded on the way go into the output, in place of those transformers' layer hooks never saw."""
+
+    def release(module, args, kwargs, output):
+        hidden, state.hidden_states = state.hidden_states, None
+        state.input_mask = state.input_segments = None
+        if hidden is None or output is None:
+            return None
+        if not hasattr(output, "hidden_states"):
+            raise ToPruneError("output_hidden_states on a pruned model needs return_dict=True")
+        output["hidden_states"] = (*hidden, output.last_hidden_state)
+        return output
+
+    return release
 
 
 def apply_pruning(model: nn.Module, plan: PruningPlan | None = None) -> PruningState:
@@ -311,6 +357,7 @@ def apply_pruning(model: nn.Module, plan: PruningPlan | None = None) -> PruningS
     state = PruningState(parts, plan)
     base = base_model(model)
     state.handles.append(base.register_forward_pre_hook(_make_mask_hook(state, base.forward), with_kwargs=True))
+    state.handles.append(base.register_forward_hook(_make_release_hook(state), with_kwargs=True, always_call=True))
     encoder._toprune_state = state
     encoder.forward = _pruned_encoder_forward.__get__(encoder)
     return state

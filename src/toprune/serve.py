@@ -1,4 +1,5 @@
-"""Predict from raw text with an exported folder and ONNX Runtime: no PyTorch model code at serving time.
+"""Predict from raw text with an exported folder, ONNX Runtime and ``tokenizers``: neither torch nor transformers is
+imported at serving time (tests/test_export.py checks it in a fresh interpreter).
 
     from toprune.serve import OnnxModel
     model = OnnxModel("exports/mrpc-top")
@@ -15,8 +16,24 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ToPruneError
-from .export import CONFIG_FILENAME, INT8_FILENAME, ONNX_FILENAME, make_session
-from .validate import check_tokenizer_files
+from .fast_tokenizer import FastTokenizer
+from .validate import check_tokenizer_files  # torch-free
+
+ONNX_FILENAME = "model.onnx"
+INT8_FILENAME = "model.int8.onnx"
+CONFIG_FILENAME = "toprune_onnx.json"
+
+
+def make_session(path: str | Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -28,8 +45,6 @@ class OnnxModel:
     """An export folder (``toprune export``) loaded into an ``onnxruntime.InferenceSession``."""
 
     def __init__(self, folder: str | Path, threads: int | None = None, int8: bool = False) -> None:
-        from transformers import AutoTokenizer
-
         folder = Path(folder)
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ToPruneError(f"threads must be a positive integer or None, got {threads!r}")
@@ -46,7 +61,7 @@ class OnnxModel:
             raise ToPruneError(f"no {graph.name} in {folder}" + (" (export with --int8)" if int8 else ""))
         check_tokenizer_files(folder, str(folder))
         self.session = make_session(graph, threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.tokenizer = FastTokenizer(folder, self.inputs)
 
     @property
     def inputs(self) -> list[str]:
@@ -103,7 +118,8 @@ class OnnxModel:
                 continue
             for probs in _softmax(logits):
                 best = int(probs.argmax())
-                results.append({"label": self.config["id2label"].get(str(best), str(best)), "score": float(probs[best])})
+                label = self.config["id2label"].get(str(best), str(best))
+                results.append({"label": label, "score": float(probs[best])})
         return results
 
     def answer(self, questions: list[str], contexts: list[str], max_length: int = 384, stride: int = 128,
