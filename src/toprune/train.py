@@ -370,7 +370,8 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
             blob = dict(settings=settings, model=model.state_dict(), optimizer=optimizer.state_dict(),
                         schedule=schedule.state_dict(), step=step, epoch=epoch, seconds=seconds, curve=curve,
                         best=best, rng=torch.get_rng_state())
-            atomic_save_file(checkpoint, lambda tmp, blob=blob: torch.save(blob, tmp))  # a kill mid-save keeps the previous one
+            # atomic: a kill mid-save keeps the previous checkpoint
+            atomic_save_file(checkpoint, lambda tmp, blob=blob: torch.save(blob, tmp))
     bar.close()
     model.load_state_dict(best[2])
     check_finite_weights(model, str(model_name), "nothing was saved; lower --lr")
