@@ -141,3 +141,11 @@ SENTENCES = [
     "ToP learns which rank positions to keep under a FLOPs budget set by the user, and distils the ranking of "
     "the final layer of a fine-tuned teacher into the early layers of the student.",
 ]
+
+
+@pytest.fixture()
+def private_datasets_cache(tmp_path, monkeypatch):
+    """A test-private ``datasets`` cache: broken files made by one case never answer another from the cache."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 import pytest
 
 from toprune.cli import main
@@ -31,9 +30,7 @@ def world(tmp_path_factory) -> World:
     return build_world(tmp_path_factory.mktemp("bad-inputs"))
 
 
-@pytest.fixture(autouse=True)
-def _private_datasets_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+pytestmark = pytest.mark.usefixtures("private_datasets_cache")
 
 
 # --- the CLI table -------------------------------------------------------------------------------------------------
