@@ -33,8 +33,10 @@ from .pretrained import load_model, load_tokenizer, save_pruned
 from .prune_config import PruneConfig, check_config, resolve_layers
 from .qa import answer_region
 from .ranking import answer_labels, ranking_distillation_loss, ranking_labels
+from .report import WallTimeEstimate, finish_run, prune_setup, setup_lines
 from .runtime import SoftMasks, apply_pruning
 from .static import fit_plan, plan_relative_macs, static_plan
+from .task_spec import task_spec, write_task
 from .train import (TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data, seed_everything,
                     split_targets)
 
@@ -104,6 +106,7 @@ class ToPRun:
         self.lambda_opt = torch.optim.AdamW([self.lambdas], lr=cfg.lambda_lr, weight_decay=0.0)
         self.sampler = torch.Generator().manual_seed(cfg.seed)
         self.step, self.best, self.step_seconds = 0, None, []
+        self.best_kept = None  # the kept checkpoint's tokens per layer on dev (not in checkpoints: None on resume)
 
     # -- checks (one-line errors) -------------------------------------------------------------------------------
     def _check_teacher(self) -> None:
@@ -282,7 +285,8 @@ class ToPRun:
         if self.cfg.method == "random":  # the same random draws at every evaluation
             self.state.random_scores = torch.Generator().manual_seed(self.cfg.seed)
         loader = make_loader(self.data.dev, self.tokenizer, 64, False)
-        result = evaluate(self.student, loader, self.data, self.cfg.padded_length)
+        result = evaluate(self.student, loader, self.data, self.cfg.padded_length, return_kept=True)
+        kept = result.pop("kept_fractions", None)  # per dev example and layer: the kept model's tokens plot
         key = "flops_reduction_padded" if self.cfg.convention == "padded" else "flops_reduction_unpadded"
         result["meets_target"] = result[key] >= 1.0 / self.target_rel
         result["keep_ratio_per_layer"] = [round(plan.keep_ratio(layer), 3) for layer in range(self.dims.num_layers)]
@@ -292,8 +296,10 @@ class ToPRun:
                          "convention": self.cfg.convention, "step": self.step, "dev_metric": result["metric"],
                          "flops_reduction_unpadded": result["flops_reduction_unpadded"],
                          "flops_reduction_padded": result["flops_reduction_padded"]}
+            self.best_kept = kept
             if self.accelerator.is_main_process:
                 save_pruned(self.student, self.out / "best", self.tokenizer)
+                write_task(self.out / "best", task_spec(self.data, self.cfg.max_length))
         return result
 
     # -- checkpoints --------------------------------------------------------------------------------------------
@@ -366,6 +372,11 @@ class ToPRun:
             shutil.rmtree(self.out / "best", ignore_errors=True)
         self.accelerator.wait_for_everyone()
         last = min(self.total_steps, self.cfg.max_steps or self.total_steps)
+        setup = prune_setup(self)
+        for line in setup_lines(setup):
+            self.log(line)
+        eta = WallTimeEstimate(last, self.log, done=self.step,
+                               extra=f", plus an evaluation every {self.cfg.eval_every} steps")
         bar = tqdm(total=last, initial=self.step, desc=f"ToP {self.data.name} -> {self.cfg.target}",
                    disable=not self.accelerator.is_main_process)
         while self.step < last:
@@ -379,6 +390,7 @@ class ToPRun:
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", sparsity=f"{stats['expected_sparsity']:.2f}",
                                 target=f"{stats['target_sparsity']:.2f}", lam1=f"{stats['lambda1']:.2f}")
+                eta.step()
                 if self.step % self.cfg.eval_every == 0 or self.step == last:
                     result = self.evaluate()
                     self._log_line({"step": self.step, **stats, **{f"dev_{k}": v for k, v in result.items()}})
@@ -392,6 +404,7 @@ class ToPRun:
                    "steps": self.step, "best": self.best, "train_examples": len(self.data.train),
                    "mean_step_ms": 1000 * sum(self.step_seconds) / max(1, len(self.step_seconds)),
                    "config": asdict(self.cfg)}
+        summary.update(finish_run(self, setup, eta.estimate))  # + the kept model's tokens plot
         if self.accelerator.is_main_process:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         if self.best is None:

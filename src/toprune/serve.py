@@ -39,14 +39,19 @@ class OnnxModel:
         self.session = make_session(graph, threads)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.inputs = self.config["inputs"]
+        # the length the model was trained at; exports before it was recorded held the model's limit instead
+        qa = "start_logits" in self.config["outputs"]
+        self.max_length = self.config["max_length"] if "max_length_source" in self.config else (384 if qa else 128)
 
     def __call__(self, **inputs) -> dict[str, np.ndarray]:
         feed = {k: np.asarray(v, dtype=np.int64) for k, v in inputs.items() if k in self.inputs}
         return dict(zip(self.config["outputs"], self.session.run(self.config["outputs"], feed)))
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32,
-                max_length: int = 128) -> list[dict]:
-        """Sequence classification (label and probability) or regression (score) for each text (pair)."""
+                max_length: int | None = None) -> list[dict]:
+        """Sequence classification (label and probability) or regression (score) for each text (pair), truncated
+        to ``max_length`` tokens (default: the length the model was trained at, from the export folder)."""
+        max_length = max_length or self.max_length
         if "logits" not in self.config["outputs"]:
             raise ToPruneError("this export has no classification head; use answer() for question answering")
         results = []
@@ -63,16 +68,19 @@ class OnnxModel:
                 results.append({"label": self.config["id2label"].get(str(best), str(best)), "score": float(probs[best])})
         return results
 
-    def answer(self, questions: list[str], contexts: list[str], max_length: int = 384, stride: int = 128,
+    def answer(self, questions: list[str], contexts: list[str], max_length: int | None = None,
+               stride: int | None = None,
                max_answer_length: int = 30, allow_no_answer: bool = False, threshold: float = 0.0,
                batch_size: int = 32) -> list[dict]:
         """Extractive QA, decoded exactly as evaluation decodes it (:func:`toprune.squad.postprocess`): the best
         context span over all windows; with ``allow_no_answer`` (SQuAD 2.0 models), "" when the null odds exceed
-        ``threshold``."""
+        ``threshold``. ``max_length``: the window (default: the training length), ``stride``: a third of it."""
         from .squad import eval_features, final_answers, postprocess
 
         if "start_logits" not in self.config["outputs"]:
             raise ToPruneError("this export has no question-answering head; use predict()")
+        max_length = max_length or self.max_length
+        stride = max_length // 3 if stride is None else stride
         examples = [{"id": str(i), "question": q, "context": c} for i, (q, c) in enumerate(zip(questions, contexts))]
         features = eval_features(examples, self.tokenizer, max_length, stride)
         rows = [dict(zip(features.inputs, values)) for values in zip(*features.inputs.values())]

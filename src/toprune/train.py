@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,9 @@ from .flops import EncoderDims, batch_flops
 from .metrics import glue_metrics
 from .pretrained import load_model, load_tokenizer, save_pruned
 from .qa import qa_loss, qa_metrics, survivors
+from .report import WallTimeEstimate, setup_facts, setup_lines
 from .runtime import pruning_state
+from .task_spec import task_spec, write_task
 
 
 @dataclass
@@ -33,6 +35,9 @@ class TaskData:
     dev_raw: object = None  # the untokenised dev split (texts for latency benchmarks)
     kind: str = "classification"  # or "qa" (extractive question answering)
     qa: object = None  # qa.QAInfo: examples and windows for QA post-processing
+    # where the data came from, for the printed setup and toprune_task.json: task/data_dir (GLUE, SQuAD) or
+    # train_file/validation_file (the user's), and text_columns/label_column
+    source: dict = field(default_factory=dict)
 
     @property
     def num_labels(self) -> int:
@@ -120,8 +125,11 @@ def prepare_glue(tokenizer, task_name: str, data_dir, max_length: int = 128, max
     task = glue_task(task_name)
     train = None if dev_only else load_glue_split(data_dir, task.name, "train")
     dev = load_glue_split(data_dir, task.name, "dev")
-    return _task_data(task.name, task.metric, task.labels, train, dev, tokenizer, max_length, max_train_samples,
+    data = _task_data(task.name, task.metric, task.labels, train, dev, tokenizer, max_length, max_train_samples,
                       seed, dev_only)
+    data.source = {"task": task.name, "data_dir": None if data_dir is None else str(data_dir),
+                   "text_columns": list(task.text_columns), "label_column": task.label_column}
+    return data
 
 
 def prepare_user(tokenizer, train_file, validation_file, text_columns=None, label_column=None, max_length: int = 128,
@@ -135,8 +143,12 @@ def prepare_user(tokenizer, train_file, validation_file, text_columns=None, labe
         text_columns = tuple(c.strip() for c in text_columns.split(",") if c.strip())
     train, dev, info = load_user_data(train_file, validation_file, text_columns, label_column)
     metric = "pearson" if info.is_regression else "accuracy"
-    return _task_data("custom", metric, info.labels, train, dev, tokenizer, max_length, max_train_samples, seed,
-                      dev_only)
+    # named after the user's file (progress bars, messages), never a GLUE task
+    data = _task_data(Path(train_file).name, metric, info.labels, train, dev, tokenizer, max_length,
+                      max_train_samples, seed, dev_only)
+    data.source = {"train_file": str(train_file), "validation_file": str(validation_file),
+                   "text_columns": list(info.text_columns), "label_column": info.label_column}
+    return data
 
 
 def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, max_train_samples: int | None = None,
@@ -149,8 +161,11 @@ def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, m
     if is_squad(task):
         from .qa import prepare_squad
 
-        return prepare_squad(tokenizer, task, data_dir, max_length, max_train_samples=max_train_samples, seed=seed,
+        data = prepare_squad(tokenizer, task, data_dir, max_length, max_train_samples=max_train_samples, seed=seed,
                              dev_only=dev_only, train_file=train_file, validation_file=validation_file)
+        data.source = {"task": data.name, "data_dir": None if data_dir is None else str(data_dir),
+                       "train_file": train_file, "validation_file": validation_file}
+        return data
     if validation_file and not train_file:
         raise ToPruneError("--validation-file needs --train-file (labels are learned from the training file)")
     if train_file:
@@ -261,6 +276,12 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
     total = int(steps_per_epoch * epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = get_linear_schedule_with_warmup(optimizer, int(0.06 * total), total)
+    setup = setup_facts(data, {"epochs": epochs, "steps": total, "steps_per_epoch": steps_per_epoch,
+                               "batch_size": batch_size, "lr": lr, "warmup_steps": int(0.06 * total),
+                               "max_length": max_length})
+    for line in setup_lines(setup):
+        log(line)
+    eta = WallTimeEstimate(total, log)
     step, epoch, seconds = 0, 0, 0.0
     bar = tqdm(total=total, desc=f"fine-tuning {data.name}")
     while step < total:
@@ -277,14 +298,16 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
+            eta.step()
             if step >= total:
                 break
         epoch += 1
     bar.close()
     save_pruned(model, output_dir, tokenizer)  # saved before evaluating: a failed evaluation loses no training
+    write_task(output_dir, task_spec(data, max_length))  # eval/bench/export/show need nothing twice
     result = evaluate(model, make_loader(data.dev, tokenizer, 64, False), data, padded_length=max_length)
     result.update(task=data.name, steps=step, epochs=epochs, lr=lr, train_examples=len(data.train), seed=seed,
-                  mean_step_ms=1000 * seconds / max(1, step))
+                  mean_step_ms=1000 * seconds / max(1, step), setup=setup, time_estimate=eta.estimate)
     Path(output_dir, "toprune_teacher.json").write_text(json.dumps(result, indent=1) + "\n")
     log(f"teacher {data.name}: {data.metric} {result['metric']:.2f} on dev ({len(data.dev)} examples)")
     return result
