@@ -96,12 +96,15 @@ def test_user_csv_files_train_a_teacher_and_a_pruning_run(tiny_teacher, tmp_path
     files = dict(train_file=str(tmp_path / "train.csv"), validation_file=str(tmp_path / "dev.csv"))
     result = finetune_teacher(tiny_teacher, None, None, tmp_path / "teacher", epochs=1, batch_size=8,
                               log=lambda *_: None, **files)
-    assert result["task"] == "custom" and 0 <= result["metric"] <= 100
+    assert result["task"] == "train.csv" and 0 <= result["metric"] <= 100  # the user's file, never a GLUE task
+    assert json.loads((tmp_path / "teacher" / "toprune_task.json").read_text())["labels"] == ["neg", "pos"]
     cfg = PruneConfig(teacher=str(tmp_path / "teacher"), task=None, data_dir=None, output_dir=str(tmp_path / "top"),
                       target="1.2x", epochs=1, batch_size=8, eval_every=2, save_every=2, max_steps=2, num_bins=4,
                       topk=3, **files)
     summary = ToPRun(cfg, log=lambda *_: None).run()
-    assert summary["task"] == "custom" and summary["steps"] == 2
+    assert summary["task"] == "train.csv" and summary["steps"] == 2 and summary["config"]["task"] is None
+    assert summary["setup"]["data"] == {"train_file": "train.csv", "validation_file": "dev.csv"}
+    assert summary["setup"]["schedule"]["steps"] == 4 and summary["setup"]["labels"][1]["train"] == 16
 
 
 def test_two_processes_shard_batches_and_keep_gates_identical(tiny_teacher, data_dir, tmp_path):

@@ -34,7 +34,9 @@ def _task_dev(model_path: str, args, data_dir, say: bool = True):
     else:
         data = prepare_data(tokenizer, args.task, data_dir, args.max_length, seed=args.seed, dev_only=True,
                             **_user_files(args))
-    args.setup = setup_facts(data, {"max_length": args.max_length})
+    args.setup = setup_facts(data, max_length=args.max_length)
+    if getattr(args, "data_recorded", False):
+        args.setup["data"]["note"] = f", as recorded in {Path(model_path) / 'toprune_task.json'}"
     for line in setup_lines(args.setup) if say else ():
         print(line, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
     return tokenizer, data, make_loader(data.dev, tokenizer, 64, False)

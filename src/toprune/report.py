@@ -52,7 +52,7 @@ def _counts(split) -> Counter:
     return Counter(int(x) for x in split["labels"])
 
 
-def setup_facts(data, schedule: dict | None = None) -> dict:
+def setup_facts(data, schedule: dict | None = None, max_length: int | None = None) -> dict:
     """The JSON-able facts of a command's setup (see :func:`setup_lines` for how they are printed)."""
     source = dict(getattr(data, "source", {}) or {})
     facts = {"data": {k: (Path(v).name if k.endswith("_file") and v else v) for k, v in source.items()
@@ -71,6 +71,8 @@ def setup_facts(data, schedule: dict | None = None) -> dict:
         sizes = {"train_windows": sizes["train"], "selection": sizes["selection"],
                  "dev_questions": len(data.qa.examples), "dev_windows": len(data.dev)}
     facts["sizes"] = sizes
+    if max_length:
+        facts["max_length"] = max_length
     if schedule:
         facts["schedule"] = schedule
     return facts
@@ -87,8 +89,8 @@ def setup_lines(facts: dict) -> list[str]:
     """The setup as a few lines for a person: what was read, how, and what will be done with it."""
     data = facts["data"]
     if data.get("train_file") or data.get("validation_file"):
-        files = [f"{k.split('_')[0]} {v}" for k, v in data.items() if k.endswith("_file") and v]
-        lines = [f"data: your files ({', '.join(files)})"]
+        files = [f"{v} ({k.split('_')[0]})" for k, v in data.items() if k.endswith("_file") and v]
+        lines = [f"data: your files {' and '.join(files)}{data.get('note', '')}"]
     else:
         lines = [f"data: {data.get('task')} ({data.get('data_dir') or 'hub dataset'})"]
     if facts["task_type"] != "question answering":
@@ -101,7 +103,8 @@ def setup_lines(facts: dict) -> list[str]:
         kind += _label_line(facts["labels"], facts["sizes"].get("train") is not None)
     lines.append(f"  task type: {kind}")
     sizes = ", ".join(f"{k.replace('_', ' ')} {'n/a' if v is None else v}" for k, v in facts["sizes"].items())
-    lines.append(f"  sizes: {sizes}; metric: {facts['metric_label']}")
+    length = f"; max length {facts['max_length']}" if facts.get("max_length") else ""
+    lines.append(f"  sizes: {sizes}; metric: {facts['metric_label']}{length}")
     schedule = facts.get("schedule")
     if schedule:
         lines.append("  schedule: " + ", ".join(f"{k.replace('_', ' ')} {v:g}" if isinstance(v, float) else

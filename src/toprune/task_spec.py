@@ -104,7 +104,7 @@ def apply_saved_task(args) -> dict | None:
         if not (recorded and Path(recorded).is_file()):
             raise ToPruneError(f"{folder} was trained on your own files; pass --data FILE (the labelled file to "
                                f"evaluate on)")
-        args.data = recorded
+        args.data, args.data_recorded = recorded, True
     return spec
 
 
