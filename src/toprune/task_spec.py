@@ -50,12 +50,13 @@ def read_task(folder: str | Path | None) -> dict | None:
     return spec
 
 
+# the saved model each command works on (finetune's --model is where training starts: its task is not the run's)
+_MODEL_OPTION = {"prune": "teacher", "eval": "model", "bench": "pruned", "export": "model", "show": "model"}
+
+
 def _model_folder(args) -> str | None:
-    for name in ("model", "pruned", "teacher"):
-        value = getattr(args, name, None)
-        if value and Path(value, TASK_FILENAME).is_file():
-            return value
-    return None
+    value = getattr(args, _MODEL_OPTION.get(getattr(args, "command", None), ""), None)
+    return value if value and Path(value, TASK_FILENAME).is_file() else None
 
 
 def apply_saved_task(args) -> dict | None:
