@@ -77,6 +77,8 @@ def cmd_prune(args, data_dir):
     from .prune import ToPRun
 
     _quiet()
+    if getattr(args, "files_recorded", False):
+        print(f"the teacher's files, as recorded in {Path(args.teacher) / 'toprune_task.json'}:")
     run = ToPRun(_prune_config(args, args.teacher, args.output, data_dir))
     summary = run.run()
     run.accelerator.end_training()  # under `accelerate launch`: close the process group before exiting

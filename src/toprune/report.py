@@ -139,7 +139,7 @@ def _minutes(seconds: float) -> str:
 def prune_setup(run) -> dict:
     """The setup facts of a :class:`toprune.prune.ToPRun` (data, and its schedule)."""
     cfg = run.cfg
-    schedule = {"method": cfg.method, "target": cfg.target, "measured_against": f"dense model, {cfg.convention}",
+    schedule = {"method": cfg.method, "target": cfg.target, "measured_against": f"the dense model, {cfg.convention}",
                 "epochs": cfg.epochs, "warmup_epochs": cfg.warmup_epochs, "hard_epochs": cfg.hard_epochs,
                 "steps": run.total_steps, "steps_per_epoch": run.steps_per_epoch,
                 "batch_size": cfg.batch_size * run.accelerator.num_processes, "lr": cfg.lr, "gate_lr": cfg.gate_lr,

@@ -97,6 +97,7 @@ def apply_saved_task(args) -> dict | None:
         for key in ("train_file", "validation_file"):
             if spec.get(key) and Path(spec[key]).is_file():
                 setattr(args, key, spec[key])
+                args.files_recorded = True
         if not args.train_file:
             raise ToPruneError(f"teacher {folder} was fine-tuned on {spec.get('train_file')}, which is no longer "
                                f"there: pass --train-file and --validation-file")
