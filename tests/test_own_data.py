@@ -39,7 +39,7 @@ def test_setup_of_a_csv_names_columns_label_ids_counts_and_sizes(tmp_path):
     train = news_csv(tmp_path / "news_train.csv", {"3": 2, "1": 5, "4": 3, "2": 4})
     dev = news_csv(tmp_path / "news_dev.csv", {"1": 1, "2": 2, "3": 1, "4": 2})
     data = prepare_data(toprune.load_tokenizer("minilm"), None, None, train_file=str(train),
-                        validation_file=str(dev))
+                        validation_file=str(dev), select_on="dev")
     facts = setup_facts(data, {"epochs": 3.0, "steps": 3, "lr": 5e-5})
     assert facts["data"] == {"train_file": "news_train.csv", "validation_file": "news_dev.csv"}
     assert facts["text_columns"] == ["headline", "body"] and facts["label_column"] == "label"
@@ -52,6 +52,19 @@ def test_setup_of_a_csv_names_columns_label_ids_counts_and_sizes(tmp_path):
     assert "4 classes; label -> id (sorted): '1'->0 (5 train, 1 dev)" in text
     assert "selection n/a" in text and "epochs 3, steps 3, lr 5e-05" in text
     assert data.name == "news_train.csv"  # progress bars and messages name the file, never "custom" or a GLUE task
+    assert "checkpoints: selected on dev" in text
+
+
+def test_setup_names_the_held_out_selection_slice(tmp_path):
+    train = news_csv(tmp_path / "news_train.csv", {y: 10 for y in WORDS})
+    dev = news_csv(tmp_path / "news_dev.csv", {y: 1 for y in WORDS})
+    data = prepare_data(toprune.load_tokenizer("minilm"), None, None, train_file=str(train),
+                        validation_file=str(dev))
+    facts = setup_facts(data)
+    assert facts["sizes"] == {"train": 36, "selection": 4, "dev": 4}
+    assert sum(x["train"] for x in facts["labels"]) == 36  # counts of what is trained on, without the slice
+    assert facts["selection"]["label"] == "news_train.csv held-out slice accuracy"
+    assert "checkpoints: selected on a held-out 4 of 40 training examples" in "\n".join(setup_lines(facts))
 
 
 def test_setup_of_a_jsonl_file_regression_and_single_text(tmp_path):
@@ -59,7 +72,8 @@ def test_setup_of_a_jsonl_file_regression_and_single_text(tmp_path):
     for name in ("train.jsonl", "dev.jsonl"):
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     data = prepare_data(toprune.load_tokenizer("minilm"), None, None, train_file=str(tmp_path / "train.jsonl"),
-                        validation_file=str(tmp_path / "dev.jsonl"), text_columns="review", label_column="stars")
+                        validation_file=str(tmp_path / "dev.jsonl"), text_columns="review", label_column="stars",
+                        select_on="dev")
     facts = setup_facts(data)
     assert facts["task_type"] == "regression" and "labels" not in facts
     assert facts["text_columns"] == ["review"] and facts["label_column"] == "stars"
@@ -83,7 +97,7 @@ def news_teacher(tmp_path_factory):
 def test_finetune_says_and_records_the_setup_and_eval_needs_only_the_data(news_teacher, capsys, tmp_path):
     folder = news_teacher
     assert main(["finetune", "--model", str(folder / "base"), "--train-file", str(folder / "train.csv"),
-                 "--validation-file", str(folder / "dev.csv"), "--epochs", "1", "--max-length", "48",
+                 "--validation-file", str(folder / "dev.csv"), "--epochs", "1", "--max-length", "48", "--select-on", "dev",
                  "--output", str(tmp_path / "teacher")]) == 0
     out = capsys.readouterr().out
     assert out.count("label -> id (sorted): '1'->0 (6 train, 2 dev)") == 1  # said once
@@ -137,7 +151,7 @@ def test_help_shows_every_default(command):
         if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
             assert "default" in formatter._get_help_string(action).lower(), action.dest
     if command == "finetune":
-        for shown in ("(default: 3.0)", "(default: 5e-05)", "(default: minilm)", "(default: 57)"):
+        for shown in ("(default: the task's searched recipe", "(default: minilm)", "(default: 57)"):
             assert shown in text
     if command in ("eval", "bench"):
         assert "task (its toprune_task.json), else mrpc" in text

@@ -82,8 +82,8 @@ def test_killed_run_resumes_to_the_same_result(tiny_teacher, data_dir, tmp_path)
     assert [r["step"] for r in log_full] == [r["step"] for r in log_resumed]
     for a, b in zip(log_full, log_resumed):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
-        assert a["dev_metric"] == pytest.approx(b["dev_metric"])
-        assert a["dev_keep_ratio_per_layer"] == b["dev_keep_ratio_per_layer"]
+        assert a["sel_metric"] == pytest.approx(b["sel_metric"])
+        assert a["sel_keep_ratio_per_layer"] == b["sel_keep_ratio_per_layer"]
 
 
 def test_user_csv_files_train_a_teacher_and_a_pruning_run(tiny_teacher, tmp_path):
@@ -120,8 +120,9 @@ def test_two_processes_shard_batches_and_keep_gates_identical(tiny_teacher, data
         "import sys\nfrom toprune.prune import PruneConfig, ToPRun\n"
         f"cfg = PruneConfig(**{_config(tiny_teacher, data_dir, tmp_path / 'out').__dict__!r})\n"
         "run = ToPRun(cfg, log=lambda *a: None)\nsummary = run.run()\n"
-        "print('RANK', run.accelerator.process_index, run.accelerator.num_processes, summary['steps'],\n"
-        "      repr(run.gates.bin_log_alpha.detach().sum().item()), flush=True)\n"
+        "rank = run.accelerator.process_index  # one file per process: their stdout lines may interleave\n"
+        f"open({str(tmp_path)!r} + f'/rank{{rank}}.txt', 'w').write(' '.join(map(str, ['RANK', rank,\n"
+        "     run.accelerator.num_processes, summary['steps'], repr(run.gates.bin_log_alpha.detach().sum().item())])))\n"
         "run.accelerator.end_training()\n")
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -130,7 +131,7 @@ def test_two_processes_shard_batches_and_keep_gates_identical(tiny_teacher, data
     # the launcher's own traceback fills the tail; keep the children's lines that say what went wrong
     causes = [l for l in proc.stderr.splitlines() if re.search(r"terminate|what\(\)|Error|error|RANK", l)]
     assert proc.returncode == 0, "\n".join(causes[:30]) + "\n" + proc.stdout[-1000:]
-    ranks = [line.split() for line in proc.stdout.splitlines() if line.startswith("RANK")]
+    ranks = [path.read_text().split() for path in sorted(tmp_path.glob("rank*.txt"))]
     assert sorted(r[1] for r in ranks) == ["0", "1"] and all(r[2] == "2" for r in ranks)
     assert all(r[3] == "4" for r in ranks)  # 64 examples / (16 per batch * 2 processes) * 2 epochs
     assert ranks[0][4] == ranks[1][4]  # identical gate logits on both processes

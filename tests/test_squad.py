@@ -184,8 +184,8 @@ def test_qa_teacher_and_top_run_end_to_end(tmp_path, tokenizer, data_dir):
     summary = run.run()
     assert summary["task"] == "squad" and summary["steps"] == 4
     last = json.loads((tmp_path / "top" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert "dev_exact" in last and "dev_f1" in last
-    assert ("dev_f1_excluding_pruned" in last) == bool(run.current_plan().kept_bins)  # only when tokens are pruned
+    assert "sel_exact" in last and "sel_f1" in last
+    assert ("sel_f1_excluding_pruned" in last) == bool(run.current_plan().kept_bins)  # only when tokens are pruned
     with pytest.raises(toprune.ToPruneError, match="is a QA model but task mrpc is not question answering"):
         ToPRun(PruneConfig(**{**cfg.__dict__, "task": "mrpc", "data_dir": str(data_dir / "glue"),
                               "train_file": None, "validation_file": None, "max_train_samples": 8}))

@@ -57,6 +57,15 @@ def _ints(text: str, minimum: int, what: str) -> list[int]:
     return values
 
 
+def _select_option(p) -> None:
+    from .selection import HELDOUT_FRACTION, SELECT_ON
+
+    p.add_argument("--select-on", choices=SELECT_ON, default="heldout",
+                   help=f"where checkpoints are chosen: 'heldout' (default), a fixed {HELDOUT_FRACTION:g} slice of "
+                        "the training data the run never trains on, dev evaluated once at the end; 'dev' selects on "
+                        "the reported dev set (the paper's convention, optimistic)")
+
+
 def int_list(text: str) -> list[int]:
     return _ints(text, 1, "positive")
 
@@ -128,6 +137,7 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
 
 
 def _prune_options(p: argparse.ArgumentParser) -> None:
+    _select_option(p)
     p.add_argument("--target", default="2x",
                    help="FLOPs reduction ('2.5x') or sparsity ('0.6') of the whole encoder, measured against the "
                         "dense model on the same inputs (see --convention): a checkpoint is kept only if its "
@@ -214,13 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("finetune", "fine-tune the dense teacher on a task")
     _common(p, "finetune")
     p.add_argument("--model", default="minilm", help="'minilm' (packaged), a local HF folder or a hub id")
-    p.add_argument("--epochs", type=positive_float, default=3.0,
-                   help="training epochs (the time is estimated after the first 10 steps)")
-    p.add_argument("--lr", type=positive_float, default=5e-5, help="peak learning rate (6%% warm-up, linear decay)")
+    p.add_argument("--epochs", type=positive_float,
+                   help="schedule length (default: the task's searched recipe, toprune.recipes; else 3; the time is "
+                        "estimated after the first 10 steps)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default: the task's recipe; else 5e-5)")
     p.add_argument("--max-train-samples", type=positive_int,
                    help="train on a seeded random subset of this many examples (default: all)")
+    _select_option(p)
     p.add_argument("--output", required=True, help="model folder to write (HF weights, tokenizer, "
                                                    "toprune_task.json, toprune_teacher.json)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch's checkpoint")
 
     p = command("prune", "ToP pruning of a fine-tuned teacher to a FLOPs target")
     _common(p, "prune")

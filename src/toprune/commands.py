@@ -53,7 +53,7 @@ def cmd_finetune(args, data_dir):
     _quiet()
     return finetune_teacher(args.model, args.task, data_dir, args.output, epochs=args.epochs, lr=args.lr,
                             max_length=args.max_length, max_train_samples=args.max_train_samples, seed=args.seed,
-                            **_user_files(args))
+                            select_on=args.select_on, resume=args.resume, **_user_files(args))
 
 
 def _prune_config(args, teacher: str, output: str, data_dir):
@@ -70,7 +70,8 @@ def _prune_config(args, teacher: str, output: str, data_dir):
         layer_gates=not args.no_layer_gates, monotone=args.monotone, fit_plan=not args.no_fit_plan,
         method=args.method,
         eval_every=args.eval_every, save_every=args.eval_every, max_train_samples=args.max_train_samples,
-        max_length=args.max_length, seed=args.seed, resume=args.resume, **_user_files(args))
+        max_length=args.max_length, seed=args.seed, select_on=args.select_on, resume=args.resume,
+        **_user_files(args))
 
 
 def cmd_prune(args, data_dir):
@@ -253,7 +254,8 @@ def cmd_demo(args, data_dir):
                                               "topk", "no_ranking", "no_layer_gates", "monotone", "train_file")}
     # later options join the fingerprint only when set, so demos recorded before them still match
     later = {"method": "top", "hard_epochs": 0.0, "scorer": "attention", "rank_target": "attention",
-             "rank_layers": None, "no_fit_plan": False, "score_radius": 0, "rank_alpha": 0.01}
+             "rank_layers": None, "no_fit_plan": False, "score_radius": 0, "rank_alpha": 0.01,
+             "select_on": "dev"}  # demos before held-out selection selected on dev
     settings |= {k: getattr(args, k) for k, default in later.items() if getattr(args, k, default) != default}
     recorded = work / "demo_settings.json"
     if recorded.is_file() and json.loads(recorded.read_text()) != settings:
@@ -269,7 +271,8 @@ def cmd_demo(args, data_dir):
             f"({args.teacher_epochs} epochs)")
         teacher_result = finetune_teacher(args.model, args.task, data_dir, teacher, epochs=args.teacher_epochs,
                                           max_length=args.max_length, max_train_samples=args.max_train_samples,
-                                          seed=args.seed, log=say, **_user_files(args))
+                                          seed=args.seed, log=say, select_on=args.select_on,
+                                          **_user_files(args))
     summary_json = top / "summary.json"
     if summary_json.is_file() and (top / "best").is_dir():
         say(f"[2/4] ToP: reusing {top}")
@@ -302,13 +305,16 @@ def _read_run(run: str) -> tuple[dict, dict]:
     summary_path = Path(run) / "summary.json"
     try:
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        points = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        points = [{"step": r["step"], "metric": r["dev_metric"],
-                   "flops_reduction_unpadded": r["dev_flops_reduction_unpadded"]} for r in points]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        # runs log the set checkpoints are chosen on: sel_ (the held-out slice, or dev), dev_ before selection
+        key = "sel_" if records and "sel_metric" in records[0] else "dev_"
+        points = [{"step": r["step"], "metric": r[f"{key}metric"],
+                   "flops_reduction_unpadded": r[f"{key}flops_reduction_unpadded"]} for r in records]
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
         raise ToPruneError(f"{run}: unreadable run log ({type(exc).__name__}: {exc})") from None
     kept = (summary.get("best") or {}).get("step")
-    return {"name": Path(run).resolve().name, "points": points, "kept_step": kept}, summary
+    on = (summary.get("selection") or {}).get("on", "dev")  # older runs chose on dev
+    return {"name": Path(run).resolve().name, "points": points, "kept_step": kept, "on": on}, summary
 
 
 def cmd_plot(args, data_dir):
@@ -320,13 +326,14 @@ def cmd_plot(args, data_dir):
         view, summary = _read_run(run)
         runs.append(view)
         setup = summary.get("setup") or {}
-        label = label or setup.get("metric_label")
+        selection = setup.get("selection") or {}
+        label = label or (selection.get("label") if view["on"] != "dev" else setup.get("metric_label"))
         if label is None and summary.get("task"):  # summaries written before the setup was recorded
-            label = f"{summary['task']} dev {summary.get('config', {}).get('metric', 'metric')}"
-        if reference is None:  # the teacher's own record first, else what the run noted of it
-            teacher = (summary.get("config") or {}).get("teacher")
-            reference = teacher_metric(teacher) if teacher else None
-            reference = reference if reference is not None else summary.get("teacher_metric")
+            label = f"{summary['task']} {'dev' if view['on'] == 'dev' else 'selection-set'} metric"
+        if reference is None:  # the teacher on the same examples: its own record first, else the run's note of it
+            reference = teacher_metric((summary.get("config") or {}).get("teacher"), view["on"])
+            noted = summary.get("teacher_metric" if view["on"] == "dev" else "teacher_selection_metric")
+            reference = reference if reference is not None else noted
     label = label or "dev metric"
     plot_run_history(runs, args.output, label, reference,
                      title=f"{label}: every evaluation of {', '.join(r['name'] for r in runs)}")

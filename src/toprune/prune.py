@@ -4,8 +4,9 @@ Loss = logit distillation from the teacher (T^2 KL at temperature T; MSE on labe
      + ranking distillation (teacher's final-layer top-k into early student score layers, weight decaying)
      + Lagrangian lambda1 (s - t) + lambda2 (s - t)^2 on the expected FLOPs sparsity s, target t ramped up.
 Weights, gate logits and multipliers have their own learning rates; the multipliers do gradient *ascent*.
-Every ``eval_every`` steps the deterministic plan is evaluated on dev with its real FLOPs measured on the inference
-path; the best checkpoint whose measured reduction meets the target is kept (checked at every evaluation).
+Every ``eval_every`` steps the deterministic plan is evaluated on the selection set (a held-out slice of the training
+data, :mod:`toprune.selection`) with its real FLOPs measured on the inference path; the best checkpoint whose
+measured reduction meets the target is kept, and the dev set is evaluated once, on it, at the end.
 A run is checkpointed every ``save_every`` steps and ``resume=True`` continues it to the same result.
 """
 
@@ -34,7 +35,7 @@ from .prune_config import PruneConfig, check_config, resolve_layers
 from .qa import answer_region
 from .ranking import answer_labels, ranking_distillation_loss, ranking_labels
 from .report import WallTimeEstimate, finish_run, prune_setup, setup_lines
-from .runtime import SoftMasks, apply_pruning
+from .runtime import SoftMasks, apply_pruning, pruning_state
 from .static import fit_plan, plan_relative_macs, static_plan
 from .task_spec import task_spec, write_task
 from .train import (TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data, seed_everything,
@@ -61,7 +62,7 @@ class ToPRun:
             self.data: TaskData = prepare_data(self.tokenizer, cfg.task, cfg.data_dir, cfg.max_length,
                                                cfg.max_train_samples, cfg.seed, train_file=cfg.train_file,
                                                validation_file=cfg.validation_file, text_columns=cfg.text_columns,
-                                               label_column=cfg.label_column)
+                                               label_column=cfg.label_column, select_on=cfg.select_on)
         if cfg.scorer == "question" and "token_type_ids" not in self.data.dev.column_names:
             raise ToPruneError("--scorer question needs token_type_ids to find the question's rows; this tokenizer "
                                "does not make them (RoBERTa, XLM-R, DistilBERT): use the attention scorer")
@@ -106,7 +107,7 @@ class ToPRun:
         self.lambda_opt = torch.optim.AdamW([self.lambdas], lr=cfg.lambda_lr, weight_decay=0.0)
         self.sampler = torch.Generator().manual_seed(cfg.seed)
         self.step, self.best, self.step_seconds = 0, None, []
-        self.best_kept = None  # the kept checkpoint's tokens per layer on dev (not in checkpoints: None on resume)
+        self.best_kept = None  # the kept model's tokens per layer on dev (evaluate_kept_on_dev)
 
     # -- checks (one-line errors) -------------------------------------------------------------------------------
     def _check_teacher(self) -> None:
@@ -126,9 +127,10 @@ class ToPRun:
 
     @functools.cached_property
     def _split_lengths(self) -> list[list[int]]:
-        """Token lengths of the train and the dev examples: fixed and fitted plans must meet the target on both
-        (read once: fitted plans are made at every evaluation)."""
-        return [[len(x) for x in split["input_ids"]] for split in (self.data.train, self.data.dev)]
+        """Token lengths of the train and the selection examples: fixed and fitted plans must meet the target on both
+        (read once: fitted plans are made at every evaluation). Dev lengths are used only when dev is the selection
+        set (the paper's convention)."""
+        return [[len(x) for x in split["input_ids"]] for split in (self.data.train, self.data.select_set)]
 
     def _hard_phase_due(self) -> bool:
         return self.hard_start is not None and self.step >= self.hard_start
@@ -284,22 +286,35 @@ class ToPRun:
         self.state.set_plan(plan)
         if self.cfg.method == "random":  # the same random draws at every evaluation
             self.state.random_scores = torch.Generator().manual_seed(self.cfg.seed)
-        loader = make_loader(self.data.dev, self.tokenizer, 64, False)
-        result = evaluate(self.student, loader, self.data, self.cfg.padded_length, return_kept=True)
-        kept = result.pop("kept_fractions", None)  # per dev example and layer: the kept model's tokens plot
+        loader = make_loader(self.data.select_set, self.tokenizer, 64, False)
+        result = evaluate(self.student, loader, self.data, self.cfg.padded_length)
         key = "flops_reduction_padded" if self.cfg.convention == "padded" else "flops_reduction_unpadded"
         result["meets_target"] = result[key] >= 1.0 / self.target_rel
         result["keep_ratio_per_layer"] = [round(plan.keep_ratio(layer), 3) for layer in range(self.dims.num_layers)]
         if result["meets_target"] and (self.best is None or result["metric"] > self.best["metric"]):
             self.best = dict(result, step=self.step)
             plan.meta = {**plan.meta, "method": self.cfg.method, "task": self.data.name, "target": self.cfg.target,
-                         "convention": self.cfg.convention, "step": self.step, "dev_metric": result["metric"],
+                         "convention": self.cfg.convention, "step": self.step, "selection_metric": result["metric"],
                          "flops_reduction_unpadded": result["flops_reduction_unpadded"],
                          "flops_reduction_padded": result["flops_reduction_padded"]}
-            self.best_kept = kept
             if self.accelerator.is_main_process:
                 save_pruned(self.student, self.out / "best", self.tokenizer)
                 write_task(self.out / "best", task_spec(self.data, self.cfg.max_length))
+        return result
+
+    def evaluate_kept_on_dev(self) -> dict:
+        """The one dev evaluation: the kept model as saved (weights and plan reloaded from ``best/``), recorded in
+        its plan's provenance."""
+        model = load_model(self.out / "best").to(self.device)  # a random plan reseeds from its meta, as in the run
+        loader = make_loader(self.data.dev, self.tokenizer, 64, False)
+        result = evaluate(model, loader, self.data, self.cfg.padded_length, return_kept=True)
+        self.best_kept = result.pop("kept_fractions", None)  # per dev example and layer: the tokens plot
+        plan = pruning_state(model).plan
+        plan.meta = {**plan.meta, "dev_metric": result["metric"], "selection": self.data.selection_info.as_dict(),
+                     "flops_reduction_unpadded": result["flops_reduction_unpadded"],
+                     "flops_reduction_padded": result["flops_reduction_padded"]}
+        if self.accelerator.is_main_process:
+            plan.save(self.out / "best")
         return result
 
     # -- checkpoints --------------------------------------------------------------------------------------------
@@ -393,15 +408,17 @@ class ToPRun:
                 eta.step()
                 if self.step % self.cfg.eval_every == 0 or self.step == last:
                     result = self.evaluate()
-                    self._log_line({"step": self.step, **stats, **{f"dev_{k}": v for k, v in result.items()}})
+                    self._log_line({"step": self.step, **stats, **{f"sel_{k}": v for k, v in result.items()}})
                 if self.step % self.cfg.save_every == 0 or self.step == last:
                     self.save_checkpoint()
                 if self.step >= last:
                     break
         bar.close()
         self.accelerator.wait_for_everyone()  # no process leaves while another may still be in a collective
+        dev = self.evaluate_kept_on_dev() if self.best is not None else None
         summary = {"task": self.data.name, "target": self.cfg.target, "convention": self.cfg.convention,
-                   "steps": self.step, "best": self.best, "train_examples": len(self.data.train),
+                   "steps": self.step, "best": self.best, "dev": dev, "train_examples": len(self.data.train),
+                   "selection": self.data.selection_info.as_dict(),
                    "mean_step_ms": 1000 * sum(self.step_seconds) / max(1, len(self.step_seconds)),
                    "config": asdict(self.cfg)}
         summary.update(finish_run(self, setup, eta.estimate))  # + the kept model's tokens plot
@@ -410,7 +427,8 @@ class ToPRun:
         if self.best is None:
             self.log("no evaluated checkpoint met the target: train longer or relax the target")
         else:
-            self.log(f"kept step {self.best['step']}: {self.data.metric} {self.best['metric']:.2f}, FLOPs reduction "
-                     f"{self.best['flops_reduction_unpadded']:.2f}x unpadded / "
-                     f"{self.best['flops_reduction_padded']:.2f}x padded to {self.cfg.padded_length}")
+            self.log(f"kept step {self.best['step']} ({self.data.selection_info.describe()}): {self.data.metric} "
+                     f"{self.best['metric']:.2f} on the selection set; dev {dev['metric']:.2f}, FLOPs reduction on dev "
+                     f"{dev['flops_reduction_unpadded']:.2f}x unpadded / {dev['flops_reduction_padded']:.2f}x padded "
+                     f"to {self.cfg.padded_length}")
         return summary

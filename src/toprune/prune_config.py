@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from .errors import ToPruneError
 from .plan import default_pruning_layers
+from .selection import check_select_on
 from .squad import is_squad
 
 METHODS = ("top", "static", "random")
@@ -49,6 +50,7 @@ class PruneConfig:
     max_train_samples: int | None = None
     max_length: int = 128
     seed: int = 57
+    select_on: str = "heldout"  # checkpoints chosen on a held-out training slice; "dev": the paper's convention
     resume: bool = False
     max_steps: int | None = None  # stop early (tests); the schedule still spans ``epochs``
     train_file: str | None = None  # the user's own data instead of a GLUE task
@@ -90,6 +92,7 @@ def check_config(cfg: PruneConfig) -> None:
             raise ToPruneError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
     if cfg.score_radius < 0:
         raise ToPruneError(f"score_radius must be >= 0, got {cfg.score_radius}")
+    check_select_on(cfg.select_on)
     if cfg.convention not in ("unpadded", "padded"):
         raise ToPruneError(f"convention must be 'unpadded' or 'padded', got {cfg.convention!r}")
     if cfg.rank_target == "answer" and not is_squad(cfg.task):

@@ -40,10 +40,20 @@ def metric_label(data) -> str:
 
 
 def selection_size(data) -> int | None:
-    """Size of the held-out selection slice of the training data that picks the kept checkpoint, when the run has
-    one. Hook for train.py: a ``TaskData.selection`` dataset (or None) is reported here as soon as it exists."""
+    """Size of the held-out selection slice of the training data that picks the kept checkpoint (None: no slice,
+    checkpoints are chosen on dev, or nothing is trained)."""
     selection = getattr(data, "selection", None)
     return None if selection is None else len(selection)
+
+
+def selection_label(data) -> str:
+    """The axis label of the metric checkpoints are chosen on: the held-out slice of the training data, or dev."""
+    if getattr(data, "selection", None) is None:
+        return metric_label(data)
+    source = getattr(data, "source", {}) or {}
+    glue = GLUE_TASKS.get(data.name)
+    name = Path(source["train_file"]).name if source.get("train_file") else f"{glue.folder if glue else data.name} train"
+    return f"{name} held-out slice {pretty_metric(data.metric)}"
 
 
 def _counts(split) -> Counter:
@@ -58,6 +68,9 @@ def setup_facts(data, schedule: dict | None = None, max_length: int | None = Non
     facts = {"data": {k: (Path(v).name if k.endswith("_file") and v else v) for k, v in source.items()
                       if k not in ("text_columns", "label_column")},
              "task_type": task_type(data), "metric": data.metric, "metric_label": metric_label(data)}
+    info = getattr(data, "selection_info", None)
+    if info is not None and data.train is not None:
+        facts["selection"] = {**info.as_dict(), "label": selection_label(data), "described": info.describe()}
     if data.kind != "qa":
         facts["text_columns"] = list(source.get("text_columns") or ())
         facts["label_column"] = source.get("label_column")
@@ -105,6 +118,8 @@ def setup_lines(facts: dict) -> list[str]:
     sizes = ", ".join(f"{k.replace('_', ' ')} {'n/a' if v is None else v}" for k, v in facts["sizes"].items())
     length = f"; max length {facts['max_length']}" if facts.get("max_length") else ""
     lines.append(f"  sizes: {sizes}; metric: {facts['metric_label']}{length}")
+    if facts.get("selection"):
+        lines.append(f"  checkpoints: {facts['selection']['described']}")
     schedule = facts.get("schedule")
     if schedule:
         lines.append("  schedule: " + ", ".join(f"{k.replace('_', ' ')} {v:g}" if isinstance(v, float) else
@@ -150,13 +165,18 @@ def prune_setup(run) -> dict:
     return setup_facts(run.data, schedule)
 
 
-def teacher_metric(teacher: str | Path) -> float | None:
-    """The dense teacher's dev metric from its ``toprune_teacher.json`` (written by ``toprune finetune``)."""
+def teacher_metric(teacher: str | Path | None, on: str = "dev") -> float | None:
+    """The dense teacher's metric from its ``toprune_teacher.json`` (written by ``toprune finetune``): on dev, or
+    (``on="heldout"``) on the held-out selection slice, which is the same slice for every run of a task."""
     import json
 
-    path = Path(teacher) / "toprune_teacher.json"
+    if not teacher:
+        return None
     try:
-        return float(json.loads(path.read_text())["metric"])
+        record = json.loads((Path(teacher) / "toprune_teacher.json").read_text())
+        if on == "dev":
+            return float(record["metric"])
+        return float(record["selection_metric"]) if (record.get("selection") or {}).get("on") == on else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -167,7 +187,8 @@ def finish_run(run, setup: dict, estimate: dict | None) -> dict:
     from .plan import PruningPlan
     from .plots import plot_tokens_per_layer
 
-    extras = {"setup": setup, "time_estimate": estimate, "teacher_metric": teacher_metric(run.cfg.teacher)}
+    extras = {"setup": setup, "time_estimate": estimate, "teacher_metric": teacher_metric(run.cfg.teacher),
+              "teacher_selection_metric": teacher_metric(run.cfg.teacher, run.data.selection_info.on)}
     if run.data.source.get("train_file") and run.data.kind != "qa":
         extras["config"] = {**asdict(run.cfg), "task": None}
     best = run.out / "best"

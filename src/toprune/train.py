@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,10 @@ from .flops import EncoderDims, batch_flops
 from .metrics import glue_metrics
 from .pretrained import load_model, load_tokenizer, save_pruned
 from .qa import qa_loss, qa_metrics, survivors
+from .recipes import teacher_recipe
 from .report import WallTimeEstimate, setup_facts, setup_lines
 from .runtime import pruning_state
+from .selection import Selection, check_select_on, split_heldout
 from .task_spec import task_spec, write_task
 
 
@@ -35,6 +37,13 @@ class TaskData:
     dev_raw: object = None  # the untokenised dev split (texts for latency benchmarks)
     kind: str = "classification"  # or "qa" (extractive question answering)
     qa: object = None  # qa.QAInfo: examples and windows for QA post-processing
+    selection: object = None  # tokenised held-out slice of the training data (None: selection on dev)
+    selection_info: Selection | None = None
+
+    @property
+    def select_set(self):
+        """The examples checkpoints are chosen on: the held-out training slice, or dev when none was held out."""
+        return self.dev if self.selection is None else self.selection
     # where the data came from, for the printed setup and toprune_task.json: task/data_dir (GLUE, SQuAD) or
     # train_file/validation_file (the user's), and text_columns/label_column
     source: dict = field(default_factory=dict)
@@ -109,31 +118,43 @@ def tokenise(dataset, tokenizer, labels, max_length: int):
     return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenising")
 
 
-def _task_data(name, metric, labels, train, dev, tokenizer, max_length, max_train_samples, seed, dev_only):
-    """Subset (seeded) and tokenise the splits of any task, GLUE or the user's own."""
+def _task_data(name, metric, labels, train, dev, tokenizer, max_length, max_train_samples, seed, dev_only,
+               select_on="heldout"):
+    """Hold out the selection slice, subset (seeded) and tokenise the splits of any task, GLUE or the user's own.
+    The slice is taken before subsetting, so it does not move with ``max_train_samples`` or ``seed``."""
+    check_select_on(select_on)
+    selection, info = None, None
     if dev_only:
         train = None
     else:
+        if select_on == "heldout":
+            train, selection = split_heldout(train)
+            info = Selection("heldout", len(selection), len(train))
+        else:
+            info = Selection("dev", len(dev), len(train))
         if max_train_samples and max_train_samples < len(train):
             train = train.shuffle(seed=seed).select(range(max_train_samples))
         train = tokenise(train, tokenizer, labels, max_length)
-    return TaskData(name, metric, labels, train, tokenise(dev, tokenizer, labels, max_length), dev)
+        selection = None if selection is None else tokenise(selection, tokenizer, labels, max_length)
+    return TaskData(name, metric, labels, train, tokenise(dev, tokenizer, labels, max_length), dev,
+                    selection=selection, selection_info=info)
 
 
 def prepare_glue(tokenizer, task_name: str, data_dir, max_length: int = 128, max_train_samples: int | None = None,
-                 seed: int = 57, dev_only: bool = False) -> TaskData:
+                 seed: int = 57, dev_only: bool = False, select_on: str = "heldout") -> TaskData:
     task = glue_task(task_name)
     train = None if dev_only else load_glue_split(data_dir, task.name, "train")
     dev = load_glue_split(data_dir, task.name, "dev")
     data = _task_data(task.name, task.metric, task.labels, train, dev, tokenizer, max_length, max_train_samples,
-                      seed, dev_only)
+                      seed, dev_only, select_on)
     data.source = {"task": task.name, "data_dir": None if data_dir is None else str(data_dir),
                    "text_columns": list(task.text_columns), "label_column": task.label_column}
     return data
 
 
 def prepare_user(tokenizer, train_file, validation_file, text_columns=None, label_column=None, max_length: int = 128,
-                 max_train_samples: int | None = None, seed: int = 57, dev_only: bool = False) -> TaskData:
+                 max_train_samples: int | None = None, seed: int = 57, dev_only: bool = False,
+                 select_on: str = "heldout") -> TaskData:
     """The user's own CSV/TSV/JSON Lines files (see :mod:`toprune.userdata`); metric: accuracy or Pearson."""
     from .userdata import load_user_data
 
@@ -145,7 +166,7 @@ def prepare_user(tokenizer, train_file, validation_file, text_columns=None, labe
     metric = "pearson" if info.is_regression else "accuracy"
     # named after the user's file (progress bars, messages), never a GLUE task
     data = _task_data(Path(train_file).name, metric, info.labels, train, dev, tokenizer, max_length,
-                      max_train_samples, seed, dev_only)
+                      max_train_samples, seed, dev_only, select_on)
     data.source = {"train_file": str(train_file), "validation_file": str(validation_file),
                    "text_columns": list(info.text_columns), "label_column": info.label_column}
     return data
@@ -153,7 +174,7 @@ def prepare_user(tokenizer, train_file, validation_file, text_columns=None, labe
 
 def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, max_train_samples: int | None = None,
                  seed: int = 57, dev_only: bool = False, train_file=None, validation_file=None, text_columns=None,
-                 label_column=None) -> TaskData:
+                 label_column=None, select_on: str = "heldout") -> TaskData:
     """SQuAD (``squad``, ``squad_v2``: local JSON, the user's files in that layout, or the hub), the user's own
     classification files when ``train_file`` is given, else the GLUE task."""
     from .squad import is_squad
@@ -161,8 +182,11 @@ def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, m
     if is_squad(task):
         from .qa import prepare_squad
 
+        # QA selects on its evaluation articles (no held-out training slice yet): stated in every output
         data = prepare_squad(tokenizer, task, data_dir, max_length, max_train_samples=max_train_samples, seed=seed,
                              dev_only=dev_only, train_file=train_file, validation_file=validation_file)
+        if not dev_only:
+            data.selection_info = Selection("dev", len(data.dev), len(data.train))
         data.source = {"task": data.name, "data_dir": None if data_dir is None else str(data_dir),
                        "train_file": train_file, "validation_file": validation_file}
         return data
@@ -170,8 +194,8 @@ def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, m
         raise ToPruneError("--validation-file needs --train-file (labels are learned from the training file)")
     if train_file:
         return prepare_user(tokenizer, train_file, validation_file, text_columns, label_column, max_length,
-                            max_train_samples, seed, dev_only)
-    return prepare_glue(tokenizer, task, data_dir, max_length, max_train_samples, seed, dev_only)
+                            max_train_samples, seed, dev_only, select_on)
+    return prepare_glue(tokenizer, task, data_dir, max_length, max_train_samples, seed, dev_only, select_on)
 
 
 def default_device() -> torch.device:
@@ -256,37 +280,61 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> t
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
-def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_dir, epochs: float = 3,
-                     lr: float = 5e-5, batch_size: int = 32, max_length: int = 128,
-                     max_train_samples: int | None = None, seed: int = 57, log=print, **user_files) -> dict:
-    """Standard dense fine-tuning; the final model (no selection on dev) is saved as an HF folder.
+def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_dir, epochs: float | None = None,
+                     lr: float | None = None, batch_size: int | None = None, max_length: int = 128,
+                     max_train_samples: int | None = None, seed: int = 57, log=print, select_on: str = "heldout",
+                     resume: bool = False, **user_files) -> dict:
+    """Dense fine-tuning with the task's recipe (:mod:`toprune.recipes`; explicit arguments override it).
 
+    The selection set (the held-out training slice, or dev with ``select_on="dev"``) is evaluated after every epoch;
+    the best epoch's weights are kept and saved as an HF folder, and the dev set is evaluated once, on them.
+    Every epoch ends with ``OUTPUT/checkpoint.pt``; ``resume=True`` continues from it to the same result (the file
+    is removed once the model is saved).
     ``user_files``: train_file, validation_file, text_columns, label_column for the user's own data.
     """
+    recipe = teacher_recipe(task_name if not user_files.get("train_file") else None, epochs=epochs, lr=lr,
+                            batch_size=batch_size)
     seed_everything(seed)
     tokenizer = load_tokenizer(model_name)
-    data = prepare_data(tokenizer, task_name, data_dir, max_length, max_train_samples, seed, **user_files)
+    data = prepare_data(tokenizer, task_name, data_dir, max_length, max_train_samples, seed, select_on=select_on,
+                        **user_files)
     device = default_device()
     model = load_model(model_name, auto_class=data.auto_class, num_labels=data.num_labels).to(device)
     check_head(model, model_name, data)
     if data.kind != "qa":
         model.config.id2label = {i: name for i, name in enumerate(data.labels or ("score",))}
         model.config.label2id = {name: i for i, name in model.config.id2label.items()}
-    steps_per_epoch = -(-len(data.train) // batch_size)
-    total = int(steps_per_epoch * epochs)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(0.06 * total), total)
-    setup = setup_facts(data, {"epochs": epochs, "steps": total, "steps_per_epoch": steps_per_epoch,
-                               "batch_size": batch_size, "lr": lr, "warmup_steps": int(0.06 * total),
-                               "max_length": max_length})
-    for line in setup_lines(setup):
+    steps_per_epoch = -(-len(data.train) // recipe.batch_size)
+    total = int(steps_per_epoch * recipe.epochs)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup * total), total)
+    setup = setup_facts(data, {"epochs": recipe.epochs, "steps": total, "steps_per_epoch": steps_per_epoch,
+                               "batch_size": recipe.batch_size, "lr": recipe.lr,
+                               "warmup_steps": int(recipe.warmup * total), "max_length": max_length})
+    for line in setup_lines(setup):  # the recipe, the selection slice and the data, said once
         log(line)
-    eta = WallTimeEstimate(total, log)
-    step, epoch, seconds = 0, 0, 0.0
-    bar = tqdm(total=total, desc=f"fine-tuning {data.name}")
+    select_loader = make_loader(data.select_set, tokenizer, 64, False)
+    step, epoch, seconds, curve, best = 0, 0, 0.0, [], None
+    checkpoint = Path(output_dir) / "checkpoint.pt"
+    settings = dict(model=str(model_name), task=data.name, recipe=asdict(recipe), max_length=max_length,
+                    max_train_samples=max_train_samples, seed=seed, select_on=select_on,
+                    **{k: str(v) for k, v in user_files.items() if v})
+    if resume and checkpoint.is_file():
+        blob = torch.load(checkpoint, weights_only=False, map_location=device)
+        if blob["settings"] != settings:
+            raise ToPruneError(f"cannot resume {checkpoint}: it was started with other settings; use a new --output "
+                               "or the same options")
+        model.load_state_dict(blob["model"]), optimizer.load_state_dict(blob["optimizer"])
+        schedule.load_state_dict(blob["schedule"])
+        step, epoch, seconds, curve, best = (blob[k] for k in ("step", "epoch", "seconds", "curve", "best"))
+        torch.set_rng_state(blob["rng"])
+        log(f"resumed from epoch {epoch} (step {step})")
+    eta = WallTimeEstimate(total, log, done=step, extra=", plus an evaluation of the selection set every epoch")
+    bar = tqdm(total=total, initial=step, desc=f"fine-tuning {data.name}")
     while step < total:
         model.train()
-        for batch in make_loader(data.train, tokenizer, batch_size, True, seed, epoch, data.kind == "qa"):
+        # length-grouped batches: less padding per step, same examples per epoch
+        for batch in make_loader(data.train, tokenizer, recipe.batch_size, True, seed, epoch, group_by_length=True):
             batch = {k: v.to(device) for k, v in batch.items()}
             started = time.perf_counter()
             inputs, targets = split_targets(batch)
@@ -302,12 +350,29 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
             if step >= total:
                 break
         epoch += 1
+        score = evaluate(model, select_loader, data, padded_length=max_length)["metric"]
+        curve.append({"epoch": round(step / steps_per_epoch, 3), "step": step, "selection_metric": score})
+        if best is None or score > best[0]:
+            best = (score, step, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        if step < total:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            blob = dict(settings=settings, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        schedule=schedule.state_dict(), step=step, epoch=epoch, seconds=seconds, curve=curve,
+                        best=best, rng=torch.get_rng_state())
+            torch.save(blob, checkpoint.with_suffix(".tmp"))
+            checkpoint.with_suffix(".tmp").replace(checkpoint)  # atomic: a kill mid-save keeps the previous one
     bar.close()
+    model.load_state_dict(best[2])
     save_pruned(model, output_dir, tokenizer)  # saved before evaluating: a failed evaluation loses no training
     write_task(output_dir, task_spec(data, max_length))  # eval/bench/export/show need nothing twice
     result = evaluate(model, make_loader(data.dev, tokenizer, 64, False), data, padded_length=max_length)
-    result.update(task=data.name, steps=step, epochs=epochs, lr=lr, train_examples=len(data.train), seed=seed,
-                  mean_step_ms=1000 * seconds / max(1, step), setup=setup, time_estimate=eta.estimate)
+    result.update(task=data.name, steps=step, kept_step=best[1], selection_metric=best[0],
+                  selection=data.selection_info.as_dict(), selection_curve=curve, epochs=recipe.epochs,
+                  lr=recipe.lr, warmup=recipe.warmup, batch_size=recipe.batch_size, train_examples=len(data.train),
+                  seed=seed, mean_step_ms=1000 * seconds / max(1, step), setup=setup,
+                  time_estimate=eta.estimate)
     Path(output_dir, "toprune_teacher.json").write_text(json.dumps(result, indent=1) + "\n")
-    log(f"teacher {data.name}: {data.metric} {result['metric']:.2f} on dev ({len(data.dev)} examples)")
+    checkpoint.unlink(missing_ok=True)  # the run is complete: its resume state is no longer needed
+    log(f"teacher {data.name}: kept step {best[1]} of {step} ({data.metric} {best[0]:.2f} on the selection set); "
+        f"{data.metric} {result['metric']:.2f} on dev ({len(data.dev)} examples)")
     return result
