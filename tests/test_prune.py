@@ -104,7 +104,9 @@ def test_user_csv_files_train_a_teacher_and_a_pruning_run(tiny_teacher, tmp_path
     summary = ToPRun(cfg, log=lambda *_: None).run()
     assert summary["task"] == "train.csv" and summary["steps"] == 2 and summary["config"]["task"] is None
     assert summary["setup"]["data"] == {"train_file": "train.csv", "validation_file": "dev.csv"}
-    assert summary["setup"]["schedule"]["steps"] == 4 and summary["setup"]["labels"][1]["train"] == 16
+    setup = summary["setup"]
+    assert setup["schedule"]["steps"] == 4 and setup["sizes"]["selection"] == 3  # the held-out slice, 10%
+    assert sum(x["train"] for x in setup["labels"]) == 32 - 3 and setup["labels"][1]["label"] == "pos"
 
 
 def test_two_processes_shard_batches_and_keep_gates_identical(tiny_teacher, data_dir, tmp_path):

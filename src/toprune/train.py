@@ -39,14 +39,14 @@ class TaskData:
     qa: object = None  # qa.QAInfo: examples and windows for QA post-processing
     selection: object = None  # tokenised held-out slice of the training data (None: selection on dev)
     selection_info: Selection | None = None
+    # where the data came from, for the printed setup and toprune_task.json: task/data_dir (GLUE, SQuAD) or
+    # train_file/validation_file (the user's), and text_columns/label_column
+    source: dict = field(default_factory=dict)
 
     @property
     def select_set(self):
         """The examples checkpoints are chosen on: the held-out training slice, or dev when none was held out."""
         return self.dev if self.selection is None else self.selection
-    # where the data came from, for the printed setup and toprune_task.json: task/data_dir (GLUE, SQuAD) or
-    # train_file/validation_file (the user's), and text_columns/label_column
-    source: dict = field(default_factory=dict)
 
     @property
     def num_labels(self) -> int:
