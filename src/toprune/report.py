@@ -196,7 +196,7 @@ def finish_run(run, setup: dict, estimate: dict | None) -> dict:
         plan = PruningPlan.load(best)
         reduction = run.best["flops_reduction_unpadded"]
         path = plot_tokens_per_layer(plan, run.best_kept, run.out / "tokens_per_layer.png",
-                                     f"{run.data.name}: tokens entering each layer (kept step {run.best['step']}, "
-                                     f"{reduction:.2f}x FLOPs reduction, unpadded)")
+                                     f"{run.data.name}: tokens entering each layer\nkept step {run.best['step']}, "
+                                     f"{reduction:.2f}x FLOPs reduction (unpadded) where it was chosen")
         extras["plots"] = {"tokens_per_layer": str(path)}
     return extras
