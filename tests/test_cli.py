@@ -84,6 +84,8 @@ def test_eval_and_bench_json_on_tiny_models(tmp_path, data_dir, capsys):
                  "onnxruntime", "--int8", "--json"]) == 0
     on_ort = json.loads(capsys.readouterr().out)
     assert on_ort["backend"] == "onnxruntime" and on_ort["protocol"]["compared"].startswith("dense ONNX Runtime vs")
+    assert on_ort["metric_computed_in"] == "ONNX Runtime" and result["metric_computed_in"] == "PyTorch"
+    assert on_ort["pruned"]["metric"] == pytest.approx(result["pruned"]["metric"], abs=1.0)  # parity-checked graphs
     assert on_ort["dense"]["latency_ms_b1"] == on_ort["dense_onnxruntime"]["latency_ms_b1"]
     assert set(on_ort["int8"]) == {"dense_ms_b1", "dense_ms_b4", "pruned_ms_b1", "pruned_ms_b4"}
     assert main(["bench", "--dense", str(tmp_path / "pruned"), "--pruned", str(tmp_path / "pruned"), "--task",
@@ -105,6 +107,7 @@ def test_show_and_plot(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     counts = [int(line.split("(")[1].split()[0]) for line in lines if line.startswith("layer")]
     assert counts == [10, 1 + 5, 6, 1 + 3]  # CLS + 8 words + SEP, then the plan's counts
+    assert lines[-2].startswith("prediction: LABEL_") and "(score 0." in lines[-2]
     assert (tmp_path / "s.html").read_text().count("<tr>") == 4
     run = tmp_path / "run"
     run.mkdir()

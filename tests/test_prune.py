@@ -111,12 +111,17 @@ def test_user_csv_files_train_a_teacher_and_a_pruning_run(tiny_teacher, tmp_path
     result = finetune_teacher(tiny_teacher, None, None, tmp_path / "teacher", epochs=1, batch_size=8,
                               log=lambda *_: None, **files)
     # dev is 4 distinct rows 8 times over, so the accuracy is a multiple of 25 (the metric is a percentage)
-    assert result["task"] == "custom" and result["metric"] in (0.0, 25.0, 50.0, 75.0, 100.0)
+    assert result["task"] == "train.csv" and result["metric"] in (0.0, 25.0, 50.0, 75.0, 100.0)  # never a GLUE name
+    assert json.loads((tmp_path / "teacher" / "toprune_task.json").read_text())["labels"] == ["neg", "pos"]
     cfg = PruneConfig(teacher=str(tmp_path / "teacher"), task=None, data_dir=None, output_dir=str(tmp_path / "top"),
                       target="1.2x", epochs=1, batch_size=8, eval_every=2, save_every=2, max_steps=2, num_bins=4,
                       topk=3, **files)
     summary = ToPRun(cfg, log=lambda *_: None).run()
-    assert summary["task"] == "custom" and summary["steps"] == 2
+    assert summary["task"] == "train.csv" and summary["steps"] == 2 and summary["config"]["task"] is None
+    assert summary["setup"]["data"] == {"train_file": "train.csv", "validation_file": "dev.csv"}
+    setup = summary["setup"]
+    assert setup["schedule"]["steps"] == 4 and setup["sizes"]["selection"] == 3  # the held-out slice, 10%
+    assert sum(x["train"] for x in setup["labels"]) == 32 - 3 and setup["labels"][1]["label"] == "pos"
 
 
 def test_two_processes_shard_batches_and_keep_gates_identical(tiny_teacher, data_dir, tmp_path):

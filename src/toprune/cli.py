@@ -101,23 +101,56 @@ def _data_dir(args) -> str | None:
     return str(found) if found else None  # None: the hub dataset (fails with a one-line hint when offline)
 
 
-def _common(p: argparse.ArgumentParser, task_default: str | None = "mrpc") -> None:
-    p.add_argument("--task", default=task_default, required=task_default is None,
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's ArgumentDefaultsHelpFormatter, where there is a default to show and the help does not already
+    say it (a None default is explained in words: "default: inferred", "the model's task", ...)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
+# where a model's saved task (toprune_task.json) fills in the option, the help says so
+_TASK_DEFAULT = {
+    "finetune": "mrpc; with --train-file: your files' own task",
+    "prune": "the teacher's task (its toprune_task.json, which also gives your files back), else mrpc",
+    "eval": "the model's task (its toprune_task.json), else mrpc",
+    "bench": "the pruned model's task (its toprune_task.json), else mrpc",
+    "demo": "mrpc; with --train-file: your files' own task",
+}
+
+
+def _common(p: argparse.ArgumentParser, command: str) -> None:
+    p.add_argument("--task",
                    help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or squad / squad_v2 "
-                        "(default: %(default)s)")
+                        f"(default: {_TASK_DEFAULT[command]})")
     p.add_argument("--data-dir", help="folder in the GLUE TSV layout (default: ../shared/data/glue if it exists, "
                                       "else the hub dataset)")
+    saved = command in ("prune", "eval", "bench")
     p.add_argument("--max-length", type=positive_int,
-                   help="truncation length; SQuAD: the window length (default: 128, SQuAD 384)")
-    p.add_argument("--seed", type=seed_int, default=57)
+                   help="truncation length; SQuAD: the window length (default: "
+                        + ("the length the model was trained at (toprune_task.json), else " if saved else "")
+                        + "128, SQuAD 384)")
+    p.add_argument("--seed", type=seed_int, default=57, help="random seed (data order, subsets, gates)")
     own = p.add_argument_group("your own data (instead of --task): CSV, TSV or JSON Lines, like run_glue.py")
-    own.add_argument("--train-file")
-    own.add_argument("--validation-file")
-    own.add_argument("--text-columns", help="one or two comma-separated column names (default: inferred)")
+    own.add_argument("--train-file", help="labelled training file; its labels, sorted, become the ids 0..n-1")
+    own.add_argument("--validation-file", help="labelled dev file (evaluated; same columns as --train-file)")
+    own.add_argument("--text-columns", help="one or two comma-separated column names (default: inferred: "
+                                            "sentence1,sentence2 / text_a,text_b / question,sentence / "
+                                            "premise,hypothesis / sentence / text, else the one or two other "
+                                            "string columns)")
     own.add_argument("--label-column", help="default: inferred (label, labels, score, target)")
     own.add_argument("--task-type", choices=["classification", "regression"],
                      help="what the labels are (default: inferred; numeric labels with more than 10 distinct values "
                           "are regression)")
+    if command in ("eval", "bench"):
+        own.add_argument("--data", metavar="FILE",
+                         help="for a model that carries its task (toprune_task.json, written by finetune and "
+                              "prune): the labelled file to evaluate on, read with the saved columns and label ids; "
+                              "no --train-file needed (default: the validation file recorded there, if still "
+                              "present)")
 
 
 def _prune_options(p: argparse.ArgumentParser) -> None:
@@ -133,24 +166,32 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     latency.add_argument("--inference-threads", type=positive_int,
                          help="latency: intra-op threads at serving time (default: torch's default here)")
     latency.add_argument("--latency-profile", help="a saved `toprune profile` JSON to use instead of measuring")
-    p.add_argument("--target", default="2x", help="FLOPs reduction ('2.5x') or sparsity ('0.6'); default %(default)s")
+    p.add_argument("--target", default="2x",
+                   help="FLOPs reduction ('2.5x') or sparsity ('0.6') of the whole encoder, measured against the "
+                        "dense model on the same inputs (see --convention), or with --constraint latency a predicted "
+                        "speed-up: a checkpoint is kept only if its reduction on the selection set meets it "
+                        "(default: %(default)s)")
     p.add_argument("--convention", choices=["unpadded", "padded"], default="unpadded",
-                   help="what the target is measured against: the dense model on unpadded inputs (honest, default) "
-                        "or padded to --padded-length (the paper's convention)")
+                   help="what the target is measured against: the dense model on each example's real tokens "
+                        "(unpadded, honest) or on inputs padded to --padded-length (the paper's convention)")
     p.add_argument("--padded-length", type=positive_int,
                    help="length of the padded-FLOPs convention (default: --max-length)")
-    p.add_argument("--epochs", type=positive_float, default=5.0, help="default %(default)s (MRPC: 15 min on 2 cores)")
+    p.add_argument("--epochs", type=positive_float, default=5.0,
+                   help="training epochs (the time is estimated after the first 10 steps)")
     p.add_argument("--warmup-epochs", type=positive_float, default=2.0, help="the target ramps up over these epochs")
     p.add_argument("--hard-epochs", type=non_negative_float, default=0.0,
                    help="[ours] the last epochs train with the learned plan frozen and tokens really removed, as at "
                         "inference (the soft masks keep partly masked tokens alive); recommended for QA. Default 0: "
                         "the authors' schedule")
-    p.add_argument("--lr", type=positive_float, default=5e-5)
-    p.add_argument("--gate-lr", type=positive_float, default=0.05)
+    p.add_argument("--lr", type=positive_float, default=5e-5, help="learning rate of the weights (linear decay)")
+    p.add_argument("--gate-lr", type=positive_float, default=0.05, help="learning rate of the gate logits")
     p.add_argument("--lambda-lr", type=positive_float, default=0.05,
                    help="learning rate of the Lagrange multipliers (lower: a gentler approach to the target)")
     p.add_argument("--pruning-layers", type=int_list,
-                   help="comma-separated layers whose input may be pruned (default: from about L/6 on, e.g. 1-5 of 6)")
+                   help="comma-separated layers whose input may be pruned; layer 0 always sees every token. Default: "
+                        f"from round(L/6) on: {_layers(6)} of a 6-layer model (MiniLM), {_layers(12)} of 12. With "
+                        "layer gates (the default) the learned plan may leave some of them dense: the run prints "
+                        "and saves the keep ratio of every layer")
     p.add_argument("--bins", type=positive_int, default=20, help="rank bins per pruning layer (K)")
     p.add_argument("--topk", type=positive_int, default=10,
                    help="teacher's top-k tokens distilled into early layers (with --rank-target answer: the k most "
@@ -185,8 +226,10 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["top", "static", "random"], default="top",
                    help="top: learned ToP masks (default); baselines at the same FLOPs, fine-tuned the same way: "
                         "static (each layer keeps a fixed share of the most-attended tokens) or random")
-    p.add_argument("--eval-every", type=positive_int, default=50)
-    p.add_argument("--max-train-samples", type=positive_int)
+    p.add_argument("--eval-every", type=positive_int, default=50,
+                   help="steps between evaluations (and checkpoints)")
+    p.add_argument("--max-train-samples", type=positive_int,
+                   help="train on a seeded random subset of this many examples (default: all)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
 
 
@@ -195,32 +238,40 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+def _layers(num_layers: int) -> str:
+    from .plan import default_pruning_layers
+
+    layers = default_pruning_layers(num_layers)
+    return f"{layers[0]}-{layers[-1]}"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="toprune", description=__doc__.splitlines()[0],
                                      epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def command(name, help_text):
         return sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              formatter_class=HelpFormatter)
 
     p = command("finetune", "fine-tune the dense teacher on a task")
-    _common(p)
+    _common(p, "finetune")
     p.add_argument("--model", default="minilm", help="'minilm' (packaged), a local HF folder or a hub id")
     p.add_argument("--epochs", type=positive_float,
-                   help="schedule length (default: the task's searched recipe, toprune.recipes; else 3)")
+                   help="schedule length (default: the task's searched recipe, toprune.recipes; else 3; the time is "
+                        "estimated after the first 10 steps)")
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default: the task's recipe; else 5e-5)")
-    p.add_argument("--max-train-samples", type=positive_int)
+    p.add_argument("--max-train-samples", type=positive_int,
+                   help="train on a seeded random subset of this many examples (default: all)")
     _select_option(p)
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", required=True, help="model folder to write (HF weights, tokenizer, "
+                                                   "toprune_task.json, toprune_teacher.json)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch's checkpoint")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --output (else it refuses)")
 
     p = command("prune", "ToP pruning of a fine-tuned teacher to a FLOPs target")
-    _common(p)
+    _common(p, "prune")
     p.add_argument("--teacher", required=True, help="fine-tuned dense model folder (from `toprune finetune`)")
     p.add_argument("--output", required=True, help="run folder; the kept model is written to OUTPUT/best")
     _prune_options(p)
@@ -229,15 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("eval", "dev metric, FLOPs reduction (both conventions) and tokens kept per layer")
     p.add_argument("model", help="model folder (pruned or dense)")
-    _common(p)
+    _common(p, "eval")
     p.add_argument("--padded-length", type=positive_int,
                    help="length of the padded-FLOPs convention (default: --max-length)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the setup goes to stderr)")
 
     p = command("bench", "latency of dense vs pruned on real dev inputs (plus dense ONNX Runtime)")
-    _common(p)
-    p.add_argument("--dense", required=True)
-    p.add_argument("--pruned", required=True)
+    _common(p, "bench")
+    p.add_argument("--dense", required=True, help="the dense model folder (the teacher)")
+    p.add_argument("--pruned", required=True, help="the pruned model folder (a run's best/)")
     p.add_argument("--padded-length", type=positive_int,
                    help="length of the padded-FLOPs convention (default: --max-length)")
     p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch",
@@ -252,18 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic INT8 quantisation)")
 
     p = command("demo", "the main job: teacher -> prune -> eval -> bench on the default model, one table")
-    _common(p)
-    p.add_argument("--model", default="minilm")
+    _common(p, "demo")
+    p.add_argument("--model", default="minilm", help="'minilm' (packaged), a local HF folder or a hub id")
     p.add_argument("--workdir", default="runs/demo", help="kept between runs: a killed demo resumes")
     _prune_options(p)
     # fits the 15-minute budget on 2 cores; 2x needs a longer schedule (see benchmarks/README.md)
     p.set_defaults(epochs=2.0, warmup_epochs=1.0, target="1.5x")
-    p.add_argument("--teacher-epochs", type=positive_float, default=2.0)
+    p.add_argument("--teacher-epochs", type=positive_float, default=2.0, help="epochs of the teacher's fine-tuning")
     _bench_options(p)
 
     p = command("plot", "metric vs FLOPs reduction of every evaluation of one or more pruning runs")
     p.add_argument("runs", nargs="+", help="run folders (from `toprune prune`), each with metrics.jsonl")
-    p.add_argument("--output", default="metric_vs_flops.png")
+    p.add_argument("--output", default="metric_vs_flops.png", help="image file to write")
 
     p = command("profile", "measure this machine: a latency cost model of the encoder for --constraint latency")
     p.add_argument("model", help="model folder (dense or pruned: its encoder shape is what counts) or 'minilm'")
@@ -278,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("show", "which words of one input survive at each layer (terminal, or --html)")
     p.add_argument("model", help="pruned model folder")
-    p.add_argument("text")
+    p.add_argument("text", help="the input (the first text of a pair)")
     p.add_argument("--pair", help="second text of a sentence pair")
     p.add_argument("--html", help="also write an HTML view to this file")
     return parser
@@ -286,8 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", type=int_list, default=[1, 32], help="comma-separated (default: 1,32)")
-    p.add_argument("--threads", type=positive_int, default=2)
-    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--threads", type=positive_int, default=2, help="intra-op threads, PyTorch and ONNX Runtime")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed passes; the median is reported")
     p.add_argument("--examples", type=positive_int, default=256, help="first N dev examples are timed")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
@@ -296,7 +347,9 @@ def run(args) -> int:
     from . import commands
     from .data import glue_task
     from .squad import is_squad
+    from .task_spec import apply_saved_task
 
+    apply_saved_task(args)  # --task, --max-length, columns and data from the model's toprune_task.json
     squad = is_squad(getattr(args, "task", None))
     if getattr(args, "task", None) and not squad and not getattr(args, "train_file", None):
         glue_task(args.task)  # fail on a typo before loading anything

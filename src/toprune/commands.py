@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .errors import ToPruneError
-from .runfolder import read_json
+from .runfolder import read_json, read_metrics
 from .safeio import atomic_write_text, check_writable
 
 
@@ -22,13 +22,26 @@ def _quiet() -> None:
     datasets.disable_progress_bars()
 
 
-def _task_dev(model_path: str, args, data_dir):
+def _task_dev(model_path: str, args, data_dir, say: bool = True):
+    """Tokenizer, dev data and loader; the setup is said once (on stderr under --json: stdout is the JSON)."""
+    import sys
+
     from .pretrained import load_tokenizer
+    from .report import setup_facts, setup_lines
+    from .task_spec import prepare_saved
     from .train import make_loader, prepare_data
 
     tokenizer = load_tokenizer(model_path)
-    data = prepare_data(tokenizer, args.task, data_dir, args.max_length, seed=args.seed, dev_only=True,
-                        **_user_files(args))
+    if getattr(args, "data", None):  # a model that carries its task: only the file to evaluate on
+        data = prepare_saved(tokenizer, args.saved_task, args.data, args.max_length)
+    else:
+        data = prepare_data(tokenizer, args.task, data_dir, args.max_length, seed=args.seed, dev_only=True,
+                            **_user_files(args))
+    args.setup = setup_facts(data, max_length=args.max_length)
+    if getattr(args, "data_recorded", False):
+        args.setup["data"]["note"] = f", as recorded in {Path(model_path) / 'toprune_task.json'}"
+    for line in setup_lines(args.setup) if say else ():
+        print(line, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
     return tokenizer, data, make_loader(data.dev, tokenizer, 64, False)
 
 
@@ -73,6 +86,8 @@ def cmd_prune(args, data_dir):
     from .prune import ToPRun
 
     _quiet()
+    if getattr(args, "files_recorded", False):
+        print(f"the teacher's files, as recorded in {Path(args.teacher) / 'toprune_task.json'}:")
     run = ToPRun(_prune_config(args, args.teacher, args.output, data_dir))
     summary = run.run()
     run.accelerator.end_training()  # under `accelerate launch`: close the process group before exiting
@@ -93,7 +108,7 @@ def cmd_eval(args, data_dir):
     if pruning_state(model) is None:
         apply_pruning(model)  # keep-all: the dense model, measured the same way
     result = evaluate(model, loader, data, args.padded_length, progress=True)
-    result = {"task": data.name, "metric_name": data.metric, **result}
+    result = {"task": data.name, "metric_name": data.metric, **result, "setup": args.setup}
     if not args.json and data.kind == "qa":
         print(f"{data.name} ({len(data.qa.examples)} questions in {len(data.dev)} windows of {args.max_length}; "
               f"{data.qa.split}): EM {result['exact']:.2f}, F1 {result['f1']:.2f}")
@@ -101,7 +116,7 @@ def cmd_eval(args, data_dir):
             print("  with pruned positions excluded from answer boundaries: "
                   f"EM {result['exact_excluding_pruned']:.2f}, F1 {result['f1_excluding_pruned']:.2f}")
     elif not args.json:
-        print(f"{data.name} dev ({len(data.dev)} examples): {data.metric} {result['metric']:.2f}")
+        print(f"{args.setup['metric_label']} ({len(data.dev)} examples): {result['metric']:.2f}")
     if not args.json:
         print(f"FLOPs reduction: {result['flops_reduction_unpadded']:.2f}x vs dense unpadded, "
               f"{result['flops_reduction_padded']:.2f}x vs dense padded to {args.padded_length}")
@@ -110,7 +125,22 @@ def cmd_eval(args, data_dir):
     return result
 
 
-def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
+def _metric_in(runner, loader, data) -> float:
+    """The headline metric of a classification/regression model run by a latency runner (an ONNX Runtime
+    session): the same dev batches as :func:`toprune.train.evaluate`, predictions made by the session itself."""
+    import numpy as np
+
+    from .metrics import glue_metrics
+
+    preds, golds = [], []
+    for batch in loader:
+        logits = np.asarray(runner({k: v for k, v in batch.items() if k != "labels"}))
+        preds.append(logits[:, 0] if data.labels is None else logits.argmax(-1))
+        golds.append(batch["labels"].numpy())
+    return glue_metrics(data.metric, np.concatenate(preds), np.concatenate(golds))[data.metric]
+
+
+def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None, say: bool = True):
     """(the JSON-able result, the per-example share of tokens entering each layer on dev) of dense vs pruned."""
     import tempfile
 
@@ -121,7 +151,7 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
     from .runtime import pruning_state
     from .train import check_head, evaluate
 
-    tokenizer, data, loader = _task_dev(pruned_path, args, data_dir)
+    tokenizer, data, loader = _task_dev(pruned_path, args, data_dir, say)
     dense, pruned = load_model(dense_path), load_model(pruned_path)
     check_head(dense, dense_path, data, args.max_length)
     check_head(pruned, pruned_path, data, args.max_length)
@@ -146,9 +176,17 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
         runners = latency_runners(dense, pruned, tokenizer, tmp, args.threads, backend, getattr(args, "int8", False))
         lat = compare_latency(runners, tokenizer, list(dev["text_a"]), texts_b, sizes, args.repeats,
                               max_length=args.max_length)
+        computed_in = "PyTorch"
+        if backend == "onnxruntime" and data.kind != "qa":  # the accuracy of the graphs that were timed
+            dense_metric = _metric_in(runners["dense_onnxruntime"][1], loader, data)
+            pruned_eval["metric"] = _metric_in(runners["pruned_onnxruntime"][1], loader, data)
+            computed_in = "ONNX Runtime"
     compared = ("dense", "pruned") if backend == "pytorch" else ("dense_onnxruntime", "pruned_onnxruntime")
     result = {
-        "task": data.name, "metric_name": data.metric, "backend": backend,
+        "task": data.name, "metric_name": data.metric, "metric_label": args.setup["metric_label"],
+        "metric_computed_in": computed_in, "backend": backend, "setup": args.setup,
+        "evaluated_on": Path(data.source["validation_file"]).name if data.source.get("validation_file") else
+        f"{data.name} dev",
         "dense": {"metric": dense_metric, "flops_reduction_unpadded": 1.0, "flops_reduction_padded": 1.0},
         "pruned": {"metric": pruned_eval["metric"],
                    "flops_reduction_unpadded": pruned_eval["flops_reduction_unpadded"],
@@ -173,9 +211,10 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None):
 
 def print_table(result: dict, padded_length: int) -> None:
     sizes = sorted(int(k.rsplit("b", 1)[1]) for k in result["dense"] if k.startswith("latency_ms_b"))
-    head = f"| model | {result['metric_name']} | FLOPs red. (unpadded) | FLOPs red. (padded {padded_length}) | "
+    metric = f"{result.get('metric_label', result['metric_name'])} ({result.get('metric_computed_in', 'PyTorch')})"
+    head = f"| model | {metric} | FLOPs red. (unpadded) | FLOPs red. (padded {padded_length}) | "
     head += " | ".join(f"ms b{b}" for b in sizes) + " | " + " | ".join(f"speed-up b{b}" for b in sizes) + " |"
-    lines = [f"{result['task']} dev, {result['protocol']['threads']} threads", head,
+    lines = [f"{result.get('evaluated_on', result['task'] + ' dev')}, {result['protocol']['threads']} threads", head,
              "|" + "---|" * (4 + 2 * len(sizes))]
     ort = result["dense_onnxruntime"]
     dense_ms = {b: result["dense"][f"latency_ms_b{b}"] for b in sizes}
@@ -241,7 +280,8 @@ def cmd_demo(args, data_dir):
         say(f"[1/4] teacher: reusing {teacher}")
         teacher_result = read_json(teacher_json)
     else:
-        say(f"[1/4] teacher: fine-tuning {args.model} on {args.task} ({args.teacher_epochs} epochs)")
+        say(f"[1/4] teacher: fine-tuning {args.model} on {args.task or Path(args.train_file).name} "
+            f"({args.teacher_epochs} epochs)")
         teacher_result = finetune_teacher(args.model, args.task, data_dir, teacher, epochs=args.teacher_epochs,
                                           max_length=args.max_length, max_train_samples=args.max_train_samples,
                                           seed=args.seed, log=say, select_on=args.select_on, overwrite=True,
@@ -256,12 +296,13 @@ def cmd_demo(args, data_dir):
     if not (top / "best").is_dir():
         raise ToPruneError("the pruning run met the target at no evaluation; try more --epochs or a lower --target")
     say("[3/4] evaluating and [4/4] timing dense vs pruned")
-    result, kept = _bench(str(teacher), str(top / "best"), args, data_dir, dense_metric=teacher_result["metric"])
+    result, kept = _bench(str(teacher), str(top / "best"), args, data_dir, dense_metric=teacher_result["metric"],
+                          say=False)  # the setup was said by the steps above
     plan = PruningPlan.load(top / "best")
     reduction = result["pruned"]["flops_reduction_unpadded"]
     plot = plot_tokens_per_layer(plan, kept, work / "tokens_per_layer.png",
-                                 f"{args.task}: tokens entering each layer (ToP, {reduction:.2f}x FLOPs reduction, "
-                                 "unpadded)")
+                                 f"{result['task']}: tokens entering each layer (ToP, {reduction:.2f}x FLOPs "
+                                 "reduction, unpadded)")
     result["plot"] = str(plot)
     atomic_write_text(work / "demo.json", json.dumps(result, indent=1) + "\n")
     if not args.json:
@@ -270,30 +311,56 @@ def cmd_demo(args, data_dir):
     return result
 
 
-def cmd_plot(args, data_dir):
-    from .plots import plot_metric_vs_flops
-    from .runfolder import read_metrics
+def _read_run(run: str) -> tuple[dict, dict]:
+    """(the plot's view of one run, its summary.json or {}): every evaluation, and the checkpoint it kept."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        raise ToPruneError(f"{run} has no metrics.jsonl (is it a `toprune prune` output folder?)")
+    summary_path = Path(run) / "summary.json"
+    records = read_metrics(path)  # a partial last line (a run killed mid-write) is left out
+    if not any("sel_metric" in r or "dev_metric" in r for r in records):
+        raise ToPruneError(f"{path} holds no evaluation yet: nothing to plot")
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        # runs log the set checkpoints are chosen on: sel_ (the held-out slice, or dev), dev_ before selection
+        key = "sel_" if records and "sel_metric" in records[0] else "dev_"
+        points = [{"step": r["step"], "metric": r[f"{key}metric"],
+                   "flops_reduction_unpadded": r[f"{key}flops_reduction_unpadded"]} for r in records
+                  if f"{key}metric" in r]
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
+        raise ToPruneError(f"{run}: unreadable run log ({type(exc).__name__}: {exc})") from None
+    kept = (summary.get("best") or {}).get("step")
+    on = (summary.get("selection") or {}).get("on", "dev")  # older runs chose on dev
+    return {"name": Path(run).resolve().name, "points": points, "kept_step": kept, "on": on}, summary
 
-    rows, metric_name = [], "dev metric"
+
+def cmd_plot(args, data_dir):
+    from .plots import plot_run_history
+    from .report import teacher_metric
+
+    runs, label, reference = [], None, None
     for run in args.runs:
-        path = Path(run) / "metrics.jsonl"
-        if not path.is_file():
-            raise ToPruneError(f"{run} has no metrics.jsonl (is it a `toprune prune` output folder?)")
-        summary = Path(run) / "summary.json"
-        if summary.is_file():
-            metric_name = read_json(summary).get("task", "") + " selection-set metric"
-        records = read_metrics(path)
-        # runs that selected on dev (and older runs) log dev_*, the others sel_*
-        evaluated = [r for r in records if "sel_metric" in r or "dev_metric" in r]
-        if not evaluated:
-            raise ToPruneError(f"{path} holds no evaluation yet: nothing to plot")
-        for record in evaluated:
-            key = "sel_" if "sel_metric" in record else "dev_"
-            rows.append({"method": Path(run).name, "metric": record[f"{key}metric"],
-                         "flops_reduction_unpadded": record[f"{key}flops_reduction_unpadded"]})
-    out = plot_metric_vs_flops(rows, args.output, metric_name, "every evaluation of each run", connect=False)
-    print(f"wrote {out} ({len(rows)} evaluations from {len(args.runs)} runs)")
-    return {"plot": str(out), "points": rows}
+        view, summary = _read_run(run)
+        runs.append(view)
+        setup = summary.get("setup") or {}
+        selection = setup.get("selection") or {}
+        label = label or (selection.get("label") if view["on"] != "dev" else setup.get("metric_label"))
+        if label is None and summary.get("task"):  # summaries written before the setup was recorded
+            label = f"{summary['task']} {'dev' if view['on'] == 'dev' else 'selection-set'} metric"
+        if reference is None:  # the teacher on the same examples: its own record first, else the run's note of it
+            reference = teacher_metric((summary.get("config") or {}).get("teacher"), view["on"])
+            noted = summary.get("teacher_metric" if view["on"] == "dev" else "teacher_selection_metric")
+            reference = reference if reference is not None else noted
+    label = label or "dev metric"
+    plot_run_history(runs, args.output, label, reference,
+                     title=f"{label}: every evaluation of {', '.join(r['name'] for r in runs)}")
+    count = sum(len(r["points"]) for r in runs)
+    print(f"wrote {args.output} ({count} evaluations from {len(runs)} runs; teacher line: "
+          f"{'none found' if reference is None else f'{reference:.2f}'}; kept checkpoints starred)")
+    for run in args.runs:
+        if (Path(run) / "tokens_per_layer.png").is_file():
+            print(f"tokens kept per layer of {run}'s kept model: {Path(run) / 'tokens_per_layer.png'}")
+    return {"plot": str(args.output), "runs": runs, "teacher_metric": reference, "metric_label": label}
 
 
 def cmd_show(args, data_dir):
@@ -308,8 +375,9 @@ def cmd_show(args, data_dir):
     state = pruning_state(model)
     if state is None:
         raise ToPruneError(f"{args.model} has no toprune_plan.json: nothing is pruned")
-    batch = tokenizer(args.text, args.pair, return_tensors="pt", truncation=True) if args.pair else \
-        tokenizer(args.text, return_tensors="pt", truncation=True)
+    max_length = (getattr(args, "saved_task", None) or {}).get("max_length")  # as trained, when known
+    batch = tokenizer(args.text, args.pair, return_tensors="pt", truncation=True, max_length=max_length) \
+        if args.pair else tokenizer(args.text, return_tensors="pt", truncation=True, max_length=max_length)
     state.record = True
     with torch.inference_mode():
         logits = model(**batch).logits[0]
@@ -325,8 +393,12 @@ def cmd_show(args, data_dir):
         kept = [tokens[j] for j in layer_positions[0].tolist() if j >= 0]
         print(f"layer {layer} ({len(kept):3d} tokens): {' '.join(kept)}")
     labels = model.config.id2label
-    print("prediction:", labels.get(int(logits.argmax()), int(logits.argmax())) if logits.numel() > 1 else
-          float(logits))
+    if logits.numel() > 1:
+        probs = logits.float().softmax(-1)
+        best = int(probs.argmax())
+        print(f"prediction: {labels.get(best, best)} (score {float(probs[best]):.3f})")
+    else:
+        print(f"prediction: {float(logits):.4f} (regression)")
     if args.html:
         Path(args.html).write_text(survivors_html(tokens, depth, layers))
         print(f"wrote {args.html}")

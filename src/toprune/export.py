@@ -103,11 +103,12 @@ def fuse_transformer_ops(model, path: Path, batches: list[dict]) -> dict[str, in
 
 
 def export_onnx(model, tokenizer, folder: str | Path, check: bool = True, opset: int = 23,
-                samples: list[dict] | None = None, fuse: bool = True) -> Path:
+                samples: list[dict] | None = None, fuse: bool = True, task: dict | None = None) -> Path:
     """Export a dense or pruned HF model (with its tokenizer and a small config) to ``folder``; returns the folder.
 
     ``samples``: batches to trace with (the first) and to check parity on (all); default: real text, tokenised.
     ``fuse``: then apply onnxruntime's transformer fusions where they keep parity (see :func:`fuse_transformer_ops`).
+    ``task``: the model's saved task (``toprune_task.json``): its training length and columns go into the folder.
     """
     state = pruning_state(model)
     if state is not None and state.random_scores is not None:
@@ -148,10 +149,25 @@ def export_onnx(model, tokenizer, folder: str | Path, check: bool = True, opset:
     meta = {"format_version": 1, "inputs": names, "outputs": outputs, "pruned": state is not None,
             "model_type": config.model_type, "architectures": getattr(config, "architectures", None),
             "num_labels": config.num_labels, "id2label": {str(k): v for k, v in config.id2label.items()},
-            "problem_type": config.problem_type, "max_length": int(config.max_position_embeddings),
+            "problem_type": config.problem_type, **serving_task(config, outputs, task),
             "plan": state.plan.to_dict() if state is not None else None, "opset": opset, "fused_ops": fused}
     atomic_write_text(folder / CONFIG_FILENAME, json.dumps(meta, indent=1) + "\n")
     return folder
+
+
+def serving_task(config, outputs: list[str], task: dict | None) -> dict:
+    """What serving needs to tokenise and read the outputs as the model was trained: the max length, the task
+    type, the label names in id order and the text columns (from the saved task when there is one)."""
+    qa = "start_logits" in outputs
+    kind = "question answering" if qa else "regression" if config.num_labels == 1 else "classification"
+    out = {"task_type": (task or {}).get("task_type", kind),
+           "labels": None if qa or config.num_labels == 1 else [config.id2label[i] for i in range(config.num_labels)],
+           "text_columns": (task or {}).get("text_columns"), "max_position_embeddings": config.max_position_embeddings}
+    if task and task.get("max_length"):
+        out.update(max_length=int(task["max_length"]), max_length_source="the training length (toprune_task.json)")
+    else:  # a model without its task: the length toprune trains at by default
+        out.update(max_length=384 if qa else 128, max_length_source="toprune's default (no toprune_task.json)")
+    return out
 
 
 def quantize(folder: str | Path) -> Path:
@@ -170,13 +186,14 @@ def quantize(folder: str | Path) -> Path:
 def export_folder(model_path: str, output: str | Path, int8: bool = False) -> Path:
     """``toprune export``: a saved (pruned or dense) model folder to an ONNX serving folder."""
     from .pretrained import load_model, load_tokenizer
+    from .task_spec import read_task
 
     output = check_writable(output)  # before the model loads and the export runs
     model, tokenizer = load_model(model_path), load_tokenizer(model_path)
     check_trained(model, model_path)
     if output.exists() and any(output.iterdir()) and not (output / CONFIG_FILENAME).exists():
         raise ToPruneError(f"{output} exists and is not an export folder; give a new or empty --output")
-    export_onnx(model, tokenizer, output)
+    export_onnx(model, tokenizer, output, task=read_task(model_path))
     if int8:
         quantize(output)
     elif (output / INT8_FILENAME).exists():

@@ -49,6 +49,51 @@ def plot_metric_vs_flops(rows: list[dict], path: str | Path, metric_name: str, t
     return _finish(fig, ax, path, "FLOPs reduction vs dense, unpadded (x)", metric_name, title)
 
 
+def plot_run_history(runs: list[dict], path: str | Path, metric_label: str, reference: float | None = None,
+                     title: str = ""):
+    """Every evaluation of one or more pruning runs, in two panels: the metric vs the measured FLOPs reduction
+    (where late evaluations pile up at the target) and the metric vs the step (which spreads them out). ``runs``:
+    dicts with ``name``, ``points`` (``step``, ``metric``, ``flops_reduction_unpadded``) and ``kept_step`` (the
+    checkpoint kept, or None). ``reference``, the dense teacher's metric, is a dashed line in both panels and the
+    1.0x point. Returns the matplotlib figure (already written to ``path``)."""
+    fig, (by_flops, by_step) = plt.subplots(1, 2, figsize=(11, 4.2))
+    if reference is not None:
+        for ax in (by_flops, by_step):
+            ax.axhline(reference, color="grey", linestyle="--", label=f"dense teacher ({reference:.2f})")
+        by_flops.plot([1.0], [reference], "D", color="grey")
+    for run in runs:
+        points = sorted(run["points"], key=lambda r: r["step"])
+        steps = [r["step"] for r in points]
+        metrics = [r["metric"] for r in points]
+        flops = [r["flops_reduction_unpadded"] for r in points]
+        (line,) = by_flops.plot(flops, metrics, "o", alpha=0.6, label=f"{run['name']}: every evaluation")
+        by_step.plot(steps, metrics, "o-", color=line.get_color(), alpha=0.8, label=run["name"])
+        kept = [r for r in points if r["step"] == run.get("kept_step")]
+        if kept:
+            k = kept[0]
+            label = f"{run['name']}: kept, step {k['step']} ({k['metric']:.2f} at {k['flops_reduction_unpadded']:.2f}x)"
+            for ax, x in ((by_flops, k["flops_reduction_unpadded"]), (by_step, k["step"])):
+                ax.plot([x], [k["metric"]], "*", markersize=16, color=line.get_color(), markeredgecolor="black",
+                        label=label)
+                ax.annotate(f"kept (step {k['step']})", (x, k["metric"]), textcoords="offset points",
+                            xytext=(6, -14), fontsize=8)
+    _style(by_step, "training step", metric_label, "by step")
+    _style(by_flops, "FLOPs reduction vs dense, unpadded (x)", metric_label, "by FLOPs reduction")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return fig
+
+
+def _style(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str) -> Path:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

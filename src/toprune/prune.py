@@ -35,9 +35,11 @@ from .prune_config import PruneConfig, check_config, resolve_layers
 from .qa import answer_region
 from .ranking import answer_labels, ranking_distillation_loss, ranking_labels
 from .runfolder import check_run_folder, clear_run, make_folder, read_checkpoint, read_metrics
+from .report import WallTimeEstimate, finish_run, prune_setup, setup_lines
 from .runtime import SoftMasks, apply_pruning, pruning_state
 from .safeio import atomic_save_file, atomic_write_text, run_lock
 from .static import fit_plan, plan_relative_macs, static_plan
+from .task_spec import task_spec, write_task
 from .train import (KNOWN_TASKS, TaskData, check_qa_head, evaluate, head_logits, make_loader, prepare_data,
                     seed_everything, split_targets)
 from .validate import (check_finite_loss, check_finite_weights, check_label_names, check_max_length,
@@ -117,6 +119,7 @@ class ToPRun:
         self.lambda_opt = torch.optim.AdamW([self.lambdas], lr=cfg.lambda_lr, weight_decay=0.0)
         self.sampler = torch.Generator().manual_seed(cfg.seed)
         self.step, self.best, self.step_seconds = 0, None, []
+        self.best_kept = None  # the kept model's tokens per layer on dev (evaluate_kept_on_dev)
 
     # -- checks (one-line errors) -------------------------------------------------------------------------------
     def _check_teacher(self) -> None:
@@ -322,6 +325,7 @@ class ToPRun:
             if self.accelerator.is_main_process:
                 check_finite_weights(self.student, "the student", _DIVERGED)  # a diverged model is never kept
                 save_pruned(self.student, self.out / "best", self.tokenizer)
+                write_task(self.out / "best", task_spec(self.data, self.cfg.max_length))
         return result
 
     def evaluate_kept_on_dev(self) -> dict:
@@ -329,8 +333,8 @@ class ToPRun:
         its plan's provenance."""
         model = load_model(self.out / "best").to(self.device)  # a random plan reseeds from its meta, as in the run
         loader = make_loader(self.data.dev, self.tokenizer, 64, False)
-        result = evaluate(model, loader, self.data, self.cfg.padded_length)
-        result.pop("kept_fractions", None)
+        result = evaluate(model, loader, self.data, self.cfg.padded_length, return_kept=True)
+        self.best_kept = result.pop("kept_fractions", None)  # per dev example and layer: the tokens plot
         plan = pruning_state(model).plan
         plan.meta = {**plan.meta, "dev_metric": result["metric"], "selection": self.data.selection_info.as_dict(),
                      "flops_reduction_unpadded": result["flops_reduction_unpadded"],
@@ -411,6 +415,11 @@ class ToPRun:
             clear_run(self.out)
         self.accelerator.wait_for_everyone()
         last = min(self.total_steps, self.cfg.max_steps or self.total_steps)
+        setup = prune_setup(self)
+        for line in setup_lines(setup):
+            self.log(line)
+        eta = WallTimeEstimate(last, self.log, done=self.step,
+                               extra=f", plus an evaluation every {self.cfg.eval_every} steps")
         bar = tqdm(total=last, initial=self.step, desc=f"ToP {self.data.name} -> {self.cfg.target}",
                    disable=not self.accelerator.is_main_process)
         while self.step < last:
@@ -425,6 +434,7 @@ class ToPRun:
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", sparsity=f"{stats['expected_sparsity']:.2f}",
                                 target=f"{stats['target_sparsity']:.2f}", lam1=f"{stats['lambda1']:.2f}")
+                eta.step()
                 if self.step % self.cfg.eval_every == 0 or self.step == last:
                     result = self.evaluate()
                     self._log_line({"step": self.step, **stats, **{f"sel_{k}": v for k, v in result.items()}})
@@ -440,6 +450,7 @@ class ToPRun:
                    "selection": self.data.selection_info.as_dict(),
                    "mean_step_ms": 1000 * sum(self.step_seconds) / max(1, len(self.step_seconds)),
                    "config": asdict(self.cfg)}
+        summary.update(finish_run(self, setup, eta.estimate))  # + the kept model's tokens plot
         if self.accelerator.is_main_process:
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=1) + "\n")
         if self.best is None:

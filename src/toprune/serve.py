@@ -62,6 +62,9 @@ class OnnxModel:
         check_tokenizer_files(folder, str(folder))
         self.session = make_session(graph, threads)
         self.tokenizer = FastTokenizer(folder, self.inputs)
+        # the length the model was trained at; exports before it was recorded held the model's limit instead
+        qa = "start_logits" in self.config["outputs"]
+        self.max_length = self.config["max_length"] if "max_length_source" in self.config else (384 if qa else 128)
 
     @property
     def inputs(self) -> list[str]:
@@ -70,7 +73,7 @@ class OnnxModel:
     @property
     def max_positions(self) -> int:
         """Tokens one input may have: the position table (RoBERTa-style models spend two entries on padding)."""
-        positions = int(self.config.get("max_length") or 512)
+        positions = int(self.config.get("max_position_embeddings") or self.config.get("max_length") or 512)
         if self.config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
             positions -= 2
         return positions
@@ -102,8 +105,10 @@ class OnnxModel:
         return dict(zip(self.config["outputs"], self.session.run(self.config["outputs"], feed)))
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32,
-                max_length: int = 128) -> list[dict]:
-        """Sequence classification (label and probability) or regression (score) for each text (pair)."""
+                max_length: int | None = None) -> list[dict]:
+        """Sequence classification (label and probability) or regression (score) for each text (pair), truncated
+        to ``max_length`` tokens (default: the length the model was trained at, from the export folder)."""
+        max_length = self.max_length if max_length is None else max_length
         if "logits" not in self.config["outputs"]:
             raise ToPruneError("this export has no classification head; use answer() for question answering")
         texts = self._check("texts", texts, pairs, "pairs", batch_size, max_length)
@@ -122,16 +127,19 @@ class OnnxModel:
                 results.append({"label": label, "score": float(probs[best])})
         return results
 
-    def answer(self, questions: list[str], contexts: list[str], max_length: int = 384, stride: int = 128,
+    def answer(self, questions: list[str], contexts: list[str], max_length: int | None = None,
+               stride: int | None = None,
                max_answer_length: int = 30, allow_no_answer: bool = False, threshold: float = 0.0,
                batch_size: int = 32) -> list[dict]:
         """Extractive QA, decoded exactly as evaluation decodes it (:func:`toprune.squad.postprocess`): the best
         context span over all windows; with ``allow_no_answer`` (SQuAD 2.0 models), "" when the null odds exceed
-        ``threshold``."""
+        ``threshold``. ``max_length``: the window (default: the training length), ``stride``: a third of it."""
         from .squad import eval_features, final_answers, postprocess
 
         if "start_logits" not in self.config["outputs"]:
             raise ToPruneError("this export has no question-answering head; use predict()")
+        max_length = self.max_length if max_length is None else max_length
+        stride = max_length // 3 if stride is None else stride
         questions = self._check("questions", questions, contexts, "contexts", batch_size, max_length)
         if not isinstance(stride, int) or not 0 <= stride < max_length:
             raise ToPruneError(f"stride must be an integer in 0..{max_length - 1} (below max_length), got {stride!r}")

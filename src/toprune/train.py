@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +22,13 @@ from .plan import PLAN_FILENAME
 from .pretrained import load_model, load_tokenizer, resolve_model, save_pruned
 from .qa import qa_loss, qa_metrics, survivors
 from .recipes import teacher_recipe
+from .report import WallTimeEstimate, setup_facts, setup_lines
 from .runtime import pruning_state
 from .selection import Selection, check_select_on, split_heldout
 from .safeio import LOCK_FILENAME, atomic_save_file, atomic_write_text, check_writable
 from .validate import (check_count, check_encoder_complete, check_finite_loss, check_finite_weights,
                        check_label_names, check_max_length, check_same_task, check_seed, check_trained)
+from .task_spec import task_spec, write_task
 
 
 @dataclass
@@ -41,6 +43,9 @@ class TaskData:
     qa: object = None  # qa.QAInfo: examples and windows for QA post-processing
     selection: object = None  # tokenised held-out slice of the training data (None: selection on dev)
     selection_info: Selection | None = None
+    # where the data came from, for the printed setup and toprune_task.json: task/data_dir (GLUE, SQuAD) or
+    # train_file/validation_file (the user's), and text_columns/label_column
+    source: dict = field(default_factory=dict)
 
     @property
     def select_set(self):
@@ -153,8 +158,11 @@ def prepare_glue(tokenizer, task_name: str, data_dir, max_length: int = 128, max
     task = glue_task(task_name)
     train = None if dev_only else load_glue_split(data_dir, task.name, "train")
     dev = load_glue_split(data_dir, task.name, "dev")
-    return _task_data(task.name, task.metric, task.labels, train, dev, tokenizer, max_length, max_train_samples,
+    data = _task_data(task.name, task.metric, task.labels, train, dev, tokenizer, max_length, max_train_samples,
                       seed, dev_only, select_on)
+    data.source = {"task": task.name, "data_dir": None if data_dir is None else str(data_dir),
+                   "text_columns": list(task.text_columns), "label_column": task.label_column}
+    return data
 
 
 def prepare_user(tokenizer, train_file, validation_file, text_columns=None, label_column=None, max_length: int = 128,
@@ -170,8 +178,12 @@ def prepare_user(tokenizer, train_file, validation_file, text_columns=None, labe
         text_columns = tuple(c.strip() for c in text_columns.split(",") if c.strip())
     train, dev, info = load_user_data(train_file, validation_file, text_columns, label_column, task_type=task_type)
     metric = "pearson" if info.is_regression else "accuracy"
-    return _task_data("custom", metric, info.labels, train, dev, tokenizer, max_length, max_train_samples, seed,
-                      dev_only, select_on)
+    # named after the user's file (progress bars, messages), never a GLUE task
+    data = _task_data(Path(train_file).name, metric, info.labels, train, dev, tokenizer, max_length,
+                      max_train_samples, seed, dev_only, select_on)
+    data.source = {"train_file": str(train_file), "validation_file": str(validation_file),
+                   "text_columns": list(info.text_columns), "label_column": info.label_column}
+    return data
 
 
 def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, max_train_samples: int | None = None,
@@ -189,6 +201,8 @@ def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, m
                              dev_only=dev_only, train_file=train_file, validation_file=validation_file)
         if not dev_only:
             data.selection_info = Selection("dev", len(data.dev), len(data.train))
+        data.source = {"task": data.name, "data_dir": None if data_dir is None else str(data_dir),
+                       "train_file": train_file, "validation_file": validation_file}
         return data
     if validation_file and not train_file:
         raise ToPruneError("--validation-file needs --train-file (labels are learned from the training file)")
@@ -319,12 +333,15 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
     if data.kind != "qa":
         model.config.id2label = {i: name for i, name in enumerate(data.labels or ("score",))}
         model.config.label2id = {name: i for i, name in model.config.id2label.items()}
-    log(f"teacher {data.name}: {recipe.epochs:g} epochs, lr {recipe.lr:g}, batch {recipe.batch_size}; "
-        f"{data.selection_info.describe()}")
     steps_per_epoch = -(-len(data.train) // recipe.batch_size)
     total = int(steps_per_epoch * recipe.epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
     schedule = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup * total), total)
+    setup = setup_facts(data, {"epochs": recipe.epochs, "steps": total, "steps_per_epoch": steps_per_epoch,
+                               "batch_size": recipe.batch_size, "lr": recipe.lr,
+                               "warmup_steps": int(recipe.warmup * total), "max_length": max_length})
+    for line in setup_lines(setup):  # the recipe, the selection slice and the data, said once
+        log(line)
     select_loader = make_loader(data.select_set, tokenizer, 64, False)
     step, epoch, seconds, curve, best = 0, 0, 0.0, [], None
     checkpoint = Path(output_dir) / "checkpoint.pt"
@@ -341,6 +358,7 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
         step, epoch, seconds, curve, best = (blob[k] for k in ("step", "epoch", "seconds", "curve", "best"))
         torch.set_rng_state(blob["rng"])
         log(f"resumed from epoch {epoch} (step {step})")
+    eta = WallTimeEstimate(total, log, done=step, extra=", plus an evaluation of the selection set every epoch")
     bar = tqdm(total=total, initial=step, desc=f"fine-tuning {data.name}")
     while step < total:
         model.train()
@@ -358,6 +376,7 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
+            eta.step()
             if step >= total:
                 break
         epoch += 1
@@ -376,11 +395,13 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
     model.load_state_dict(best[2])
     check_finite_weights(model, str(model_name), "nothing was saved; lower --lr")
     save_pruned(model, output_dir, tokenizer)  # saved before evaluating: a failed evaluation loses no training
+    write_task(output_dir, task_spec(data, max_length))  # eval/bench/export/show need nothing twice
     result = evaluate(model, make_loader(data.dev, tokenizer, 64, False), data, padded_length=max_length)
     result.update(task=data.name, steps=step, kept_step=best[1], selection_metric=best[0],
                   selection=data.selection_info.as_dict(), selection_curve=curve, epochs=recipe.epochs,
                   lr=recipe.lr, warmup=recipe.warmup, batch_size=recipe.batch_size, train_examples=len(data.train),
-                  seed=seed, mean_step_ms=1000 * seconds / max(1, step))
+                  seed=seed, mean_step_ms=1000 * seconds / max(1, step), setup=setup,
+                  time_estimate=eta.estimate)
     atomic_write_text(Path(output_dir, "toprune_teacher.json"), json.dumps(result, indent=1) + "\n")
     checkpoint.unlink(missing_ok=True)  # the run is complete: its resume state is no longer needed
     log(f"teacher {data.name}: kept step {best[1]} of {step} ({data.metric} {best[0]:.2f} on the selection set); "

@@ -277,3 +277,23 @@ def _build(texts: list[list[str]], labels: list, regression: bool):
     features = {name: datasets.Value("string") for name in columns}
     features["label"] = datasets.Value("float64" if regression else "string")
     return datasets.Dataset.from_dict({**columns, "label": labels}, features=datasets.Features(features))
+
+
+def load_user_validation(path, text_columns: tuple[str, ...], label_column: str, labels: tuple[str, ...] | None):
+    """One labelled file for evaluation, read with a saved task's columns and labels (``None``: regression):
+    a model that carries its task needs no training file to know its label ids."""
+    ds = read_table(path)
+    missing = [c for c in (*text_columns, label_column) if c not in ds.column_names]
+    if missing:
+        raise ToPruneError(f"{path} lacks column(s) {', '.join(map(repr, missing))} (the model was trained on "
+                           f"text {', '.join(text_columns)} and label {label_column!r})")
+    texts = [_texts(path, ds, c) for c in text_columns]
+    values = _labels(path, ds, label_column)
+    if labels is None:
+        return _build(texts, _floats(path, values, label_column), True)
+    known = set(labels)
+    for row, label in enumerate(values, start=1):
+        if label not in known:
+            raise ToPruneError(f"{path} row {row}: label {label!r} in column {label_column!r} is not one the model "
+                               f"knows ({', '.join(labels)})")
+    return _build(texts, values, False)
