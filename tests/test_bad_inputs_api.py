@@ -94,6 +94,7 @@ def _onnx(w, **config):
     model.config = {"inputs": ["input_ids"], "outputs": ["logits"], "num_labels": 2, "max_length": 128,
                     "model_type": "bert", "id2label": {}, **config}
     model.tokenizer = w.tokenizer
+    model.max_length = model.config["max_length"]  # the serving length, as __init__ reads it
     return model
 
 
