@@ -7,7 +7,9 @@ Backend ``pytorch`` (eager, the pruned runtime's own code path):
 2. the fixed cost: the dense model on uniform inputs of several lengths, minus the layers' predicted cost (median);
 3. the pruning overhead (explicit attention at score layers, ranking, gather, restore): random plans on uniform
    inputs, measured minus predicted, per pruning layer (median).
-Timings are medians of ``repeats`` runs after a warm-up, with ``threads`` intra-op threads.
+Timings are the best of ``repeats`` runs after a warm-up, with ``threads`` intra-op threads: on a shared machine
+the fastest run is the one least disturbed by other work (timeit's advice), and a cost model wants the machine's
+own cost, not the neighbours'.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ from .scoring import self_attention
 BACKENDS = ("pytorch",)
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
+def best_ms(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm-up
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(samples)
+    return min(samples)
 
 
 def token_grid(max_tokens: int) -> list[int]:
@@ -68,14 +70,14 @@ def profile_pytorch(model, batch_size: int, threads: int, max_tokens: int = 128,
     with torch.inference_mode():
         for n in tqdm(grid, desc=f"profiling layer parts b{batch_size}", disable=not progress):
             hidden = torch.randn(batch_size, n, d)
-            attn.append(median_ms(lambda h=hidden: parts.attn_output(self_attention(parts, h, None, False, False)[0],
+            attn.append(best_ms(lambda h=hidden: parts.attn_output(self_attention(parts, h, None, False, False)[0],
                                                                      h), repeats))
-            ffn.append(median_ms(lambda h=hidden: parts.ffn(h), repeats))
+            ffn.append(best_ms(lambda h=hidden: parts.ffn(h), repeats))
         layers = LatencyCost(int(model.config.num_hidden_layers), fit_polynomial(grid, attn, 2),
                              fit_polynomial(grid, ffn, 1), 0.0, key=profile_key(model, "pytorch", batch_size, threads))
         lengths = [n for n in grid if n >= 8][-4:]
         fixed = statistics.median(
-            median_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats) -
+            best_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats) -
             layers.predict_ms([n] * layers.num_layers) for n in lengths)
         cost = LatencyCost(layers.num_layers, layers.attention, layers.ffn, max(0.0, fixed), key=layers.key)
         pruning_layers = default_pruning_layers(cost.num_layers)
@@ -85,7 +87,7 @@ def profile_pytorch(model, batch_size: int, threads: int, max_tokens: int = 128,
             n = lengths[-1]
             apply_pruning(model, plan)
             try:
-                measured = median_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats)
+                measured = best_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats)
             finally:
                 remove_pruning(model)
             counts = plan.token_counts(n)
@@ -124,7 +126,7 @@ def check_predictions(model, cost: LatencyCost, plans: int, max_tokens: int, rep
             apply_pruning(model, plan)
             try:
                 with torch.inference_mode():
-                    measured = median_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats)
+                    measured = best_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats)
             finally:
                 remove_pruning(model)
             predicted = cost.predict_ms(plan.token_counts(n))
