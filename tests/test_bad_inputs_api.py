@@ -138,7 +138,7 @@ def _seed_api(w):
 
 
 def _finetune_epochs_inf(w):
-    from toprune.train import finetune_teacher
+    from toprune.finetune import finetune_teacher
 
     finetune_teacher(str(w.good), None, None, w.root / "api-ft", epochs=float("inf"), train_file=str(w.train),
                      validation_file=str(w.dev))

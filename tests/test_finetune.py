@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import toprune.train as train
+import toprune.finetune as train
 from toprune.selection import HELDOUT_SEED, heldout_size, split_heldout
-from toprune.train import finetune_teacher
+from toprune.finetune import finetune_teacher
 
 
 def _files(tmp_path, n=48):

@@ -101,7 +101,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_teacher, data_dir, tmp_path)
 
 
 def test_user_csv_files_train_a_teacher_and_a_pruning_run(tiny_teacher, tmp_path):
-    from toprune.train import finetune_teacher
+    from toprune.finetune import finetune_teacher
 
     rows = [("a great film , truly moving", "pos"), ("dull and far too long", "neg"), ("I loved it", "pos"),
             ("a waste of time", "neg")] * 8

@@ -164,7 +164,7 @@ def test_qa_teacher_and_top_run_end_to_end(tmp_path, tokenizer, data_dir):
     import transformers
 
     from toprune.prune import PruneConfig, ToPRun
-    from toprune.train import finetune_teacher
+    from toprune.finetune import finetune_teacher
 
     _write_squad(tmp_path / "train.json", 4)
     _write_squad(tmp_path / "dev.json", 2)

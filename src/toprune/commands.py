@@ -51,7 +51,7 @@ def _user_files(args) -> dict:
 
 
 def cmd_finetune(args, data_dir):
-    from .train import finetune_teacher
+    from .finetune import finetune_teacher
 
     _quiet()
     return finetune_teacher(args.model, args.task, data_dir, args.output, epochs=args.epochs, lr=args.lr,
@@ -255,7 +255,7 @@ def cmd_demo(args, data_dir):
     from .plan import PruningPlan
     from .plots import plot_tokens_per_layer
     from .prune import ToPRun
-    from .train import finetune_teacher
+    from .finetune import finetune_teacher
 
     _quiet()
     check_writable(args.workdir, "--workdir")
