@@ -148,8 +148,13 @@ def _unique(texts) -> list[str]:
 
 def load_texts(source: str, data_dir=None, column: str | None = None) -> list[str]:
     """Unique non-empty texts, in file order: ``glue:TASK`` (the training sentences of a local GLUE task, both
-    sides of pairs), a ``.txt`` file (one text a line), or a CSV/TSV/JSON Lines column (``column``, else ``text``
-    or ``sentence``, else the only column)."""
+    sides of pairs), ``squad:FILE.json`` (paragraphs and questions of its training articles), a ``.txt`` file
+    (one text a line), or a CSV/TSV/JSON Lines column (``column``, else ``text`` or ``sentence``, else the only
+    column)."""
+    if source.startswith("squad:"):  # the training articles of a SQuAD file (never the held-out ones)
+        from .embedding_eval import squad_training_texts
+
+        return squad_training_texts(source[6:])
     if source.startswith("glue:"):
         from .data import load_glue_split
 
@@ -200,26 +205,6 @@ def prepare_embedding(tokenizer, source: str, data_dir=None, max_length: int = 1
     return TaskData("embedding", "teacher_cosine", None, tokenise(train), tokenise(dev), dev.rename_column(
         "text", "text_a"), kind="embedding", selection=tokenise(selection), selection_info=info,
         embedding=pooling or Pooling())
-
-
-@torch.no_grad()
-def encode(model, tokenizer, texts: list[str], pooling: Pooling, batch_size: int = 64, max_length: int = 256,
-           device=None) -> torch.Tensor:
-    """(len(texts), d) float32 embeddings on the CPU; batches sorted by length (less padding), returned in order."""
-    from .runtime import pruning_state
-
-    model.eval()
-    device = device or next(model.parameters()).device
-    state = pruning_state(model)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = [None] * len(texts)
-    for start in range(0, len(order), batch_size):
-        ids = order[start:start + batch_size]
-        batch = tokenizer([texts[i] for i in ids], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt").to(device)
-        for i, row in zip(ids, embed(model, dict(batch), pooling, state).float().cpu()):
-            out[i] = row
-    return torch.stack(out)
 
 
 def attach_teacher_embeddings(data, teacher, tokenizer, batch_size: int = 64) -> None:
