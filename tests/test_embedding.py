@@ -157,3 +157,20 @@ def test_a_short_pruning_run_on_unlabelled_sentences_completes(tmp_path, method)
         assert summary["dev"]["flops_reduction_unpadded"] > 1.1  # plan fitted on train and selection lengths
         st = load_sentence_transformer(tmp_path / "run" / "best")
         assert st.encode(lines[:3]).shape == (3, 32)
+
+
+def test_onnx_export_serves_the_pruned_embedding(tmp_path):
+    """Survivor pooling inside the exported graph: OnnxModel.encode() equals the PyTorch pruned embedding on a
+    padded batch of mixed lengths (export_onnx also refuses a graph that disagrees)."""
+    from toprune.embedding_onnx import export_embedding_onnx
+    from toprune.serve import OnnxModel
+
+    model, tokenizer = _tiny_encoder()
+    toprune.apply_pruning(model, PruningPlan.from_keep_ratios(4, {1: 0.5, 2: 0.5, 3: 0.5}))
+    pooling = Pooling("mean", True, "survivors")
+    folder = export_embedding_onnx(model, tokenizer, pooling, tmp_path / "onnx", fuse=False)
+    served = OnnxModel(folder).encode(SENTENCES, batch_size=5)
+    ours, _ = encode_with_flops(model, tokenizer, SENTENCES, pooling, batch_size=5)
+    torch.testing.assert_close(torch.tensor(served), torch.tensor(ours), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ToPruneError, match="no classification head"):
+        OnnxModel(folder).predict(["x"])
