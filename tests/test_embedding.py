@@ -174,3 +174,12 @@ def test_onnx_export_serves_the_pruned_embedding(tmp_path):
     torch.testing.assert_close(torch.tensor(served), torch.tensor(ours), atol=1e-5, rtol=1e-4)
     with pytest.raises(ToPruneError, match="no classification head"):
         OnnxModel(folder).predict(["x"])
+
+
+def test_cli_embedding_task_needs_text_and_is_for_prune_only(tmp_path, capsys):
+    from toprune.cli import main
+
+    assert main(["prune", "--teacher", str(tmp_path), "--task", "embedding", "--output", str(tmp_path / "o")]) == 2
+    assert "needs --train-file" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path), "--task", "embedding"]) == 2
+    assert "for `toprune prune`" in capsys.readouterr().err
