@@ -1,7 +1,8 @@
 """ZERO-SHOT probe (no training): the real all-MiniLM-L6-v2 with a static top-k plan at a FLOPs target, judged on
 STS-B dev (Spearman of cosine) and SQuAD v1.1 dev passage retrieval (held-out articles' questions against all
 paragraphs), beside the dense model, with both ways of pooling a pruned model (restored states of pruned tokens,
-or the survivors only). It shows where an untrained plan starts, not what ToP training reaches.
+or the survivors only; ``--dense-queries``: questions encoded dense, passages pruned). It shows where an
+untrained plan starts, not what ToP training reaches.
 
 The plan is the static schedule (one keep ratio at every pruning layer, most-attended tokens kept) meeting the
 target on the SQuAD paragraphs' token lengths (corpus encoding is the use case); the measured reduction on each
@@ -38,6 +39,8 @@ def main() -> None:
     parser.add_argument("--squad-file", default=str(DATA / "squad" / "dev-v1.1.json"))
     parser.add_argument("--max-length", type=int, default=256, help="the model's sentence-transformers limit")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--dense-queries", action="store_true",
+                        help="retrieval only: questions encoded by the dense model, passages by the pruned one")
     parser.add_argument("--output", default=str(HERE / "results" / "embeddings_probe.json"))
     args = parser.parse_args()
     if args.threads:
@@ -49,19 +52,22 @@ def main() -> None:
     _, paragraphs, _ = _squad(args.squad_file)
     lengths = [len(ids) for ids in tokenizer(paragraphs, truncation=True, max_length=args.max_length)["input_ids"]]
 
+    dense = toprune.load_model(folder, "AutoModel") if args.dense_queries else None
+
     def judge(method, target, tokens, plan):
         toprune.apply_pruning(model, plan)
         pooling = read_pooling(folder, tokens)
         started = time.perf_counter()
         row = {"method": method, "target": target, "pooling_tokens": tokens, "zero_shot": True,
-               "plan": plan.describe() if plan else "dense",
-               **stsb_spearman(model, tokenizer, pooling, args.glue_dir, args.max_length),
-               **squad_retrieval(model, tokenizer, pooling, args.squad_file, args.max_length)}
+               "plan": plan.describe() if plan else "dense", "queries": "dense" if dense else "same model"}
+        if not dense:  # with dense queries only retrieval changes
+            row.update(stsb_spearman(model, tokenizer, pooling, args.glue_dir, args.max_length))
+        row.update(squad_retrieval(model, tokenizer, pooling, args.squad_file, args.max_length, query_model=dense))
         row["seconds"] = round(time.perf_counter() - started, 1)
         print(json.dumps(row), flush=True)
         return row
 
-    rows = [judge("dense", None, "restored", None)]
+    rows = [] if dense else [judge("dense", None, "restored", None)]
     for target in args.targets.split(","):
         plan = static_plan(dims, default_pruning_layers(dims.num_layers), [lengths], parse_target(target))
         for tokens in ("restored", "survivors"):

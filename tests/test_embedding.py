@@ -4,6 +4,7 @@ survivors only), the embedding loss, the sentence-transformers round trip, and a
 import json
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -183,3 +184,48 @@ def test_cli_embedding_task_needs_text_and_is_for_prune_only(tmp_path, capsys):
     assert "needs --train-file" in capsys.readouterr().err
     assert main(["eval", str(tmp_path), "--task", "embedding"]) == 2
     assert "for `toprune prune`" in capsys.readouterr().err
+
+
+def _fake_encoder(vectors):
+    """encode_with_flops stand-in: each text's designed vector (so the metrics are known by hand)."""
+    def fake(model, tokenizer, texts, pooling, **kw):
+        return np.stack([vectors[t] for t in texts]).astype(np.float32), None
+    return fake
+
+
+def test_squad_retrieval_ranks_held_out_questions_against_every_paragraph(tmp_path, monkeypatch):
+    """40 one-paragraph articles; the held-out two (38, 39) ask questions: one's gold paragraph ranks first, the
+    other's second -> recall@1 50, recall@5 100, MRR (1 + 1/2) / 2 = 75."""
+    from toprune import embedding_eval
+
+    articles = [{"title": f"a{i}", "paragraphs": [{"context": f"paragraph {i}", "qas": [
+        {"id": f"q{i}", "question": f"question {i}?", "answers": [{"text": "paragraph", "answer_start": 0}]}]}]}
+        for i in range(40)]
+    path = tmp_path / "dev-v1.1.json"
+    path.write_text(json.dumps({"data": articles, "version": "1.1"}))
+    eye = np.eye(40)
+    vectors = {f"paragraph {i}": eye[i] for i in range(40)}
+    vectors.update({"question 38?": eye[38], "question 39?": eye[0] + 0.5 * eye[39]})
+    monkeypatch.setattr(embedding_eval, "encode_with_flops", _fake_encoder(vectors))
+    out = embedding_eval.squad_retrieval(None, None, Pooling(), path)
+    assert (out["questions"], out["paragraphs"], out["heldout_articles"]) == (2, 40, 2)
+    assert out["recall@1"] == pytest.approx(50) and out["recall@5"] == pytest.approx(100)
+    assert out["mrr"] == pytest.approx(75)
+
+
+def test_stsb_spearman_is_the_rank_correlation_of_cosines_with_gold(tmp_path, monkeypatch):
+    from toprune import embedding_eval
+
+    (tmp_path / "STS-B").mkdir()
+    gold = [0.5, 4.0, 2.0, 3.0]
+    rows = [f"g\tm\t0\t0\t0\t0\ts{i}\tt{i}\t{g}" for i, g in enumerate(gold)]
+    header = "genre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    (tmp_path / "STS-B" / "dev.tsv").write_text("\n".join([header] + rows) + "\n")
+    angles = {0: 1.2, 1: 0.1, 2: 0.9, 3: 0.3}  # cosine order: 1 > 3 > 2 > 0, the gold order
+    vectors = {f"s{i}": np.array([1.0, 0.0]) for i in range(4)}
+    vectors.update({f"t{i}": np.array([np.cos(a), np.sin(a)]) for i, a in angles.items()})
+    monkeypatch.setattr(embedding_eval, "encode_with_flops", _fake_encoder(vectors))
+    assert embedding_eval.stsb_spearman(None, None, Pooling(), tmp_path)["stsb_spearman"] == pytest.approx(100)
+    angles[3] = 0.05  # rows 1 and 3 swap ranks: rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    vectors.update({f"t{i}": np.array([np.cos(a), np.sin(a)]) for i, a in angles.items()})
+    assert embedding_eval.stsb_spearman(None, None, Pooling(), tmp_path)["stsb_spearman"] == pytest.approx(80)

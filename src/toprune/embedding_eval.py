@@ -84,15 +84,18 @@ def squad_training_texts(path) -> list[str]:
     return list(dict.fromkeys([e["context"] for e in kept] + [e["question"] for e in kept]))
 
 
-def squad_retrieval(model, tokenizer, pooling: Pooling, path, max_length: int = 256, ks=(1, 5, 10)) -> dict:
-    """Questions of the held-out articles against all paragraphs of the file: recall@k and MRR (x100)."""
+def squad_retrieval(model, tokenizer, pooling: Pooling, path, max_length: int = 256, ks=(1, 5, 10),
+                    query_model=None) -> dict:
+    """Questions of the held-out articles against all paragraphs of the file: recall@k and MRR (x100).
+    ``query_model``: encodes the questions instead of ``model`` (e.g. the dense model: queries are few and short,
+    the corpus is what a pruned model speeds up)."""
     examples, paragraphs, train_articles = _squad(path)
     held = sorted({e["article"] for e in examples})[train_articles:]
     questions = [e for e in examples if e["article"] in set(held)]
     index = {text: i for i, text in enumerate(paragraphs)}
     gold = np.array([index[e["context"]] for e in questions])
     docs, flops = encode_with_flops(model, tokenizer, paragraphs, pooling, max_length=max_length)
-    queries, _ = encode_with_flops(model, tokenizer, [e["question"] for e in questions], pooling,
+    queries, _ = encode_with_flops(query_model or model, tokenizer, [e["question"] for e in questions], pooling,
                                    max_length=max_length)
     scores = _cosines(queries, docs)
     labels = np.arange(len(paragraphs))
