@@ -229,3 +229,26 @@ def test_stsb_spearman_is_the_rank_correlation_of_cosines_with_gold(tmp_path, mo
     angles[3] = 0.05  # rows 1 and 3 swap ranks: rho = 1 - 6 * 2 / (4 * 15) = 0.8
     vectors.update({f"t{i}": np.array([np.cos(a), np.sin(a)]) for i, a in angles.items()})
     assert embedding_eval.stsb_spearman(None, None, Pooling(), tmp_path)["stsb_spearman"] == pytest.approx(80)
+
+
+def test_soft_training_path_pools_the_same_survivors_as_the_gather_path():
+    """Hard 0/1 soft masks (everything but CLS dropped at layer 1) give the survivor embedding of the real path,
+    and with partly kept tokens gradients reach the gate values through the pooled embedding."""
+    from toprune.runtime import SoftMasks
+
+    model, tokenizer = _tiny_encoder()
+    batch = _batch(tokenizer)
+    pooling = Pooling(tokens="survivors")
+    state = toprune.apply_pruning(model, PruningPlan.from_keep_ratios(4, {1: 0.0}))
+    with torch.no_grad():
+        real = embed(model, batch, pooling, state)
+    state.set_plan(PruningPlan.keep_all(4))
+    bins = torch.zeros(3, 5, requires_grad=True)
+    gates = torch.tensor([1.0, 0.0, 0.0], requires_grad=True)
+    state.soft_masks = SoftMasks([1, 2, 3], bins, gates)
+    soft = embed(model, batch, pooling, state)
+    torch.testing.assert_close(soft, real, atol=1e-5, rtol=1e-4)
+    gates = torch.tensor([0.5, 0.0, 0.0], requires_grad=True)  # partly kept tokens: their weight is differentiable
+    state.soft_masks = SoftMasks([1, 2, 3], bins, gates)
+    embed(model, batch, pooling, state).sum().backward()
+    assert gates.grad is not None and gates.grad[0] != 0
