@@ -124,8 +124,8 @@ _TASK_DEFAULT = {
 
 def _common(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--task",
-                   help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or squad / squad_v2 "
-                        f"(default: {_TASK_DEFAULT[command]})")
+                   help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), squad / squad_v2, or "
+                        f"embedding (prune only) (default: {_TASK_DEFAULT[command]})")
     p.add_argument("--data-dir", help="folder in the GLUE TSV layout (default: ../shared/data/glue if it exists, "
                                       "else the hub dataset)")
     saved = command in ("prune", "eval", "bench")
@@ -226,6 +226,14 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["top", "static", "random"], default="top",
                    help="top: learned ToP masks (default); baselines at the same FLOPs, fine-tuned the same way: "
                         "static (each layer keeps a fixed share of the most-attended tokens) or random")
+    emb = p.add_argument_group("--task embedding: a sentence-embedding model (the teacher: itself, dense) on "
+                               "unlabelled text from --train-file (.txt, CSV/JSON Lines column, glue:TASK or "
+                               "squad:FILE.json)")
+    emb.add_argument("--pooling-tokens", choices=["restored", "survivors"], default="restored",
+                     help="pool every token (pruned ones with their state when dropped) or only the tokens that "
+                          "reached the last layer (default %(default)s)")
+    emb.add_argument("--embedding-loss", choices=["cosine", "mse", "cosine+mse"], default="cosine",
+                     help="distance of the pooled embedding to the teacher's (default %(default)s)")
     p.add_argument("--eval-every", type=positive_int, default=50,
                    help="steps between evaluations (and checkpoints)")
     p.add_argument("--max-train-samples", type=positive_int,
@@ -351,7 +359,12 @@ def run(args) -> int:
 
     apply_saved_task(args)  # --task, --max-length, columns and data from the model's toprune_task.json
     squad = is_squad(getattr(args, "task", None))
-    if getattr(args, "task", None) and not squad and not getattr(args, "train_file", None):
+    embedding = getattr(args, "task", None) == "embedding"
+    if embedding and getattr(args, "command", "") != "prune":
+        raise ToPruneError("--task embedding is for `toprune prune` (the teacher is the embedding model itself)")
+    if embedding and not args.train_file:  # before any model is loaded
+        raise ToPruneError("--task embedding needs --train-file: a .txt/CSV/JSON Lines file or glue:TASK")
+    if getattr(args, "task", None) and not squad and not embedding and not getattr(args, "train_file", None):
         glue_task(args.task)  # fail on a typo before loading anything
     if hasattr(args, "max_length") and args.max_length is None:
         args.max_length = 384 if squad else 128

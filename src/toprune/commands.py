@@ -78,7 +78,8 @@ def _prune_config(args, teacher: str, output: str, data_dir):
         overwrite=getattr(args, "overwrite", False),
         constraint=args.constraint, inference_batch_size=args.inference_batch_size,
         inference_backend=args.inference_backend, inference_threads=args.inference_threads or 0,
-        latency_profile=args.latency_profile,
+        latency_profile=args.latency_profile, pooling_tokens=getattr(args, "pooling_tokens", "restored"),
+        embedding_loss=getattr(args, "embedding_loss", "cosine"),
         **_user_files(args))
 
 

@@ -27,7 +27,7 @@ from .safeio import atomic_write_text, check_writable
 from .serve import CONFIG_FILENAME, INT8_FILENAME, ONNX_FILENAME, make_session  # torch-free
 from .validate import check_trained
 PARITY_TOLERANCE = 1e-4
-_OUTPUTS = ("logits", "start_logits", "end_logits")
+_OUTPUTS = ("logits", "start_logits", "end_logits", "sentence_embedding")  # the last: embedding_onnx
 _SAMPLE = [("Who wrote the report that the committee finally published last week?",
             "The committee published the report, written by two economists, after a long delay."),
            ("A short one.", "Yes."),

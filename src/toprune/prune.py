@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .constraint import constraint_cost, describe
+from .embedding import attach_teacher_embeddings, embed, embedding_loss, read_pooling, save_sentence_transformer
 from .errors import ToPruneError
 from .flops import EncoderDims, expected_relative_macs, min_relative_macs, parse_target
 from .gates import HardConcreteGates
@@ -74,9 +75,12 @@ class ToPRun(Checkpointed):
         if cfg.scorer == "question" and "token_type_ids" not in self.data.dev.column_names:
             raise ToPruneError("--scorer question needs token_type_ids to find the question's rows; this tokenizer "
                                "does not make them (RoBERTa, XLM-R, DistilBERT): use the attention scorer")
-        self.teacher = load_model(cfg.teacher).to(self.device)
-        self.student = load_model(cfg.teacher).to(self.device)
+        self.teacher = load_model(cfg.teacher, self.data.auto_class).to(self.device)
+        self.student = load_model(cfg.teacher, self.data.auto_class).to(self.device)
         self._check_teacher()
+        if self.data.kind == "embedding":  # pooled as the model's sentence-transformers config says
+            self.data.embedding = read_pooling(resolve_model(cfg.teacher), cfg.pooling_tokens, cfg.embedding_loss)
+            attach_teacher_embeddings(self.data, self.teacher, self.tokenizer)
         config = self.student.config
         self.dims = EncoderDims.from_config(config)
         # what the constraint counts: MACs (self.dims) or measured milliseconds; FLOPs are reported either way
@@ -124,13 +128,16 @@ class ToPRun(Checkpointed):
 
     # -- checks (one-line errors) -------------------------------------------------------------------------------
     def _check_teacher(self) -> None:
-        if self.teacher.config.num_labels != self.data.num_labels:
+        if self.data.kind == "embedding":  # the teacher is the dense embedding model itself: no head to check
+            check_max_length(self.teacher.config, self.cfg.max_length, f"teacher {self.cfg.teacher}")
+        elif self.teacher.config.num_labels != self.data.num_labels:
             raise ToPruneError(f"teacher {self.cfg.teacher} has {self.teacher.config.num_labels} labels but task "
                                f"{self.data.name} has {self.data.num_labels}: fine-tune a teacher on this task first")
-        check_qa_head(self.teacher, f"teacher {self.cfg.teacher}", self.data)
-        check_trained(self.teacher, f"teacher {self.cfg.teacher}")
-        check_max_length(self.teacher.config, self.cfg.max_length, f"teacher {self.cfg.teacher}")
-        if self.data.kind != "qa":
+        if self.data.kind != "embedding":
+            check_qa_head(self.teacher, f"teacher {self.cfg.teacher}", self.data)
+            check_trained(self.teacher, f"teacher {self.cfg.teacher}")
+            check_max_length(self.teacher.config, self.cfg.max_length, f"teacher {self.cfg.teacher}")
+        if self.data.kind == "classification":
             check_label_names(self.teacher.config, f"teacher {self.cfg.teacher}", self.data.labels, self.data.name)
         check_same_task(resolve_model(self.cfg.teacher), f"teacher {self.cfg.teacher}", self.data.name, KNOWN_TASKS)
         if Path(self.cfg.teacher, "toprune_plan.json").exists():
@@ -209,6 +216,12 @@ class ToPRun(Checkpointed):
     # -- training -----------------------------------------------------------------------------------------------
     def _distill(self, batch: dict, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """The KD loss and the teacher's logits (the answer ranking target is made from them)."""
+        if self.data.kind == "embedding":  # the pooled sentence embedding against the dense teacher's
+            pooling = self.data.embedding
+            student = embed(self.student_ddp, batch, pooling, self.state)
+            with torch.no_grad():
+                teacher = embed(self.teacher, batch, pooling)
+            return embedding_loss(student, teacher, pooling.loss), teacher
         logits = head_logits(self.student_ddp(**batch))
         with torch.no_grad():
             teacher_logits = head_logits(self.teacher(**batch))
@@ -325,14 +338,19 @@ class ToPRun(Checkpointed):
                          "flops_reduction_padded": result["flops_reduction_padded"]}
             if self.accelerator.is_main_process:
                 check_finite_weights(self.student, "the student", _DIVERGED)  # a diverged model is never kept
-                save_pruned(self.student, self.out / "best", self.tokenizer)
-                write_task(self.out / "best", task_spec(self.data, self.cfg.max_length))
+                if self.data.kind == "embedding":  # a folder sentence-transformers loads
+                    save_sentence_transformer(self.student, self.out / "best", self.tokenizer, self.data.embedding,
+                                              resolve_model(self.cfg.teacher))
+                else:
+                    save_pruned(self.student, self.out / "best", self.tokenizer)
+                    write_task(self.out / "best", task_spec(self.data, self.cfg.max_length))
         return result
 
     def evaluate_kept_on_dev(self) -> dict:
         """The one dev evaluation: the kept model as saved (weights and plan reloaded from ``best/``), recorded in
         its plan's provenance."""
-        model = load_model(self.out / "best").to(self.device)  # a random plan reseeds from its meta, as in the run
+        # a random plan reseeds from its meta, as in the run
+        model = load_model(self.out / "best", self.data.auto_class).to(self.device)
         loader = make_loader(self.data.dev, self.tokenizer, 64, False)
         result = evaluate(model, loader, self.data, self.cfg.padded_length, return_kept=True)
         self.best_kept = result.pop("kept_fractions", None)  # per dev example and layer: the tokens plot

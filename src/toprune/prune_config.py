@@ -66,6 +66,8 @@ class PruneConfig:
     text_columns: str | None = None  # comma-separated
     label_column: str | None = None
     task_type: str | None = None  # "classification" or "regression" for the user's files (default: inferred)
+    pooling_tokens: str = "restored"  # task "embedding": pool every token's (restored) state, or the survivors only
+    embedding_loss: str = "cosine"  # task "embedding": "cosine", "mse" or "cosine+mse" to the teacher's embedding
     overwrite: bool = False  # a fresh run may replace an earlier run in output_dir (else it refuses)
     extra: dict = field(default_factory=dict)
 

@@ -104,6 +104,16 @@ class OnnxModel:
         feed = {k: np.asarray(v, dtype=np.int64) for k, v in inputs.items() if k in self.inputs}
         return dict(zip(self.config["outputs"], self.session.run(self.config["outputs"], feed)))
 
+    def encode(self, texts: list[str], batch_size: int = 32, max_length: int = 256) -> np.ndarray:
+        """Sentence embeddings (len(texts), d) of an embedding export (:mod:`toprune.embedding_onnx`)."""
+        if "sentence_embedding" not in self.config["outputs"]:
+            raise ToPruneError("this export has no sentence embedding output; export it with export_embedding_onnx")
+        texts = self._check("texts", texts, batch_size=batch_size, max_length=max_length)
+        rows = [self(**self.tokenizer(texts[i : i + batch_size], None, padding=True, truncation=True,
+                                      max_length=max_length, return_tensors="np"))["sentence_embedding"]
+                for i in range(0, len(texts), batch_size)]
+        return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32,
                 max_length: int | None = None) -> list[dict]:
         """Sequence classification (label and probability) or regression (score) for each text (pair), truncated

@@ -38,6 +38,7 @@ class TaskData:
     # where the data came from, for the printed setup and toprune_task.json: task/data_dir (GLUE, SQuAD) or
     # train_file/validation_file (the user's), and text_columns/label_column
     source: dict = field(default_factory=dict)
+    embedding: object = None  # embedding.Pooling of kind "embedding" (pooled sentence embeddings, no labels)
 
     @property
     def select_set(self):
@@ -52,10 +53,12 @@ class TaskData:
 
     @property
     def auto_class(self) -> str:
+        if self.kind == "embedding":
+            return "AutoModel"
         return "AutoModelForQuestionAnswering" if self.kind == "qa" else "AutoModelForSequenceClassification"
 
 
-TARGETS = ("labels", "start_positions", "end_positions")
+TARGETS = ("labels", "start_positions", "end_positions", "teacher_embedding")
 KNOWN_TASKS = set(GLUE_TASKS)  # tasks whose names say what a model was trained on (SQuAD v1.1/v2.0 models may cross)
 
 
@@ -185,6 +188,13 @@ def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, m
     classification files when ``train_file`` is given, else the GLUE task."""
     from .squad import is_squad
 
+    if (task or "").lower() == "embedding":  # unlabelled text; the pooling is set from the model by the caller
+        from .embedding import prepare_embedding
+
+        if not train_file:
+            raise ToPruneError("--task embedding needs --train-file: a .txt/CSV/JSON Lines file or glue:TASK")
+        return prepare_embedding(tokenizer, str(train_file), data_dir, max_length, max_train_samples, seed,
+                                 column=text_columns)
     if is_squad(task):
         from .qa import prepare_squad
 
@@ -249,14 +259,19 @@ def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: 
     device = next(model.parameters()).device
     for batch in tqdm(loader, desc="evaluating", leave=False, disable=not progress):
         inputs, targets = split_targets({k: v.to(device) for k, v in batch.items()})
-        logits = head_logits(model(**inputs)).float().cpu()
-        if task.kind == "qa":  # per window, unpadded: (n, 2) start/end logits
+        if task.kind == "embedding":  # cosine to the dense teacher's embedding (no labels)
+            from .embedding import agreement
+
+            preds.append(agreement(model, inputs, targets, task.embedding, state))
+        elif task.kind == "qa":  # per window, unpadded: (n, 2) start/end logits
+            logits = head_logits(model(**inputs)).float().cpu()
             lengths = inputs["attention_mask"].sum(dim=1).tolist()
             preds += [logits[b, :n] for b, n in enumerate(lengths)]
             survived = survivors(state, tuple(inputs["input_ids"].shape))
             if survived is not None:
                 alive += [survived[b, :n].numpy() for b, n in enumerate(lengths)]
         else:
+            logits = head_logits(model(**inputs)).float().cpu()
             preds.append(predictions_of(logits, task.labels is None).float())
             golds.append(targets["labels"].float().cpu())
         if state is not None:
@@ -266,7 +281,11 @@ def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: 
             kept.append(counts.float() / counts[:, :1].float())
     if state is not None:
         state.record, state.soft_masks = False, soft
-    if task.kind == "qa":
+    if task.kind == "embedding":
+        cosines = torch.cat(preds)
+        out = {"teacher_cosine": 100 * float(cosines.mean()), "teacher_cosine_min": 100 * float(cosines.min())}
+        out["metric"] = out["teacher_cosine"]
+    elif task.kind == "qa":
         out = qa_metrics(task.qa, [p[:, 0].numpy() for p in preds], [p[:, 1].numpy() for p in preds],
                          alive or None)
     else:
