@@ -4,9 +4,9 @@ Backend ``pytorch`` (eager, the pruned runtime's own code path):
 1. each part of layer 0, timed alone on random states of n tokens at the serving batch size: the attention part
    (projections, SDPA, output projection + norm) over a grid of n, the FFN part (+ norm) likewise; fitted a0+a1 n+a2 n^2
    and f0+f1 n;
-2. the fixed cost: the dense model on uniform inputs of several lengths, minus the layers' predicted cost (median);
-3. the pruning overhead (explicit attention at score layers, ranking, gather, restore): random plans on uniform
-   inputs, measured minus predicted, per pruning layer (median).
+2. calibration in the whole model: the dense model at four lengths and random plans on uniform inputs, fitted by
+   non-negative least squares as s * (the parts' prediction) + a fixed cost (embeddings, head, the call) + an overhead
+   per layer whose tokens drop (explicit attention for the scores, ranking, gather, restore).
 Timings are the best of ``repeats`` runs after a warm-up, with ``threads`` intra-op threads: on a shared machine
 the fastest run is the one least disturbed by other work (timeit's advice), and a cost model wants the machine's
 own cost, not the neighbours'.
@@ -18,7 +18,9 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
+from scipy.optimize import nnls
 from tqdm.auto import tqdm
 
 from .adapters import block_parts
@@ -57,7 +59,7 @@ def random_plan(num_layers: int, pruning_layers: list[int], generator: torch.Gen
 
 
 def profile_pytorch(model, batch_size: int, threads: int, max_tokens: int = 128, repeats: int = 10,
-                    plans: int = 6, progress: bool = True) -> LatencyCost:
+                    plans: int = 8, progress: bool = True) -> LatencyCost:
     from .runtime import apply_pruning, remove_pruning
 
     if threads:
@@ -75,26 +77,28 @@ def profile_pytorch(model, batch_size: int, threads: int, max_tokens: int = 128,
             ffn.append(best_ms(lambda h=hidden: parts.ffn(h), repeats))
         layers = LatencyCost(int(model.config.num_hidden_layers), fit_polynomial(grid, attn, 2),
                              fit_polynomial(grid, ffn, 1), 0.0, key=profile_key(model, "pytorch", batch_size, threads))
+        # calibration in the whole model: measured ~ s * (layers' parts) + fixed + overhead * (layers that drop),
+        # on the dense model at four lengths and on random plans (parts timed alone miss in-model effects: caches,
+        # the runtime's own ops), solved by non-negative least squares
         lengths = [n for n in grid if n >= 8][-4:]
-        fixed = statistics.median(
-            best_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats) -
-            layers.predict_ms([n] * layers.num_layers) for n in lengths)
-        cost = LatencyCost(layers.num_layers, layers.attention, layers.ffn, max(0.0, fixed), key=layers.key)
-        pruning_layers = default_pruning_layers(cost.num_layers)
-        generator, overheads = torch.Generator().manual_seed(0), []
-        for _ in tqdm(range(plans), desc="profiling pruning overhead", disable=not progress):
-            plan = random_plan(cost.num_layers, pruning_layers, generator)
-            n = lengths[-1]
-            apply_pruning(model, plan)
+        generator, rows, times = torch.Generator().manual_seed(0), [], []
+        configs = [(None, n) for n in lengths] + [
+            (random_plan(layers.num_layers, default_pruning_layers(layers.num_layers), generator),
+             int(torch.randint(8, max_tokens + 1, (), generator=generator))) for _ in range(plans)]
+        for plan, n in tqdm(configs, desc="calibrating in the whole model", disable=not progress):
+            counts = plan.token_counts(n) if plan is not None else [n] * layers.num_layers
+            if plan is not None:
+                apply_pruning(model, plan)
             try:
-                measured = best_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats)
+                times.append(best_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats))
             finally:
-                remove_pruning(model)
-            counts = plan.token_counts(n)
+                if plan is not None:
+                    remove_pruning(model)
             drops = sum(1 for a, b in zip(counts, counts[1:]) if b < a)
-            overheads.append((measured - cost.predict_ms(counts)) / max(1, drops))
-    return LatencyCost(cost.num_layers, cost.attention, cost.ffn, cost.fixed, max(0.0, statistics.median(overheads)),
-                       cost.key)
+            rows.append([layers.predict_ms(counts), 1.0, float(drops)])
+    (scale, fixed, overhead), _ = nnls(np.asarray(rows), np.asarray(times))
+    return LatencyCost(layers.num_layers, tuple(scale * c for c in layers.attention),
+                       tuple(scale * c for c in layers.ffn), float(fixed), float(overhead), layers.key)
 
 
 def profile(model, backend: str = "pytorch", batch_size: int = 1, threads: int = 0, **kwargs) -> LatencyCost:
