@@ -80,3 +80,18 @@ def test_killed_finetune_resumes_to_the_same_weights(tiny_teacher, tmp_path, mon
     a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("full", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "cut" / "toprune_teacher.json").read_text())["kept_step"] == full["kept_step"]
+
+
+def test_a_second_finetune_into_a_folder_in_use_refuses(tiny_teacher, tmp_path):
+    import os
+
+    from toprune.errors import ToPruneError
+    from toprune.safeio import LOCK_FILENAME
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / LOCK_FILENAME).write_text(f"{os.getppid()}\n")  # a live process (our parent) holds it
+    with pytest.raises(ToPruneError, match="in use by another toprune run"):
+        finetune_teacher(tiny_teacher, None, None, out, epochs=1, batch_size=8, log=lambda *_: None,
+                         **_files(tmp_path))
+    assert [p.name for p in out.iterdir()] == [LOCK_FILENAME]  # nothing written beside the other run's lock

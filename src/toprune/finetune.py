@@ -17,7 +17,8 @@ from .plan import PLAN_FILENAME
 from .pretrained import load_model, load_tokenizer, resolve_model, save_pruned
 from .recipes import teacher_recipe
 from .report import WallTimeEstimate, setup_facts, setup_lines
-from .safeio import LOCK_FILENAME, atomic_save_file, atomic_write_text, check_writable
+from .runfolder import make_folder
+from .safeio import LOCK_FILENAME, atomic_save_file, atomic_write_text, check_writable, run_lock
 from .task_spec import task_spec, write_task
 from .train import (check_qa_head, default_device, evaluate, head_logits, make_loader, prepare_data, seed_everything,
                     split_targets, supervised_loss)
@@ -47,6 +48,14 @@ def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_di
     resumable = resume and (out / "checkpoint.pt").is_file()
     if not (overwrite or resumable) and out.is_dir() and any(p.name != LOCK_FILENAME for p in out.iterdir()):
         raise ToPruneError(f"--output {out} already holds files; give a new --output or pass --overwrite")
+    make_folder(out)
+    with run_lock(out):  # a second run into this folder refuses while this one writes
+        return _finetune(model_name, task_name, data_dir, output_dir, recipe, max_length, max_train_samples, seed, log,
+                         select_on, resume, user_files)
+
+
+def _finetune(model_name, task_name, data_dir, output_dir, recipe, max_length, max_train_samples, seed, log,
+              select_on, resume, user_files) -> dict:
     seed_everything(seed)
     tokenizer = load_tokenizer(model_name)
     data = prepare_data(tokenizer, task_name, data_dir, max_length, max_train_samples, seed, select_on=select_on,
