@@ -82,11 +82,9 @@ def ort_runner(folder: str | Path, threads: int, int8: bool = False) -> Callable
 
 
 def environment(threads: int) -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from .costmodel import cpu_name
+
+    cpu = cpu_name()
     import onnxruntime
     import transformers
 

@@ -321,14 +321,14 @@ def _read_run(run: str) -> tuple[dict, dict]:
     records = read_metrics(path)  # a partial last line (a run killed mid-write) is left out
     if not any("sel_metric" in r or "dev_metric" in r for r in records):
         raise ToPruneError(f"{path} holds no evaluation yet: nothing to plot")
+    summary = read_json(summary_path) if summary_path.is_file() else {}
     try:
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         # runs log the set checkpoints are chosen on: sel_ (the held-out slice, or dev), dev_ before selection
         key = "sel_" if records and "sel_metric" in records[0] else "dev_"
         points = [{"step": r["step"], "metric": r[f"{key}metric"],
                    "flops_reduction_unpadded": r[f"{key}flops_reduction_unpadded"]} for r in records
                   if f"{key}metric" in r]
-    except (json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
+    except (KeyError, TypeError, IndexError) as exc:
         raise ToPruneError(f"{run}: unreadable run log ({type(exc).__name__}: {exc})") from None
     kept = (summary.get("best") or {}).get("step")
     on = (summary.get("selection") or {}).get("on", "dev")  # older runs chose on dev

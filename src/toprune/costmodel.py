@@ -89,15 +89,18 @@ def profile_key(model, backend: str, batch_size: int, threads: int) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
+    return f"{platform.node()} / {cpu_name()}"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (what every latency table states), else what platform knows."""
     try:  # the model name says more than the architecture
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{platform.node()} / {cpu}"
+    return platform.processor() or platform.machine()
 
 
 def fit_polynomial(tokens, ms, degree: int) -> tuple[float, ...]:

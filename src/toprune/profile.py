@@ -53,6 +53,21 @@ def uniform_batch(model, batch_size: int, n: int) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
+def time_plan(model, plan: PruningPlan | None, batch_size: int, n: int, repeats: int) -> float:
+    """Best-of-``repeats`` ms of the model on ``batch_size`` uniform inputs of ``n`` tokens, under ``plan`` (None:
+    dense); the plan is removed afterwards whatever happens."""
+    from .runtime import apply_pruning, remove_pruning
+
+    if plan is not None:
+        apply_pruning(model, plan)
+    try:
+        with torch.inference_mode():
+            return best_ms(lambda: model(**uniform_batch(model, batch_size, n)), repeats)
+    finally:
+        if plan is not None:
+            remove_pruning(model)
+
+
 def random_plan(num_layers: int, pruning_layers: list[int], generator: torch.Generator) -> PruningPlan:
     ratios = {layer: float(torch.empty(()).uniform_(0.2, 1.0, generator=generator)) for layer in pruning_layers}
     return PruningPlan.from_keep_ratios(num_layers, ratios, num_bins=20)
@@ -60,7 +75,6 @@ def random_plan(num_layers: int, pruning_layers: list[int], generator: torch.Gen
 
 def profile_pytorch(model, batch_size: int, threads: int, max_tokens: int = 128, repeats: int = 10,
                     plans: int = 8, progress: bool = True) -> LatencyCost:
-    from .runtime import apply_pruning, remove_pruning
 
     if threads:
         torch.set_num_threads(threads)
@@ -87,13 +101,7 @@ def profile_pytorch(model, batch_size: int, threads: int, max_tokens: int = 128,
              int(torch.randint(8, max_tokens + 1, (), generator=generator))) for _ in range(plans)]
         for plan, n in tqdm(configs, desc="calibrating in the whole model", disable=not progress):
             counts = plan.token_counts(n) if plan is not None else [n] * layers.num_layers
-            if plan is not None:
-                apply_pruning(model, plan)
-            try:
-                times.append(best_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats))
-            finally:
-                if plan is not None:
-                    remove_pruning(model)
+            times.append(time_plan(model, plan, batch_size, n, repeats))
             drops = sum(1 for a, b in zip(counts, counts[1:]) if b < a)
             rows.append([layers.predict_ms(counts), 1.0, float(drops)])
     (scale, fixed, overhead), _ = nnls(np.asarray(rows), np.asarray(times))
@@ -115,7 +123,6 @@ def check_predictions(model, cost: LatencyCost, plans: int, max_tokens: int, rep
                       seed: int = 1) -> dict:
     """Predicted vs measured latency of random plans on uniform inputs of random lengths (the profile's own
     batch size): the cost model's error, as a fraction of the measured time."""
-    from .runtime import apply_pruning, remove_pruning
 
     batch_size = int(cost.key.get("batch_size", 1))
     generator = torch.Generator().manual_seed(seed)
@@ -127,12 +134,7 @@ def check_predictions(model, cost: LatencyCost, plans: int, max_tokens: int, rep
         for _ in tqdm(range(plans), desc="checking predictions"):
             plan = random_plan(cost.num_layers, pruning_layers, generator)
             n = int(torch.randint(8, max_tokens + 1, (), generator=generator))
-            apply_pruning(model, plan)
-            try:
-                with torch.inference_mode():
-                    measured = best_ms(lambda n=n: model(**uniform_batch(model, batch_size, n)), repeats)
-            finally:
-                remove_pruning(model)
+            measured = time_plan(model, plan, batch_size, n, repeats)
             predicted = cost.predict_ms(plan.token_counts(n))
             rows.append({"tokens": n, "keep_ratios": [round(plan.keep_ratio(i), 3) for i in range(cost.num_layers)],
                          "predicted_ms": predicted, "measured_ms": measured})
