@@ -1,8 +1,9 @@
 """The GLUE study: ToP vs its ablations vs static and random token dropping, on the real MiniLM, with the project's
 own commands. Two phases, both resumable (a killed run continues from its checkpoint, finished runs are skipped):
 
-    python benchmarks/glue_study.py train [--jobs 2]    # teachers + every method on every task (hours on 2 cores)
+    python benchmarks/glue_study.py train [--jobs 2]    # teachers + every method on every task (about a day, 2 cores)
     python benchmarks/glue_study.py bench               # dev metric, measured FLOPs and latency of every finished run
+    python benchmarks/glue_study.py budget              # the plan of runs and its estimated core-hours
     python benchmarks/glue_study.py train --curve stsb  # the metric-vs-FLOPs curve (ToP and static at 1.5x..4x)
     python benchmarks/glue_study.py bench --curve stsb
 
@@ -40,18 +41,40 @@ METHODS = {  # method name in the results -> `toprune prune` options
     "static_topk": ["--method", "static"],
     "random": ["--method", "random"],
 }
+# Seeds (training seed and data order) per method and target: the two methods the issue compares (ToP, static) get
+# three at the main target; everything else one, to spend the 2 cores where a comparison is decided.
+SEEDS = (57, 58, 59)
+MAIN_SEEDED = ("top", "static_topk")
+EXTRA_TARGET = "3x"  # one more row per task, every method, one seed
 CURVE_TARGETS = ["1.5x", "2x", "3x", "4x"]
 CURVE_METHODS = ["top", "static_topk"]
+GLUE_DIRS = {"mrpc": "MRPC", "rte": "RTE", "stsb": "STS-B", "cola": "CoLA", "sst2": "SST-2"}
+# seconds per ToP training step (batch 32, one thread, idle core), for the budget: re-measure with `mean_step_ms`
+# of a finished run's summary.json on another machine
+STEP_SECONDS = {"mrpc": 1.5, "rte": 2.2, "stsb": 1.0, "cola": 0.6, "sst2": 0.6}
 
 
 def teacher_dir(task: str) -> Path:
     return Path("runs") / f"{task}-teacher"  # shared with benchmarks/glue_top.sh; relative to the repo root
 
 
-def run_dir(task: str, method: str, target: str | None = None) -> Path:
+def run_dir(task: str, method: str, target: str | None = None, seed: int = SEEDS[0]) -> Path:
     target = target or TASKS[task]["target"]
     suffix = "" if target == TASKS[task]["target"] else f"-{target}"
+    suffix += "" if seed == SEEDS[0] else f"-s{seed}"  # the first seed keeps the folder names of earlier studies
     return RUNS / f"{task}-{method}{suffix}"
+
+
+def study_plan(tasks: list[str], methods: list[str]) -> dict[str, list[tuple[str, str, int]]]:
+    """task -> its (method, target, seed) runs: 3 seeds of ToP and static at the main target, one of the rest,
+    one seed of every method at EXTRA_TARGET."""
+    plan = {}
+    for task in tasks:
+        main = TASKS[task]["target"]
+        runs = [(m, main, s) for m in methods for s in (SEEDS if m in MAIN_SEEDED else SEEDS[:1])]
+        runs += [(m, EXTRA_TARGET, SEEDS[0]) for m in methods if EXTRA_TARGET != main]
+        plan[task] = runs
+    return plan
 
 
 def sh(cmd: list[str], log: Path | None = None, threads: int | None = None) -> bool:
@@ -79,19 +102,20 @@ def teacher_step(task: str, jobs: int = 1, threads: int | None = None) -> bool:
     return sh(["toprune", "finetune", "--task", task, "--output", str(teacher_dir(task)), *subset], log, threads)
 
 
-def run_step(task: str, method: str, target: str, jobs: int = 1, threads: int | None = None) -> bool:
+def run_step(task: str, method: str, target: str, seed: int = SEEDS[0], jobs: int = 1,
+             threads: int | None = None) -> bool:
     spec = TASKS[task]
     subset = ["--max-train-samples", str(spec["samples"])] if spec["samples"] else []
-    out = run_dir(task, method, target)
+    out = run_dir(task, method, target, seed)
     if (ROOT / out / "summary.json").exists():
         return True
     log = out.with_name(out.name + ".log") if jobs > 1 else None
     return sh(["toprune", "prune", "--teacher", str(teacher_dir(task)), "--task", task, "--target", target,
                "--epochs", str(spec["epochs"]), "--warmup-epochs", str(spec["warmup"]), "--output", str(out),
-               "--resume", *subset, *METHODS[method]], log, threads)
+               "--seed", str(seed), "--resume", *subset, *METHODS[method]], log, threads)
 
 
-def train(plan: dict[str, list[tuple[str, str]]], jobs: int = 1) -> None:
+def train(plan: dict[str, list[tuple[str, str, int]]], jobs: int = 1) -> None:
     """Every task's teacher, then its (method, target) runs; with ``jobs`` > 1 that many at once, each with its
     share of the cores (on 2 cores two 1-thread runs get more done than one 2-thread run: small matrices).
     A task's runs are queued the moment its own teacher is ready, so no core waits for another task's teacher."""
@@ -101,12 +125,34 @@ def train(plan: dict[str, list[tuple[str, str]]], jobs: int = 1) -> None:
 
         def teacher_then_runs(task: str) -> None:
             if teacher_step(task, jobs, threads):  # a failed teacher skips its task's runs, not the study
-                runs.extend(pool.submit(run_step, task, m, t, jobs, threads) for m, t in plan[task])
+                runs.extend(pool.submit(run_step, task, m, t, s, jobs, threads) for m, t, s in plan[task])
 
         for teacher in [pool.submit(teacher_then_runs, task) for task in plan]:
             teacher.result()
         for run in runs:  # all queued by now: every teacher has finished
             run.result()
+
+
+def train_examples(task: str) -> int:
+    """Training examples of a task as the study uses them (its subset, less the held-out selection slice)."""
+    from toprune.selection import heldout_size
+
+    path = ROOT.parent / "shared" / "data" / "glue" / GLUE_DIRS[task] / "train.tsv"
+    total = TASKS[task]["samples"] or sum(1 for _ in path.open()) - 1
+    return total - heldout_size(total)
+
+
+def print_budget(plan: dict[str, list[tuple[str, str, int]]]) -> None:
+    """Steps of every run of the plan and the core-hours they cost at the measured seconds per step of this
+    machine (STEP_SECONDS: one-thread steps of batch 32, measured on the study's tasks); finished runs cost 0."""
+    total = 0.0
+    for task, runs in plan.items():
+        steps = -(-train_examples(task) // 32) * TASKS[task]["epochs"]
+        todo = [r for r in runs if not (ROOT / run_dir(task, *r) / "summary.json").exists()]
+        hours = len(todo) * steps * STEP_SECONDS[task] / 3600
+        total += hours
+        print(f"{task}: {len(runs)} runs ({len(todo)} to do) x {steps:.0f} steps -> {hours:.1f} core-hours")
+    print(f"total: {total:.1f} core-hours, about {total / 2:.1f} h on 2 cores with --jobs 2")
 
 
 @contextmanager
@@ -123,7 +169,7 @@ def trainings_paused():
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["train", "bench"])
+    parser.add_argument("phase", choices=["train", "bench", "budget"])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--curve", choices=list(TASKS), help="the metric-vs-FLOPs curve of this task instead")
@@ -134,11 +180,13 @@ def main(argv=None) -> int:
     parser.add_argument("--pause-training", action="store_true", help="bench: pause every running `toprune prune`/"
                         "`finetune` process of this machine while timing (resumed after, even on errors)")
     args = parser.parse_args(argv)
+    plan = ({args.curve: [(m, t, SEEDS[0]) for t in CURVE_TARGETS for m in CURVE_METHODS]} if args.curve
+            else study_plan(args.tasks, args.methods))
+    if args.phase == "budget":
+        print_budget(plan)
+        return 0
     if args.phase == "train":
-        if args.curve:
-            train({args.curve: [(m, t) for t in CURVE_TARGETS for m in CURVE_METHODS]}, args.jobs)
-        else:
-            train({task: [(m, TASKS[task]["target"]) for m in args.methods] for task in args.tasks}, args.jobs)
+        train(plan, args.jobs)
         return 0
     from study_bench import bench_curve, bench_tasks  # imports torch: only for the bench phase
 

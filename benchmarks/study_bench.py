@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import toprune
-from glue_study import CURVE_METHODS, CURVE_TARGETS, ROOT, TASKS, run_dir, teacher_dir
+from glue_study import CURVE_METHODS, CURVE_TARGETS, ROOT, TASKS, run_dir, study_plan, teacher_dir
 from toprune import ToPruneError
 from toprune.benchmark import compare_latency, environment, ort_runner, torch_runner
 from toprune.export import export_onnx
@@ -39,23 +39,32 @@ def _run_info(folder: Path) -> dict:
             "seed": cfg["seed"], "target": cfg["target"], "mean_step_ms": round(summary["mean_step_ms"], 1)}
 
 
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+
+
 def bench_task(task: str, methods: list[str], args) -> list[dict]:
+    """Every finished run of the task's study plan, evaluated and timed one by one, then one row per (method,
+    target): the mean over its seeds, with the std and the per-seed values beside it."""
     torch.set_num_threads(args.threads)
     tokenizer = toprune.load_tokenizer(ROOT / teacher_dir(task))
     data, loader = _dev(task, tokenizer)
     dense = toprune.load_model(ROOT / teacher_dir(task))
-    rows = [{"task": task, "method": "dense", "metric": evaluate(dense, loader, data)["metric"],
-             "flops_reduction_unpadded": 1.0, "flops_reduction_padded": 1.0, "speedup_b1": 1.0, "speedup_b32": 1.0}]
-    models = {}
-    for method in methods:
-        folder = run_dir(task, method)
+    dense_row = {"task": task, "method": "dense", "metric": evaluate(dense, loader, data)["metric"],
+                 "flops_reduction_unpadded": 1.0, "flops_reduction_padded": 1.0, "speedup_b1": 1.0,
+                 "speedup_b32": 1.0, "seeds": [], "std": 0.0}
+    runs, models = [], {}
+    for method, target, seed in study_plan([task], methods)[task]:
+        folder = run_dir(task, method, target, seed)
         if not (ROOT / folder / "summary.json").exists():  # a run still training has a best/ but no summary yet
-            print(f"{task}/{method}: no finished run in {folder}, skipped")
+            print(f"{task}/{method}/{target}/seed {seed}: no finished run in {folder}, skipped")
             continue
         model = toprune.load_model(ROOT / folder / "best")
         result = evaluate(model, loader, data)
-        models[method] = model
-        rows.append({"task": task, "method": method, "metric": result["metric"],
+        key = folder.name
+        models[key] = model
+        runs.append({"key": key, "method": method, "target": target, "seed": seed, "metric": result["metric"],
                      "flops_reduction_unpadded": result["flops_reduction_unpadded"],
                      "flops_reduction_padded": result["flops_reduction_padded"],
                      "kept_fraction_per_layer": result["kept_fraction_per_layer"], "run": _run_info(folder)})
@@ -65,45 +74,56 @@ def bench_task(task: str, methods: list[str], args) -> list[dict]:
         runners = {"dense": ("dense HF eager (SDPA)", torch_runner(dense))}
         export_onnx(dense, tokenizer, Path(tmp) / "dense")
         runners["dense_ort"] = ("dense ONNX Runtime", ort_runner(Path(tmp) / "dense", args.threads))
-        for method, model in models.items():
-            runners[method] = (f"{method} (PyTorch)", torch_runner(model))
-            if method == "random":
+        for run in runs:
+            key = run["key"]
+            runners[key] = (f"{key} (PyTorch)", torch_runner(models[key]))
+            if run["method"] == "random":
                 continue  # not exportable (random draws): no ONNX row
             try:
-                export_onnx(model, tokenizer, Path(tmp) / method)
+                export_onnx(models[key], tokenizer, Path(tmp) / key)
             except ToPruneError as exc:  # keep the task's other rows; the ONNX columns stay empty
-                print(f"{task}/{method}: ONNX export skipped: {exc}")
+                print(f"{task}/{key}: ONNX export skipped: {exc}")
                 continue
-            runners[f"{method}_ort"] = (f"{method} ONNX Runtime", ort_runner(Path(tmp) / method, args.threads))
+            runners[f"{key}_ort"] = (f"{key} ONNX Runtime", ort_runner(Path(tmp) / key, args.threads))
         lat = compare_latency(runners, tokenizer, list(dev["text_a"]), texts_b, (1, 32), 5, 128)
-    spread = {(t["name"], t["batch_size"]): [round(t["ms_min"], 2), round(t["ms_max"], 2)] for t in lat["timings"]}
-    for row in rows:
-        method = row["method"]
-        pt, ort = ("dense", "dense_ort") if method == "dense" else (method, f"{method}_ort")
-        # min and max of the 5 timed passes beside each median, to judge its noise
-        row["ms_range"] = {f"b{b}": spread[(runners[pt][0], b)] for b in (1, 32)}
+    for b in (1, 32):
+        dense_row[f"ms_b{b}"], dense_row[f"onnx_ms_b{b}"] = lat["dense"][b], lat["dense_ort"][b]
+    for run in runs:
+        key = run["key"]
         for b in (1, 32):
-            row[f"ms_b{b}"] = lat[pt][b]
-            if method != "dense":
-                row[f"speedup_b{b}"] = lat["dense"][b] / lat[pt][b]
+            run[f"ms_b{b}"] = lat[key][b]
+            run[f"speedup_b{b}"] = lat["dense"][b] / lat[key][b]
+            if f"{key}_ort" in lat:
+                run[f"onnx_ms_b{b}"] = lat[f"{key}_ort"][b]
+                run[f"onnx_speedup_b{b}"] = lat["dense_ort"][b] / lat[f"{key}_ort"][b]
+    rows = [dense_row]
+    for method in methods:
+        targets = dict.fromkeys(r["target"] for r in runs if r["method"] == method)
+        for target in targets:
+            group = [r for r in runs if r["method"] == method and r["target"] == target]
+            row = {"task": task, "method": method, "flops_target": target, "seeds": [r["seed"] for r in group],
+                   "per_seed": group}
+            row["metric"], row["std"] = _mean_std([r["metric"] for r in group])
+            for key in ("flops_reduction_unpadded", "flops_reduction_padded", "speedup_b1", "speedup_b32",
+                        "ms_b1", "ms_b32", "onnx_ms_b1", "onnx_ms_b32", "onnx_speedup_b1", "onnx_speedup_b32"):
+                if all(key in r for r in group):
+                    row[key] = _mean_std([r[key] for r in group])[0]
+            for b in (1, 32):
                 row[f"speedup_over_flops_b{b}"] = row[f"speedup_b{b}"] / row["flops_reduction_unpadded"]
-            if ort in lat:
-                row[f"onnx_ms_b{b}"] = lat[ort][b]
-                row[f"onnx_speedup_b{b}"] = lat["dense_ort"][b] / lat[ort][b]
-        if ort in lat:
-            row["onnx_ms_range"] = {f"b{b}": spread[(runners[ort][0], b)] for b in (1, 32)}
+            rows.append(row)
     for row in rows:
         row["metric_name"] = data.metric
     return rows
 
 
-def _merge(path: Path, rows: list[dict], keys=("task", "method")) -> list[dict]:
+def _merge(path: Path, rows: list[dict]) -> list[dict]:
+    """Fresh rows replace the old rows of their task (a re-bench of a task is the whole task)."""
     old = json.loads(path.read_text()) if path.exists() else []
-    fresh = {tuple(r[k] for k in keys) for r in rows}
-    merged = [r for r in old if tuple(r[k] for k in keys) not in fresh] + rows
+    fresh = {r["task"] for r in rows}
+    merged = [r for r in old if r["task"] not in fresh] + rows
     order = {t: i for i, t in enumerate(TASKS)}
     methods = ["dense", "top", "top_no_rank", "top_no_gates", "static_topk", "random"]
-    merged.sort(key=lambda r: (order[r["task"]], methods.index(r["method"]), r.get("target", "")))
+    merged.sort(key=lambda r: (order[r["task"]], methods.index(r["method"]), float(r.get("flops_target", "0x")[:-1])))
     path.write_text(json.dumps(merged, indent=1) + "\n")
     return merged
 
@@ -113,16 +133,19 @@ def markdown(rows: list[dict], env: dict) -> str:
     lines = [f"CPU: {env['cpu']}, {env['threads']} threads; torch {env['torch']}, onnxruntime {env['onnxruntime']}. "
              "ms = median ms per batch (PyTorch eager; ONNX Runtime); speed-ups are against the dense model in the "
              "same runtime.", "",
-             "| task | method | metric | FLOPs red. unpadded | FLOPs red. padded 128 | ms b1 | ms b32 | speed-up b1 "
+             "| task | method | FLOPs target | metric (mean ± std, seeds) | FLOPs red. unpadded "
+             "| FLOPs red. padded 128 | ms b1 | ms b32 | speed-up b1 "
              "| speed-up b32 | speed-up / FLOPs (b1, b32) | ONNX RT ms b1 | ONNX RT ms b32 | ONNX RT speed-up b1 "
              "| ONNX RT speed-up b32 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = ("-" if r["method"] == "dense" else
                  f"{r['speedup_over_flops_b1']:.2f}, {r['speedup_over_flops_b32']:.2f}")
         onnx_ms = [f"{r[f'onnx_ms_b{b}']:.1f}" if f"onnx_ms_b{b}" in r else "-" for b in (1, 32)]
         onnx = [f"{r[f'onnx_speedup_b{b}']:.2f}x" if f"onnx_speedup_b{b}" in r else "-" for b in (1, 32)]
-        lines.append(f"| {r['task']} | {r['method']} | {r['metric_name']} {r['metric']:.2f} | "
+        seeds = f" ± {r['std']:.2f} ({len(r['seeds'])} seeds)" if len(r.get("seeds", [])) > 1 else ""
+        lines.append(f"| {r['task']} | {r['method']} | {r.get('flops_target', '-')} | "
+                     f"{r['metric_name']} {r['metric']:.2f}{seeds} | "
                      f"{r['flops_reduction_unpadded']:.2f}x | {r['flops_reduction_padded']:.2f}x | "
                      f"{r['ms_b1']:.1f} | {r['ms_b32']:.1f} | {r['speedup_b1']:.2f}x | {r['speedup_b32']:.2f}x | "
                      f"{ratio} | {onnx_ms[0]} | {onnx_ms[1]} | {onnx[0]} | {onnx[1]} |")
