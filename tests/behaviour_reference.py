@@ -25,7 +25,7 @@ CASES = {
     "stsb_regression": dict(task="stsb"),
 }
 BASE = dict(target="1.3x", epochs=4, warmup_epochs=1, batch_size=16, max_train_samples=64, eval_every=4,
-            save_every=4, max_length=64, num_bins=5, topk=4, gate_lr=0.5, lambda_lr=0.5)
+            save_every=4, max_length=64, padded_length=128, num_bins=5, topk=4, gate_lr=0.5, lambda_lr=0.5)
 
 
 def run_case(name: str, teacher: str, data_dir: Path, out: Path) -> dict:

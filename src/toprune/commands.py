@@ -61,26 +61,12 @@ def cmd_finetune(args, data_dir):
 
 
 def _prune_config(args, teacher: str, output: str, data_dir):
-    from .prune import PruneConfig
+    from .config_options import config_values
+    from .prune_config import PruneConfig
 
-    return PruneConfig(
-        teacher=teacher, task=args.task, data_dir=data_dir, output_dir=output, target=args.target,
-        convention=args.convention, padded_length=args.padded_length, epochs=args.epochs,
-        warmup_epochs=args.warmup_epochs, hard_epochs=args.hard_epochs, lr=args.lr, gate_lr=args.gate_lr,
-        lambda_lr=args.lambda_lr,
-        pruning_layers=args.pruning_layers, num_bins=args.bins, topk=args.topk,
-        ranking=not args.no_ranking, rank_target=args.rank_target, rank_layers=args.rank_layers, scorer=args.scorer,
-        score_radius=args.score_radius, rank_alpha=args.rank_alpha,
-        layer_gates=not args.no_layer_gates, monotone=args.monotone, fit_plan=not args.no_fit_plan,
-        method=args.method,
-        eval_every=args.eval_every, save_every=args.eval_every, max_train_samples=args.max_train_samples,
-        max_length=args.max_length, seed=args.seed, select_on=args.select_on, resume=args.resume,
-        overwrite=getattr(args, "overwrite", False),
-        constraint=args.constraint, inference_batch_size=args.inference_batch_size,
-        inference_backend=args.inference_backend, inference_threads=args.inference_threads or 0,
-        latency_profile=args.latency_profile, pooling_tokens=getattr(args, "pooling_tokens", "restored"),
-        embedding_loss=getattr(args, "embedding_loss", "cosine"),
-        **_user_files(args))
+    return PruneConfig(teacher=teacher, task=args.task, data_dir=data_dir, output_dir=output,
+                       max_length=args.max_length, seed=args.seed, select_on=args.select_on,
+                       overwrite=getattr(args, "overwrite", False), **config_values(args), **_user_files(args))
 
 
 def cmd_prune(args, data_dir):
@@ -252,6 +238,26 @@ def cmd_export(args, data_dir):
           f"(checked against PyTorch: max abs diff <= 1e-4)")
 
 
+def demo_fingerprint(args) -> dict:
+    """The settings a demo folder was made with (a later demo with others refuses to reuse it)."""
+    from .config_options import option_default
+
+    settings = {k: getattr(args, k) for k in ("model", "task", "teacher_epochs", "target", "convention", "epochs",
+                                              "warmup_epochs", "max_train_samples", "max_length", "seed", "bins",
+                                              "topk", "no_ranking", "no_layer_gates", "monotone", "train_file")}
+    # later options join the fingerprint only when they differ from the config's default, so demos recorded
+    # before them still match
+    for name in ("method", "hard_epochs", "scorer", "rank_target", "rank_layers", "no_fit_plan", "score_radius",
+                 "rank_alpha"):
+        if getattr(args, name) not in (None, option_default(name)):
+            settings[name] = getattr(args, name)
+    if args.task_type is not None:
+        settings["task_type"] = args.task_type
+    if args.select_on != "dev":  # demos before held-out selection selected on dev
+        settings["select_on"] = args.select_on
+    return settings
+
+
 def cmd_demo(args, data_dir):
     from .plan import PruningPlan
     from .plots import plot_tokens_per_layer
@@ -263,14 +269,7 @@ def cmd_demo(args, data_dir):
     work = Path(args.workdir) / ("custom" if args.train_file else args.task)
     teacher, top = work / "teacher", work / "top"
     say = (lambda *a: None) if args.json else print
-    settings = {k: getattr(args, k) for k in ("model", "task", "teacher_epochs", "target", "convention", "epochs",
-                                              "warmup_epochs", "max_train_samples", "max_length", "seed", "bins",
-                                              "topk", "no_ranking", "no_layer_gates", "monotone", "train_file")}
-    # later options join the fingerprint only when set, so demos recorded before them still match
-    later = {"method": "top", "hard_epochs": 0.0, "scorer": "attention", "rank_target": "attention",
-             "rank_layers": None, "no_fit_plan": False, "score_radius": 0, "rank_alpha": 0.01, "task_type": None,
-             "select_on": "dev"}  # demos before held-out selection selected on dev
-    settings |= {k: getattr(args, k) for k, default in later.items() if getattr(args, k, default) != default}
+    settings = demo_fingerprint(args)
     recorded = work / "demo_settings.json"
     if recorded.is_file() and read_json(recorded) != settings:
         raise ToPruneError(f"{work} holds a demo made with other settings; pass another --workdir or delete it")
