@@ -29,10 +29,11 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         if meta.get("group"):
             target = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
         flag = "--" + dest.replace("_", "-")
+        text = meta["help"]() if callable(meta["help"]) else meta["help"]
         if f.type in ("bool", bool):
-            target.add_argument(flag, action="store_true", dest=dest, help=meta["help"])
+            target.add_argument(flag, action="store_true", dest=dest, help=text)
             continue
-        kwargs = {"help": meta["help"], "dest": dest}
+        kwargs = {"help": text, "dest": dest}
         if meta.get("kind"):
             kwargs["type"] = KINDS[meta["kind"]]
         if meta.get("choices"):

@@ -34,8 +34,6 @@ def load_inputs(cfg: PruneConfig, accelerator: Accelerator, log=print):
     the task's data (GLUE, SQuAD, the user's files or embedding text)."""
     if not cfg.teacher:
         raise ToPruneError("a pruning run needs a teacher folder (--teacher)")
-    if Path(cfg.teacher, "toprune_plan.json").exists():
-        raise ToPruneError(f"teacher {cfg.teacher} is already pruned: start from the dense teacher")
     tokenizer = load_tokenizer(cfg.teacher)
     # datasets caches the parsed files and the tokenised splits on disk: one process writes, the others read
     with accelerator.main_process_first():
@@ -46,6 +44,8 @@ def load_inputs(cfg: PruneConfig, accelerator: Accelerator, log=print):
     from .strategies import SCORERS
 
     SCORERS[cfg.scorer]().check(data)  # before the models load
+    if Path(cfg.teacher, "toprune_plan.json").exists():
+        raise ToPruneError(f"teacher {cfg.teacher} is already pruned: start from the dense teacher")
     teacher = load_model(cfg.teacher, data.auto_class).to(accelerator.device)
     student = load_model(cfg.teacher, data.auto_class).to(accelerator.device)
     check_same_task(resolve_model(cfg.teacher), f"teacher {cfg.teacher}", data.name, KNOWN_TASKS)

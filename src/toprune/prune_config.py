@@ -18,12 +18,18 @@ METHODS, SCORERS, RANK_TARGETS = (tuple(REGISTRY[name]) for name in ("method", "
 MAX_LENGTH, QA_MAX_LENGTH = 128, 384  # truncation lengths: sentences (GLUE, your files), SQuAD windows
 
 
-def option(default, help: str, **cli):
+def option(default, help, **cli):
     """A config field with its command-line option (:mod:`toprune.config_options` generates ``toprune prune``'s
     options from these): ``flag`` (default ``--field-name``), ``negate`` (a ``--no-...`` switch for a True default),
     ``kind`` (a parser type of :mod:`toprune.cli_types`), ``choices``, ``group``, ``metavar``, ``also`` (other fields
-    the option sets). A field without ``help`` has no option."""
+    the option sets). ``help`` may be a function (text computed from the code that decides it). A field without
+    ``help`` has no option."""
     return field(default=default, metadata={"help": help, **cli})
+
+
+def _layer_range(num_layers: int) -> str:
+    layers = default_pruning_layers(num_layers)
+    return f"{layers[0]}-{layers[-1]}"
 
 
 _LATENCY = "latency constraint [ours]: the target is a speed-up on this machine"
@@ -79,10 +85,11 @@ class PruneConfig:
                                      "warm-up). With --rank-target answer it also trains under a fixed plan "
                                      "(--method static, --hard-epochs) at this constant weight", kind="positive_float")
     temperature: float = 2.0
-    pruning_layers: list[int] | None = option(None, "comma-separated layers whose input may be pruned; layer 0 always "
-                                                    "sees every token. Default: from round(L/6) on. With layer gates "
-                                                    "(the default) the learned plan may leave some of them dense: the "
-                                                    "run prints and saves the keep ratio of every layer",
+    pruning_layers: list[int] | None = option(None, lambda: "comma-separated layers whose input may be pruned; layer 0 "
+                                              "always sees every token. Default: from round(L/6) on: "
+                                              f"{_layer_range(6)} of a 6-layer model (MiniLM), {_layer_range(12)} of "
+                                              "12. With layer gates (the default) the learned plan may leave some of "
+                                              "them dense: the run prints and saves the keep ratio of every layer",
                                               kind="int_list")
     rank_layers: list[int] | None = option(None, "comma-separated layers whose scores are distilled (default: the "
                                                  "first ~L/4 score layers; with --rank-target answer every layer whose "
