@@ -36,7 +36,7 @@ EXAMPLES = {
 def _select_option(p) -> None:
     from .selection import HELDOUT_FRACTION, SELECT_ON
 
-    p.add_argument("--select-on", choices=SELECT_ON, default="heldout",
+    p.add_argument("--select-on", choices=SELECT_ON, default=SELECT_ON[0],
                    help=f"where checkpoints are chosen: 'heldout' (default), a fixed {HELDOUT_FRACTION:g} slice of "
                         "the training data the run never trains on, dev evaluated once at the end; 'dev' selects on "
                         "the reported dev set (the paper's convention, optimistic)")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .errors import ToPruneError
 from .plan import default_pruning_layers
-from .selection import check_select_on
+from .selection import SELECT_ON, check_select_on
 from .squad import is_squad
 from .validate import DEFAULT_SEED, check_count, check_seed
 
@@ -121,7 +121,7 @@ class PruneConfig:
                                                  "all)", kind="positive_int")
     max_length: int | None = None  # None: the task's (task_defaults); an option of every command (cli._common)
     seed: int = DEFAULT_SEED  # an option of every command (cli._common)
-    select_on: str = "heldout"  # checkpoints chosen on a held-out training slice; "dev": the paper's convention
+    select_on: str = SELECT_ON[0]  # "heldout" (a held-out training slice) or "dev" (the paper's convention)
     resume: bool = option(False, "continue a killed run from its last checkpoint")
     max_steps: int | None = None  # stop early (tests); the schedule still spans ``epochs``
     train_file: str | None = None  # the user's own data instead of a GLUE task (options: cli._common)
