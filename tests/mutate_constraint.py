@@ -1,7 +1,7 @@
-"""Hand-written mutants of the FLOPs constraint inside ``ToPRun.train_step`` (tests/README.md).
+"""Hand-written mutants of the FLOPs constraint inside ``Pruner.train_step`` (tests/README.md).
 
-mutmut covers the math modules; the constraint's wiring in prune.py sits in a long method that mutmut would mutate
-whole (hundreds of mutants, each needing a training run), so its few decisive lines are mutated here by hand.
+mutmut covers the math modules; the constraint's wiring in pruner_steps.py sits in a long method that mutmut would
+mutate whole (hundreds of mutants, each needing a training run), so its few decisive lines are mutated here by hand.
 Each mutant is applied to a scratch copy of src/ and the targeted tests must fail on it:
 
     python tests/mutate_constraint.py      # prints one line per mutant; exit 1 if one survives or is stale
@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TARGET = "pruner_steps.py"  # where Pruner.train_step lives
 TESTS = ["tests/test_prune.py", "-k", "multipliers or ramps"]
 
 # (what it breaks, the line as written, its mutant)
@@ -36,16 +37,16 @@ MUTANTS = [
 
 
 def main() -> int:
-    source = (ROOT / "src" / "toprune" / "prune.py").read_text()
+    source = (ROOT / "src" / "toprune" / TARGET).read_text()
     failures = 0
     for name, line, mutant in MUTANTS:
         if source.count(line) != 1:
-            print(f"STALE     {name}: {line!r} is not in prune.py exactly once")
+            print(f"STALE     {name}: {line!r} is not in {TARGET} exactly once")
             failures += 1
             continue
         with tempfile.TemporaryDirectory() as scratch:
             shutil.copytree(ROOT / "src", Path(scratch) / "src")
-            (Path(scratch) / "src" / "toprune" / "prune.py").write_text(source.replace(line, mutant))
+            (Path(scratch) / "src" / "toprune" / TARGET).write_text(source.replace(line, mutant))
             env = dict(os.environ, PYTHONPATH=str(Path(scratch) / "src"), OMP_NUM_THREADS="1")
             proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TESTS],
                                   cwd=ROOT, env=env, capture_output=True, text=True)

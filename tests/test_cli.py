@@ -157,3 +157,31 @@ def test_bad_numbers_are_rejected_by_the_parser(capsys):
             main(argv)
         assert info.value.code == 2
         assert "Traceback" not in capsys.readouterr().err
+
+
+def test_prune_options_come_from_the_config_and_build_the_same_config(tmp_path):
+    """One source of defaults: the parsed `prune` options without flags give PruneConfig's defaults, every option
+    maps to its field (negated switches too), and the task defaults agree between the CLI and the API."""
+    from dataclasses import asdict
+
+    from toprune.commands import _prune_config
+    from toprune.prune_config import PruneConfig, task_defaults
+
+    def config(*flags, task="mrpc"):
+        args = build_parser().parse_args(["prune", "--teacher", "t", "--output", "o", "--task", task, *flags])
+        args.max_length, args.padded_length = task_defaults(args.task, args.max_length, args.padded_length)
+        return _prune_config(args, "t", "o", None)
+
+    plain = asdict(config())
+    api = asdict(PruneConfig(teacher="t", task="mrpc", output_dir="o"))
+    assert plain == api
+    assert asdict(config(task="squad")) == asdict(PruneConfig(teacher="t", task="squad", output_dir="o"))
+    assert PruneConfig(task="squad").max_length == 384 and PruneConfig(task="squad").padded_length == 384
+    changed = config("--no-ranking", "--no-fit-plan", "--bins", "7", "--eval-every", "9", "--scorer", "question",
+                     "--method", "static", "--hard-epochs", "0.5", "--inference-threads", "3")
+    assert (changed.ranking, changed.fit_plan, changed.layer_gates) == (False, False, True)
+    assert (changed.num_bins, changed.eval_every, changed.save_every) == (7, 9, 9)
+    assert (changed.scorer, changed.method, changed.hard_epochs, changed.inference_threads) == (
+        "question", "static", 0.5, 3)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["prune", "--teacher", "t", "--output", "o", "--method", "magic"])

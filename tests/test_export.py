@@ -9,6 +9,7 @@ import transformers
 
 import toprune
 from toprune import PruningPlan, apply_pruning, pruning_state
+from toprune.plan import ScoringSpec
 from toprune.export import CONFIG_FILENAME, check_parity, export_folder, export_onnx, make_session
 from toprune.serve import OnnxModel
 
@@ -107,8 +108,7 @@ def test_dense_export_and_random_baseline_refused(tmp_path):
     model = tiny_model()
     export_onnx(model, None, tmp_path / "dense", samples=[random_batch([9, 3])])
     assert not json.loads((tmp_path / "dense" / CONFIG_FILENAME).read_text())["pruned"]
-    plan = PruningPlan.from_keep_ratios(4, {1: 0.5})
-    plan.meta["scorer"] = "random"
+    plan = PruningPlan.from_keep_ratios(4, {1: 0.5}, scoring=ScoringSpec("random"))
     apply_pruning(model, plan)
     with pytest.raises(toprune.ToPruneError, match="not exportable"):
         export_onnx(model, None, tmp_path / "random", samples=[random_batch([9, 3])])
@@ -192,10 +192,7 @@ def test_onnx_model_answers_questions_like_pytorch(tmp_path):
 @pytest.mark.parametrize("radius", [0, 2])
 def test_question_scorer_exports_and_matches(tmp_path, radius):
     model = tiny_model()
-    plan = PruningPlan.from_keep_ratios(4, {1: 0.5, 3: 0.5})
-    plan.meta["scorer"] = "question"
-    if radius:
-        plan.meta["score_radius"] = radius
+    plan = PruningPlan.from_keep_ratios(4, {1: 0.5, 3: 0.5}, scoring=ScoringSpec("question", radius))
     apply_pruning(model, plan)
     batch = random_batch([9, 3, 17, 12])
     batch["token_type_ids"] = (torch.arange(17)[None] >= torch.tensor([4, 2, 6, 5])[:, None]).long() * batch[

@@ -3,9 +3,12 @@ import json
 import pytest
 import torch
 
-from toprune import PruningPlan, ToPruneError, default_pruning_layers
+import toprune
+from toprune import PruningPlan, ToPruneError, apply_pruning
 from toprune.gates import HardConcreteGates
-from toprune.plan import PLAN_FILENAME, kept_count
+from toprune.plan import PLAN_FILENAME, ScoringSpec, default_pruning_layers, kept_count
+
+from .conftest import tiny_model
 
 
 def test_default_pruning_layers_scale_with_depth():
@@ -80,3 +83,36 @@ def test_plan_json_is_readable(tmp_path):
     PruningPlan.from_keep_ratios(3, {1: 0.5}, num_bins=4).save(tmp_path)
     data = json.loads((tmp_path / PLAN_FILENAME).read_text())
     assert data["kept_bins"] == {"1": "1100"} and data["keep_ratio_per_layer"] == [1.0, 0.5, 1.0]
+
+
+def test_scoring_spec_round_trips_apart_from_the_provenance(tmp_path):
+    plan = PruningPlan.from_keep_ratios(6, {2: 0.5}, num_bins=10, scoring=ScoringSpec("question", 3, 0))
+    plan.meta["target"] = "2x"
+    plan.save(tmp_path)
+    saved = json.loads((tmp_path / "toprune_plan.json").read_text())
+    assert saved["scoring"] == {"kind": "question", "radius": 3, "seed": 0} and saved["meta"] == {"target": "2x"}
+    again = PruningPlan.load(tmp_path)
+    assert again.scoring == ScoringSpec("question", 3) and again.meta == {"target": "2x"}
+    with pytest.raises(toprune.ToPruneError, match="unknown scorer"):
+        ScoringSpec("magic")
+    with pytest.raises(toprune.ToPruneError, match="radius"):
+        ScoringSpec("attention", -1)
+
+
+@pytest.mark.parametrize("meta, spec", [
+    ({"scorer": "random", "random_seed": 57, "method": "random"}, ScoringSpec("random", 0, 57)),
+    ({"scorer": "question", "score_radius": 2, "dev_metric": 80.0}, ScoringSpec("question", 2, 0)),
+    ({"dev_metric": 80.0}, ScoringSpec()),
+])
+def test_plans_saved_with_scoring_in_meta_still_load(tmp_path, meta, spec):
+    """Plans written before ScoringSpec kept it in meta: it is read into the spec (and leaves meta), and a model
+    with such a plan scores that way."""
+    legacy = {"format_version": 1, "num_layers": 4, "num_bins": 2, "kept_bins": {"2": "10"}, "meta": dict(meta)}
+    (tmp_path / "toprune_plan.json").write_text(json.dumps(legacy))
+    plan = PruningPlan.load(tmp_path)
+    assert plan.scoring == spec and plan.kept_bins == {2: [True, False]}
+    assert not {"scorer", "score_radius", "random_seed"} & set(plan.meta)
+    assert {k: v for k, v in meta.items() if k not in ("scorer", "score_radius", "random_seed")} == plan.meta
+    state = apply_pruning(tiny_model(), plan)
+    assert state.question_scores == (spec.kind == "question") and state.score_radius == spec.radius
+    assert (state.random_scores is not None) == (spec.kind == "random")

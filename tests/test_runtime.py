@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import toprune
-from toprune import PruningPlan, SoftMasks, apply_pruning, pruning_state, remove_pruning
+from toprune import PruningPlan, apply_pruning, pruning_state, remove_pruning
+from toprune.plan import ScoringSpec
+from toprune.runtime import SoftMasks
 
 from .conftest import FAMILIES, SENTENCES, random_batch, tiny_model
 
@@ -184,8 +186,8 @@ def test_question_scorer_follows_the_surviving_question_rows_per_example(radius)
     score radius the neighbourhoods are original positions in both paths, so they still agree."""
     model = tiny_model("bert", head="AutoModelForTokenClassification")
     kept = torch.tensor([[1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 1, 0]], dtype=torch.bool)
-    meta = {"scorer": "question"} | ({"score_radius": radius} if radius else {})
-    plan = PruningPlan.from_masks(4, [1, 2, 3], kept, torch.ones(3, dtype=torch.bool), meta)
+    plan = PruningPlan.from_masks(4, [1, 2, 3], kept, torch.ones(3, dtype=torch.bool),
+                                  scoring=ScoringSpec("question", radius))
     state = apply_pruning(model, plan)
     assert state.question_scores and state.score_radius == radius
     batch = _pairs_batch(LENGTHS, seed=5)

@@ -198,7 +198,7 @@ def test_qa_teacher_and_top_run_end_to_end(tmp_path, tokenizer, data_dir):
     run.run()
     first = json.loads((tmp_path / "top-q" / "metrics.jsonl").read_text().splitlines()[0])
     assert first["rank"] > 0
-    assert run.current_plan().meta["scorer"] == "question"  # saved with the model: a reload scores the same
+    assert run.current_plan().scoring.kind == "question"  # saved with the model: a reload scores the same
     # [ours] under a fixed plan (static top-k) the answer ranking keeps training, on the gather path, at the
     # constant --rank-alpha; the attention target does not (the static baseline as the authors' ablation has it)
     for target, trains in (("answer", True), ("attention", False)):

@@ -5,6 +5,7 @@ import torch
 
 import toprune
 from toprune import PruningPlan, apply_pruning
+from toprune.plan import ScoringSpec
 from toprune.flops import EncoderDims
 from toprune.prune import ToPRun
 from toprune.static import fit_plan, plan_relative_macs, static_plan
@@ -33,7 +34,7 @@ def test_static_plan_padded_reference_and_unreachable_target():
     with pytest.raises(toprune.ToPruneError, match="unreachable target"):
         static_plan(DIMS, [3, 4, 5], [lengths], 0.2)
     with pytest.raises(toprune.ToPruneError, match="unknown scorer"):
-        static_plan(DIMS, [1], [lengths], 0.9, scorer="magic")
+        static_plan(DIMS, [1], [lengths], 0.9, scoring="magic")
 
 
 def test_random_scorer_keeps_the_same_counts_but_other_tokens():
@@ -45,7 +46,7 @@ def test_random_scorer_keeps_the_same_counts_but_other_tokens():
     with torch.no_grad():
         model(**batch)
         by_attention = state.last
-        plan.meta["scorer"] = "random"
+        plan.scoring = ScoringSpec("random")
         apply_pruning(model, plan)
         assert state.random_scores is not None
         model(**batch)
@@ -69,7 +70,7 @@ def test_baseline_run_trains_on_the_gather_path_and_saves_its_fixed_plan(tiny_te
     summary = run.run()
     assert summary["best"]["flops_reduction_unpadded"] >= 1.5
     saved = PruningPlan.load(tmp_path / "best")
-    assert saved.meta["method"] == method and saved.meta["scorer"] == ("random" if method == "random" else "attention")
+    assert saved.meta["method"] == method and saved.scoring.kind == ("random" if method == "random" else "attention")
     assert saved.kept_bins == run.fixed_plan.kept_bins
 
 
@@ -112,7 +113,7 @@ def test_fit_plan_leaves_gated_off_layers_dense():
 
 def test_score_radius_travels_in_the_plans_and_a_negative_one_is_refused(tiny_teacher, data_dir, tmp_path):
     run = ToPRun(_config(tiny_teacher, data_dir, tmp_path, method="static", score_radius=3))
-    assert run._static_plan().meta["score_radius"] == 3  # saved with the model: a reload ranks the same way
-    assert run.rounded_plan().meta["score_radius"] == 3
+    assert run.fixed_plan.scoring.radius == 3  # saved with the model: a reload ranks the same way
+    assert run.rounded_plan().scoring.radius == 3
     with pytest.raises(toprune.ToPruneError, match="score_radius must be >= 0"):
         ToPRun(_config(tiny_teacher, data_dir, tmp_path, score_radius=-1))

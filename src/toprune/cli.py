@@ -16,7 +16,9 @@ import sys
 import threading
 from pathlib import Path
 
+from .cli_types import HelpFormatter, Parser, int_list, positive_float, positive_int, seed_int
 from .errors import ToPruneError
+from .validate import DEFAULT_SEED
 
 EXAMPLES = {
     "finetune": "toprune finetune --task mrpc --output runs/mrpc-teacher",
@@ -31,62 +33,13 @@ EXAMPLES = {
 }
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
-
-
-def seed_int(text: str) -> int:
-    from .validate import MAX_SEED
-
-    value = int(text)
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_SEED}, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
-    return value
-
-
-def _ints(text: str, minimum: int, what: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,32, got {text!r}") from None
-    if any(v < minimum for v in values):
-        raise argparse.ArgumentTypeError(f"expected {what} integers, got {text!r}")
-    return values
-
-
 def _select_option(p) -> None:
     from .selection import HELDOUT_FRACTION, SELECT_ON
 
-    p.add_argument("--select-on", choices=SELECT_ON, default="heldout",
+    p.add_argument("--select-on", choices=SELECT_ON, default=SELECT_ON[0],
                    help=f"where checkpoints are chosen: 'heldout' (default), a fixed {HELDOUT_FRACTION:g} slice of "
                         "the training data the run never trains on, dev evaluated once at the end; 'dev' selects on "
                         "the reported dev set (the paper's convention, optimistic)")
-
-
-def int_list(text: str) -> list[int]:
-    return _ints(text, 1, "positive")
-
-
-def index_list(text: str) -> list[int]:
-    """Layer indices: 0 allowed."""
-    return _ints(text, 0, "non-negative")
 
 
 def _data_dir(args) -> str | None:
@@ -99,17 +52,6 @@ def _data_dir(args) -> str | None:
         return given
     found = default_glue_dir()
     return str(found) if found else None  # None: the hub dataset (fails with a one-line hint when offline)
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's ArgumentDefaultsHelpFormatter, where there is a default to show and the help does not already
-    say it (a None default is explained in words: "default: inferred", "the model's task", ...)."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text.lower() or not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
-            return text
-        return text + " (default: %(default)s)"
 
 
 # where a model's saved task (toprune_task.json) fills in the option, the help says so
@@ -133,7 +75,7 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
                    help="truncation length; SQuAD: the window length (default: "
                         + ("the length the model was trained at (toprune_task.json), else " if saved else "")
                         + "128, SQuAD 384)")
-    p.add_argument("--seed", type=seed_int, default=57, help="random seed (data order, subsets, gates)")
+    p.add_argument("--seed", type=seed_int, default=DEFAULT_SEED, help="random seed (data order, subsets, gates)")
     own = p.add_argument_group("your own data (instead of --task): CSV, TSV or JSON Lines, like run_glue.py")
     own.add_argument("--train-file", help="labelled training file; its labels, sorted, become the ids 0..n-1")
     own.add_argument("--validation-file", help="labelled dev file (evaluated; same columns as --train-file)")
@@ -154,110 +96,17 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
 
 
 def _prune_options(p: argparse.ArgumentParser) -> None:
+    from .config_options import add_config_options
+
     _select_option(p)
-    latency = p.add_argument_group("latency constraint [ours]: the target is a speed-up on this machine")
-    latency.add_argument("--constraint", choices=["flops", "latency"], default="flops",
-                         help="what --target counts: FLOPs (the paper) or latency predicted by a measured profile "
-                              "of this machine (`toprune profile`; measured and cached if none); default %(default)s")
-    latency.add_argument("--inference-batch-size", type=positive_int, default=1,
-                         help="latency: the batch size the model will serve at (default %(default)s)")
-    latency.add_argument("--inference-backend", choices=["pytorch"], default="pytorch",
-                         help="latency: the runtime it will serve in (default %(default)s)")
-    latency.add_argument("--inference-threads", type=positive_int,
-                         help="latency: intra-op threads at serving time (default: torch's default here)")
-    latency.add_argument("--latency-profile", help="a saved `toprune profile` JSON to use instead of measuring")
-    p.add_argument("--target", default="2x",
-                   help="FLOPs reduction ('2.5x') or sparsity ('0.6') of the whole encoder, measured against the "
-                        "dense model on the same inputs (see --convention), or with --constraint latency a predicted "
-                        "speed-up: a checkpoint is kept only if its reduction on the selection set meets it "
-                        "(default: %(default)s)")
-    p.add_argument("--convention", choices=["unpadded", "padded"], default="unpadded",
-                   help="what the target is measured against: the dense model on each example's real tokens "
-                        "(unpadded, honest) or on inputs padded to --padded-length (the paper's convention)")
-    p.add_argument("--padded-length", type=positive_int,
-                   help="length of the padded-FLOPs convention (default: --max-length)")
-    p.add_argument("--epochs", type=positive_float, default=5.0,
-                   help="training epochs (the time is estimated after the first 10 steps)")
-    p.add_argument("--warmup-epochs", type=positive_float, default=2.0, help="the target ramps up over these epochs")
-    p.add_argument("--hard-epochs", type=non_negative_float, default=0.0,
-                   help="[ours] the last epochs train with the learned plan frozen and tokens really removed, as at "
-                        "inference (the soft masks keep partly masked tokens alive); recommended for QA. Default 0: "
-                        "the authors' schedule")
-    p.add_argument("--lr", type=positive_float, default=5e-5, help="learning rate of the weights (linear decay)")
-    p.add_argument("--gate-lr", type=positive_float, default=0.05, help="learning rate of the gate logits")
-    p.add_argument("--lambda-lr", type=positive_float, default=0.05,
-                   help="learning rate of the Lagrange multipliers (lower: a gentler approach to the target)")
-    p.add_argument("--pruning-layers", type=int_list,
-                   help="comma-separated layers whose input may be pruned; layer 0 always sees every token. Default: "
-                        f"from round(L/6) on: {_layers(6)} of a 6-layer model (MiniLM), {_layers(12)} of 12. With "
-                        "layer gates (the default) the learned plan may leave some of them dense: the run prints "
-                        "and saves the keep ratio of every layer")
-    p.add_argument("--bins", type=positive_int, default=20, help="rank bins per pruning layer (K)")
-    p.add_argument("--topk", type=positive_int, default=10,
-                   help="teacher's top-k tokens distilled into early layers (with --rank-target answer: the k most "
-                        "answer-relevant tokens, ranked above all others)")
-    p.add_argument("--no-ranking", action="store_true", help="ablation: ranking distillation off")
-    p.add_argument("--rank-target", choices=["attention", "answer"], default="attention",
-                   help="what the early score layers learn to rank like: the teacher's final attention (the "
-                        "authors', default) or, for QA, [ours] its answer relevance from the start/end logits "
-                        "(the top-k tokens above all the others)")
-    p.add_argument("--rank-layers", type=index_list,
-                   help="comma-separated layers whose scores are distilled (default: the first ~L/4 score layers; "
-                        "with --rank-target answer every layer whose scores decide a drop)")
-    p.add_argument("--rank-alpha", type=positive_float, default=0.01,
-                   help="weight of the ranking loss (default %(default)s, the authors'; under ToP it decays over the "
-                        "warm-up). With --rank-target answer it also trains under a fixed plan (--method static, "
-                        "--hard-epochs) at this constant weight")
-    p.add_argument("--scorer", choices=["attention", "question"], default="attention",
-                   help="token importance: attention received from every row (default) or, [ours] for QA and other "
-                        "pairs, from the first segment's rows only (needs token_type_ids: BERT, ELECTRA, MiniLM)")
-    p.add_argument("--score-radius", type=int, default=0, metavar="R",
-                   help="[ours] before ranking, raise each token's score to the best within R positions of it, so "
-                        "the words next to a strongly attended one survive with it; for QA with --scorer question "
-                        "(SQuAD zero-shot at 2x: F1 35 -> 41 with R = 2-5, benchmarks/README.md section 6). Default 0")
-    p.add_argument("--no-layer-gates", action="store_true",
-                   help="fine (rank-bin) masks only, no layer gates; on MiniLM the better ToP variant on STS-B and "
-                        "CoLA (benchmarks/README.md)")
-    p.add_argument("--monotone", action="store_true", help="keep the top fraction instead of free bins")
-    p.add_argument("--no-fit-plan", action="store_true",
-                   help="evaluate and export the authors' rounded masks as they are; by default [ours] they are fitted "
-                        "to the budget on the real token counts (bins dropped or given back by logit), without which "
-                        "short inputs (CoLA) miss the target")
-    p.add_argument("--method", choices=["top", "static", "random"], default="top",
-                   help="top: learned ToP masks (default); baselines at the same FLOPs, fine-tuned the same way: "
-                        "static (each layer keeps a fixed share of the most-attended tokens) or random")
-    emb = p.add_argument_group("--task embedding: a sentence-embedding model (the teacher: itself, dense) on "
-                               "unlabelled text from --train-file (.txt, CSV/JSON Lines column, glue:TASK or "
-                               "squad:FILE.json)")
-    emb.add_argument("--pooling-tokens", choices=["restored", "survivors"], default="restored",
-                     help="pool every token (pruned ones with their state when dropped) or only the tokens that "
-                          "reached the last layer (default %(default)s)")
-    emb.add_argument("--embedding-loss", choices=["cosine", "mse", "cosine+mse"], default="cosine",
-                     help="distance of the pooled embedding to the teacher's (default %(default)s)")
-    p.add_argument("--eval-every", type=positive_int, default=50,
-                   help="steps between evaluations (and checkpoints)")
-    p.add_argument("--max-train-samples", type=positive_int,
-                   help="train on a seeded random subset of this many examples (default: all)")
-    p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
-
-
-class _Parser(argparse.ArgumentParser):
-    """A bad option is one line too (exit 2), not the whole usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-def _layers(num_layers: int) -> str:
-    from .plan import default_pruning_layers
-
-    layers = default_pruning_layers(num_layers)
-    return f"{layers[0]}-{layers[-1]}"
+    add_config_options(p)  # every option of PruneConfig, with its default, choices and help
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="toprune", description=__doc__.splitlines()[0],
+    parser = Parser(prog="toprune", description=__doc__.splitlines()[0],
                                      epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
                                      formatter_class=HelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     def command(name, help_text):
         return sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
@@ -355,6 +204,7 @@ def run(args) -> int:
     from . import commands
     from .data import glue_task
     from .squad import is_squad
+    from .prune_config import task_defaults
     from .task_spec import apply_saved_task
 
     apply_saved_task(args)  # --task, --max-length, columns and data from the model's toprune_task.json
@@ -366,10 +216,10 @@ def run(args) -> int:
         raise ToPruneError("--task embedding needs --train-file: a .txt/CSV/JSON Lines file or glue:TASK")
     if getattr(args, "task", None) and not squad and not embedding and not getattr(args, "train_file", None):
         glue_task(args.task)  # fail on a typo before loading anything
-    if hasattr(args, "max_length") and args.max_length is None:
-        args.max_length = 384 if squad else 128
-    if hasattr(args, "padded_length") and args.padded_length is None:
-        args.padded_length = args.max_length
+    if hasattr(args, "max_length"):  # the same task defaults as PruneConfig's
+        args.max_length, padded = task_defaults(args.task, args.max_length, getattr(args, "padded_length", None))
+        if hasattr(args, "padded_length"):
+            args.padded_length = padded
     if getattr(args, "padded_length", None) and args.padded_length < args.max_length:
         raise ToPruneError(f"--padded-length {args.padded_length} is shorter than --max-length {args.max_length}: "
                            f"inputs would be longer than the padded reference")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import ToPruneError
-from .runfolder import read_json, read_metrics
-from .safeio import atomic_write_text, check_writable
 
 
 def _quiet() -> None:
@@ -61,26 +58,12 @@ def cmd_finetune(args, data_dir):
 
 
 def _prune_config(args, teacher: str, output: str, data_dir):
-    from .prune import PruneConfig
+    from .config_options import config_values
+    from .prune_config import PruneConfig
 
-    return PruneConfig(
-        teacher=teacher, task=args.task, data_dir=data_dir, output_dir=output, target=args.target,
-        convention=args.convention, padded_length=args.padded_length, epochs=args.epochs,
-        warmup_epochs=args.warmup_epochs, hard_epochs=args.hard_epochs, lr=args.lr, gate_lr=args.gate_lr,
-        lambda_lr=args.lambda_lr,
-        pruning_layers=args.pruning_layers, num_bins=args.bins, topk=args.topk,
-        ranking=not args.no_ranking, rank_target=args.rank_target, rank_layers=args.rank_layers, scorer=args.scorer,
-        score_radius=args.score_radius, rank_alpha=args.rank_alpha,
-        layer_gates=not args.no_layer_gates, monotone=args.monotone, fit_plan=not args.no_fit_plan,
-        method=args.method,
-        eval_every=args.eval_every, save_every=args.eval_every, max_train_samples=args.max_train_samples,
-        max_length=args.max_length, seed=args.seed, select_on=args.select_on, resume=args.resume,
-        overwrite=getattr(args, "overwrite", False),
-        constraint=args.constraint, inference_batch_size=args.inference_batch_size,
-        inference_backend=args.inference_backend, inference_threads=args.inference_threads or 0,
-        latency_profile=args.latency_profile, pooling_tokens=getattr(args, "pooling_tokens", "restored"),
-        embedding_loss=getattr(args, "embedding_loss", "cosine"),
-        **_user_files(args))
+    return PruneConfig(teacher=teacher, task=args.task, data_dir=data_dir, output_dir=output,
+                       max_length=args.max_length, seed=args.seed, select_on=args.select_on,
+                       overwrite=getattr(args, "overwrite", False), **config_values(args), **_user_files(args))
 
 
 def cmd_prune(args, data_dir):
@@ -252,160 +235,6 @@ def cmd_export(args, data_dir):
           f"(checked against PyTorch: max abs diff <= 1e-4)")
 
 
-def cmd_demo(args, data_dir):
-    from .plan import PruningPlan
-    from .plots import plot_tokens_per_layer
-    from .prune import ToPRun
-    from .finetune import finetune_teacher
-
-    _quiet()
-    check_writable(args.workdir, "--workdir")
-    work = Path(args.workdir) / ("custom" if args.train_file else args.task)
-    teacher, top = work / "teacher", work / "top"
-    say = (lambda *a: None) if args.json else print
-    settings = {k: getattr(args, k) for k in ("model", "task", "teacher_epochs", "target", "convention", "epochs",
-                                              "warmup_epochs", "max_train_samples", "max_length", "seed", "bins",
-                                              "topk", "no_ranking", "no_layer_gates", "monotone", "train_file")}
-    # later options join the fingerprint only when set, so demos recorded before them still match
-    later = {"method": "top", "hard_epochs": 0.0, "scorer": "attention", "rank_target": "attention",
-             "rank_layers": None, "no_fit_plan": False, "score_radius": 0, "rank_alpha": 0.01, "task_type": None,
-             "select_on": "dev"}  # demos before held-out selection selected on dev
-    settings |= {k: getattr(args, k) for k, default in later.items() if getattr(args, k, default) != default}
-    recorded = work / "demo_settings.json"
-    if recorded.is_file() and read_json(recorded) != settings:
-        raise ToPruneError(f"{work} holds a demo made with other settings; pass another --workdir or delete it")
-    work.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(recorded, json.dumps(settings, indent=1) + "\n")
-    teacher_json = teacher / "toprune_teacher.json"
-    if teacher_json.is_file():
-        say(f"[1/4] teacher: reusing {teacher}")
-        teacher_result = read_json(teacher_json)
-    else:
-        say(f"[1/4] teacher: fine-tuning {args.model} on {args.task or Path(args.train_file).name} "
-            f"({args.teacher_epochs} epochs)")
-        teacher_result = finetune_teacher(args.model, args.task, data_dir, teacher, epochs=args.teacher_epochs,
-                                          max_length=args.max_length, max_train_samples=args.max_train_samples,
-                                          seed=args.seed, log=say, select_on=args.select_on, overwrite=True,
-                                          **_user_files(args))
-    summary_json = top / "summary.json"
-    if summary_json.is_file() and (top / "best").is_dir():
-        say(f"[2/4] ToP: reusing {top}")
-    else:
-        say(f"[2/4] ToP: pruning to {args.target} ({args.convention}), {args.epochs} epochs")
-        args.resume = args.overwrite = True  # the demo's own folder: a killed demo continues where it stopped
-        ToPRun(_prune_config(args, str(teacher), str(top), data_dir), log=say).run()
-    if not (top / "best").is_dir():
-        raise ToPruneError("the pruning run met the target at no evaluation; try more --epochs or a lower --target")
-    say("[3/4] evaluating and [4/4] timing dense vs pruned")
-    result, kept = _bench(str(teacher), str(top / "best"), args, data_dir, dense_metric=teacher_result["metric"],
-                          say=False)  # the setup was said by the steps above
-    plan = PruningPlan.load(top / "best")
-    reduction = result["pruned"]["flops_reduction_unpadded"]
-    plot = plot_tokens_per_layer(plan, kept, work / "tokens_per_layer.png",
-                                 f"{result['task']}: tokens entering each layer (ToP, {reduction:.2f}x FLOPs "
-                                 "reduction, unpadded)")
-    result["plot"] = str(plot)
-    atomic_write_text(work / "demo.json", json.dumps(result, indent=1) + "\n")
-    if not args.json:
-        print_table(result, args.padded_length)
-        print(f"plot of tokens kept per layer: {plot}; all numbers: {work / 'demo.json'}")
-    return result
-
-
-def _read_run(run: str) -> tuple[dict, dict]:
-    """(the plot's view of one run, its summary.json or {}): every evaluation, and the checkpoint it kept."""
-    path = Path(run) / "metrics.jsonl"
-    if not path.is_file():
-        raise ToPruneError(f"{run} has no metrics.jsonl (is it a `toprune prune` output folder?)")
-    summary_path = Path(run) / "summary.json"
-    records = read_metrics(path)  # a partial last line (a run killed mid-write) is left out
-    if not any("sel_metric" in r or "dev_metric" in r for r in records):
-        raise ToPruneError(f"{path} holds no evaluation yet: nothing to plot")
-    summary = read_json(summary_path) if summary_path.is_file() else {}
-    try:
-        # runs log the set checkpoints are chosen on: sel_ (the held-out slice, or dev), dev_ before selection
-        key = "sel_" if records and "sel_metric" in records[0] else "dev_"
-        points = [{"step": r["step"], "metric": r[f"{key}metric"],
-                   "flops_reduction_unpadded": r[f"{key}flops_reduction_unpadded"]} for r in records
-                  if f"{key}metric" in r]
-    except (KeyError, TypeError, IndexError) as exc:
-        raise ToPruneError(f"{run}: unreadable run log ({type(exc).__name__}: {exc})") from None
-    kept = (summary.get("best") or {}).get("step")
-    on = (summary.get("selection") or {}).get("on", "dev")  # older runs chose on dev
-    return {"name": Path(run).resolve().name, "points": points, "kept_step": kept, "on": on}, summary
-
-
-def cmd_plot(args, data_dir):
-    from .plots import plot_run_history
-    from .report import teacher_metric
-
-    runs, label, reference = [], None, None
-    for run in args.runs:
-        view, summary = _read_run(run)
-        runs.append(view)
-        setup = summary.get("setup") or {}
-        selection = setup.get("selection") or {}
-        label = label or (selection.get("label") if view["on"] != "dev" else setup.get("metric_label"))
-        if label is None and summary.get("task"):  # summaries written before the setup was recorded
-            label = f"{summary['task']} {'dev' if view['on'] == 'dev' else 'selection-set'} metric"
-        if reference is None:  # the teacher on the same examples: its own record first, else the run's note of it
-            reference = teacher_metric((summary.get("config") or {}).get("teacher"), view["on"])
-            noted = summary.get("teacher_metric" if view["on"] == "dev" else "teacher_selection_metric")
-            reference = reference if reference is not None else noted
-    label = label or "dev metric"
-    plot_run_history(runs, args.output, label, reference,
-                     title=f"{label}: every evaluation of {', '.join(r['name'] for r in runs)}")
-    count = sum(len(r["points"]) for r in runs)
-    print(f"wrote {args.output} ({count} evaluations from {len(runs)} runs; teacher line: "
-          f"{'none found' if reference is None else f'{reference:.2f}'}; kept checkpoints starred)")
-    for run in args.runs:
-        if (Path(run) / "tokens_per_layer.png").is_file():
-            print(f"tokens kept per layer of {run}'s kept model: {Path(run) / 'tokens_per_layer.png'}")
-    return {"plot": str(args.output), "runs": runs, "teacher_metric": reference, "metric_label": label}
-
-
-def cmd_show(args, data_dir):
-    import torch
-
-    from .plots import survivors_html
-    from .pretrained import load_model, load_tokenizer
-    from .runtime import pruning_state
-
-    _quiet()
-    model, tokenizer = load_model(args.model), load_tokenizer(args.model)
-    state = pruning_state(model)
-    if state is None:
-        raise ToPruneError(f"{args.model} has no toprune_plan.json: nothing is pruned")
-    max_length = (getattr(args, "saved_task", None) or {}).get("max_length")  # as trained, when known
-    batch = tokenizer(args.text, args.pair, return_tensors="pt", truncation=True, max_length=max_length) \
-        if args.pair else tokenizer(args.text, return_tensors="pt", truncation=True, max_length=max_length)
-    state.record = True
-    with torch.inference_mode():
-        logits = model(**batch).logits[0]
-    state.record = False
-    tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
-    depth = [0] * len(tokens)
-    for layer_positions in state.last.positions:
-        for j in layer_positions[0].tolist():
-            if j >= 0:
-                depth[j] += 1
-    layers = len(state.last.positions)
-    for layer, layer_positions in enumerate(state.last.positions):
-        kept = [tokens[j] for j in layer_positions[0].tolist() if j >= 0]
-        print(f"layer {layer} ({len(kept):3d} tokens): {' '.join(kept)}")
-    labels = model.config.id2label
-    if logits.numel() > 1:
-        probs = logits.float().softmax(-1)
-        best = int(probs.argmax())
-        print(f"prediction: {labels.get(best, best)} (score {float(probs[best]):.3f})")
-    else:
-        print(f"prediction: {float(logits):.4f} (regression)")
-    if args.html:
-        Path(args.html).write_text(survivors_html(tokens, depth, layers))
-        print(f"wrote {args.html}")
-    return {"tokens": tokens, "layers_entered": depth}
-
-
 def cmd_profile(args, data_dir):
     import torch
 
@@ -434,3 +263,8 @@ def cmd_profile(args, data_dir):
                   f"{result['check']['median_abs_error']:.1%}")
         print(f"saved: {cached}" + (f" and {args.output}" if args.output else ""))
     return result
+
+
+# commands kept in modules of their own; cli.py finds every cmd_* here
+from .commands_view import cmd_plot, cmd_show  # noqa: E402,F401
+from .demo import cmd_demo, demo_fingerprint  # noqa: E402,F401

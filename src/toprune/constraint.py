@@ -3,6 +3,9 @@
 Both are cost models of :func:`toprune.flops.encoder_cost` (``num_layers``, ``layer_cost``, ``fixed_cost``): the
 expected cost of the soft plan in the Lagrangian, plan fitting, the static schedule and the reachability check use
 whichever the run chose, through the same code. FLOPs are always measured and reported as well, both conventions.
+
+A constraint is one class (:class:`Constraint`): the cost model it counts and whether an evaluated plan meets the
+target. ``CONSTRAINTS`` maps the user-facing names (``--constraint``) to them.
 """
 
 from __future__ import annotations
@@ -14,9 +17,6 @@ from pathlib import Path
 
 from .costmodel import LatencyCost, profile_key
 from .errors import ToPruneError
-from .flops import EncoderDims
-
-CONSTRAINTS = ("flops", "latency")
 
 
 def profile_cache_dir() -> Path:
@@ -46,11 +46,64 @@ def latency_cost(model, backend: str, batch_size: int, threads: int, profile_pat
     return cost
 
 
-def constraint_cost(kind: str, model, **latency) -> EncoderDims | LatencyCost:
+class Constraint:
+    """What ``--target`` counts. ``cost`` is a cost model of :func:`toprune.flops.encoder_cost` (the Lagrangian, plan
+    fitting, static schedules and the reachability check all use it); ``judge`` adds to an evaluation of ``plan``
+    whether it meets the target (and any number of its own)."""
+
+    name = ""
+
+    def cost(self, model, cfg, log=print):
+        raise NotImplementedError
+
+    def judge(self, result: dict, plan, run) -> None:
+        raise NotImplementedError
+
+
+class FlopsConstraint(Constraint):
+    """The paper's: the FLOPs reduction measured on the selection set, in the run's convention."""
+
+    name = "flops"
+
+    def cost(self, model, cfg, log=print):
+        from .flops import EncoderDims
+
+        return EncoderDims.from_config(model.config)
+
+    def judge(self, result: dict, plan, run) -> None:
+        key = "flops_reduction_padded" if run.cfg.convention == "padded" else "flops_reduction_unpadded"
+        result["meets_target"] = result[key] >= 1.0 / run.target_rel
+
+
+class LatencyConstraint(Constraint):
+    """[ours] The speed-up the machine's latency profile predicts for the plan on the selection lengths."""
+
+    name = "latency"
+
+    def cost(self, model, cfg, log=print):
+        import torch
+
+        threads = cfg.inference_threads or torch.get_num_threads()
+        return latency_cost(model, backend=cfg.inference_backend, batch_size=cfg.inference_batch_size,
+                            threads=threads, profile_path=cfg.latency_profile, log=log)
+
+    def judge(self, result: dict, plan, run) -> None:
+        from .static import plan_relative_macs
+
+        rel = plan_relative_macs(run.cost, plan, run.selection_lengths, run.reference)
+        result["predicted_speedup"] = 1.0 / rel
+        result["meets_target"] = rel <= run.target_rel + 1e-9
+
+
+CONSTRAINTS = {c.name: c for c in (FlopsConstraint, LatencyConstraint)}
+
+
+def constraint_cost(kind: str, model, **latency):
+    """The cost model of the constraint ``kind`` (``latency``: the keywords of :func:`latency_cost`)."""
     if kind not in CONSTRAINTS:
         raise ToPruneError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {kind!r}")
     if kind == "flops":
-        return EncoderDims.from_config(model.config)
+        return FlopsConstraint().cost(model, None)
     return latency_cost(model, **latency)
 
 

@@ -22,13 +22,14 @@ from .safeio import LOCK_FILENAME, atomic_save_file, atomic_write_text, check_wr
 from .task_spec import task_spec, write_task
 from .train import (check_qa_head, default_device, evaluate, head_logits, make_loader, prepare_data, seed_everything,
                     split_targets, supervised_loss)
-from .validate import check_count, check_encoder_complete, check_finite_loss, check_finite_weights, check_max_length
+from .validate import (DEFAULT_SEED, check_count, check_encoder_complete, check_finite_loss, check_finite_weights,
+                       check_max_length)
 
 
 def finetune_teacher(model_name: str, task_name: str | None, data_dir, output_dir, epochs: float | None = None,
                      lr: float | None = None, batch_size: int | None = None, max_length: int = 128,
-                     max_train_samples: int | None = None, seed: int = 57, log=print, select_on: str = "heldout",
-                     resume: bool = False, overwrite: bool = False, **user_files) -> dict:
+                     max_train_samples: int | None = None, seed: int = DEFAULT_SEED, log=print,
+                     select_on: str = "heldout", resume: bool = False, overwrite: bool = False, **user_files) -> dict:
     """Dense fine-tuning with the task's recipe (:mod:`toprune.recipes`; explicit arguments override it).
 
     The selection set (the held-out training slice, or dev with ``select_on="dev"``) is evaluated after every epoch;

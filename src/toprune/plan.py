@@ -17,6 +17,44 @@ from .safeio import atomic_write_text
 
 PLAN_FILENAME = "toprune_plan.json"
 FORMAT_VERSION = 1
+SCORING_KINDS = ("attention", "question", "random")
+# plans written before ScoringSpec carried these in ``meta``; they are read back into the spec
+_LEGACY_META = {"scorer": "kind", "score_radius": "radius", "random_seed": "seed"}
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    """How a plan ranks the survivors at inference: part of the plan's behaviour (saved with it, so a reloaded model
+    scores as the run did), unlike ``PruningPlan.meta``, which is provenance only.
+
+    ``kind``: attention received from every row, from the question (first-segment) rows only, or random draws (the
+    floor baseline); ``radius`` [ours]: each score raised to the best within that many positions before ranking;
+    ``seed``: the random draws' seed (evaluation and a reload draw the same tokens)."""
+
+    kind: str = "attention"
+    radius: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCORING_KINDS:
+            raise ToPruneError(f"unknown scorer {self.kind!r}; choose one of {', '.join(SCORING_KINDS)}")
+        if not isinstance(self.radius, int) or self.radius < 0:
+            raise ToPruneError(f"score radius must be an integer >= 0, got {self.radius!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ToPruneError(f"scoring seed must be an integer >= 0, got {self.seed!r}")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "radius": self.radius, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ScoringSpec":
+        return cls(str(data.get("kind", "attention")), int(data.get("radius", 0)), int(data.get("seed", 0)))
+
+    @classmethod
+    def from_legacy_meta(cls, meta: dict) -> "ScoringSpec":
+        """The spec of a plan saved with its scoring in ``meta`` (the keys are removed from ``meta``)."""
+        found = {field_: meta.pop(key) for key, field_ in _LEGACY_META.items() if key in meta}
+        return cls.from_dict(found)
 
 
 def default_pruning_layers(num_layers: int) -> list[int]:
@@ -39,12 +77,14 @@ def kept_count(kept_bins: list[bool], m: int) -> int:
 
 @dataclass
 class PruningPlan:
-    """Per pruning layer, the kept rank bins. Layers absent from ``kept_bins`` do not prune."""
+    """Per pruning layer, the kept rank bins (layers absent from ``kept_bins`` do not prune), and how survivors are
+    scored (``scoring``). ``meta`` is provenance (task, target, metrics): nothing reads it to decide behaviour."""
 
     num_layers: int
     num_bins: int
     kept_bins: dict[int, list[bool]] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    scoring: ScoringSpec = field(default_factory=ScoringSpec)
 
     def __post_init__(self) -> None:
         self.kept_bins = {int(k): [bool(b) for b in v] for k, v in self.kept_bins.items()}
@@ -52,11 +92,13 @@ class PruningPlan:
 
     # -- constructors -------------------------------------------------------------------------------------------
     @classmethod
-    def keep_all(cls, num_layers: int, meta: dict | None = None) -> "PruningPlan":
-        return cls(num_layers=num_layers, num_bins=1, kept_bins={}, meta=dict(meta or {}))
+    def keep_all(cls, num_layers: int, meta: dict | None = None, scoring: ScoringSpec | None = None) -> "PruningPlan":
+        return cls(num_layers=num_layers, num_bins=1, kept_bins={}, meta=dict(meta or {}),
+                   scoring=scoring or ScoringSpec())
 
     @classmethod
-    def from_keep_ratios(cls, num_layers: int, ratios: dict[int, float], num_bins: int = 100) -> "PruningPlan":
+    def from_keep_ratios(cls, num_layers: int, ratios: dict[int, float], num_bins: int = 100,
+                         scoring: ScoringSpec | None = None) -> "PruningPlan":
         """A monotone plan: at layer l keep the top ``ratios[l]`` of the survivors (resolution 1/num_bins)."""
         kept = {}
         for layer, ratio in ratios.items():
@@ -65,17 +107,19 @@ class PruningPlan:
             n_keep = round(ratio * num_bins)
             if n_keep < num_bins:
                 kept[layer] = [b < n_keep for b in range(num_bins)]
-        return cls(num_layers=num_layers, num_bins=num_bins, kept_bins=kept)
+        return cls(num_layers=num_layers, num_bins=num_bins, kept_bins=kept, scoring=scoring or ScoringSpec())
 
     @classmethod
-    def from_masks(cls, num_layers: int, pruning_layers: list[int], kept, gate_on, meta=None) -> "PruningPlan":
+    def from_masks(cls, num_layers: int, pruning_layers: list[int], kept, gate_on, meta=None,
+                   scoring: ScoringSpec | None = None) -> "PruningPlan":
         """From deterministic gate masks (``HardConcreteGates.deterministic()``): layers whose gate is off vanish."""
         kept_bins = {
             layer: [bool(b) for b in kept[p].tolist()]
             for p, layer in enumerate(pruning_layers)
             if bool(gate_on[p]) and not bool(kept[p].all())
         }
-        return cls(num_layers=num_layers, num_bins=int(kept.shape[1]), kept_bins=kept_bins, meta=dict(meta or {}))
+        return cls(num_layers=num_layers, num_bins=int(kept.shape[1]), kept_bins=kept_bins, meta=dict(meta or {}),
+                   scoring=scoring or ScoringSpec())
 
     # -- queries ------------------------------------------------------------------------------------------------
     def prunes(self, layer: int) -> bool:
@@ -114,6 +158,7 @@ class PruningPlan:
             "num_bins": self.num_bins,
             "kept_bins": {str(k): "".join("1" if b else "0" for b in v) for k, v in sorted(self.kept_bins.items())},
             "keep_ratio_per_layer": [round(self.keep_ratio(layer), 4) for layer in range(self.num_layers)],
+            "scoring": self.scoring.to_dict(),
             "meta": self.meta,
         }
 
@@ -127,7 +172,10 @@ class PruningPlan:
                 if not isinstance(v, str) or set(v) - {"0", "1"}:
                     raise ValueError(f"kept_bins[{k}] must be a string of 0/1")
                 kept[int(k)] = [c == "1" for c in v]
-            return cls(int(data["num_layers"]), int(data["num_bins"]), kept, dict(data.get("meta", {})))
+            meta = dict(data.get("meta", {}))
+            legacy = ScoringSpec.from_legacy_meta(meta)  # always: no behaviour key stays in meta
+            scoring = ScoringSpec.from_dict(data["scoring"]) if "scoring" in data else legacy
+            return cls(int(data["num_layers"]), int(data["num_bins"]), kept, meta, scoring)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ToPruneError(f"invalid pruning plan: {exc}") from None
 

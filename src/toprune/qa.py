@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ToPruneError
+from .validate import DEFAULT_SEED
 
 
 @dataclass
@@ -32,8 +33,8 @@ class QAInfo:
 
 
 def prepare_squad(tokenizer, task: str, data_dir, max_length: int = 384, stride: int | None = None,
-                  max_train_samples: int | None = None, seed: int = 57, dev_only: bool = False, train_file=None,
-                  validation_file=None):
+                  max_train_samples: int | None = None, seed: int = DEFAULT_SEED, dev_only: bool = False,
+                  train_file=None, validation_file=None):
     """A :class:`toprune.train.TaskData` of kind "qa": train windows with answer positions, evaluation windows.
     ``stride`` (tokens shared by consecutive windows) defaults to a third of the window: 128 for 384."""
     import random

@@ -64,12 +64,12 @@ class PruningState:
         self.record = False  # record token counts per layer (FLOPs of real batches)
         self.traceable = False  # for ONNX export: no data-dependent Python branches (always the masked path)
         self.soft_masks: SoftMasks | None = None
-        self.random_scores: torch.Generator | None = None  # plans with meta scorer "random": drop random tokens
+        self.random_scores: torch.Generator | None = None  # plans scored "random": drop random tokens
         # of the current call only (captured by a pre-hook on the base model, cleared by its forward hook)
         self.input_mask: torch.Tensor | None = None
         self.input_segments: torch.Tensor | None = None  # token_type_ids (question scorer)
         self.hidden_states: list[torch.Tensor] | None = None  # output_hidden_states=True: full-length, per layer
-        self.question_scores = False  # plans with meta scorer "question": attention received from question rows
+        self.question_scores = False  # plans scored "question": attention received from question rows
         self.last: ForwardRecord | None = None
         self.handles: list = []
         self.set_plan(plan)
@@ -77,11 +77,12 @@ class PruningState:
     def set_plan(self, plan: PruningPlan) -> None:
         plan.validate(len(self.parts))
         self.plan = plan
-        random = plan.meta.get("scorer") == "random"
-        self.question_scores = plan.meta.get("scorer") == "question"
-        self.score_radius = int(plan.meta.get("score_radius", 0))  # [ours] spread scores before ranking
-        seed = int(plan.meta.get("random_seed", 0))  # the seed the run evaluated with: reloads score the same
-        self.random_scores = (self.random_scores or torch.Generator().manual_seed(seed)) if random else None
+        scoring = plan.scoring
+        self.question_scores = scoring.kind == "question"
+        self.score_radius = scoring.radius  # [ours] spread scores before ranking
+        # the seed the run evaluated with: reloads score the same (a generator already set keeps drawing)
+        random = scoring.kind == "random"
+        self.random_scores = (self.random_scores or torch.Generator().manual_seed(scoring.seed)) if random else None
         # layer -> bool table of K+1 entries; entry K (non-candidates: padding, already pruned) is False
         self.tables = {
             layer: torch.tensor(bins + [False], dtype=torch.bool) for layer, bins in plan.kept_bins.items()

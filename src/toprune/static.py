@@ -3,7 +3,7 @@
 ``static_plan`` builds a PoWER-BERT / LAT style schedule: every pruning layer keeps the same fraction r of the
 tokens that reach it (so the kept share decays geometrically with depth), with r the largest value whose FLOPs
 meet the target on the given lengths. The plan is a normal :class:`PruningPlan`; the same plan with
-``meta["scorer"] = "random"`` drops random tokens instead of the least-attended ones (the floor of any method).
+``ScoringSpec("random")`` drops random tokens instead of the least-attended ones (the floor of any method).
 ``fit_plan`` fits a learned plan to the budget on real token counts: bins dropped or given back in the order of their
 logits (``relax_plan`` only gives back).
 """
@@ -16,9 +16,8 @@ import torch
 
 from .errors import ToPruneError
 from .flops import EncoderDims, dense_cost, encoder_cost
-from .plan import PruningPlan
-
-SCORERS = ("attention", "question", "random")
+from .plan import SCORING_KINDS as SCORERS  # noqa: F401 (callers import the name from here)
+from .plan import PruningPlan, ScoringSpec
 
 
 def plan_relative_macs(dims: EncoderDims, plan: PruningPlan, lengths, reference_length: int | None = None) -> float:
@@ -45,16 +44,18 @@ def _histograms(length_sets) -> list[Counter]:
 
 
 def static_plan(dims: EncoderDims, pruning_layers: list[int], length_sets, target_rel: float,
-                reference_length: int | None = None, scorer: str = "attention", num_bins: int = 100) -> PruningPlan:
+                reference_length: int | None = None, scoring: ScoringSpec | str = "attention",
+                num_bins: int = 100) -> PruningPlan:
     """The geometric schedule with the largest per-layer keep ratio whose relative MACs are <= ``target_rel`` on
-    every one of ``length_sets`` (e.g. the train and dev lengths). Raises a one-line error if none is."""
-    if scorer not in SCORERS:
-        raise ToPruneError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+    every one of ``length_sets`` (e.g. the train and dev lengths). Raises a one-line error if none is.
+    ``scoring``: the plan's :class:`ScoringSpec` (or its kind alone)."""
+    scoring = ScoringSpec(scoring) if isinstance(scoring, str) else scoring
     length_sets = _histograms(length_sets)
 
     def plan_for(keep: int) -> PruningPlan:
-        plan = PruningPlan.from_keep_ratios(dims.num_layers, {l: keep / num_bins for l in pruning_layers}, num_bins)
-        plan.meta = {"schedule": "static", "scorer": scorer, "keep_ratio": keep / num_bins}
+        ratios = {layer: keep / num_bins for layer in pruning_layers}
+        plan = PruningPlan.from_keep_ratios(dims.num_layers, ratios, num_bins, scoring)
+        plan.meta = {"schedule": "static", "keep_ratio": keep / num_bins}
         return plan
 
     def meets(keep: int) -> bool:
@@ -73,7 +74,7 @@ def static_plan(dims: EncoderDims, pruning_layers: list[int], length_sets, targe
 
 def relax_plan(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor, gate_on: torch.Tensor,
                logits: torch.Tensor, length_sets, target_rel: float, reference_length: int | None = None,
-               monotone: bool = False, meta: dict | None = None) -> PruningPlan:
+               monotone: bool = False, meta: dict | None = None, scoring: ScoringSpec | None = None) -> PruningPlan:
     """A learned deterministic plan (``kept`` (P, K) bins, ``gate_on`` (P,)) with dropped bins given back, most
     wanted (highest logit) first, while it still meets ``target_rel`` on every one of ``length_sets``.
 
@@ -101,7 +102,7 @@ def relax_plan(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor,
             kept = trial
         else:
             rejected[p, b] = True
-    return PruningPlan.from_masks(dims.num_layers, pruning_layers, kept, gate_on, meta)
+    return PruningPlan.from_masks(dims.num_layers, pruning_layers, kept, gate_on, meta, scoring)
 
 
 def _masks_meet(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor, gate_on: torch.Tensor, length_sets,
@@ -112,7 +113,7 @@ def _masks_meet(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor
 
 def fit_plan(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor, gate_on: torch.Tensor,
              logits: torch.Tensor, length_sets, target_rel: float, reference_length: int | None = None,
-             monotone: bool = False, meta: dict | None = None) -> PruningPlan:
+             monotone: bool = False, meta: dict | None = None, scoring: ScoringSpec | None = None) -> PruningPlan:
     """A learned deterministic plan fitted to the budget on real token counts [ours]: kept bins are dropped, least
     wanted (lowest logit) first, until the plan meets ``target_rel`` on every one of ``length_sets`` (or nothing is
     left to drop), then :func:`relax_plan` gives back what fits.
@@ -132,4 +133,4 @@ def fit_plan(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor, g
         p, b = divmod(int(logits.masked_fill(~candidates, float("inf")).argmin()), kept.shape[1])
         kept[p, b] = False
     return relax_plan(dims, pruning_layers, kept, gate_on, logits, length_sets, target_rel, reference_length,
-                      monotone, meta)
+                      monotone, meta, scoring)

@@ -20,7 +20,8 @@ from .pretrained import resolve_model
 from .qa import qa_loss, qa_metrics, survivors
 from .runtime import pruning_state
 from .selection import Selection, check_select_on, split_heldout
-from .validate import (check_label_names, check_max_length, check_same_task, check_seed, check_trained)
+from .validate import (DEFAULT_SEED, check_label_names, check_max_length, check_same_task, check_seed,
+                       check_trained)
 
 
 @dataclass
@@ -149,7 +150,7 @@ def _task_data(name, metric, labels, train, dev, tokenizer, max_length, max_trai
 
 
 def prepare_glue(tokenizer, task_name: str, data_dir, max_length: int = 128, max_train_samples: int | None = None,
-                 seed: int = 57, dev_only: bool = False, select_on: str = "heldout") -> TaskData:
+                 seed: int = DEFAULT_SEED, dev_only: bool = False, select_on: str = "heldout") -> TaskData:
     task = glue_task(task_name)
     train = None if dev_only else load_glue_split(data_dir, task.name, "train")
     dev = load_glue_split(data_dir, task.name, "dev")
@@ -161,7 +162,7 @@ def prepare_glue(tokenizer, task_name: str, data_dir, max_length: int = 128, max
 
 
 def prepare_user(tokenizer, train_file, validation_file, text_columns=None, label_column=None, max_length: int = 128,
-                 max_train_samples: int | None = None, seed: int = 57, dev_only: bool = False,
+                 max_train_samples: int | None = None, seed: int = DEFAULT_SEED, dev_only: bool = False,
                  select_on: str = "heldout", task_type: str | None = None) -> TaskData:
     """The user's own CSV/TSV/JSON Lines files (see :mod:`toprune.userdata`); metric: accuracy or Pearson.
     ``task_type``: "classification" or "regression" (default: inferred from the training labels)."""
@@ -182,8 +183,9 @@ def prepare_user(tokenizer, train_file, validation_file, text_columns=None, labe
 
 
 def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, max_train_samples: int | None = None,
-                 seed: int = 57, dev_only: bool = False, train_file=None, validation_file=None, text_columns=None,
-                 label_column=None, select_on: str = "heldout", task_type: str | None = None) -> TaskData:
+                 seed: int = DEFAULT_SEED, dev_only: bool = False, train_file=None, validation_file=None,
+                 text_columns=None, label_column=None, select_on: str = "heldout",
+                 task_type: str | None = None) -> TaskData:
     """SQuAD (``squad``, ``squad_v2``: local JSON, the user's files in that layout, or the hub), the user's own
     classification files when ``train_file`` is given, else the GLUE task."""
     from .squad import is_squad

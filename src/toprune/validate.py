@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .errors import ToPruneError
 
+DEFAULT_SEED = 57  # every seeded default (config, commands, data subsets) is this one
+
 # any of these makes a folder's tokenizer real (fast JSON, WordPiece, BPE, SentencePiece)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model", "sentencepiece.bpe.model",
                    "tokenizer.model")

@@ -1,0 +1,199 @@
+"""The pruning run's strategies as objects, and the one registry that maps the user-facing names to them.
+
+* a **scorer** decides how survivors are ranked (the plan's :class:`~toprune.plan.ScoringSpec`);
+* a **plan source** decides what plan is trained: learned gates (ToP) or a fixed schedule (the baselines);
+* a **ranking target** decides what the early score layers learn to rank like;
+* a **constraint** (:mod:`toprune.constraint`) decides what the target counts.
+
+A new one of any kind is one class added to ``REGISTRY``; :class:`~toprune.prune_config.PruneConfig` takes its
+choice lists from here. Heavy imports stay inside the methods: the CLI builds its parser from this module.
+"""
+
+from __future__ import annotations
+
+from .constraint import CONSTRAINTS
+from .errors import ToPruneError
+from .plan import ScoringSpec
+
+
+# -- scorers ------------------------------------------------------------------------------------------------------
+class Scorer:
+    """How survivors are ranked: the plan's scoring spec, and the random draws of training and evaluation."""
+
+    kind = ""
+
+    def spec(self, cfg) -> ScoringSpec:
+        return ScoringSpec(self.kind, cfg.score_radius)
+
+    def check(self, data) -> None:
+        """One-line error if the data cannot be scored this way."""
+
+    def training_draws(self, sampler):
+        """The generator of random scores while training (None: scores come from attention)."""
+        return None
+
+    def evaluation_draws(self, seed: int):
+        """The generator of random scores at every evaluation: the same draws each time."""
+        return None
+
+
+class AttentionScorer(Scorer):
+    """The authors': attention received from every row."""
+
+    kind = "attention"
+
+
+class QuestionScorer(Scorer):
+    """[ours] Attention received from the first segment's (the question's) rows only."""
+
+    kind = "question"
+
+    def check(self, data) -> None:
+        if "token_type_ids" not in data.dev.column_names:
+            raise ToPruneError("--scorer question needs token_type_ids to find the question's rows; this tokenizer "
+                               "does not make them (RoBERTa, XLM-R, DistilBERT): use the attention scorer")
+
+
+class RandomScorer(Scorer):
+    """The floor baseline: random survivors, drawn from the run's sampler while training and from the seed at
+    evaluation (saved in the spec, so a reloaded model draws the same)."""
+
+    kind = "random"
+
+    def spec(self, cfg) -> ScoringSpec:
+        return ScoringSpec(self.kind, 0, cfg.seed)
+
+    def training_draws(self, sampler):
+        return sampler
+
+    def evaluation_draws(self, seed: int):
+        import torch
+
+        return torch.Generator().manual_seed(seed)
+
+
+# -- plan sources -------------------------------------------------------------------------------------------------
+class PlanSource:
+    """What plan the run trains: ``learned`` (gates trained under the constraint) or a fixed schedule."""
+
+    name = ""
+    learned = False
+    ranks_fixed = True  # a ranking target that trains under a fixed plan (the answer) does so here
+
+    def scorer(self, cfg) -> Scorer:
+        """The scorer of the plans this source makes."""
+        return SCORERS[cfg.scorer]()
+
+    def fixed_plan(self, run):
+        """The plan trained from the first step (None: learned)."""
+        return None
+
+
+class LearnedGates(PlanSource):
+    """ToP: hard-concrete gates learned under the constraint, then a deterministic plan (rounded or fitted)."""
+
+    name = "top"
+    learned = True
+
+
+class StaticSchedule(PlanSource):
+    """The baseline: every pruning layer keeps the same share of the best-scored tokens, at the target."""
+
+    name = "static"
+
+    def fixed_plan(self, run):
+        from .static import static_plan
+
+        return static_plan(run.cost, run.layers, run.split_lengths, run.target_rel, run.reference,
+                           self.scorer(run.cfg).spec(run.cfg))
+
+
+class RandomSchedule(StaticSchedule):
+    """The floor: the static schedule's counts, random survivors (no ranking to train)."""
+
+    name = "random"
+    ranks_fixed = False  # random survivors: no ranking decides anything
+
+    def scorer(self, cfg) -> Scorer:
+        return RandomScorer()
+
+
+# -- ranking targets ----------------------------------------------------------------------------------------------
+class RankTarget:
+    """What the student's early score layers learn to rank like."""
+
+    name = ""
+    per_pair = False  # the loss over pairs of grades (two-grade labels) instead of the top-k lists
+    under_fixed_plan = False  # also trained under a fixed plan, where the ranking alone decides the drops
+
+    def check(self, cfg) -> None:
+        """One-line error if the task cannot give this target."""
+
+    def teacher_score_layers(self, num_layers: int) -> set[int]:
+        return set()
+
+    def default_rank_layers(self, layers: list[int], num_layers: int) -> list[int]:
+        """The authors': the first ~L/4 score layers (the later ones rank well on their own)."""
+        first = layers[0]
+        return list(range(first - 1, first - 1 + max(1, round(num_layers / 4))))
+
+    def labels(self, run, batch: dict, teacher_logits, valid):
+        raise NotImplementedError
+
+
+class AttentionTarget(RankTarget):
+    """The authors': the teacher's final-layer attention top-k."""
+
+    name = "attention"
+
+    def teacher_score_layers(self, num_layers: int) -> set[int]:
+        return {num_layers - 1}
+
+    def labels(self, run, batch, teacher_logits, valid):
+        from .ranking import ranking_labels
+
+        last = run.dims.num_layers - 1
+        return ranking_labels(run.teacher_state.last.scores[last], valid, run.cfg.topk)
+
+
+class AnswerTarget(RankTarget):
+    """[ours] QA: the teacher's answer relevance from its start/end logits, the top-k above every other token; it
+    keeps training under a fixed plan, where QA accuracy hangs on the answer's survival."""
+
+    name = "answer"
+    per_pair = True
+    under_fixed_plan = True
+
+    def check(self, cfg) -> None:
+        from .squad import is_squad
+
+        if not is_squad(cfg.task):
+            raise ToPruneError("--rank-target answer needs a question-answering task (squad, squad_v2)")
+
+    def default_rank_layers(self, layers, num_layers):
+        return [layer - 1 for layer in layers]  # every layer whose scores decide a drop
+
+    def labels(self, run, batch, teacher_logits, valid):
+        from .qa import answer_region
+        from .ranking import answer_labels
+
+        return answer_labels(teacher_logits, valid, run.cfg.topk, answer_region(batch, valid))
+
+
+def _by_name(*classes) -> dict:
+    return {getattr(c, "name", None) or c.kind: c for c in classes}
+
+
+SCORERS = _by_name(AttentionScorer, QuestionScorer)  # user choices; RandomScorer comes with --method random
+PLAN_SOURCES = _by_name(LearnedGates, StaticSchedule, RandomSchedule)
+RANK_TARGETS = _by_name(AttentionTarget, AnswerTarget)
+# PruneConfig field -> {user-facing name: strategy class}: the only place these names are mapped
+REGISTRY = {"method": PLAN_SOURCES, "scorer": SCORERS, "rank_target": RANK_TARGETS, "constraint": CONSTRAINTS}
+
+
+def build(field_name: str, name: str):
+    """The strategy object a config value names (one-line error for an unknown name)."""
+    choices = REGISTRY[field_name]
+    if name not in choices:
+        raise ToPruneError(f"{field_name} must be one of {', '.join(choices)}, got {name!r}")
+    return choices[name]()

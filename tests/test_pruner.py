@@ -1,0 +1,73 @@
+"""The Pruner in memory: no folders, the same plan and numbers as the run in a folder (and the code before it)."""
+
+import copy
+import json
+
+import pytest
+
+import toprune
+from toprune.train import prepare_data, seed_everything
+
+from .behaviour_reference import BASE, REFERENCE
+from .conftest import tiny_bert_with_tokenizer, write_small_glue
+
+
+def test_pruner_in_memory_fits_the_recorded_plan(tmp_path):
+    data_dir = write_small_glue(tmp_path / "data")
+    teacher, tokenizer = tiny_bert_with_tokenizer()
+    student = copy.deepcopy(teacher)
+    config = toprune.PruneConfig(task="mrpc", **BASE)
+    seed_everything(config.seed)
+    data = prepare_data(tokenizer, "mrpc", data_dir / "glue", config.max_length, config.max_train_samples,
+                        config.seed)
+    pruner = toprune.Pruner(student, teacher, tokenizer, data, config, log=lambda *_: None)
+    summary = pruner.fit()
+    want = json.loads(REFERENCE.read_text())["top"]
+    assert pruner.plan.to_dict()["kept_bins"] == want["kept_bins"]
+    assert summary["best"]["step"] == want["best"]["step"]
+    assert summary["dev"]["metric"] == pytest.approx(want["dev"]["metric"], rel=1e-6)
+    assert summary["dev"]["flops_reduction_unpadded"] == pytest.approx(want["dev"]["flops_reduction_unpadded"])
+    assert pruner.plan.meta["dev_metric"] == summary["dev"]["metric"] and pruner.plan.meta["method"] == "top"
+    assert toprune.pruning_state(pruner.model).plan is pruner.plan  # the student carries the kept plan
+    assert not list(tmp_path.glob("**/checkpoint.pt"))  # nothing written: the run folder is the CLI's
+
+
+def test_pruner_refuses_a_pruned_teacher_and_a_bad_strategy_name(tmp_path):
+    teacher, tokenizer = tiny_bert_with_tokenizer()
+    data_dir = write_small_glue(tmp_path / "data", train_rows=40, dev_rows=10)
+    data = prepare_data(tokenizer, "mrpc", data_dir / "glue", 64, seed=57)
+    with pytest.raises(toprune.ToPruneError, match="method must be one of top, static, random, got 'magic'"):
+        toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, toprune.PruneConfig(method="magic"))
+    toprune.apply_pruning(teacher, toprune.PruningPlan.from_keep_ratios(4, {2: 0.5}))
+    with pytest.raises(toprune.ToPruneError, match="already pruned"):
+        toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, toprune.PruneConfig(max_length=64))
+
+
+def test_a_new_constraint_is_one_class_in_the_registry(tmp_path, monkeypatch):
+    """Registered under a name, a Constraint subclass is what the config's choice builds and what judges every
+    evaluation (here: FLOPs, with a stricter bar, so nothing is kept)."""
+    from toprune.constraint import FlopsConstraint
+    from toprune.strategies import REGISTRY
+
+    judged = []
+
+    class Stricter(FlopsConstraint):
+        name = "stricter"
+
+        def judge(self, result, plan, run):
+            super().judge(result, plan, run)
+            judged.append(result["flops_reduction_unpadded"])
+            result["meets_target"] = False
+
+    monkeypatch.setitem(REGISTRY["constraint"], "stricter", Stricter)
+    data_dir = write_small_glue(tmp_path / "data", train_rows=40, dev_rows=10)
+    teacher, tokenizer = tiny_bert_with_tokenizer()
+    data = prepare_data(tokenizer, "mrpc", data_dir / "glue", 64, seed=57)
+    config = toprune.PruneConfig(task="mrpc", constraint="stricter", max_length=64, batch_size=8, max_steps=2,
+                                 eval_every=2, target="1.2x")
+    pruner = toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, config, log=lambda *_: None)
+    assert isinstance(pruner.constraint, Stricter)
+    summary = pruner.fit()
+    assert len(judged) == 1 and summary["best"] is None and pruner.plan is None
+    with pytest.raises(toprune.ToPruneError, match="constraint must be one of flops, latency, stricter"):
+        toprune.Pruner(teacher, teacher, tokenizer, data, toprune.PruneConfig(constraint="nope", max_length=64))
