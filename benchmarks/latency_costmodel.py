@@ -28,7 +28,7 @@ import toprune
 from toprune.benchmark import environment
 from toprune.latency_check import EXAMPLES, check_real_batches, task_batches
 from toprune.plan import PruningPlan
-from toprune.profile import BACKENDS, check_predictions, profile
+from toprune.profile import BACKENDS, CALIBRATION, Timer, check_plans, check_predictions, profile
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,10 +49,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "backend's, toprune.profile.CALIBRATION)")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per uniform timing (median)")
     parser.add_argument("--passes", type=int, default=5, help="timed passes over the real batches (median)")
+    parser.add_argument("--per-batch", action="store_true",
+                        help="also time each real batch alone (median): tells a wrong model from a busy machine")
     parser.add_argument("--learned", nargs="*", default=[], help="pruned model folders whose plans are checked too")
     parser.add_argument("--workdir", default="runs/latency_costmodel", help="exported ONNX graphs, reused")
     parser.add_argument("--output", default=str(HERE / "results" / "latency_costmodel.json"))
     parser.add_argument("--resume", action="store_true", help="keep the entries already in --output")
+    parser.add_argument("--prepare", action="store_true",
+                        help="only export the ONNX graphs every timing will need into --workdir (minutes; the "
+                             "machine need not be quiet), then stop")
     return parser.parse_args(argv)
 
 
@@ -64,7 +69,8 @@ def summary_rows(results: dict) -> list[dict]:
                          "uniform_median_abs_error": entry["uniform"]["median_abs_error"],
                          "real_median_abs_error": entry["real"]["median_abs_error"],
                          "real_learned_median_abs_error": entry["real"]["median_abs_error_learned"],
-                         "real_dense_error": entry["real"]["dense_error"]})
+                         "real_dense_error": entry["real"]["dense_error"],
+                         "real_per_batch_median_abs_error": entry["real"].get("median_abs_error_per_batch")})
     return rows
 
 
@@ -76,6 +82,8 @@ def main(argv=None) -> int:
     model, tokenizer = toprune.load_model(args.model), toprune.load_tokenizer(args.model)
     learned = {Path(f).as_posix(): PruningPlan.load(f, model.config.num_hidden_layers) for f in args.learned}
     workdir = Path(args.workdir)
+    if args.prepare:
+        return prepare(model, args, learned, workdir)
     for backend in args.backends.split(","):
         for bs in [int(b) for b in args.batch_sizes.split(",")]:
             if str(bs) in results.get(backend, {}):
@@ -86,7 +94,8 @@ def main(argv=None) -> int:
                            plans=args.calibration_plans, workdir=workdir)
             uniform = check_predictions(model, cost, args.plans, args.max_tokens, args.repeats, workdir=workdir)
             batches = task_batches(tokenizer, args.task, args.data_dir, bs, args.examples, args.max_length)
-            real = check_real_batches(model, cost, batches, args.plans, learned, args.passes, workdir=workdir)
+            real = check_real_batches(model, cost, batches, args.plans, learned, args.passes, workdir=workdir,
+                                      per_batch=args.per_batch)
             results.setdefault(backend, {})[str(bs)] = {
                 "cost_model": {k: v for k, v in cost.__dict__.items() if k != "key"}, "key": cost.key,
                 "uniform": uniform, "real": real, "seconds": round(time.time() - start, 1)}
@@ -96,6 +105,17 @@ def main(argv=None) -> int:
     write(out, args, results)
     for row in summary_rows(results):
         print(json.dumps(row))
+    return 0
+
+
+def prepare(model, args: argparse.Namespace, learned: dict, workdir: Path) -> int:
+    """Export the dense graph, the calibration plans and the check plans (the same for every batch size)."""
+    layers = int(model.config.num_hidden_layers)
+    plans = [None, *check_plans(layers, args.calibration_plans or CALIBRATION["onnxruntime"][0], seed=0),
+             *check_plans(layers, args.plans, seed=1), *learned.values()]
+    with Timer(model, "onnxruntime", args.threads, workdir) as timer:
+        for plan in plans:
+            print(f"exported: {timer.export(plan)}", file=sys.stderr, flush=True)
     return 0
 
 

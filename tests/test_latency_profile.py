@@ -125,3 +125,20 @@ def test_onnxruntime_profile_is_fitted_cached_and_refused_for_another_setting(tm
 def test_unknown_backend_is_one_line():
     with pytest.raises(ToPruneError, match="--backend tensorrt"):
         profile_module.profile(tiny_bert(), "tensorrt")
+
+
+def test_profile_command_fits_caches_and_checks(tmp_path, monkeypatch, capsys):
+    from toprune.cli import main
+
+    monkeypatch.setenv("TOPRUNE_CACHE", str(tmp_path / "cache"))
+    tiny_bert().save_pretrained(tmp_path / "model")
+    assert main(["profile", str(tmp_path / "model"), "--batch-size", "2", "--threads", "1", "--max-tokens", "24",
+                 "--check-plans", "2", "--output", str(tmp_path / "p.json"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["check"]["median_abs_error"] >= 0 and len(result["check"]["plans"]) == 2
+    assert max(row["tokens"] for row in result["check"]["plans"]) <= 24
+    saved = LatencyCost.load(tmp_path / "p.json", expect=profile_key(tiny_bert(), "pytorch", 2, 1))
+    assert saved == LatencyCost.load(result["profile"]["cached_at"])
+    with pytest.raises(SystemExit) as exit_code:  # argparse's own one-line error
+        main(["profile", str(tmp_path / "model"), "--backend", "tensorrt"])
+    assert exit_code.value.code == 2

@@ -87,6 +87,11 @@ def batch_counts(plan: PruningPlan | None, lengths, num_layers: int) -> list[int
     return [max(counts[layer] for counts in per_example) for layer in range(num_layers)]
 
 
+def longest_input(model, max_tokens: int) -> int:
+    """``max_tokens``, or less where the model's position embeddings end."""
+    return min(max_tokens, int(getattr(model.config, "max_position_embeddings", max_tokens) or max_tokens))
+
+
 def random_plan(num_layers: int, pruning_layers: list[int], generator: torch.Generator) -> PruningPlan:
     ratios = {layer: float(torch.empty(()).uniform_(0.2, 1.0, generator=generator)) for layer in pruning_layers}
     return PruningPlan.from_keep_ratios(num_layers, ratios, num_bins=20)
@@ -98,7 +103,11 @@ class Timer:
     def __init__(self, model, backend: str, threads: int, workdir: str | Path | None = None) -> None:
         if backend not in BACKENDS:
             raise ToPruneError(f"--backend {backend}: latency profiles are measured for {', '.join(BACKENDS)}")
+        from .runtime import remove_pruning
+
+        remove_pruning(model)  # a pruned model folder profiles as its dense encoder: plans are put on by the timer
         self.model, self.backend, self.threads = model.eval(), backend, threads
+        self.repeats = 10  # timed runs per calibration timing
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="toprune-profile-")
         self.workdir = Path(workdir if workdir is not None else self._tmp.name)
         self._session: tuple[Path, Callable] | None = None  # the last graph's session: plans are timed in a row
@@ -141,13 +150,13 @@ class Timer:
 
     def export(self, plan: PruningPlan | None) -> Path:
         """The served graph of the model under ``plan`` (None: the dense graph), exported once per plan into the
-        work folder (several checks of one plan share it)."""
+        work folder (several checks of one plan share it; the folder name hashes the plan and the config)."""
         from .export import export_onnx
         from .runtime import apply_pruning, remove_pruning
         from .serve import CONFIG_FILENAME
 
         bins = None if plan is None else plan.to_dict()["kept_bins"]
-        key = json.dumps({"bins": bins, "layers": int(self.model.config.num_hidden_layers)}, sort_keys=True)
+        key = json.dumps({"bins": bins, "config": self.model.config.to_dict()}, sort_keys=True, default=str)
         folder = self.workdir / f"graph-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
         if (folder / CONFIG_FILENAME).is_file():
             return folder
@@ -191,23 +200,28 @@ def layer_constants(model, batch_size: int, repeats: int) -> tuple[float, float]
     return fit_polynomial(grid, attn, 1)[0], fit_polynomial(grid, ffn, 1)[0]
 
 
-def calibrate(timer: Timer, batch_size: int, max_tokens: int, repeats: int, plans: int, lengths_per_plan: int,
-              seed: int = 0, progress: bool = True) -> tuple[list[list[int]], list[float]]:
-    """Whole-model timings: (tokens each layer ran at, ms) of the dense model at several lengths and of random
-    plans at random lengths."""
-    num_layers = int(timer.model.config.num_hidden_layers)
-    generator = torch.Generator().manual_seed(seed)
+def calibration_configs(num_layers: int, batch_size: int, max_tokens: int, plans: int, lengths_per_plan: int,
+                        seed: int = 0) -> list[tuple[PruningPlan | None, list[int]]]:
+    """(plan, example lengths of one batch) of every calibration timing: the dense model at several lengths, then
+    random plans at random lengths (deterministic in ``seed``: the exports they need can be made ahead)."""
+    generator = torch.Generator().manual_seed(seed + 1000)  # lengths; the plans do not depend on the batch size
     dense = [n for n in token_grid(max_tokens) if n >= 8][-6:] or [max_tokens]
     configs = [(None, batch_lengths(batch_size, n, i % 3 == 2, generator)) for i, n in enumerate(dense)]
-    for _ in range(plans):
-        plan = random_plan(num_layers, default_pruning_layers(num_layers), generator)
+    for plan in check_plans(num_layers, plans, seed):
         for j in range(lengths_per_plan):
             n = int(torch.randint(min(8, max_tokens), max_tokens + 1, (), generator=generator))
             configs.append((plan, batch_lengths(batch_size, n, j % 2 == 1, generator)))
+    return configs
+
+
+def calibrate(timer: Timer, configs, progress: bool = True) -> tuple[list[list[int]], list[float]]:
+    """Whole-model timings of ``configs``: (tokens each layer ran at, median ms)."""
+    num_layers = int(timer.model.config.num_hidden_layers)
     counts, times = [], []
-    for plan, lengths in tqdm(configs, desc=f"calibrating {timer.backend} b{batch_size}", disable=not progress):
+    for plan, lengths in tqdm(configs, desc=f"calibrating {timer.backend} b{len(configs[0][1])}",
+                              disable=not progress):
         counts.append(batch_counts(plan, lengths, num_layers))
-        times.append(time_batch(timer, plan, lengths, repeats))
+        times.append(time_batch(timer, plan, lengths, timer.repeats))
     return counts, times
 
 
@@ -221,13 +235,16 @@ def profile(model, backend: str = "pytorch", batch_size: int = 1, threads: int =
     before = torch.get_num_threads()
     threads = threads or before
     default_plans, default_lengths = CALIBRATION[backend]
+    max_tokens = longest_input(model, max_tokens)
     try:
         torch.set_num_threads(threads)
         model = model.eval()
         with Timer(model, backend, threads, workdir) as timer:
             constants = layer_constants(model, batch_size, repeats) if backend == "pytorch" else (0.0, 0.0)
-            counts, times = calibrate(timer, batch_size, max_tokens, repeats, plans or default_plans,
-                                      lengths_per_plan or default_lengths, progress=progress)
+            timer.repeats = repeats
+            configs = calibration_configs(int(model.config.num_hidden_layers), batch_size, max_tokens,
+                                          plans or default_plans, lengths_per_plan or default_lengths)
+            counts, times = calibrate(timer, configs, progress)
         return fit_latency_cost(counts, times, profile_key(model, backend, batch_size, threads), constants)
     finally:
         torch.set_num_threads(before)  # the caller (e.g. a training run) keeps its own thread count
@@ -237,23 +254,29 @@ def relative_errors(rows: list[dict]) -> list[float]:
     return [abs(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows]
 
 
+def check_plans(num_layers: int, plans: int, seed: int = 1) -> list[PruningPlan]:
+    """``plans`` random plans drawn with ``seed``: the calibration's (seed 0) or a check's (seed 1, other plans);
+    the uniform and the real-batch checks time the same ones, so ONNX Runtime exports each once."""
+    generator = torch.Generator().manual_seed(seed)
+    return [random_plan(num_layers, default_pruning_layers(num_layers), generator) for _ in range(plans)]
+
+
 def check_predictions(model, cost: LatencyCost, plans: int, max_tokens: int, repeats: int = 10, seed: int = 1,
                       workdir: str | Path | None = None, progress: bool = True) -> dict:
-    """Predicted vs measured latency of random plans (``seed``: not the calibration's) on uniform inputs of random
-    lengths, at the profile's own backend, batch size and threads: the cost model's error, a fraction of the
-    measured time."""
+    """Predicted vs measured latency of :func:`check_plans` on uniform inputs of random lengths, at the profile's
+    own backend, batch size and threads: the cost model's error, a fraction of the measured time."""
     batch_size = int(cost.key.get("batch_size", 1))
-    generator = torch.Generator().manual_seed(seed)
+    max_tokens = longest_input(model, max_tokens)
+    lengths = torch.Generator().manual_seed(seed + 1)
     rows = []
-    pruning_layers = default_pruning_layers(cost.num_layers)
     before = torch.get_num_threads()
     threads = int(cost.key.get("threads", before))
     torch.set_num_threads(threads)
     try:
         with Timer(model, cost.key.get("backend", "pytorch"), threads, workdir) as timer:
-            for _ in tqdm(range(plans), desc="checking predictions", disable=not progress):
-                plan = random_plan(cost.num_layers, pruning_layers, generator)
-                n = int(torch.randint(min(8, max_tokens), max_tokens + 1, (), generator=generator))
+            for plan in tqdm(check_plans(cost.num_layers, plans, seed), desc="checking predictions",
+                             disable=not progress):
+                n = int(torch.randint(min(8, max_tokens), max_tokens + 1, (), generator=lengths))
                 measured = time_batch(timer, plan, [n] * batch_size, repeats)
                 rows.append({"tokens": n, "keep_ratios": [round(plan.keep_ratio(i), 3) for i in range(cost.num_layers)],
                              "predicted_ms": cost.predict_ms(plan.token_counts(n)), "measured_ms": measured})
