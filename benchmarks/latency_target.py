@@ -9,7 +9,8 @@ Per task, setting (backend, serving batch size, speed-up target) and seed:
    it), or the latency target's number itself (``same``), or a given reduction ("2.4x");
 3. ``toprune bench --backend B --batch-sizes b --json`` on both: measured speed-up against the dense model in the
    same backend, dev metric (in ONNX Runtime for that backend), tokens kept per layer.
-Runs resume: a finished (task, constraint, setting, seed) is skipped, a killed training run continues
+``--stage train`` trains every run (the machine may be busy), ``--stage bench`` then measures them (quiet). Runs
+resume: a finished (task, constraint, setting, seed) is skipped, a killed training run continues
 (``--resume``), and the JSON is rewritten after every run. Timings need a quiet machine.
 
     python benchmarks/latency_target.py --teachers mrpc=runs/mrpc-teacher sst2=runs/sst2-teacher \\
@@ -38,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="57,58,59")
     parser.add_argument("--threads", type=int, default=2, help="serving threads (profile and bench)")
     parser.add_argument("--flops-target", default="matched", help="matched, same, or a reduction like 2.4x")
+    parser.add_argument("--stage", choices=["all", "train", "bench"], default="all",
+                        help="train: the pruning runs only (any time); bench: measure trained runs (quiet machine)")
     parser.add_argument("--prune-args", default="", help="extra `toprune prune` options, e.g. \"--epochs 5\"")
     parser.add_argument("--bench-args", default="", help="extra `toprune bench` options, e.g. \"--examples 256\"")
     parser.add_argument("--data-dir", help="GLUE folder (default: toprune's, ../shared/data)")
@@ -123,7 +126,12 @@ def main(argv=None) -> int:
                     else:
                         flops = flops_target(args, teacher, task, backend, batch, target_x)
                         options, extra = ["--target", f"{flops}x"], {"flops_target": flops}
-                    train(teacher, task, folder, options, common)
+                    if args.stage != "bench":
+                        train(teacher, task, folder, options, common)
+                    if args.stage == "train":
+                        continue
+                    if not (folder / "summary.json").is_file():
+                        raise SystemExit(f"{folder} is not trained yet: run --stage train first")
                     bench = json.loads(toprune_cli(["bench", "--dense", teacher, "--pruned", str(folder / "best"),
                                                     "--task", task, "--backend", backend, "--batch-sizes", str(batch),
                                                     "--threads", str(args.threads), "--json", *data,
