@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model folder (dense or pruned: its encoder shape is what counts) or 'minilm'")
     p.add_argument("--batch-size", type=positive_int, default=1, help="serving batch size (default %(default)s)")
     p.add_argument("--threads", type=positive_int, help="intra-op threads (default: torch's default here)")
-    p.add_argument("--backend", choices=["pytorch"], default="pytorch")
+    p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch",
+                   help="eager PyTorch, or ONNX Runtime on the exported graphs (each plan timed is one export)")
     p.add_argument("--max-tokens", type=positive_int, default=128, help="longest input profiled (default 128)")
     p.add_argument("--check-plans", type=int, default=12,
                    help="random plans whose measured latency is compared with the prediction (default 12; 0: none)")

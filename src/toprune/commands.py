@@ -257,7 +257,8 @@ def cmd_profile(args, data_dir):
         a0, a1, a2 = cost.attention
         print(f"{cost.key['machine']}: {args.backend}, batch {args.batch_size}, {threads} threads")
         print(f"per layer: attention {a0:.3f} + {a1:.4f} n + {a2:.6f} n^2 ms, FFN {cost.ffn[0]:.3f} + "
-              f"{cost.ffn[1]:.4f} n ms; fixed {cost.fixed:.3f} ms; pruning overhead {cost.prune_overhead:.3f} ms")
+              f"{cost.ffn[1]:.4f} n ms; fixed {cost.fixed:.3f} ms; pruning overhead {cost.prune_overhead:.3f} + "
+              f"{cost.prune_overhead_per_token:.4f} n ms per dropping layer")
         if "check" in result:
             print(f"{args.check_plans} random plans: median |predicted - measured| / measured = "
                   f"{result['check']['median_abs_error']:.1%}")

@@ -40,7 +40,8 @@ def latency_cost(model, backend: str, batch_size: int, threads: int, profile_pat
     if cached.is_file():
         log(f"latency profile: reusing {cached}")
         return LatencyCost.load(cached, expect=key)
-    log(f"latency profile: measuring {backend}, batch {batch_size}, {threads} threads (a few minutes)")
+    exports = ", one ONNX export per plan timed" if backend == "onnxruntime" else ""
+    log(f"latency profile: measuring {backend}, batch {batch_size}, {threads} threads (a few minutes{exports})")
     cost = profile(model, backend, batch_size, threads)
     cost.save(cached)
     return cost

@@ -3,7 +3,8 @@ billed in milliseconds, and at batch 1 a layer's time is mostly fixed per-operat
 
 Per layer, with n tokens entering the attention and n' the FFN (the FLOPs model's split, toprune.flops):
     attention(n) = a0 + a1 n + a2 n^2        ffn(n') = f0 + f1 n'
-plus a fixed cost (embeddings, head, the call itself) and an overhead per pruning layer (scoring, ranking, gather).
+plus a fixed cost (embeddings, head, the call itself) and an overhead for each layer whose tokens drop (it scores
+with explicit attention instead of the fused kernel, ranks and gathers): a constant plus a cost per token entering it.
 All in milliseconds per batch of ``batch_size`` examples of equal length, on the backend and thread count of the
 profile: :class:`LatencyCost` is a cost model of :func:`toprune.flops.encoder_cost`, so the same constraint code
 (expected cost of a soft plan, plan fitting, reachability) serves FLOPs and latency.
@@ -20,7 +21,7 @@ import numpy as np
 
 from .errors import ToPruneError
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2  # 2: whole-model fit with a per-token pruning overhead (v1 profiles are measured again)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class LatencyCost:
     fixed: float  # ms per call outside the layers
     prune_overhead: float = 0.0  # ms per pruning layer that really prunes (scores, ranks, gathers)
     key: dict = field(default_factory=dict)  # what it was measured for: model shape, backend, batch, threads
+    prune_overhead_per_token: float = 0.0  # ms per token entering a layer that drops (scoring scales with it)
 
     @property
     def fixed_cost(self) -> float:
@@ -43,7 +45,8 @@ class LatencyCost:
         f0, f1 = self.ffn
         drops = n_attn - n_ffn
         drops = drops.clamp(0.0, 1.0) if hasattr(drops, "clamp") else min(1.0, max(0.0, drops))
-        return a0 + a1 * n_attn + a2 * n_attn * n_attn + f0 + f1 * n_ffn + self.prune_overhead * drops
+        overhead = (self.prune_overhead + self.prune_overhead_per_token * n_attn) * drops
+        return a0 + a1 * n_attn + a2 * n_attn * n_attn + f0 + f1 * n_ffn + overhead
 
     def predict_ms(self, attn_counts) -> float:
         """Predicted latency of one batch whose examples all carry ``attn_counts`` tokens into each layer (for a
@@ -65,7 +68,8 @@ class LatencyCost:
         try:
             data = json.loads(Path(path).read_text())
             cost = cls(int(data["num_layers"]), tuple(data["attention"]), tuple(data["ffn"]), float(data["fixed"]),
-                       float(data.get("prune_overhead", 0.0)), dict(data.get("key", {})))
+                       float(data.get("prune_overhead", 0.0)), dict(data.get("key", {})),
+                       float(data.get("prune_overhead_per_token", 0.0)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ToPruneError(f"{path}: not a latency profile ({type(exc).__name__}: {exc})") from None
         stale = cost.mismatch(expect or {})
@@ -85,7 +89,7 @@ def profile_key(model, backend: str, batch_size: int, threads: int) -> dict:
     shape = [int(getattr(c, name, 0) or 0) for name in ("num_hidden_layers", "hidden_size", "num_attention_heads")]
     shape.append(int(getattr(c, "intermediate_size", 0) or getattr(c, "hidden_dim", 0)))
     return {"model_type": c.model_type, "shape": shape, "backend": backend, "batch_size": int(batch_size),
-            "threads": int(threads), "machine": machine()}
+            "threads": int(threads), "machine": machine(), "version": PROFILE_VERSION}
 
 
 def machine() -> str:
@@ -120,3 +124,63 @@ def fit_polynomial(tokens, ms, degree: int) -> tuple[float, ...]:
     for k, c in zip(active, coef):
         out[k] = max(0.0, float(c))
     return tuple(out)
+
+
+# what a whole-model timing is regressed on: the terms of encoder_cost summed over the layers (see layer_cost)
+FEATURES = ("constant", "attention tokens", "attention tokens^2", "FFN tokens", "dropping layers",
+            "tokens entering dropping layers")
+
+
+def cost_features(attn_counts) -> list[float]:
+    """The sums that :meth:`LatencyCost.predict_ms` is linear in, for tokens ``attn_counts`` entering each layer
+    (for a padded batch: the padded length each layer runs at)."""
+    counts = [float(c) for c in attn_counts]
+    ffn = counts[1:] + counts[-1:]
+    drops = [1.0 if f < c else 0.0 for c, f in zip(counts, ffn)]
+    return [1.0, sum(counts), sum(c * c for c in counts), sum(ffn), sum(drops),
+            sum(d * c for d, c in zip(drops, counts))]
+
+
+def robust_nnls(design, ms, iterations: int = 20, huber: float = 1.345) -> np.ndarray:
+    """Non-negative coefficients of ms ~ design @ coef that minimise the *relative* error (rows weighted by 1/ms:
+    a 1 ms miss matters more on a 5 ms call than on a 200 ms one), iteratively reweighted with Huber's weights so
+    a few disturbed timings (another process woke up) do not pull the fit. Columns are scaled to [0, 1] first (the
+    features span six orders of magnitude)."""
+    from scipy.optimize import nnls
+
+    x, y = np.asarray(design, dtype=np.float64), np.asarray(ms, dtype=np.float64)
+    if len(y) < x.shape[1]:
+        raise ToPruneError(f"a latency fit needs at least {x.shape[1]} timings, got {len(y)}")
+    if not np.isfinite(y).all() or (y <= 0).any():
+        raise ToPruneError("latency timings must be positive and finite")
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    x = x / scale
+    weights = np.ones_like(y)
+    for _ in range(iterations):
+        w = weights / y
+        coef = nnls(x * w[:, None], y * w)[0]
+        rel = (x @ coef - y) / y
+        spread = max(1.4826 * float(np.median(np.abs(rel - np.median(rel)))), 1e-3)  # MAD; 0.1% floor
+        new = np.minimum(1.0, huber * spread / np.maximum(np.abs(rel), 1e-12))
+        if np.allclose(new, weights, atol=1e-4):
+            break
+        weights = new
+    return coef / scale
+
+
+def fit_latency_cost(attn_counts, ms, key: dict, layer_constants: tuple[float, float] = (0.0, 0.0)) -> LatencyCost:
+    """:class:`LatencyCost` fitted to whole-model timings (``ms[i]`` of a batch whose layers ran ``attn_counts[i]``
+    tokens) by :func:`robust_nnls` on :func:`cost_features`.
+
+    Whole-model timings cannot tell a per-layer constant from the fixed cost (every call runs every layer); the
+    split comes from ``layer_constants`` (a0, f0, e.g. one layer's parts timed alone), capped by the fitted total,
+    else everything constant is ``fixed``. Predictions do not depend on the split."""
+    num_layers = len(attn_counts[0])
+    if any(len(c) != num_layers for c in attn_counts):
+        raise ToPruneError("every calibration batch needs one token count per layer")
+    c0, c1, c2, c3, c4, c5 = (float(c) for c in robust_nnls([cost_features(c) for c in attn_counts], ms))
+    a0, f0 = (max(0.0, float(v)) for v in layer_constants)
+    share = min(1.0, c0 / (num_layers * (a0 + f0))) if a0 + f0 > 0 else 0.0
+    a0, f0 = a0 * share, f0 * share
+    return LatencyCost(num_layers, (a0, c1, c2), (f0, c3), max(0.0, c0 - num_layers * (a0 + f0)), c4, key, c5)

@@ -1,45 +1,58 @@
 """``toprune profile``: measure one encoder on this machine and fit :class:`toprune.costmodel.LatencyCost`.
 
-Backend ``pytorch`` (eager, the pruned runtime's own code path):
-1. each part of layer 0, timed alone on random states of n tokens at the serving batch size: the attention part
-   (projections, SDPA, output projection + norm) over a grid of n, the FFN part (+ norm) likewise; fitted a0+a1 n+a2 n^2
-   and f0+f1 n;
-2. calibration in the whole model: the dense model at four lengths and random plans on uniform inputs, fitted by
-   non-negative least squares as s * (the parts' prediction) + a fixed cost (embeddings, head, the call) + an overhead
-   per layer whose tokens drop (explicit attention for the scores, ranking, gather, restore).
-Timings are the best of ``repeats`` runs after a warm-up, with ``threads`` intra-op threads: on a shared machine
-the fastest run is the one least disturbed by other work (timeit's advice), and a cost model wants the machine's
-own cost, not the neighbours'.
+Backends: ``pytorch`` (eager, the pruned runtime's own code path) and ``onnxruntime`` (the graphs of
+:func:`toprune.export.export_onnx`, which bake the plan into the graph: every plan timed is one export).
+
+1. ``pytorch`` only: each part of layer 0 timed alone on random states (attention part, FFN part) at the serving
+   batch size; it only splits the fitted constant between the layers and the fixed cost (whole-model timings cannot
+   tell them apart), it does not change a prediction.
+2. Calibration in the whole model: the dense model at several lengths and random plans at several lengths each
+   (for batches of more than one example, half of them padded batches of mixed lengths, as dynamic padding serves
+   them), fitted by :func:`toprune.costmodel.fit_latency_cost`: non-negative, relative-error, Huber-reweighted
+   least squares on the cost model's own terms. The pruning overhead has a per-token term because a dropping layer
+   computes its attention explicitly (the scores need the probabilities) instead of the fused kernel, and ranks and
+   gathers: a constant per layer under-predicts long inputs and over-predicts short ones.
+Timings are the median of ``repeats`` runs after warm-up runs at the same shape (first runs at a new shape pay the
+allocator, and ONNX Runtime's shape-specific caches), with ``threads`` intra-op threads: the median is the
+statistic the project's latency protocol reports (``toprune.benchmark``), so the model predicts what is checked.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import inspect
+import json
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-import numpy as np
 import torch
-from scipy.optimize import nnls
 from tqdm.auto import tqdm
 
 from .adapters import block_parts
-from .costmodel import LatencyCost, fit_polynomial, profile_key
+from .costmodel import LatencyCost, fit_latency_cost, fit_polynomial, profile_key
 from .errors import ToPruneError
 from .plan import PruningPlan, default_pruning_layers
 from .scoring import self_attention
 
-BACKENDS = ("pytorch",)
+BACKENDS = ("pytorch", "onnxruntime")
+# (random plans, lengths timed per plan): an ONNX Runtime plan costs an export, so fewer plans, more lengths each
+CALIBRATION = {"pytorch": (12, 2), "onnxruntime": (4, 5)}
+WARMUP = 2
 
 
-def best_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    for _ in range(WARMUP):
+        fn()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1000.0)
-    return min(samples)
+    return statistics.median(samples)
 
 
 def token_grid(max_tokens: int) -> list[int]:
@@ -47,25 +60,36 @@ def token_grid(max_tokens: int) -> list[int]:
     return grid if grid[-1] == max_tokens else grid + [max_tokens]
 
 
+def make_batch(model, lengths: list[int], seed: int = 0) -> dict:
+    """Random token ids right-padded to the longest of ``lengths`` (one example each), with the attention mask and,
+    for models that take them, zero token type ids (what a tokenizer gives a single sentence)."""
+    gen = torch.Generator().manual_seed(seed)
+    n = max(lengths)
+    ids = torch.randint(5, int(model.config.vocab_size), (len(lengths), n), generator=gen)
+    mask = (torch.arange(n).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)).long()
+    batch = {"input_ids": ids * mask, "attention_mask": mask}
+    if "token_type_ids" in inspect.signature(model.forward).parameters:
+        batch["token_type_ids"] = torch.zeros_like(ids)
+    return batch
+
+
 def uniform_batch(model, batch_size: int, n: int) -> dict:
-    vocab = int(model.config.vocab_size)
-    ids = torch.randint(5, vocab, (batch_size, n), generator=torch.Generator().manual_seed(n))
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    return make_batch(model, [n] * batch_size, seed=n)
 
 
-def time_plan(model, plan: PruningPlan | None, batch_size: int, n: int, repeats: int) -> float:
-    """Best-of-``repeats`` ms of the model on ``batch_size`` uniform inputs of ``n`` tokens, under ``plan`` (None:
-    dense); the plan is removed afterwards whatever happens."""
-    from .runtime import apply_pruning, remove_pruning
+def batch_counts(plan: PruningPlan | None, lengths, num_layers: int) -> list[int]:
+    """Tokens each layer runs at for one dynamically padded batch: per layer, the longest survivor list of the
+    batch (the pruned runtime re-pads to it), from each example's real length and the plan's keep counts."""
+    longest = max(int(n) for n in lengths)
+    if plan is None:
+        return [longest] * num_layers
+    per_example = [plan.token_counts(int(n)) for n in set(int(n) for n in lengths)]
+    return [max(counts[layer] for counts in per_example) for layer in range(num_layers)]
 
-    if plan is not None:
-        apply_pruning(model, plan)
-    try:
-        with torch.inference_mode():
-            return best_ms(lambda: model(**uniform_batch(model, batch_size, n)), repeats)
-    finally:
-        if plan is not None:
-            remove_pruning(model)
+
+def longest_input(model, max_tokens: int) -> int:
+    """``max_tokens``, or less where the model's position embeddings end."""
+    return min(max_tokens, int(getattr(model.config, "max_position_embeddings", max_tokens) or max_tokens))
 
 
 def random_plan(num_layers: int, pruning_layers: list[int], generator: torch.Generator) -> PruningPlan:
@@ -73,72 +97,189 @@ def random_plan(num_layers: int, pruning_layers: list[int], generator: torch.Gen
     return PruningPlan.from_keep_ratios(num_layers, ratios, num_bins=20)
 
 
-def profile_pytorch(model, batch_size: int, threads: int, max_tokens: int = 128, repeats: int = 10,
-                    plans: int = 8, progress: bool = True) -> LatencyCost:
+class Timer:
+    """Runs the model under a plan on one backend: ``with timer.runner(plan) as run: run(batch)``."""
 
-    if threads:
-        torch.set_num_threads(threads)
-    model = model.eval()
+    def __init__(self, model, backend: str, threads: int, workdir: str | Path | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ToPruneError(f"--backend {backend}: latency profiles are measured for {', '.join(BACKENDS)}")
+        from .runtime import remove_pruning
+
+        remove_pruning(model)  # a pruned model folder profiles as its dense encoder: plans are put on by the timer
+        self.model, self.backend, self.threads = model.eval(), backend, threads
+        self.repeats = 10  # timed runs per calibration timing
+        self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="toprune-profile-")
+        self.workdir = Path(workdir if workdir is not None else self._tmp.name)
+        self._session: tuple[Path, Callable] | None = None  # the last graph's session: plans are timed in a row
+
+    def close(self) -> None:
+        self._session = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Timer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def runner(self, plan: PruningPlan | None):
+        if self.backend == "onnxruntime":
+            from .benchmark import ort_runner
+
+            folder = self.export(plan)
+            if self._session is None or self._session[0] != folder:
+                self._session = None  # one session at a time (each holds the weights)
+                self._session = (folder, ort_runner(folder, self.threads))
+            yield self._session[1]
+            return
+        from .runtime import apply_pruning, remove_pruning
+
+        if plan is not None:
+            apply_pruning(self.model, plan)
+        try:
+            def run(batch: dict):
+                with torch.inference_mode():
+                    return self.model(**batch)
+
+            yield run
+        finally:
+            if plan is not None:
+                remove_pruning(self.model)
+
+    def export(self, plan: PruningPlan | None) -> Path:
+        """The served graph of the model under ``plan`` (None: the dense graph), exported once per plan into the
+        work folder (several checks of one plan share it; the folder name hashes the plan and the config)."""
+        from .export import export_onnx
+        from .runtime import apply_pruning, remove_pruning
+        from .serve import CONFIG_FILENAME
+
+        bins = None if plan is None else plan.to_dict()["kept_bins"]
+        key = json.dumps({"bins": bins, "config": self.model.config.to_dict()}, sort_keys=True, default=str)
+        folder = self.workdir / f"graph-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        if (folder / CONFIG_FILENAME).is_file():
+            return folder
+        samples = [make_batch(self.model, [12, 7, 3], seed=1), make_batch(self.model, [5], seed=2)]
+        if plan is not None:
+            apply_pruning(self.model, plan)
+        try:
+            return export_onnx(self.model, None, folder, samples=samples)
+        finally:
+            if plan is not None:
+                remove_pruning(self.model)
+
+
+def time_batch(timer: Timer, plan: PruningPlan | None, lengths: list[int], repeats: int) -> float:
+    batch = make_batch(timer.model, lengths, seed=max(lengths))
+    with timer.runner(plan) as run:
+        return median_ms(lambda: run(batch), repeats)
+
+
+def batch_lengths(batch_size: int, n: int, mixed: bool, generator: torch.Generator) -> list[int]:
+    """One example of ``n`` tokens and, for a mixed batch, the others between n/4 and n (dynamic padding)."""
+    if not mixed or batch_size == 1:
+        return [n] * batch_size
+    low = max(2, n // 4)
+    return [n] + [int(v) for v in torch.randint(low, n + 1, (batch_size - 1,), generator=generator)]
+
+
+def layer_constants(model, batch_size: int, repeats: int) -> tuple[float, float]:
+    """Per-layer constant costs (attention part, FFN part) of eager PyTorch: layer 0's parts timed alone on a few
+    token counts, the intercepts of a line through them."""
     parts = block_parts(model)[0]
     d = int(model.config.hidden_size)
-    grid = token_grid(max_tokens)
+    grid = [n for n in (1, 2, 4, 8, 16, 32) if n <= int(model.config.max_position_embeddings)]
     attn, ffn = [], []
     with torch.inference_mode():
-        for n in tqdm(grid, desc=f"profiling layer parts b{batch_size}", disable=not progress):
+        for n in grid:
             hidden = torch.randn(batch_size, n, d)
-            attn.append(best_ms(lambda h=hidden: parts.attn_output(self_attention(parts, h, None, False, False)[0],
-                                                                     h), repeats))
-            ffn.append(best_ms(lambda h=hidden: parts.ffn(h), repeats))
-        layers = LatencyCost(int(model.config.num_hidden_layers), fit_polynomial(grid, attn, 2),
-                             fit_polynomial(grid, ffn, 1), 0.0, key=profile_key(model, "pytorch", batch_size, threads))
-        # calibration in the whole model: measured ~ s * (layers' parts) + fixed + overhead * (layers that drop),
-        # on the dense model at four lengths and on random plans (parts timed alone miss in-model effects: caches,
-        # the runtime's own ops), solved by non-negative least squares
-        lengths = [n for n in grid if n >= 8][-4:]
-        generator, rows, times = torch.Generator().manual_seed(0), [], []
-        configs = [(None, n) for n in lengths] + [
-            (random_plan(layers.num_layers, default_pruning_layers(layers.num_layers), generator),
-             int(torch.randint(8, max_tokens + 1, (), generator=generator))) for _ in range(plans)]
-        for plan, n in tqdm(configs, desc="calibrating in the whole model", disable=not progress):
-            counts = plan.token_counts(n) if plan is not None else [n] * layers.num_layers
-            times.append(time_plan(model, plan, batch_size, n, repeats))
-            drops = sum(1 for a, b in zip(counts, counts[1:]) if b < a)
-            rows.append([layers.predict_ms(counts), 1.0, float(drops)])
-    (scale, fixed, overhead), _ = nnls(np.asarray(rows), np.asarray(times))
-    return LatencyCost(layers.num_layers, tuple(scale * c for c in layers.attention),
-                       tuple(scale * c for c in layers.ffn), float(fixed), float(overhead), layers.key)
+            attn.append(median_ms(lambda h=hidden: parts.attn_output(
+                self_attention(parts, h, None, False, False)[0], h), repeats))
+            ffn.append(median_ms(lambda h=hidden: parts.ffn(h), repeats))
+    return fit_polynomial(grid, attn, 1)[0], fit_polynomial(grid, ffn, 1)[0]
 
 
-def profile(model, backend: str = "pytorch", batch_size: int = 1, threads: int = 0, **kwargs) -> LatencyCost:
+def calibration_configs(num_layers: int, batch_size: int, max_tokens: int, plans: int, lengths_per_plan: int,
+                        seed: int = 0) -> list[tuple[PruningPlan | None, list[int]]]:
+    """(plan, example lengths of one batch) of every calibration timing: the dense model at several lengths, then
+    random plans at random lengths (deterministic in ``seed``: the exports they need can be made ahead)."""
+    generator = torch.Generator().manual_seed(seed + 1000)  # lengths; the plans do not depend on the batch size
+    dense = [n for n in token_grid(max_tokens) if n >= 8][-6:] or [max_tokens]
+    configs = [(None, batch_lengths(batch_size, n, i % 3 == 2, generator)) for i, n in enumerate(dense)]
+    for plan in check_plans(num_layers, plans, seed):
+        for j in range(lengths_per_plan):
+            n = int(torch.randint(min(8, max_tokens), max_tokens + 1, (), generator=generator))
+            configs.append((plan, batch_lengths(batch_size, n, j % 2 == 1, generator)))
+    return configs
+
+
+def calibrate(timer: Timer, configs, progress: bool = True) -> tuple[list[list[int]], list[float]]:
+    """Whole-model timings of ``configs``: (tokens each layer ran at, median ms)."""
+    num_layers = int(timer.model.config.num_hidden_layers)
+    counts, times = [], []
+    for plan, lengths in tqdm(configs, desc=f"calibrating {timer.backend} b{len(configs[0][1])}",
+                              disable=not progress):
+        counts.append(batch_counts(plan, lengths, num_layers))
+        times.append(time_batch(timer, plan, lengths, timer.repeats))
+    return counts, times
+
+
+def profile(model, backend: str = "pytorch", batch_size: int = 1, threads: int = 0, max_tokens: int = 128,
+            repeats: int = 10, plans: int | None = None, lengths_per_plan: int | None = None,
+            workdir: str | Path | None = None, progress: bool = True) -> LatencyCost:
+    """The fitted cost model of ``model`` on this machine for this backend, batch size and thread count.
+    ``workdir`` keeps the ONNX Runtime exports (default: a temporary folder)."""
     if backend not in BACKENDS:
         raise ToPruneError(f"--backend {backend}: latency profiles are measured for {', '.join(BACKENDS)} so far")
     before = torch.get_num_threads()
+    threads = threads or before
+    default_plans, default_lengths = CALIBRATION[backend]
+    max_tokens = longest_input(model, max_tokens)
     try:
-        return profile_pytorch(model, batch_size, threads or before, **kwargs)
+        torch.set_num_threads(threads)
+        model = model.eval()
+        with Timer(model, backend, threads, workdir) as timer:
+            constants = layer_constants(model, batch_size, repeats) if backend == "pytorch" else (0.0, 0.0)
+            timer.repeats = repeats
+            configs = calibration_configs(int(model.config.num_hidden_layers), batch_size, max_tokens,
+                                          plans or default_plans, lengths_per_plan or default_lengths)
+            counts, times = calibrate(timer, configs, progress)
+        return fit_latency_cost(counts, times, profile_key(model, backend, batch_size, threads), constants)
     finally:
         torch.set_num_threads(before)  # the caller (e.g. a training run) keeps its own thread count
 
 
-def check_predictions(model, cost: LatencyCost, plans: int, max_tokens: int, repeats: int = 10,
-                      seed: int = 1) -> dict:
-    """Predicted vs measured latency of random plans on uniform inputs of random lengths (the profile's own
-    batch size): the cost model's error, as a fraction of the measured time."""
+def relative_errors(rows: list[dict]) -> list[float]:
+    return [abs(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows]
 
-    batch_size = int(cost.key.get("batch_size", 1))
+
+def check_plans(num_layers: int, plans: int, seed: int = 1) -> list[PruningPlan]:
+    """``plans`` random plans drawn with ``seed``: the calibration's (seed 0) or a check's (seed 1, other plans);
+    the uniform and the real-batch checks time the same ones, so ONNX Runtime exports each once."""
     generator = torch.Generator().manual_seed(seed)
+    return [random_plan(num_layers, default_pruning_layers(num_layers), generator) for _ in range(plans)]
+
+
+def check_predictions(model, cost: LatencyCost, plans: int, max_tokens: int, repeats: int = 10, seed: int = 1,
+                      workdir: str | Path | None = None, progress: bool = True) -> dict:
+    """Predicted vs measured latency of :func:`check_plans` on uniform inputs of random lengths, at the profile's
+    own backend, batch size and threads: the cost model's error, a fraction of the measured time."""
+    batch_size = int(cost.key.get("batch_size", 1))
+    max_tokens = longest_input(model, max_tokens)
+    lengths = torch.Generator().manual_seed(seed + 1)
     rows = []
-    pruning_layers = default_pruning_layers(cost.num_layers)
     before = torch.get_num_threads()
-    torch.set_num_threads(int(cost.key.get("threads", before)))
+    threads = int(cost.key.get("threads", before))
+    torch.set_num_threads(threads)
     try:
-        for _ in tqdm(range(plans), desc="checking predictions"):
-            plan = random_plan(cost.num_layers, pruning_layers, generator)
-            n = int(torch.randint(8, max_tokens + 1, (), generator=generator))
-            measured = time_plan(model, plan, batch_size, n, repeats)
-            predicted = cost.predict_ms(plan.token_counts(n))
-            rows.append({"tokens": n, "keep_ratios": [round(plan.keep_ratio(i), 3) for i in range(cost.num_layers)],
-                         "predicted_ms": predicted, "measured_ms": measured})
+        with Timer(model, cost.key.get("backend", "pytorch"), threads, workdir) as timer:
+            for plan in tqdm(check_plans(cost.num_layers, plans, seed), desc="checking predictions",
+                             disable=not progress):
+                n = int(torch.randint(min(8, max_tokens), max_tokens + 1, (), generator=lengths))
+                measured = time_batch(timer, plan, [n] * batch_size, repeats)
+                rows.append({"tokens": n, "keep_ratios": [round(plan.keep_ratio(i), 3) for i in range(cost.num_layers)],
+                             "predicted_ms": cost.predict_ms(plan.token_counts(n)), "measured_ms": measured})
     finally:
         torch.set_num_threads(before)
-    errors = [abs(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows]
-    return {"median_abs_error": statistics.median(errors), "plans": rows}
+    return {"median_abs_error": statistics.median(relative_errors(rows)) if rows else None, "plans": rows}

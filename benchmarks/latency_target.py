@@ -1,0 +1,183 @@
+"""Latency-constrained vs FLOPs-constrained ToP (issue 22) -> results/latency_target.json
+
+Per task, setting (backend, serving batch size, speed-up target) and seed:
+1. ``toprune prune --constraint latency --target T --inference-backend B --inference-batch-size b`` (the profile is
+   measured by the first run and cached for the others, ``toprune.constraint``);
+2. ``toprune prune`` with the FLOPs constraint, at the FLOPs target that the same cost model predicts to reach the
+   same latency (``--flops-target matched``: the geometric static plan of that FLOPs budget, predicted on the
+   task's training lengths; a learned plan of the same FLOPs may run faster or slower: the measured speed-ups show
+   it), or the latency target's number itself (``same``), or a given reduction ("2.4x");
+3. ``toprune bench --backend B --batch-sizes b --json`` on both: measured speed-up against the dense model in the
+   same backend, dev metric (in ONNX Runtime for that backend), tokens kept per layer.
+``--stage train`` trains every run (the machine may be busy), ``--stage bench`` then measures them (quiet). Runs
+resume: a finished (task, constraint, setting, seed) is skipped, a killed training run continues
+(``--resume``), and the JSON is rewritten after every run. Timings need a quiet machine.
+
+    python benchmarks/latency_target.py --teachers mrpc=runs/mrpc-teacher sst2=runs/sst2-teacher \\
+        stsb=runs/stsb-teacher --seeds 57,58,59 --threads 2 --prune-args "--epochs 5 --warmup-epochs 2"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SETTINGS = "onnxruntime:1:1.5x,pytorch:32:2x"  # the issue's: b1 ONNX Runtime at 1.5x, b32 eager at 2x
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teachers", nargs="+", required=True, metavar="TASK=FOLDER",
+                        help="fine-tuned dense teachers, e.g. mrpc=runs/mrpc-teacher")
+    parser.add_argument("--settings", default=SETTINGS, help="comma-separated BACKEND:BATCH:TARGET")
+    parser.add_argument("--seeds", default="57,58,59")
+    parser.add_argument("--threads", type=int, default=2, help="serving threads (profile and bench)")
+    parser.add_argument("--flops-target", default="matched", help="matched, same, or a reduction like 2.4x")
+    parser.add_argument("--stage", choices=["all", "train", "bench"], default="all",
+                        help="train: the pruning runs only (any time); bench: measure trained runs (quiet machine)")
+    parser.add_argument("--prune-args", default="", help="extra `toprune prune` options, e.g. \"--epochs 5\"")
+    parser.add_argument("--bench-args", default="", help="extra `toprune bench` options, e.g. \"--examples 256\"")
+    parser.add_argument("--data-dir", help="GLUE folder (default: toprune's, ../shared/data)")
+    parser.add_argument("--workdir", default="runs/latency_target", help="run folders")
+    parser.add_argument("--costmodel", default=str(HERE / "results" / "latency_costmodel.json"),
+                        help="latency_costmodel.py's output: the cost model's error is copied from it")
+    parser.add_argument("--output", default=str(HERE / "results" / "latency_target.json"))
+    return parser.parse_args(argv)
+
+
+def toprune_cli(args: list[str], capture: bool = False) -> str:
+    cmd = [sys.executable, "-m", "toprune.cli", *args]
+    print("$ toprune " + shlex.join(args), file=sys.stderr, flush=True)
+    done = subprocess.run(cmd, stdout=subprocess.PIPE if capture else None, text=True, env=os.environ.copy())
+    if done.returncode != 0:
+        raise SystemExit(f"failed ({done.returncode}): toprune {shlex.join(args)}")
+    return done.stdout if capture else ""
+
+
+def train(teacher: str, task: str, folder: Path, options: list[str], common: list[str]) -> None:
+    if (folder / "best").is_dir() and (folder / "summary.json").is_file():
+        return  # trained already
+    resume = ["--resume"] if folder.is_dir() and any(folder.iterdir()) else []
+    toprune_cli(["prune", "--teacher", teacher, "--task", task, "--output", str(folder), *options, *common, *resume])
+
+
+def matched_flops_target(teacher: str, task: str, backend: str, batch: int, threads: int, target: float,
+                         data_dir: str | None, samples: int = 2000) -> float:
+    """The FLOPs reduction whose geometric static plan the (cached) latency profile predicts to be ``target``x
+    faster on the first ``samples`` training examples' lengths."""
+    from toprune.constraint import latency_cost
+    from toprune.data import default_glue_dir, load_glue_split
+    from toprune.flops import EncoderDims
+    from toprune.plan import default_pruning_layers
+    from toprune.pretrained import load_model, load_tokenizer
+    from toprune.static import plan_relative_macs, static_plan
+
+    model, tokenizer = load_model(teacher), load_tokenizer(teacher)
+    train_set = load_glue_split(data_dir or default_glue_dir(), task, "train")
+    train_set = train_set.select(range(min(samples, len(train_set))))
+    pairs = (list(train_set["text_a"]),) + ((list(train_set["text_b"]),) if "text_b" in train_set.column_names else ())
+    lengths = [len(ids) for ids in tokenizer(*pairs, truncation=True, max_length=128)["input_ids"]]
+    cost = latency_cost(model, backend, batch, threads, log=lambda line: print(line, file=sys.stderr))
+    dims = EncoderDims.from_config(model.config)
+    layers = default_pruning_layers(dims.num_layers)
+
+    def predicted_speedup(flops: float) -> float:
+        plan = static_plan(dims, layers, [lengths], 1.0 / flops)
+        return 1.0 / plan_relative_macs(cost, plan, lengths)
+
+    low, high = 1.0, 1.0
+    while predicted_speedup(high) < target:  # static_plan refuses a FLOPs budget no plan reaches: one line
+        low, high = high, high * 1.25
+    for _ in range(20):
+        mid = (low + high) / 2
+        low, high = (mid, high) if predicted_speedup(mid) < target else (low, mid)
+    return round(high, 3)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out, workdir = Path(args.output), Path(args.workdir)
+    doc = json.loads(out.read_text()) if out.is_file() else {}
+    runs = doc.get("runs", [])
+    done = {(r["task"], r["constraint"], r["backend"], r["batch_size"], r["target_speedup"], r["seed"]) for r in runs}
+    teachers = dict(item.split("=", 1) for item in args.teachers)
+    data = ["--data-dir", args.data_dir] if args.data_dir else []
+    for setting in args.settings.split(","):
+        backend, batch, target = setting.split(":")
+        batch, target_x = int(batch), float(target.rstrip("x"))
+        for task, teacher in teachers.items():
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                for constraint in ("latency", "flops"):
+                    key = (task, constraint, backend, batch, target_x, seed)
+                    if key in done:
+                        continue
+                    folder = workdir / f"{task}-{constraint}-{backend}-b{batch}-{target}-s{seed}"
+                    common = ["--seed", str(seed), *data, *shlex.split(args.prune_args)]
+                    extra = {}
+                    if constraint == "latency":
+                        options = ["--target", target, "--constraint", "latency", "--inference-backend", backend,
+                                   "--inference-batch-size", str(batch), "--inference-threads", str(args.threads)]
+                    else:
+                        flops = flops_target(args, teacher, task, backend, batch, target_x)
+                        options, extra = ["--target", f"{flops}x"], {"flops_target": flops}
+                    if args.stage != "bench":
+                        train(teacher, task, folder, options, common)
+                    if args.stage == "train":
+                        continue
+                    if not (folder / "summary.json").is_file():
+                        raise SystemExit(f"{folder} is not trained yet: run --stage train first")
+                    bench = json.loads(toprune_cli(["bench", "--dense", teacher, "--pruned", str(folder / "best"),
+                                                    "--task", task, "--backend", backend, "--batch-sizes", str(batch),
+                                                    "--threads", str(args.threads), "--json", *data,
+                                                    *shlex.split(args.bench_args)], capture=True))
+                    summary = json.loads((folder / "summary.json").read_text())
+                    runs.append({"task": task, "constraint": constraint, "backend": backend, "batch_size": batch,
+                                 "target_speedup": target_x, "measured_speedup": bench[f"speedup_b{batch}"],
+                                 "metric": bench["pruned"]["metric"], "metric_name": bench["metric_name"],
+                                 "seed": seed, "keep_per_layer": bench["pruned"]["kept_fraction_per_layer"],
+                                 "flops_reduction_unpadded": bench["pruned"]["flops_reduction_unpadded"],
+                                 "predicted_speedup": (summary.get("best") or {}).get("predicted_speedup"),
+                                 "dense_metric": bench["dense"]["metric"], "run": str(folder), **extra})
+                    write(out, args, runs)
+    write(out, args, runs)
+    return 0
+
+
+def flops_target(args, teacher: str, task: str, backend: str, batch: int, target: float) -> float:
+    if args.flops_target == "same":
+        return target
+    if args.flops_target == "matched":
+        return matched_flops_target(teacher, task, backend, batch, args.threads, target, args.data_dir)
+    return float(args.flops_target.rstrip("x"))
+
+
+def cost_model_error(path: str, settings: str) -> float | None:
+    """The worst median abs error of the cost model (uniform and real batches) over the settings' backends and
+    batch sizes, from latency_costmodel.py's output."""
+    if not Path(path).is_file():
+        return None
+    rows = json.loads(Path(path).read_text()).get("summary", [])
+    wanted = {(s.split(":")[0], int(s.split(":")[1])) for s in settings.split(",")}
+    errors = [e for r in rows if (r["backend"], r["batch_size"]) in wanted
+              for e in (r["uniform_median_abs_error"], r["real_median_abs_error"]) if e is not None]
+    return max(errors) if errors else None
+
+
+def write(out: Path, args: argparse.Namespace, runs: list[dict]) -> None:
+    doc = {"cost_model_median_abs_error": cost_model_error(args.costmodel, args.settings),
+           "what": "ToP with the latency constraint vs the FLOPs constraint (target matched by the cost model: "
+                   f"--flops-target {args.flops_target}); measured by `toprune bench` in the setting's backend and "
+                   "batch size, metric on the full dev set",
+           "settings": args.settings, "threads": args.threads, "prune_args": args.prune_args, "runs": runs}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

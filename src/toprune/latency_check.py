@@ -1,0 +1,97 @@
+"""Is the latency cost model right on real inputs? Predicted vs measured whole-model latency on real task batches.
+
+``check_predictions`` (:mod:`toprune.profile`) times random plans on uniform random inputs; a served model sees
+dynamically padded batches of real text, where each layer runs at the longest survivor list of its batch and the
+padded (masked) path of the runtime is taken. Here the batches are the first examples of a task's dev set, grouped
+and padded as ``toprune bench`` does (``toprune.benchmark.make_batches``), timed with the project's latency protocol
+(``toprune.benchmark.time_batches``: warm-up pass, median of passes, ms per batch); the prediction of each batch
+comes from its own lengths and the plan's keep counts (:func:`toprune.profile.batch_counts`), averaged the same way.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .costmodel import LatencyCost
+from .errors import ToPruneError
+from .plan import PruningPlan
+from .profile import Timer, batch_counts, check_plans, median_ms, relative_errors
+
+EXAMPLES = 256  # dev examples checked: enough batches at b32 (8) without making b1 passes long
+
+
+def task_batches(tokenizer, task: str, data_dir, batch_size: int, examples: int = EXAMPLES,
+                 max_length: int = 128) -> list[dict]:
+    """The first ``examples`` dev examples of a GLUE task in batches of ``batch_size``, dynamically padded."""
+    from .benchmark import make_batches
+    from .data import load_glue_split
+
+    dev = load_glue_split(data_dir, task, "dev")
+    dev = dev.select(range(min(examples, len(dev))))
+    texts_b = dev["text_b"] if "text_b" in dev.column_names else None
+    return make_batches(tokenizer, dev["text_a"], texts_b, batch_size, max_length)
+
+
+def batch_lengths_of(batch: dict) -> list[int]:
+    return [int(n) for n in batch["attention_mask"].sum(dim=1)]
+
+
+def predict_batches(cost: LatencyCost, plan: PruningPlan | None, batches: list[dict]) -> float:
+    """Predicted ms per batch over ``batches``: each batch predicted from its own lengths, then averaged (what the
+    latency protocol reports: a pass over all batches divided by their number)."""
+    if not batches:
+        raise ToPruneError("no batches to predict")
+    total = sum(cost.predict_ms(batch_counts(plan, batch_lengths_of(b), cost.num_layers)) for b in batches)
+    return total / len(batches)
+
+
+def check_real_batches(model, cost: LatencyCost, batches: list[dict], plans: int = 12,
+                       learned: dict[str, PruningPlan] | None = None, repeats: int = 5, seed: int = 1,
+                       workdir: str | Path | None = None, progress: bool = True, per_batch: bool = False) -> dict:
+    """Predicted vs measured ms per batch of the dense model, ``plans`` random plans (``seed``) and the ``learned``
+    plans ({name: plan}) on ``batches``, on the profile's backend and threads. The batches should have the
+    profile's batch size (the last one may be shorter; it is predicted as it is). ``per_batch``: also the mean of
+    each batch's own median (``measured_ms_per_batch``): on a loaded machine a pass's mean carries every preempted
+    call, a per-batch median much less, which tells a wrong model from a busy machine."""
+    from .benchmark import time_batches
+
+    profiled = int(cost.key.get("batch_size", 1))
+    if batches and int(batches[0]["input_ids"].shape[0]) != profiled:
+        raise ToPruneError(f"batches of {batches[0]['input_ids'].shape[0]} checked against a profile measured at "
+                           f"batch size {profiled}")
+    todo = [("dense", "dense", None)]
+    todo += [(f"random {i}", "random", plan) for i, plan in enumerate(check_plans(cost.num_layers, plans, seed))]
+    todo += [(name, "learned", plan) for name, plan in (learned or {}).items()]
+    before = torch.get_num_threads()
+    threads = int(cost.key.get("threads", before))
+    torch.set_num_threads(threads)
+    rows = []
+    try:
+        with Timer(model, cost.key.get("backend", "pytorch"), threads, workdir) as timer:
+            for name, kind, plan in tqdm(todo, desc="checking on real batches", disable=not progress):
+                with timer.runner(plan) as run:
+                    measured = time_batches(run, batches, name, repeats).ms_median
+                    robust = statistics.mean(median_ms(lambda b=b: run(b), repeats) for b in batches) if per_batch \
+                        else None
+                keep = [1.0] * cost.num_layers if plan is None else [plan.keep_ratio(i) for i in range(cost.num_layers)]
+                rows.append({"name": name, "kind": kind, "keep_ratios": [round(r, 3) for r in keep],
+                             "predicted_ms": predict_batches(cost, plan, batches), "measured_ms": measured,
+                             **({"measured_ms_per_batch": robust} if per_batch else {})})
+    finally:
+        torch.set_num_threads(before)
+
+    def median_error(kind: str):
+        chosen = [r for r in rows if r["kind"] == kind]
+        return statistics.median(relative_errors(chosen)) if chosen else None
+
+    out = {"median_abs_error": median_error("random"), "median_abs_error_learned": median_error("learned"),
+            "dense_error": relative_errors(rows[:1])[0], "batches": len(batches),
+            "examples": sum(int(b["input_ids"].shape[0]) for b in batches), "plans": rows}
+    if per_batch:
+        robust = [{**r, "measured_ms": r["measured_ms_per_batch"]} for r in rows if r["kind"] == "random"]
+        out["median_abs_error_per_batch"] = statistics.median(relative_errors(robust)) if robust else None
+    return out
