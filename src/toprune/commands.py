@@ -245,11 +245,24 @@ def cmd_bench(args, data_dir):
 
 def cmd_export(args, data_dir):
     from .export import export_folder
+    from .pretrained import load_tokenizer
+    from .quantize import int8_data
 
     _quiet()
-    folder = export_folder(args.model, args.output, int8=args.int8)
+    data, why = None, ""
+    if args.int8 and args.int8_variant == "auto":
+        data, why = int8_data(load_tokenizer(args.model), args.task, getattr(args, "saved_task", None), data_dir)
+        if data is None and args.task:
+            raise ToPruneError(f"--int8 cannot choose on --task {args.task}: {why}")
+    folder = export_folder(args.model, args.output, int8=args.int8, variant=args.int8_variant, data=data)
     print(f"wrote {folder}: model.onnx{' + model.int8.onnx' if args.int8 else ''}, tokenizer, toprune_onnx.json "
           f"(checked against PyTorch: max abs diff <= 1e-4)")
+    report = json.loads((Path(folder) / "toprune_onnx.json").read_text()).get("int8") if args.int8 else None
+    if report and report.get("dev_metric_int8") is not None:
+        print(f"INT8 variant {report['variant']} ({report['selected_on']}); dev {report['metric']}: fp32 "
+              f"{report['dev_metric_fp32']:.2f}, INT8 {report['dev_metric_int8']:.2f}")
+    elif report:
+        print(f"INT8 variant {report['variant']} (not chosen by measurement: {why or 'fixed by --int8-variant'})")
 
 
 def cmd_demo(args, data_dir):
