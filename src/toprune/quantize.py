@@ -124,9 +124,11 @@ class FeedReader:
         self._next = 0
 
 
-def quantize_variant(source: str | Path, target: str | Path, variant: str, feeds: list[dict] | None = None) -> dict:
+def quantize_variant(source: str | Path, target: str | Path, variant: str, feeds: list[dict] | None = None,
+                     roles_only: set[str] | None = None) -> dict:
     """Write the INT8 ``variant`` of the graph at ``source`` to ``target``; returns what was quantised.
-    ``feeds``: calibration inputs for the static variants (training texts, never dev)."""
+    ``feeds``: calibration inputs for the static variants (training texts, never dev). ``roles_only``: quantise only
+    the projections of these roles (:func:`matmul_roles`), for diagnosis: which op's quantisation costs accuracy."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -138,6 +140,8 @@ def quantize_variant(source: str | Path, target: str | Path, variant: str, feeds
     roles = matmul_roles(model)
     keep_fp32 = {"qk_score"} if variant.endswith("fp32_scores") else set()
     chosen = {"ffn_in", "ffn_out"} if variant == "ffn_only" else set(roles.values()) - keep_fp32
+    if roles_only is not None:
+        chosen &= set(roles_only)
     nodes = sorted(name for name, role in roles.items() if role in chosen)
     if not nodes:
         raise ToPruneError(f"{source}: no weight MatMul/Gemm to quantise for variant {variant}")
@@ -159,6 +163,19 @@ def quantize_variant(source: str | Path, target: str | Path, variant: str, feeds
     for name, role in roles.items():
         (quantised if name in nodes else fp32)[role] += 1
     return {"variant": variant, "quantised": dict(quantised), "fp32": dict(fp32)}
+
+
+def with_selection_outputs(source: str | Path, target: str | Path) -> list[str]:
+    """A copy of the graph that also outputs every TopK's indices (which tokens each pruning step keeps), for
+    comparing the selection of two graphs (fp32 vs INT8) on the same inputs; returns those output names."""
+    import onnx
+
+    model = onnx.load(str(source))
+    names = [node.output[1] for node in model.graph.node if node.op_type == "TopK" and len(node.output) > 1]
+    for name in names:
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None))
+    onnx.save(model, str(target))
+    return names
 
 
 # ---- measuring graphs on task data (the torch side: tokenised datasets and loaders) -------------------------------
