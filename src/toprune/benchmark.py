@@ -93,6 +93,7 @@ def openvino_runner(folder: str | Path, threads: int, precision: str = "f32") ->
     def run(batch: dict):
         return session.run(outputs, {k: v.numpy() if hasattr(v, "numpy") else v for k, v in batch.items()})[0]
 
+    run.session = session  # for parity checks against ONNX Runtime on the same compiled model
     return run
 
 

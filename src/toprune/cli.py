@@ -29,6 +29,7 @@ EXAMPLES = {
     "plot": "toprune plot runs/mrpc-top runs/mrpc-top-no-rank --output mrpc.png",
     "profile": "toprune profile runs/mrpc-teacher --batch-size 1 --output mrpc-b1.json",
     "show": "toprune show runs/mrpc-top/best \"The cat sat on the mat.\" --pair \"A cat was sitting.\" --html s.html",
+    "frontier": "toprune frontier --task mrpc --dense runs/mrpc-teacher --pruned runs/mrpc-top/best runs/mrpc-st/best",
 }
 
 
@@ -341,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random plans whose measured latency is compared with the prediction (default 12; 0: none)")
     p.add_argument("--output", help="also save the profile here (it is always cached for `prune`)")
     p.add_argument("--json", action="store_true")
+
+    from .frontier import add_arguments as frontier_arguments
+
+    frontier_arguments(command("frontier", "accuracy vs latency of dense, pruned and INT8 models in PyTorch, ONNX "
+                                           "Runtime and OpenVINO: json, table and plot"))
 
     p = command("show", "which words of one input survive at each layer (terminal, or --html)")
     p.add_argument("model", help="pruned model folder")

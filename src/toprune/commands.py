@@ -265,6 +265,13 @@ def cmd_export(args, data_dir):
         print(f"INT8 variant {report['variant']} (not chosen by measurement: {why or 'fixed by --int8-variant'})")
 
 
+def cmd_frontier(args, data_dir):
+    from .frontier import cmd_frontier
+
+    _quiet()
+    return cmd_frontier(args, data_dir)
+
+
 def cmd_demo(args, data_dir):
     from .plan import PruningPlan
     from .plots import plot_tokens_per_layer
