@@ -314,9 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "best on the held-out training slice (dev metric of fp32 and INT8 printed)")
     p.add_argument("--int8-variant", default="auto", choices=["auto", *INT8_VARIANTS],
                    help="with --int8: auto (measure all) or one variant (toprune.quantize)")
-    p.add_argument("--task", help="the task whose training data chooses the INT8 variant (default: the model's)")
+    # its own dest: the saved-task defaults (mrpc for a model without one) must not pick the data INT8 is chosen on
+    p.add_argument("--task", dest="int8_task", help="GLUE task whose training data chooses the INT8 variant "
+                   "(default: the model's saved task)")
     p.add_argument("--data-dir", help="GLUE folder (default: ../shared/data/glue when present)")
-    p.set_defaults(text_columns=None, label_column=None)  # filled from the model's saved task (its own files)
 
     p = command("demo", "the main job: teacher -> prune -> eval -> bench on the default model, one table")
     _common(p, "demo")

@@ -251,9 +251,10 @@ def cmd_export(args, data_dir):
     _quiet()
     data, why = None, ""
     if args.int8 and args.int8_variant == "auto":
-        data, why = int8_data(load_tokenizer(args.model), args.task, getattr(args, "saved_task", None), data_dir)
-        if data is None and args.task:
-            raise ToPruneError(f"--int8 cannot choose on --task {args.task}: {why}")
+        data, why = int8_data(load_tokenizer(args.model), args.int8_task, getattr(args, "saved_task", None),
+                              data_dir)
+        if data is None and args.int8_task:
+            raise ToPruneError(f"--int8 cannot choose on --task {args.int8_task}: {why}")
     folder = export_folder(args.model, args.output, int8=args.int8, variant=args.int8_variant, data=data)
     print(f"wrote {folder}: model.onnx{' + model.int8.onnx' if args.int8 else ''}, tokenizer, toprune_onnx.json "
           f"(checked against PyTorch: max abs diff <= 1e-4)")

@@ -29,6 +29,7 @@ OPENVINO_PRECISIONS = ("f32", "bf16", "int8")
 def add_arguments(p) -> None:
     """The options of ``toprune frontier`` (registered in cli.py)."""
     from .cli import int_list, positive_int
+    from .quantize import VARIANTS
 
     p.add_argument("--task", required=True, help="GLUE task (dev metric, timing inputs, INT8 calibration)")
     p.add_argument("--dense", required=True, help="the dense teacher folder")
@@ -43,6 +44,8 @@ def add_arguments(p) -> None:
     p.add_argument("--examples", type=positive_int, default=256, help="first N dev examples are timed")
     p.add_argument("--openvino", default=",".join(OPENVINO_PRECISIONS),
                    help="OpenVINO precisions to run, comma-separated, or 'none' (default: %(default)s)")
+    p.add_argument("--int8-variant", default="auto", choices=["auto", *VARIANTS],
+                   help="ONNX Runtime INT8: auto (the variant `toprune export --int8` keeps) or one variant")
     p.add_argument("--workdir", default="runs/frontier", help="export folders are kept here")
     p.add_argument("--output", help="json path (default: benchmarks/results/frontier_<task>.json)")
     p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
@@ -84,9 +87,16 @@ class Frontier:
         from .quantize import int8_data
 
         self.args, self.precisions = args, _precisions(args.openvino)
-        for folder in (args.dense, *args.pruned):
+        from .plan import PLAN_FILENAME
+
+        for folder in (args.dense, *args.pruned):  # before anything is loaded or timed
             if not Path(folder).is_dir():
                 raise ToPruneError(f"{folder} is not a model folder")
+        if (Path(args.dense) / PLAN_FILENAME).is_file():
+            raise ToPruneError(f"--dense {args.dense} is a pruned model; give the dense teacher")
+        for folder in args.pruned:
+            if not (Path(folder) / PLAN_FILENAME).is_file():
+                raise ToPruneError(f"--pruned {folder} is not a pruned model (no {PLAN_FILENAME})")
         self.tokenizer = load_tokenizer(args.dense)
         self.data, why = int8_data(self.tokenizer, args.task, {"max_length": args.max_length}, data_dir)
         if self.data is None:
@@ -160,7 +170,7 @@ class Frontier:
                 for bs in self.args.batch_sizes}
         # one folder per model given (two runs may share kind and target: seeds, schedules)
         export = self.workdir / f"{len({r['folder'] for r in self.rows}):02d}-{base['model']}"
-        export_folder(folder, export, int8=True, data=self.data)
+        export_folder(folder, export, int8=True, variant=self.args.int8_variant, data=self.data)
         report = json.loads((export / "toprune_onnx.json").read_text())["int8"]
         threads = self.args.threads
         self.add(base, "onnxruntime", False, "f32", report["dev_metric_fp32"], ort_runner(export, threads))
