@@ -116,22 +116,31 @@ def test_every_int8_variant_writes_a_graph_that_runs_close_to_fp32(tiny, tmp_pat
         quantize_variant(source, tmp_path / "x.onnx", "static")
 
 
-def test_export_int8_chooses_on_heldout_and_reports_dev(tiny, tmp_path, capsys):
-    from toprune.cli import main
+def test_int8_variant_is_chosen_on_heldout_and_dev_is_reported(tiny, tmp_path, capsys):
+    import shutil
 
-    out = tmp_path / "export"
-    assert main(["export", str(tiny / "top"), "--output", str(out), "--int8", "--task", "mrpc",
-                 "--data-dir", str(tiny / "glue")]) == 0
-    report = json.loads((out / "toprune_onnx.json").read_text())["int8"]
+    from toprune.cli import main
+    from toprune.pretrained import load_tokenizer
+    from toprune.quantize import choose_variant, int8_data
+
+    folder = tmp_path / "export"
+    shutil.copytree(tiny / "top-export", folder)
+    data, why = int8_data(load_tokenizer(tiny / "top"), "mrpc", None, tiny / "glue")
+    assert data is not None and data.selection is not None, why
+    report = choose_variant(folder, data, load_tokenizer(tiny / "top"))
     assert set(report["heldout_metric"]) == {"fp32", *VARIANTS} and report["variant"] in VARIANTS
-    best = max(report["heldout_metric"][v] for v in VARIANTS)
-    assert report["heldout_metric"][report["variant"]] == best
+    assert report["heldout_metric"][report["variant"]] == max(report["heldout_metric"][v] for v in VARIANTS)
     assert "held-out" in report["selected_on"] and 0 <= report["dev_metric_int8"] <= 100
+    assert (folder / "model.int8.onnx").is_file()
+    # the command: one variant measured, fp32 and INT8 dev metrics printed and saved in the export folder
+    out = tmp_path / "cli"
+    assert main(["export", str(tiny / "top"), "--output", str(out), "--int8", "--int8-variant", "dynamic_fp32_scores",
+                 "--task", "mrpc", "--data-dir", str(tiny / "glue")]) == 0
+    saved = json.loads((out / "toprune_onnx.json").read_text())["int8"]
     printed = capsys.readouterr().out
-    assert f"INT8 {report['dev_metric_int8']:.2f}" in printed and f"fp32 {report['dev_metric_fp32']:.2f}" in printed
-    # without a task to measure on, the default variant, said so
-    assert main(["export", str(tiny / "top"), "--output", str(tmp_path / "plain"), "--int8"]) == 0
-    assert "not chosen by measurement" in capsys.readouterr().out
+    assert saved["variant"] == "dynamic_fp32_scores" and saved["fp32"] == {"qk_score": 6}
+    assert f"INT8 {saved['dev_metric_int8']:.2f}" in printed and f"fp32 {saved['dev_metric_fp32']:.2f}" in printed
+    assert main(["export", str(tiny / "top"), "--output", str(tmp_path / "x"), "--int8", "--task", "nosuch"]) == 2
 
 
 def test_frontier_writes_rows_table_and_plot(tiny, tmp_path, capsys):
@@ -140,7 +149,7 @@ def test_frontier_writes_rows_table_and_plot(tiny, tmp_path, capsys):
     out = tmp_path / "frontier_mrpc.json"
     args = ["frontier", "--task", "mrpc", "--dense", str(tiny / "dense"), "--pruned", str(tiny / "top"),
             "--data-dir", str(tiny / "glue"), "--examples", "6", "--repeats", "1", "--batch-sizes", "1,4",
-            "--threads", "1", "--openvino", "f32,bf16", "--int8-variant", "dynamic", "--workdir",
+            "--threads", "1", "--openvino", "f32", "--int8-variant", "dynamic", "--workdir",
             str(tmp_path / "work"), "--output", str(out)]
     assert main(args) == 0
     result = json.loads(out.read_text())

@@ -242,7 +242,8 @@ def choose_variant(folder: Path, data, tokenizer, variants=VARIANTS, calibration
     quantize_variant(folder / ONNX_FILENAME, folder / INT8_FILENAME, best, feeds)
     int8 = session_runner(make_session(folder / INT8_FILENAME, threads=1), inputs)
     return {**details[best], "metric": data.metric,
-            "selected_on": data.selection_info.describe() if data.selection_info else "held-out training slice",
+            "selected_on": "given, not chosen (one variant)" if len(variants) == 1 else
+            data.selection_info.describe() if data.selection_info else "held-out training slice",
             "heldout_metric": heldout, "calibration_examples": min(calibration, len(data.train)),
             "dev_metric_fp32": metric_of(data, *graph_outputs(fp32, data.dev, tokenizer)),
             "dev_metric_int8": metric_of(data, *graph_outputs(int8, data.dev, tokenizer))}
