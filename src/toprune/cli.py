@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch",
                    help="pytorch: dense HF eager (SDPA) vs our PyTorch runtime, plus the dense ONNX Runtime row; "
                         "onnxruntime: both models exported to ONNX and timed in ONNX Runtime")
-    p.add_argument("--int8", action="store_true", help="with --backend onnxruntime: also time dynamic-INT8 graphs")
+    p.add_argument("--int8", action="store_true",
+                   help="with --backend onnxruntime: also time INT8 graphs (toprune.quantize's default variant)")
     _bench_options(p)
 
     p = command("export", "write an ONNX serving folder (graph + tokenizer + config) of a pruned or dense model")
