@@ -244,26 +244,10 @@ def cmd_bench(args, data_dir):
 
 
 def cmd_export(args, data_dir):
-    from .export import export_folder
-    from .pretrained import load_tokenizer
-    from .quantize import int8_data
+    from .export import export_command
 
     _quiet()
-    data, why = None, ""
-    if args.int8:  # measured when the task's data is there: the dev metric of INT8 is always worth reporting
-        data, why = int8_data(load_tokenizer(args.model), args.int8_task, getattr(args, "saved_task", None),
-                              data_dir)
-        if data is None and args.int8_task:
-            raise ToPruneError(f"--int8 cannot choose on --task {args.int8_task}: {why}")
-    folder = export_folder(args.model, args.output, int8=args.int8, variant=args.int8_variant, data=data)
-    print(f"wrote {folder}: model.onnx{' + model.int8.onnx' if args.int8 else ''}, tokenizer, toprune_onnx.json "
-          f"(checked against PyTorch: max abs diff <= 1e-4)")
-    report = json.loads((Path(folder) / "toprune_onnx.json").read_text()).get("int8") if args.int8 else None
-    if report and report.get("dev_metric_int8") is not None:
-        print(f"INT8 variant {report['variant']} ({report['selected_on']}); dev {report['metric']}: fp32 "
-              f"{report['dev_metric_fp32']:.2f}, INT8 {report['dev_metric_int8']:.2f}")
-    elif report:
-        print(f"INT8 variant {report['variant']} (not measured: {why})")
+    export_command(args, data_dir)
 
 
 def cmd_frontier(args, data_dir):

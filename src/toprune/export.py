@@ -213,3 +213,26 @@ def export_folder(model_path: str, output: str | Path, int8: bool = False, varia
         meta = json.loads((output / CONFIG_FILENAME).read_text())
         atomic_write_text(output / CONFIG_FILENAME, json.dumps({**meta, "int8": report}, indent=1) + "\n")
     return output
+
+
+def export_command(args, data_dir) -> None:
+    """``toprune export``: the folder, and with --int8 the variant measured on the task's data when it is there
+    (the dev metric of INT8 beside fp32 is always worth reporting)."""
+    from .pretrained import load_tokenizer
+    from .quantize import int8_data
+
+    data, why = None, ""
+    if args.int8:
+        data, why = int8_data(load_tokenizer(args.model), args.int8_task, getattr(args, "saved_task", None),
+                              data_dir)
+        if data is None and args.int8_task:
+            raise ToPruneError(f"--int8 cannot choose on --task {args.int8_task}: {why}")
+    folder = export_folder(args.model, args.output, int8=args.int8, variant=args.int8_variant, data=data)
+    print(f"wrote {folder}: model.onnx{' + model.int8.onnx' if args.int8 else ''}, tokenizer, toprune_onnx.json "
+          f"(checked against PyTorch: max abs diff <= 1e-4)")
+    report = json.loads((Path(folder) / "toprune_onnx.json").read_text()).get("int8") if args.int8 else None
+    if report and report.get("dev_metric_int8") is not None:
+        print(f"INT8 variant {report['variant']} ({report['selected_on']}); dev {report['metric']}: fp32 "
+              f"{report['dev_metric_fp32']:.2f}, INT8 {report['dev_metric_int8']:.2f}")
+    elif report:
+        print(f"INT8 variant {report['variant']} (not measured: {why})")

@@ -174,7 +174,7 @@ class Frontier:
         report = json.loads((export / "toprune_onnx.json").read_text())["int8"]
         threads = self.args.threads
         self.add(base, "onnxruntime", False, "f32", report["dev_metric_fp32"], ort_runner(export, threads))
-        self.add(base, "onnxruntime", True, f"int8 ({report['variant']})", report["dev_metric_int8"],
+        self.add(base, "onnxruntime", True, "int8", report["dev_metric_int8"],
                  ort_runner(export, threads, True), int8_variant=report["variant"])
         if any(p.startswith("int8") for p in self.precisions):
             quantize_openvino(export, self.feeds)
@@ -222,7 +222,8 @@ def markdown(result: dict) -> str:
     lines = [head, "|" + "---|" * (5 + 2 * len(sizes))]
     for r in result["rows"]:
         mark = " *" if r["within_teacher"] else ""
-        lines.append(f"| {r['model']} | {r['target'] or '-'} | {r['backend']} | {r['precision']} | "
+        precision = r["precision"] + (f" ({r['int8_variant']})" if r.get("int8_variant") else "")
+        lines.append(f"| {r['model']} | {r['target'] or '-'} | {r['backend']} | {precision} | "
                      f"{r['metric']:.2f}{mark} | " + " | ".join(f"{r[f'ms_b{b}']:.2f}" for b in sizes) + " | "
                      + " | ".join(f"{r[f'paper_speedup_vs_dense_padded_b{b}']:.2f}x" for b in sizes) + " |")
     lines.append(f"\n\\* within {result['within']:g} point of the teacher ({result['teacher_metric']:.2f}). Paper "
@@ -245,7 +246,7 @@ def plot(result: dict, path: str | Path) -> Path:
             color = colors.get(r["model"], "tab:green")
             ax.scatter(r[f"ms_b{bs}"], r["metric"], marker=markers[r["backend"]], s=60 if r["int8"] else 40,
                        facecolors=color if r["within_teacher"] else "none", edgecolors=color)
-            ax.annotate(f"{r['target'] or ''} {r['precision'].split()[0]}".strip(), (r[f"ms_b{bs}"], r["metric"]),
+            ax.annotate(f"{r['target'] or ''} {r['precision']}".strip(), (r[f"ms_b{bs}"], r["metric"]),
                         fontsize=6, xytext=(3, 2), textcoords="offset points")
         ax.axhline(result["teacher_metric"] - result["within"], color="k", lw=0.8, ls=":",
                    label=f"teacher - {result['within']:g}")
