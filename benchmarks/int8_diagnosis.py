@@ -11,9 +11,10 @@ training slice (what ``toprune export --int8`` chooses on) and on dev (reported,
   decides which tokens survive, qk, v, attn_out, ffn_in, ffn_out, other = pooler/classifier): which op costs;
 * OpenVINO f32, bf16 and NNCF INT8 (calibrated on training texts) of the same graph;
 * per graph: the metric, the share of dev predictions that differ from fp32, the largest |logit difference|, and
-  for pruned graphs the *selection agreement*: per TopK of the graph (in graph order: the pruning steps), the share
-  of dev examples whose kept-index set is the same as in fp32. A variant whose loss comes with low agreement loses
-  through the token selection; one with full agreement loses in the arithmetic of the kept tokens.
+  for pruned graphs the *selection agreement*: per TopK of the graph (in graph order, two per pruning layer: the
+  ranking, then the kept-first order), the share of dev examples whose TopK output equals fp32's (:func:`agreement`).
+  A variant whose loss comes with low agreement of the kept-first TopKs loses through the token selection; one with
+  full agreement loses in the arithmetic of the kept tokens.
 
 No timing: accuracy only (latency is `toprune frontier`'s job). Single-threaded so it can run beside other jobs.
 """
@@ -47,7 +48,10 @@ def run_graph(session, outputs: list[str], dataset, tokenizer, inputs: list[str]
 
 
 def agreement(ref: list, got: list) -> list[float]:
-    """Per TopK: share of examples whose set of selected indices equals the reference's."""
+    """Per TopK: share of examples whose TopK output equals the reference's, in order. The pruned graph sorts twice
+    per pruning layer (toprune.runtime): first the ranking of all tokens (equal order: strict, any swap counts, even
+    one that keeps the same tokens), then kept tokens first in position order, the dropped ones after them (equal:
+    exactly the same tokens kept)."""
     if not ref or not ref[0]:
         return []
     same, total = np.zeros(len(ref[0])), 0
@@ -55,7 +59,7 @@ def agreement(ref: list, got: list) -> list[float]:
         total += len(r_batch[0])
         for t, (r, g) in enumerate(zip(r_batch, g_batch)):
             if r.shape == g.shape:
-                same[t] += int((np.sort(r, axis=-1) == np.sort(g, axis=-1)).reshape(len(r), -1).all(axis=1).sum())
+                same[t] += int((r == g).reshape(len(r), -1).all(axis=1).sum())
     return [float(x) / max(total, 1) for x in same]
 
 
