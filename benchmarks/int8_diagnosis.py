@@ -63,6 +63,31 @@ def agreement(ref: list, got: list) -> list[float]:
     return [float(x) / max(total, 1) for x in same]
 
 
+def _kept_count(row: np.ndarray) -> int:
+    """Kept tokens of a kept-first row: kept positions ascend, then the dropped ones start again lower."""
+    falls = np.nonzero(np.diff(row) < 0)[0]
+    return int(falls[0]) + 1 if len(falls) else 0
+
+
+def kept_overlap(ref: list, got: list) -> list[float]:
+    """Per TopK: mean over dev examples of |kept_ref & kept_got| / |kept_ref | kept_got| (1.0 where both rows are
+    equal), a softer measure than :func:`agreement`; meaningful for the kept-first TopKs (odd positions)."""
+    if not ref or not ref[0]:
+        return []
+    total, count = np.zeros(len(ref[0])), 0
+    for r_batch, g_batch in zip(ref, got):
+        count += len(r_batch[0])
+        for t, (r, g) in enumerate(zip(r_batch, g_batch)):
+            for a, b in zip(r.reshape(len(r), -1), g.reshape(len(g), -1)):
+                k = max(_kept_count(a), _kept_count(b))
+                if np.array_equal(a, b) or k == 0:
+                    total[t] += 1.0
+                    continue
+                sa, sb = set(a[:k].tolist()), set(b[:k].tolist())
+                total[t] += len(sa & sb) / len(sa | sb)
+    return [float(x) / max(count, 1) for x in total]
+
+
 def compare(name: str, data, ref: dict, got: dict) -> dict:
     from toprune.quantize import metric_of
 
@@ -74,6 +99,7 @@ def compare(name: str, data, ref: dict, got: dict) -> dict:
     row["dev_changed_share"] = float((preds(dev_ref["logits"]) != preds(dev_got["logits"])).mean())
     row["dev_max_abs_diff"] = float(np.abs(dev_ref["logits"] - dev_got["logits"]).max())
     row["selection_agreement_dev"] = agreement(dev_ref["picks"], dev_got["picks"])
+    row["kept_overlap_dev"] = kept_overlap(dev_ref["picks"], dev_got["picks"])
     return row
 
 
