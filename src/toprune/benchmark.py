@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import ToPruneError
+from .serve import CONFIG_FILENAME
 
 
 @dataclass
@@ -81,6 +82,21 @@ def ort_runner(folder: str | Path, threads: int, int8: bool = False) -> Callable
     return run
 
 
+def openvino_runner(folder: str | Path, threads: int, precision: str = "f32") -> Callable[[dict], object]:
+    """The same export folder compiled by OpenVINO (:mod:`toprune.openvino_backend`): f32, bf16 or its NNCF INT8."""
+    from .openvino_backend import OpenVinoSession, graph_path
+
+    folder = Path(folder)
+    session = OpenVinoSession(graph_path(folder, precision), precision, threads)
+    outputs = [json.loads((folder / CONFIG_FILENAME).read_text())["outputs"][0]]
+
+    def run(batch: dict):
+        return session.run(outputs, {k: v.numpy() if hasattr(v, "numpy") else v for k, v in batch.items()})[0]
+
+    run.session = session  # for parity checks against ONNX Runtime on the same compiled model
+    return run
+
+
 def environment(threads: int) -> dict:
     from .costmodel import cpu_name
 
@@ -88,8 +104,15 @@ def environment(threads: int) -> dict:
     import onnxruntime
     import transformers
 
-    return {"cpu": cpu, "threads": threads, "torch": torch.__version__, "transformers": transformers.__version__,
-            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    out = {"cpu": cpu, "threads": threads, "torch": torch.__version__, "transformers": transformers.__version__,
+           "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    try:
+        import openvino
+
+        out["openvino"] = openvino.__version__
+    except ImportError:
+        pass
+    return out
 
 
 def latency_runners(dense, pruned, tokenizer, workdir: str | Path, threads: int, backend: str = "pytorch",

@@ -19,6 +19,7 @@ from pathlib import Path
 from .cli_types import HelpFormatter, Parser, int_list, positive_float, positive_int, seed_int
 from .errors import ToPruneError
 from .validate import DEFAULT_SEED
+from .quantize import VARIANTS as INT8_VARIANTS  # torch-free
 
 EXAMPLES = {
     "finetune": "toprune finetune --task mrpc --output runs/mrpc-teacher",
@@ -30,6 +31,7 @@ EXAMPLES = {
     "plot": "toprune plot runs/mrpc-top runs/mrpc-top-no-rank --output mrpc.png",
     "profile": "toprune profile runs/mrpc-teacher --batch-size 1 --output mrpc-b1.json",
     "show": "toprune show runs/mrpc-top/best \"The cat sat on the mat.\" --pair \"A cat was sitting.\" --html s.html",
+    "frontier": "toprune frontier --task mrpc --dense runs/mrpc-teacher --pruned runs/mrpc-top/best runs/mrpc-st/best",
 }
 
 
@@ -151,13 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch",
                    help="pytorch: dense HF eager (SDPA) vs our PyTorch runtime, plus the dense ONNX Runtime row; "
                         "onnxruntime: both models exported to ONNX and timed in ONNX Runtime")
-    p.add_argument("--int8", action="store_true", help="with --backend onnxruntime: also time dynamic-INT8 graphs")
+    p.add_argument("--int8", action="store_true",
+                   help="with --backend onnxruntime: also time INT8 graphs (toprune.quantize's default variant)")
     _bench_options(p)
 
     p = command("export", "write an ONNX serving folder (graph + tokenizer + config) of a pruned or dense model")
     p.add_argument("model", help="model folder (pruned or dense)")
     p.add_argument("--output", required=True, help="folder to write model.onnx, the tokenizer and toprune_onnx.json")
-    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic INT8 quantisation)")
+    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx: the INT8 variant that scores "
+                   "best on the held-out training slice (dev metric of fp32 and INT8 printed)")
+    p.add_argument("--int8-variant", default="auto", choices=["auto", *INT8_VARIANTS],
+                   help="with --int8: auto (measure all) or one variant (toprune.quantize)")
+    # its own dest: the saved-task defaults (mrpc for a model without one) must not pick the data INT8 is chosen on
+    p.add_argument("--task", dest="int8_task", help="GLUE task whose training data chooses the INT8 variant "
+                   "(default: the model's saved task)")
+    p.add_argument("--data-dir", help="GLUE folder (default: ../shared/data/glue when present)")
 
     p = command("demo", "the main job: teacher -> prune -> eval -> bench on the default model, one table")
     _common(p, "demo")
@@ -184,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random plans whose measured latency is compared with the prediction (default 12; 0: none)")
     p.add_argument("--output", help="also save the profile here (it is always cached for `prune`)")
     p.add_argument("--json", action="store_true")
+
+    from .frontier import add_arguments as frontier_arguments
+
+    frontier_arguments(command("frontier", "accuracy vs latency of dense, pruned and INT8 models in PyTorch, ONNX "
+                                           "Runtime and OpenVINO: json, table and plot"))
 
     p = command("show", "which words of one input survive at each layer (terminal, or --html)")
     p.add_argument("model", help="pruned model folder")

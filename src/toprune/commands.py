@@ -227,12 +227,17 @@ def cmd_bench(args, data_dir):
 
 
 def cmd_export(args, data_dir):
-    from .export import export_folder
+    from .export import export_command
 
     _quiet()
-    folder = export_folder(args.model, args.output, int8=args.int8)
-    print(f"wrote {folder}: model.onnx{' + model.int8.onnx' if args.int8 else ''}, tokenizer, toprune_onnx.json "
-          f"(checked against PyTorch: max abs diff <= 1e-4)")
+    export_command(args, data_dir)
+
+
+def cmd_frontier(args, data_dir):
+    from .frontier import cmd_frontier
+
+    _quiet()
+    return cmd_frontier(args, data_dir)
 
 
 def cmd_profile(args, data_dir):

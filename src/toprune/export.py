@@ -170,22 +170,26 @@ def serving_task(config, outputs: list[str], task: dict | None) -> dict:
     return out
 
 
-def quantize(folder: str | Path) -> Path:
-    """Dynamic INT8 quantisation of the exported graph (onnxruntime's quantiser), written beside it."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize(folder: str | Path, variant: str | None = None, feeds: list[dict] | None = None) -> Path:
+    """INT8 copy of the exported graph (onnxruntime's quantiser), written beside it as ``model.int8.onnx``.
+    ``variant``: one of :data:`toprune.quantize.VARIANTS` (default: the one that keeps the pruning decisions' Q/K
+    projections fp32, plain dynamic INT8 on a dense graph); ``feeds``: calibration inputs of the static variants."""
+    from .quantize import DEFAULT_VARIANT, quantize_variant
 
     folder = Path(folder)
-    with warnings.catch_warnings(), _quiet_logs():
-        warnings.simplefilter("ignore")
-        # weights' MatMuls only: the quantiser turns the opset-23 Attention node into a QAttention it cannot build
-        quantize_dynamic(str(folder / ONNX_FILENAME), str(folder / INT8_FILENAME), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gemm"])
+    quantize_variant(folder / ONNX_FILENAME, folder / INT8_FILENAME, variant or DEFAULT_VARIANT, feeds)
     return folder / INT8_FILENAME
 
 
-def export_folder(model_path: str, output: str | Path, int8: bool = False) -> Path:
-    """``toprune export``: a saved (pruned or dense) model folder to an ONNX serving folder."""
+def export_folder(model_path: str, output: str | Path, int8: bool = False, variant: str | None = None,
+                  data=None) -> Path:
+    """``toprune export``: a saved (pruned or dense) model folder to an ONNX serving folder; returns the folder.
+    With ``int8`` and task ``data`` (:class:`toprune.train.TaskData` with a held-out
+    slice), every INT8 variant (or only ``variant``) is scored on the held-out training slice and the best is kept;
+    the dev metric of the fp32 and INT8 graphs goes into ``toprune_onnx.json`` (key ``int8``). Without data: the
+    default variant, no metric."""
     from .pretrained import load_model, load_tokenizer
+    from .quantize import VARIANTS, choose_variant
     from .task_spec import read_task
 
     output = check_writable(output)  # before the model loads and the export runs
@@ -194,8 +198,41 @@ def export_folder(model_path: str, output: str | Path, int8: bool = False) -> Pa
     if output.exists() and any(output.iterdir()) and not (output / CONFIG_FILENAME).exists():
         raise ToPruneError(f"{output} exists and is not an export folder; give a new or empty --output")
     export_onnx(model, tokenizer, output, task=read_task(model_path))
-    if int8:
-        quantize(output)
+    report = None
+    if int8 and data is not None:
+        report = choose_variant(output, data, tokenizer, VARIANTS if variant in (None, "auto") else (variant,))
+    elif int8:
+        quantize(output, None if variant == "auto" else variant)
+        report = {"variant": None if variant in (None, "auto") else variant, "selected_on": None}
     elif (output / INT8_FILENAME).exists():
         (output / INT8_FILENAME).unlink()  # a stale INT8 graph of an earlier export must not survive
+    if report is not None:
+        from .quantize import DEFAULT_VARIANT
+
+        report["variant"] = report["variant"] or DEFAULT_VARIANT
+        meta = json.loads((output / CONFIG_FILENAME).read_text())
+        atomic_write_text(output / CONFIG_FILENAME, json.dumps({**meta, "int8": report}, indent=1) + "\n")
     return output
+
+
+def export_command(args, data_dir) -> None:
+    """``toprune export``: the folder, and with --int8 the variant measured on the task's data when it is there
+    (the dev metric of INT8 beside fp32 is always worth reporting)."""
+    from .pretrained import load_tokenizer
+    from .quantize import int8_data
+
+    data, why = None, ""
+    if args.int8:
+        data, why = int8_data(load_tokenizer(args.model), args.int8_task, getattr(args, "saved_task", None),
+                              data_dir)
+        if data is None and args.int8_task:
+            raise ToPruneError(f"--int8 cannot choose on --task {args.int8_task}: {why}")
+    folder = export_folder(args.model, args.output, int8=args.int8, variant=args.int8_variant, data=data)
+    print(f"wrote {folder}: model.onnx{' + model.int8.onnx' if args.int8 else ''}, tokenizer, toprune_onnx.json "
+          f"(checked against PyTorch: max abs diff <= 1e-4)")
+    report = json.loads((Path(folder) / "toprune_onnx.json").read_text()).get("int8") if args.int8 else None
+    if report and report.get("dev_metric_int8") is not None:
+        print(f"INT8 variant {report['variant']} ({report['selected_on']}); dev {report['metric']}: fp32 "
+              f"{report['dev_metric_fp32']:.2f}, INT8 {report['dev_metric_int8']:.2f}")
+    elif report:
+        print(f"INT8 variant {report['variant']} (not measured: {why})")

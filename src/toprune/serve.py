@@ -6,6 +6,7 @@ imported at serving time (tests/test_export.py checks it in a fresh interpreter)
     model.predict(["The cat sat."], pairs=["A cat was sitting."])       # [{"label": ..., "score": ...}]
     qa = OnnxModel("exports/squad-top")
     qa.answer(["Who wrote it?"], ["It was written by Ada."])           # [{"answer": "Ada", ...}]
+    OnnxModel("exports/mrpc-top", backend="openvino", precision="f32")  # the same graph in OpenVINO
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from .validate import check_tokenizer_files  # torch-free
 ONNX_FILENAME = "model.onnx"
 INT8_FILENAME = "model.int8.onnx"
 CONFIG_FILENAME = "toprune_onnx.json"
+BACKENDS = ("onnxruntime", "openvino")
+OPENVINO_F32_TOLERANCE = 1e-3  # fp32 in both runtimes: only the order of float additions differs
+# checked when an OpenVINO model loads: real sentences of different lengths, so padding and pruning both happen
+PARITY_TEXTS = ("The cat sat on the mat while the dog slept by the door.", "Short one.",
+                "Tokens are removed layer by layer, so later layers run on fewer tokens per example.",
+                "A committee published the report after a long delay.")
 
 
 def make_session(path: str | Path, threads: int | None = None):
@@ -42,10 +49,19 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 class OnnxModel:
-    """An export folder (``toprune export``) loaded into an ``onnxruntime.InferenceSession``."""
+    """An export folder (``toprune export``) loaded into an ``onnxruntime.InferenceSession``, or into OpenVINO
+    (``backend="openvino"``, :mod:`toprune.openvino_backend`; ``precision`` f32, bf16, int8 or int8_bf16, default
+    f32 for a pruned graph, whose token selection reduced precision can flip, else OpenVINO's bf16). An OpenVINO
+    model is checked against ONNX Runtime f32 on a few sample inputs when it loads (``self.parity``); f32 must match.
+    """
 
-    def __init__(self, folder: str | Path, threads: int | None = None, int8: bool = False) -> None:
+    def __init__(self, folder: str | Path, threads: int | None = None, int8: bool = False,
+                 backend: str = "onnxruntime", precision: str | None = None) -> None:
         folder = Path(folder)
+        if backend not in BACKENDS:
+            raise ToPruneError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}")
+        if backend == "onnxruntime" and precision not in (None, "f32"):
+            raise ToPruneError(f"precision {precision!r} is for backend='openvino' (ONNX Runtime: int8=True or f32)")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ToPruneError(f"threads must be a positive integer or None, got {threads!r}")
         if not (folder / CONFIG_FILENAME).is_file():
@@ -56,15 +72,33 @@ class OnnxModel:
             raise ToPruneError(f"{folder / CONFIG_FILENAME} is damaged ({type(exc).__name__}): export again") from None
         if not isinstance(self.config, dict) or not {"inputs", "outputs"} <= self.config.keys():
             raise ToPruneError(f"{folder / CONFIG_FILENAME} is damaged (no inputs/outputs): export again")
-        graph = folder / (INT8_FILENAME if int8 else ONNX_FILENAME)
+        graph = folder / (INT8_FILENAME if int8 and backend == "onnxruntime" else ONNX_FILENAME)
         if not graph.is_file():
             raise ToPruneError(f"no {graph.name} in {folder}" + (" (export with --int8)" if int8 else ""))
         check_tokenizer_files(folder, str(folder))
-        self.session = make_session(graph, threads)
         self.tokenizer = FastTokenizer(folder, self.inputs)
+        self.backend, self.parity = backend, None
+        if backend == "onnxruntime":
+            self.session = make_session(graph, threads)
+        else:
+            default = "int8" if int8 else "f32" if self.config.get("pruned") else "bf16"
+            self.session = self._openvino(folder, threads, precision or default)
         # the length the model was trained at; exports before it was recorded held the model's limit instead
         qa = "start_logits" in self.config["outputs"]
         self.max_length = self.config["max_length"] if "max_length_source" in self.config else (384 if qa else 128)
+
+    def _openvino(self, folder: Path, threads: int | None, precision: str):
+        from .openvino_backend import OpenVinoSession, graph_path, parity
+
+        session = OpenVinoSession(graph_path(folder, precision), precision, threads)
+        sample = self.tokenizer(list(PARITY_TEXTS), list(reversed(PARITY_TEXTS)), padding=True, truncation=True,
+                                max_length=64, return_tensors="np")
+        feed = {k: np.asarray(v, dtype=np.int64) for k, v in sample.items() if k in self.inputs}
+        self.parity = parity(session, make_session(folder / ONNX_FILENAME, threads), [feed], self.config["outputs"])
+        if precision == "f32" and self.parity["max_abs_diff"] > OPENVINO_F32_TOLERANCE:
+            raise ToPruneError(f"OpenVINO f32 disagrees with ONNX Runtime on {folder} (max abs diff "
+                               f"{self.parity['max_abs_diff']:.2e}); serve it with backend='onnxruntime'")
+        return session
 
     @property
     def inputs(self) -> list[str]:
