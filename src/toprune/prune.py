@@ -29,7 +29,7 @@ from .embedding import attach_teacher_embeddings, embed, embedding_loss, read_po
 from .errors import ToPruneError
 from .flops import EncoderDims, expected_relative_macs, min_relative_macs, parse_target
 from .gates import HardConcreteGates
-from .losses import distillation_loss, lagrangian
+from .losses import anti_windup_, distillation_loss, lagrangian
 from .plan import PruningPlan
 from .pretrained import load_model, load_tokenizer, resolve_model, save_pruned
 from .prune_config import PruneConfig, check_config, resolve_layers
@@ -48,6 +48,7 @@ from .validate import (check_finite_loss, check_finite_weights, check_label_name
                        check_same_task, check_trained)
 
 __all__ = ["PruneConfig", "ToPRun", "distillation_loss", "lagrangian"]  # config and losses live in their modules
+_TRACED = ("expected_sparsity", "target_sparsity", "lambda1", "lambda2")
 _DIVERGED = "the run stopped; the kept model (if any) predates it; lower --lr, --gate-lr or --lambda-lr"
 
 
@@ -107,7 +108,7 @@ class ToPRun(Checkpointed):
         self.fixed_plan = None if cfg.method == "top" else self._static_plan()
         if self.fixed_plan is not None:
             self.state.set_plan(self.fixed_plan)  # once: evaluation re-sets the same plan
-        self.gates = HardConcreteGates(len(self.layers), cfg.num_bins, monotone=cfg.monotone,
+        self.gates = HardConcreteGates(len(self.layers), cfg.num_bins, gate_init=cfg.gate_init, monotone=cfg.monotone,
                                        use_layer_gates=cfg.layer_gates).to(self.device)
         self.lambdas = torch.nn.Parameter(torch.zeros(2, device=self.device))
         for name, param in self.student.named_parameters():  # embeddings frozen, as the authors do
@@ -298,17 +299,23 @@ class ToPRun(Checkpointed):
         if self.accelerator.num_processes > 1:  # gates and multipliers live outside DDP: average them by hand
             for param in (*self.gates.parameters(), self.lambdas):
                 param.grad = self.accelerator.reduce(param.grad, reduction="mean")
+        gap = self.lambdas.grad[0].item()  # d/d lambda1 = s - t (averaged over processes: the same everywhere)
         self.lambdas.grad.neg_()  # gradient ascent on the multipliers
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
         for opt in (self.opt, self.gate_opt, self.lambda_opt):
             opt.step()
+        if cfg.lambda_anti_windup:
+            anti_windup_(self.lambdas, gap)
         self.schedule.step()
         self.gates.clamp_()
         self.step_seconds.append(time.perf_counter() - started)
         loss, loss_task, loss_rank, loss_lag = (x.detach() for x in (loss, loss_task, loss_rank, loss_lag))
+        bin_keep, gate_prob = (x.detach() for x in self.gates.keep_probs())  # gate collapse shows here first
         return {"loss": loss.item(), "task": loss_task.item(), "rank": loss_rank.item(), "lag": loss_lag.item(),
                 "expected_sparsity": 1.0 - rel.item(), "target_sparsity": target_sparsity,
-                "lambda1": self.lambdas[0].item(), "lambda2": self.lambdas[1].item()}
+                "lambda1": self.lambdas[0].item(), "lambda2": self.lambdas[1].item(),
+                "gate_prob": [round(x, 4) for x in gate_prob.tolist()],
+                "bin_keep": [round(x, 4) for x in bin_keep.mean(dim=1).tolist()]}
 
     def current_plan(self) -> PruningPlan:
         if self.fixed_plan is not None:
@@ -382,6 +389,7 @@ class ToPRun(Checkpointed):
                                extra=f", plus an evaluation every {self.cfg.eval_every} steps")
         bar = tqdm(total=last, initial=self.step, desc=f"ToP {self.data.name} -> {self.cfg.target}",
                    disable=not self.accelerator.is_main_process)
+        trace = []
         while self.step < last:
             epoch, skip = divmod(self.step, self.steps_per_epoch)
             loader = make_loader(self.data.train, self.tokenizer, self.cfg.batch_size, True, self.cfg.seed, epoch,
@@ -395,9 +403,14 @@ class ToPRun(Checkpointed):
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", sparsity=f"{stats['expected_sparsity']:.2f}",
                                 target=f"{stats['target_sparsity']:.2f}", lam1=f"{stats['lambda1']:.2f}")
                 eta.step()
+                # every step's constraint state, logged with the next evaluation: tracking of the ramp and multiplier
+                # overshoot happen between evaluations
+                trace.append([self.step, *(round(stats[k], 4) for k in _TRACED), stats.get("gate_prob")])
                 if self.step % self.cfg.eval_every == 0 or self.step == last:
                     result = self.evaluate()
-                    self._log_line({"step": self.step, **stats, **{f"sel_{k}": v for k, v in result.items()}})
+                    self._log_line({"step": self.step, **stats, "trace_fields": ["step", *_TRACED, "gate_prob"],
+                                    "trace": trace, **{f"sel_{k}": v for k, v in result.items()}})
+                    trace = []
                 if self.step % self.cfg.save_every == 0 or self.step == last:
                     self.save_checkpoint()
                 if self.step >= last:

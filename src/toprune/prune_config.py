@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import ToPruneError
+from .gates import GATE_INIT
 from .plan import default_pruning_layers
 from .selection import check_select_on
 from .squad import is_squad
@@ -38,6 +39,7 @@ class PruneConfig:
     lr: float = 5e-5
     gate_lr: float = 0.05
     lambda_lr: float = 0.05
+    lambda_anti_windup: bool = True  # [ours] lambda1 never pushes away from the target (False: the authors' ascent)
     num_bins: int = 20
     topk: int = 10
     rank_alpha: float = 1e-2
@@ -50,6 +52,7 @@ class PruneConfig:
     # [ours] spread each score to its +-r neighbours before ranking (QA: keep the answer's window)
     score_radius: int = 0
     layer_gates: bool = True  # ablation: fine masks only
+    gate_init: float = GATE_INIT  # initial layer-gate logit; -3.0 is the authors' (gates start off)
     monotone: bool = False  # keep the top fraction instead of free bins
     fit_plan: bool = True  # [ours] deterministic plans fitted to the budget on real token counts (see fit_plan)
     method: str = "top"  # baselines: "static" (fixed top-k by attention) or "random" (fixed counts, random tokens)
@@ -100,6 +103,8 @@ def check_config(cfg: PruneConfig) -> None:
     if not math.isfinite(cfg.hard_epochs) or cfg.hard_epochs < 0:
         raise ToPruneError(f"hard_epochs must be zero or a positive finite number, got {cfg.hard_epochs!r}")
     check_seed(cfg.seed)
+    if not math.isfinite(cfg.gate_init):
+        raise ToPruneError(f"gate_init must be a finite logit, got {cfg.gate_init!r}")
     if cfg.method not in METHODS:
         raise ToPruneError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     for name, allowed in (("scorer", SCORERS), ("rank_target", RANK_TARGETS)):
