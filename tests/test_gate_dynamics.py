@@ -75,3 +75,15 @@ def test_anti_windup_keeps_lambda1_on_the_side_of_the_gap():
     lambdas = torch.tensor([3.0, 1.0])
     anti_windup_(lambdas, -0.1)
     assert lambdas.tolist() == [0.0, 1.0]
+
+
+def test_cli_keeps_the_authors_gate_dynamics_behind_options():
+    from toprune.cli import build_parser
+    from toprune.commands import _prune_config
+
+    parse = build_parser().parse_args
+    default = _prune_config(parse(["prune", "--teacher", "t", "--output", "o"]), "t", "o", "d")
+    authors = _prune_config(parse(["prune", "--teacher", "t", "--output", "o", "--gate-init", "-3",
+                                   "--plain-lambda-ascent"]), "t", "o", "d")
+    assert default.gate_init > 0 and default.lambda_anti_windup
+    assert authors.gate_init == -3.0 and not authors.lambda_anti_windup

@@ -218,6 +218,12 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-layer-gates", action="store_true",
                    help="fine (rank-bin) masks only, no layer gates; on MiniLM the better ToP variant on STS-B and "
                         "CoLA (benchmarks/README.md)")
+    p.add_argument("--gate-init", type=float,
+                   help="initial layer-gate logit (default [ours]: gates start on, every layer may prune from the "
+                        "start; the authors' -3 starts them off, see benchmarks/README.md 'Gate collapse')")
+    p.add_argument("--plain-lambda-ascent", action="store_true",
+                   help="the authors' multiplier update, without the [ours] lambda1 anti-windup (which stops it "
+                        "pushing the sparsity past the target after a long lag)")
     p.add_argument("--monotone", action="store_true", help="keep the top fraction instead of free bins")
     p.add_argument("--no-fit-plan", action="store_true",
                    help="evaluate and export the authors' rounded masks as they are; by default [ours] they are fitted "

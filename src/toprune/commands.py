@@ -72,6 +72,8 @@ def _prune_config(args, teacher: str, output: str, data_dir):
         ranking=not args.no_ranking, rank_target=args.rank_target, rank_layers=args.rank_layers, scorer=args.scorer,
         score_radius=args.score_radius, rank_alpha=args.rank_alpha,
         layer_gates=not args.no_layer_gates, monotone=args.monotone, fit_plan=not args.no_fit_plan,
+        lambda_anti_windup=not args.plain_lambda_ascent,
+        **({} if args.gate_init is None else {"gate_init": args.gate_init}),
         method=args.method,
         eval_every=args.eval_every, save_every=args.eval_every, max_train_samples=args.max_train_samples,
         max_length=args.max_length, seed=args.seed, select_on=args.select_on, resume=args.resume,
