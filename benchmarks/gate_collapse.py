@@ -127,14 +127,17 @@ def report(out_json: Path, out_png: Path) -> None:
         ax.set_ylim(0, 1)
         twin = ax.twinx()
         twin.plot(steps, [t["lambda1"] for t in r["trace"]], color="tab:red", alpha=0.5, label="lambda1")
-        twin.tick_params(labelsize=7)
+        twin.tick_params(labelsize=7, colors="tab:red")
+        twin.set_ylabel("lambda1", color="tab:red", fontsize=8)
         ax.legend(fontsize=7, loc="upper left")
         gates = [t["gate_prob"] for t in r["trace"] if t.get("gate_prob")]
         if gates and r["settings"]["layer_gates"]:
             for p in range(len(gates[0])):
-                axes[1][col].plot(steps[: len(gates)], [g[p] for g in gates], label=f"gate {p}")
+                axes[1][col].plot(steps[: len(gates)], [g[p] for g in gates], label=f"layer {p + 1}")
             axes[1][col].axhline(0.5, color="k", lw=0.5)
             axes[1][col].legend(fontsize=6, ncol=2)
+        else:
+            axes[1][col].text(0.5, 0.5, "no layer gates", ha="center", transform=axes[1][col].transAxes)
         axes[1][col].set_ylim(0, 1)
         axes[1][col].set_xlabel("step")
     axes[0][0].set_ylabel("FLOPs sparsity (expected)")
