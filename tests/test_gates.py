@@ -116,7 +116,11 @@ def test_expected_keep_ratio_is_per_layer():
     assert torch.allclose(gates.expected_keep_ratios().detach(), expected)
 
 
-def test_default_initialisation_keeps_bins_and_opens_few_layer_gates():
-    """bin logits start at 3 (P(kept) ~ 0.99: every token kept) and gate logits at -3 (P(prune) ~ 0.2)."""
+def test_default_initialisation_keeps_bins_and_opens_every_layer_gate():
+    """bin logits start at 3 (P(kept) ~ 0.99: every token kept) and gate logits at +3 (P(prune) ~ 0.99: every layer
+    may prune, so the bins, not the order in which gates open, decide where the budget goes)."""
     gates = HardConcreteGates(3, 4)
-    assert torch.all(gates.bin_log_alpha == 3.0) and torch.all(gates.gate_log_alpha == -3.0)
+    assert torch.all(gates.bin_log_alpha == 3.0) and torch.all(gates.gate_log_alpha == 3.0)
+    kept, on = gates.deterministic()
+    assert kept.all() and on.all()
+    assert torch.all(gates.expected_keep_ratios() > 0.98)

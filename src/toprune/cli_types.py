@@ -56,7 +56,8 @@ def index_list(text: str) -> list[int]:
 
 
 KINDS = {"positive_int": positive_int, "positive_float": positive_float, "non_negative_float": non_negative_float,
-         "int_list": int_list, "index_list": index_list, "seed": seed_int, "int": int}
+         "int_list": int_list, "index_list": index_list, "seed": seed_int, "int": int,
+         "float": float}
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

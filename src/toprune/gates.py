@@ -16,6 +16,10 @@ STRETCH_LOW, STRETCH_HIGH = -0.1, 1.1
 LOG_ALPHA_MIN, LOG_ALPHA_MAX = math.log(0.01), math.log(100.0)
 # log(-low / high): P(z > 0) = sigmoid(log_alpha - TEMPERATURE * log(-low / high)) = sigmoid(log_alpha + (2/3) ln 11)
 _NONZERO_SHIFT = TEMPERATURE * math.log(-STRETCH_LOW / STRETCH_HIGH)
+# Initial logits: bins kept (P ~ 0.99). Layer gates start on [ours] (the authors: -3, P(on) ~ 0.2): off-start gates
+# switch on one layer at a time, the first ones take the whole budget and are pruned to CLS while the others stay
+# dense (benchmarks/README.md, "Gate collapse: diagnosis").
+BIN_INIT, GATE_INIT = 3.0, 3.0
 
 
 def hard_concrete_sample(log_alpha: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -45,8 +49,8 @@ class HardConcreteGates(nn.Module):
         self,
         num_pruning_layers: int,
         num_bins: int,
-        bin_init: float = 3.0,
-        gate_init: float = -3.0,
+        bin_init: float = BIN_INIT,
+        gate_init: float = GATE_INIT,
         monotone: bool = False,
         use_layer_gates: bool = True,
     ) -> None:

@@ -25,3 +25,15 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels, regr
 def lagrangian(expected_sparsity: torch.Tensor, target: float, lambdas: torch.Tensor) -> torch.Tensor:
     gap = expected_sparsity - target
     return lambdas[0] * gap + lambdas[1] * gap * gap
+
+
+@torch.no_grad()
+def anti_windup_(lambdas: torch.Tensor, gap: float) -> None:
+    """[ours] Keep lambda1 on the side of the current gap s - t: it may push the sparsity toward the target, never
+    away from it. Plain ascent integrates the gap: while the sparsity lags (gate logits start saturated and move at
+    most about gate_lr per Adam step) lambda1 winds up, and it keeps pushing after the target is passed until the same
+    number of steps has unwound it (the overshoot; benchmarks/README.md "Gate collapse: diagnosis")."""
+    if gap > 0:
+        lambdas[0].clamp_(min=0.0)
+    elif gap < 0:
+        lambdas[0].clamp_(max=0.0)

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import ToPruneError
+from .gates import GATE_INIT
 from .plan import default_pruning_layers
 from .selection import SELECT_ON, check_select_on
 from .squad import is_squad
@@ -78,6 +79,9 @@ class PruneConfig:
     gate_lr: float = option(0.05, "learning rate of the gate logits", kind="positive_float")
     lambda_lr: float = option(0.05, "learning rate of the Lagrange multipliers (lower: a gentler approach to the "
                                     "target)", kind="positive_float")
+    lambda_anti_windup: bool = option(True, "[ours] lambda1 never pushes the sparsity away from the target (off: "
+                                            "the authors' plain ascent, which winds up while the sparsity lags and "
+                                            "overshoots after; benchmarks/README.md 'Gate collapse')", negate=True)
     num_bins: int = option(20, "rank bins per pruning layer (K)", kind="positive_int", flag="--bins")
     topk: int = option(10, "teacher's top-k tokens distilled into early layers (with --rank-target answer: the k most "
                            "answer-relevant tokens, ranked above all others)", kind="positive_int")
@@ -107,6 +111,9 @@ class PruneConfig:
                                   "--scorer question (benchmarks/README.md section 6)", kind="int", metavar="R")
     layer_gates: bool = option(True, "fine (rank-bin) masks only, no layer gates (benchmarks/README.md compares "
                                      "both)", negate=True)
+    gate_init: float = option(GATE_INIT, "initial layer-gate logit ([ours] default: gates start on, every layer may "
+                                         "prune from the start; the authors' -3 starts them off, see "
+                                         "benchmarks/README.md 'Gate collapse')", kind="float")
     monotone: bool = option(False, "keep the top fraction instead of free bins")
     fit_plan: bool = option(True, "evaluate and export the authors' rounded masks as they are; by default [ours] they "
                                   "are fitted to the budget on the real token counts (bins dropped or given back by "
@@ -174,6 +181,8 @@ def check_config(cfg: PruneConfig) -> None:
     if not math.isfinite(cfg.hard_epochs) or cfg.hard_epochs < 0:
         raise ToPruneError(f"hard_epochs must be zero or a positive finite number, got {cfg.hard_epochs!r}")
     check_seed(cfg.seed)
+    if not math.isfinite(cfg.gate_init):
+        raise ToPruneError(f"gate_init must be a finite logit, got {cfg.gate_init!r}")
     for name in REGISTRY:  # method, scorer, rank_target, constraint
         build(name, getattr(cfg, name))
     if cfg.score_radius < 0:

@@ -86,7 +86,7 @@ class Pruner(TrainingSteps):
         self.fixed_plan = self.source.fixed_plan(self)
         if self.fixed_plan is not None:
             self.state.set_plan(self.fixed_plan)  # once: evaluation re-sets the same plan
-        self.gates = HardConcreteGates(len(self.layers), cfg.num_bins, monotone=cfg.monotone,
+        self.gates = HardConcreteGates(len(self.layers), cfg.num_bins, gate_init=cfg.gate_init, monotone=cfg.monotone,
                                        use_layer_gates=cfg.layer_gates).to(self.device)
         self.lambdas = torch.nn.Parameter(torch.zeros(2, device=self.device))
         for name, param in self.student.named_parameters():  # embeddings frozen, as the authors do

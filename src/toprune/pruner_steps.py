@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .embedding import embed, embedding_loss
 from .flops import expected_relative_macs
-from .losses import distillation_loss, lagrangian
+from .losses import anti_windup_, distillation_loss, lagrangian
 from .plan import PruningPlan
 from .ranking import ranking_distillation_loss
 from .report import WallTimeEstimate, prune_setup, setup_lines
@@ -21,6 +21,7 @@ from .static import fit_plan, plan_relative_macs
 from .train import head_logits, make_loader, split_targets
 from .validate import check_finite_loss
 
+_TRACED = ("expected_sparsity", "target_sparsity", "lambda1", "lambda2")  # logged every step
 DIVERGED = "the run stopped; the kept model (if any) predates it; lower --lr, --gate-lr or --lambda-lr"
 
 
@@ -139,17 +140,23 @@ class TrainingSteps:
         if self.accelerator.num_processes > 1:  # gates and multipliers live outside DDP: average them by hand
             for param in (*self.gates.parameters(), self.lambdas):
                 param.grad = self.accelerator.reduce(param.grad, reduction="mean")
+        gap = self.lambdas.grad[0].item()  # d/d lambda1 = s - t (averaged over processes: the same everywhere)
         self.lambdas.grad.neg_()  # gradient ascent on the multipliers
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
         for opt in (self.opt, self.gate_opt, self.lambda_opt):
             opt.step()
+        if cfg.lambda_anti_windup:
+            anti_windup_(self.lambdas, gap)
         self.schedule.step()
         self.gates.clamp_()
         self.step_seconds.append(time.perf_counter() - started)
         loss, loss_task, loss_rank, loss_lag = (x.detach() for x in (loss, loss_task, loss_rank, loss_lag))
+        bin_keep, gate_prob = (x.detach() for x in self.gates.keep_probs())  # gate collapse shows here first
         return {"loss": loss.item(), "task": loss_task.item(), "rank": loss_rank.item(), "lag": loss_lag.item(),
                 "expected_sparsity": 1.0 - rel.item(), "target_sparsity": target_sparsity,
-                "lambda1": self.lambdas[0].item(), "lambda2": self.lambdas[1].item()}
+                "lambda1": self.lambdas[0].item(), "lambda2": self.lambdas[1].item(),
+                "gate_prob": [round(x, 4) for x in gate_prob.tolist()],
+                "bin_keep": [round(x, 4) for x in bin_keep.mean(dim=1).tolist()]}
 
     # -- the loop -----------------------------------------------------------------------------------------------
     def on_evaluated(self, record: dict) -> None:
@@ -170,6 +177,7 @@ class TrainingSteps:
                                     extra=f", plus an evaluation every {cfg.eval_every} steps")
         bar = tqdm(total=last, initial=self.step, desc=f"ToP {self.data.name} -> {cfg.target}",
                    disable=not self.accelerator.is_main_process)
+        trace = []
         while self.step < last:
             epoch, skip = divmod(self.step, self.steps_per_epoch)
             loader = make_loader(self.data.train, self.tokenizer, cfg.batch_size, True, cfg.seed, epoch,
@@ -183,9 +191,14 @@ class TrainingSteps:
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", sparsity=f"{stats['expected_sparsity']:.2f}",
                                 target=f"{stats['target_sparsity']:.2f}", lam1=f"{stats['lambda1']:.2f}")
                 self.eta.step()
+                # every step's constraint state, logged with the next evaluation: tracking of the ramp and multiplier
+                # overshoot happen between evaluations
+                trace.append([self.step, *(round(stats[k], 4) for k in _TRACED), stats.get("gate_prob")])
                 if self.step % cfg.eval_every == 0 or self.step == last:
                     result = self.evaluate()
-                    self.on_evaluated({"step": self.step, **stats, **{f"sel_{k}": v for k, v in result.items()}})
+                    self.on_evaluated({"step": self.step, **stats, "trace_fields": ["step", *_TRACED, "gate_prob"],
+                                       "trace": trace, **{f"sel_{k}": v for k, v in result.items()}})
+                    trace = []
                 self.on_step_end(last)
                 if self.step >= last:
                     break
