@@ -232,7 +232,7 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
     emb.add_argument("--pooling-tokens", choices=["restored", "survivors"], default="restored",
                      help="pool every token (pruned ones with their state when dropped) or only the tokens that "
                           "reached the last layer (default %(default)s)")
-    emb.add_argument("--embedding-loss", choices=["cosine", "mse", "cosine+mse"], default="cosine",
+    emb.add_argument("--embedding-loss", choices=["cosine", "mse", "cosine+mse", "cosine+tokens"], default="cosine",
                      help="distance of the pooled embedding to the teacher's (default %(default)s)")
     p.add_argument("--eval-every", type=positive_int, default=50,
                    help="steps between evaluations (and checkpoints)")

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .constraint import constraint_cost, describe
-from .embedding import attach_teacher_embeddings, embed, embedding_loss, read_pooling, save_sentence_transformer
+from .embedding import attach_teacher_embeddings, distill_embedding, read_pooling, save_sentence_transformer
 from .errors import ToPruneError
 from .flops import EncoderDims, expected_relative_macs, min_relative_macs, parse_target
 from .gates import HardConcreteGates
@@ -217,11 +217,7 @@ class ToPRun(Checkpointed):
     def _distill(self, batch: dict, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """The KD loss and the teacher's logits (the answer ranking target is made from them)."""
         if self.data.kind == "embedding":  # the pooled sentence embedding against the dense teacher's
-            pooling = self.data.embedding
-            student = embed(self.student_ddp, batch, pooling, self.state)
-            with torch.no_grad():
-                teacher = embed(self.teacher, batch, pooling)
-            return embedding_loss(student, teacher, pooling.loss), teacher
+            return distill_embedding(self.student_ddp, self.teacher, batch, self.data.embedding, self.state)
         logits = head_logits(self.student_ddp(**batch))
         with torch.no_grad():
             teacher_logits = head_logits(self.teacher(**batch))
