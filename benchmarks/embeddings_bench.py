@@ -360,11 +360,9 @@ def backend_rows(args, model, tokenizer, pooling, name: str, folder, dense: bool
         yield "openvino", False, "OpenVINO on toprune's ONNX export", openvino
 
 
-def measure(args, inputs, encoder, row, flops=None) -> None:
+def measure(args, inputs, encoder, row) -> None:
     if not args.skip_accuracy:
         row.update(inputs.accuracy(inputs.encode_all(encoder["encode"])))
-        if flops is not None:
-            row["flops_reduction_unpadded"] = flops()
     if not args.skip_speed:
         for size in map(int, args.batch_sizes.split(",")):
             timing = time_passes(encoder["run"], encoder["batches"](inputs.timed, size), args.repeats)
