@@ -63,6 +63,9 @@ class Inputs:
         lengths = [len(x) for x in tokenizer(paragraphs, truncation=True, max_length=args.max_length)["input_ids"]]
         order = sorted(range(len(paragraphs)), key=lambda i: -lengths[i]) if args.order == "length" else None
         self.timed = [paragraphs[i] for i in order] if order else list(paragraphs)  # longest first, as ST's encode
+        if args.speed_passages and args.speed_passages < len(self.timed):  # evenly spaced: the same length spread
+            step = len(self.timed) / args.speed_passages
+            self.timed = [self.timed[int(i * step)] for i in range(args.speed_passages)]
         self.stsb_a, self.stsb_b, self.stsb_gold = stsb_dev(args.glue_dir)
         if args.max_pairs:
             self.stsb_a, self.stsb_b = self.stsb_a[:args.max_pairs], self.stsb_b[:args.max_pairs]
@@ -171,6 +174,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-length", type=int, default=256, help="the model's sentence-transformers limit")
     parser.add_argument("--skip-speed", action="store_true", help="accuracy only (needs no idle machine)")
     parser.add_argument("--skip-accuracy", action="store_true", help="speed only (run it on an idle machine)")
+    parser.add_argument("--speed-passages", type=int, help="time on this many paragraphs, evenly spaced in the "
+                        "timed order (the same length spread; default: all); accuracy always uses every paragraph")
     parser.add_argument("--max-passages", type=int, help="smoke test: this many paragraphs (the gold ones first)")
     parser.add_argument("--max-queries", type=int, help="smoke test: the first this many held-out questions")
     parser.add_argument("--max-pairs", type=int, help="smoke test: the first this many STS-B pairs")
@@ -334,7 +339,8 @@ def main(argv=None) -> None:
     smoke = bool(args.max_passages or args.max_queries or args.max_pairs)
     meta = {"what": "corpus-encoding throughput (passages/s, model call only, tokenised before timing) and accuracy "
                     "of all-MiniLM-L6-v2 dense vs token-pruned, per runtime; speed-ups vs dense fp32 PyTorch",
-            "corpus": f"SQuAD v1.1 dev paragraphs ({len(inputs.timed)}), order {args.order}, dynamic padding, "
+            "corpus": f"timed on {len(inputs.timed)} of the {len(inputs.paragraphs)} SQuAD v1.1 dev paragraphs, order "
+                      f"{args.order}, dynamic padding, "
                       f"max_length {args.max_length}" + (" [SMOKE TEST: cut inputs]" if smoke else ""),
             "retrieval": f"{len(inputs.questions)} questions of the {inputs.heldout_articles} held-out articles "
                          "against the paragraphs", "stsb_pairs": len(inputs.stsb_gold),
