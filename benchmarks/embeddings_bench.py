@@ -179,6 +179,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-passages", type=int, help="smoke test: this many paragraphs (the gold ones first)")
     parser.add_argument("--max-queries", type=int, help="smoke test: the first this many held-out questions")
     parser.add_argument("--max-pairs", type=int, help="smoke test: the first this many STS-B pairs")
+    parser.add_argument("--no-dense", action="store_true", help="no dense rows from toprune's venv (e.g. adding a "
+                        "trained model to an existing file: speed-ups use the file's dense PyTorch row)")
     parser.add_argument("--dense", default="minilm", help="the dense sentence-transformers model (default minilm)")
     parser.add_argument("--glue-dir", default=str(DATA / "glue"))
     parser.add_argument("--squad-file", default=str(DATA / "squad" / "dev-v1.1.json"))
@@ -197,7 +199,8 @@ def model_specs(args, dims, lengths):
     from toprune.static import static_plan
 
     dense = resolve_model(args.dense)
-    yield "dense", None, Path(dense).name, dense, None, lambda: toprune.load_model(dense, "AutoModel")
+    if not args.no_dense:
+        yield "dense", None, Path(dense).name, dense, None, lambda: toprune.load_model(dense, "AutoModel")
     for target in filter(None, args.static_targets.split(",")):
         def static(target=target):
             model = toprune.load_model(dense, "AutoModel")
