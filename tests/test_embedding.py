@@ -252,3 +252,42 @@ def test_soft_training_path_pools_the_same_survivors_as_the_gather_path():
     state.soft_masks = SoftMasks([1, 2, 3], bins, gates)
     embed(model, batch, pooling, state).sum().backward()
     assert gates.grad is not None and gates.grad[0] != 0
+
+
+def test_token_loss_is_relative_error_over_the_pooled_tokens_only():
+    """Zero for equal states; ignores tokens of weight 0 (padding, dropped tokens under survivor pooling); scale-free
+    (the same relative error at any norm of the teacher's states)."""
+    from toprune.embedding import token_loss
+
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 5, 8)
+    weights = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.float32)
+    assert token_loss(teacher.clone(), teacher, weights).item() == pytest.approx(0.0, abs=1e-7)
+    student = teacher.clone()
+    student[:, 3:] += 100.0  # only unpooled positions differ
+    student[1, 2] += 100.0
+    assert token_loss(student, teacher, weights).item() == pytest.approx(0.0, abs=1e-7)
+    student = teacher + 0.1 * torch.randn(2, 5, 8)
+    loss = token_loss(student, teacher, weights).item()
+    assert loss > 0
+    assert token_loss(10 * student, 10 * teacher, weights).item() == pytest.approx(loss, rel=1e-5)
+
+
+def test_distill_embedding_adds_the_token_term_and_returns_the_teachers_pooled_embedding():
+    from toprune.embedding import distill_embedding, pool
+
+    teacher, tokenizer = _tiny_encoder()
+    student, _ = _tiny_encoder()
+    with torch.no_grad():  # a student that differs from its teacher
+        for param in student.encoder.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    state = toprune.apply_pruning(student, PruningPlan.from_keep_ratios(4, {1: 0.5, 2: 0.5}))
+    batch = _batch(tokenizer)
+    plain, target = distill_embedding(student, teacher, batch, Pooling(loss="cosine"), state)
+    both, _ = distill_embedding(student, teacher, batch, Pooling(loss="cosine+tokens"), state)
+    with torch.no_grad():
+        expected = pool(teacher(**batch).last_hidden_state, batch["attention_mask"], Pooling())
+    torch.testing.assert_close(target, expected)
+    assert both.item() > plain.item() > 0
+    both.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.encoder.parameters())

@@ -24,7 +24,7 @@ from .errors import ToPruneError
 
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
 POOLING_TOKENS = ("restored", "survivors")
-LOSSES = ("cosine", "mse", "cosine+mse")
+LOSSES = ("cosine", "mse", "cosine+mse", "cosine+tokens")  # "+tokens": every pooled token state, see token_loss
 _OLD_KEYS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
              "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len"}
 _ST_TYPES = ("sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
@@ -117,6 +117,12 @@ def survivor_mask(state, mask: torch.Tensor) -> torch.Tensor:
 def embed(model, batch: dict, pooling: Pooling, state=None) -> torch.Tensor:
     """Pooled embeddings of a tokenised batch. ``state`` is the model's pruning state (``pruning_state(model)``;
     passed explicitly when ``model`` is wrapped, e.g. by DDP)."""
+    return pool(*token_states(model, batch, pooling, state), pooling)
+
+
+def token_states(model, batch: dict, pooling: Pooling, state=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N, d) last-layer states (a pruned token: its state when dropped) and the (B, N) weights the pooling
+    gives them (the real-token mask, or the survivors')."""
     survivors = pooling.tokens == "survivors" and state is not None
     record = None if state is None else state.record
     if survivors:
@@ -127,17 +133,39 @@ def embed(model, batch: dict, pooling: Pooling, state=None) -> torch.Tensor:
         if state is not None:
             state.record = record
     mask = batch["attention_mask"]
-    weights = survivor_mask(state, mask) if survivors else mask
-    return pool(hidden, weights, pooling)
+    return hidden, (survivor_mask(state, mask) if survivors else mask)
 
 
 def embedding_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
     """``cosine``: mean (1 - cos); ``mse``: mean squared L2 distance (per example, summed over dimensions: on unit
-    vectors it is 2 (1 - cos)); ``cosine+mse``: their sum."""
+    vectors it is 2 (1 - cos)); ``cosine+mse``: their sum; ``cosine+tokens``: the cosine term here, the token term
+    added by :func:`distill_embedding`."""
     teacher = teacher.detach()
     cosine = (1.0 - F.cosine_similarity(student, teacher, dim=-1)).mean()
     mse = (student - teacher).pow(2).sum(dim=-1).mean()
-    return {"cosine": cosine, "mse": mse, "cosine+mse": cosine + mse}[kind]
+    return {"cosine": cosine, "mse": mse, "cosine+mse": cosine + mse, "cosine+tokens": cosine}[kind]
+
+
+def token_loss(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Relative squared error of the pooled token states against the dense teacher's last-layer states at the same
+    positions, sum ||s - t||^2 / sum ||t||^2 over the weighted tokens (scale-free). Why: one pooled vector per text
+    is a weak signal for a model whose tokens leave at different depths; when every pooled state matches the
+    teacher's, so does their mean."""
+    w = weights.to(student.dtype).unsqueeze(-1)
+    teacher = teacher.detach()
+    return ((student - teacher).pow(2) * w).sum() / (teacher.pow(2) * w).sum().clamp(min=1e-9)
+
+
+def distill_embedding(student, teacher, batch: dict, pooling: Pooling, state) -> tuple[torch.Tensor, torch.Tensor]:
+    """The embedding task's distillation loss of one batch and the teacher's embeddings."""
+    hidden, weights = token_states(student, batch, pooling, state)
+    with torch.no_grad():
+        dense = teacher(**batch).last_hidden_state
+    target = pool(dense, batch["attention_mask"], pooling)
+    loss = embedding_loss(pool(hidden, weights, pooling), target, pooling.loss)
+    if pooling.loss.endswith("+tokens"):
+        loss = loss + token_loss(hidden, dense, weights)
+    return loss, target
 
 
 # -- unlabelled text --------------------------------------------------------------------------------------------

@@ -53,16 +53,26 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b.T
 
 
-def stsb_spearman(model, tokenizer, pooling: Pooling, data_dir, max_length: int = 256) -> dict:
-    """STS-B dev Spearman (x100) of the cosine similarity of the pair's embeddings."""
+def stsb_dev(data_dir) -> tuple[list[str], list[str], np.ndarray]:
+    """The STS-B dev pairs and their gold scores."""
     from .data import load_glue_split
 
     dev = load_glue_split(data_dir, "stsb", "dev")
-    left, flops_a = encode_with_flops(model, tokenizer, list(dev["text_a"]), pooling, max_length=max_length)
-    right, flops_b = encode_with_flops(model, tokenizer, list(dev["text_b"]), pooling, max_length=max_length)
+    return list(dev["text_a"]), list(dev["text_b"]), np.asarray(dev["label"], dtype=np.float64)
+
+
+def spearman_of(left: np.ndarray, right: np.ndarray, gold: np.ndarray) -> float:
+    """Spearman (x100) of the pairs' cosine similarity against the gold scores."""
     cos = np.sum(left * right, axis=1) / (np.linalg.norm(left, axis=1) * np.linalg.norm(right, axis=1)).clip(1e-12)
-    out = {"stsb_spearman": 100 * float(spearmanr(cos, np.asarray(dev["label"], dtype=np.float64)).statistic),
-           "stsb_pairs": len(dev)}
+    return 100 * float(spearmanr(cos, gold).statistic)
+
+
+def stsb_spearman(model, tokenizer, pooling: Pooling, data_dir, max_length: int = 256) -> dict:
+    """STS-B dev Spearman (x100) of the cosine similarity of the pair's embeddings."""
+    texts_a, texts_b, gold = stsb_dev(data_dir)
+    left, flops_a = encode_with_flops(model, tokenizer, texts_a, pooling, max_length=max_length)
+    right, flops_b = encode_with_flops(model, tokenizer, texts_b, pooling, max_length=max_length)
+    out = {"stsb_spearman": spearman_of(left, right, gold), "stsb_pairs": len(gold)}
     if flops_a is not None:
         out["stsb_flops_reduction_unpadded"] = (flops_a + flops_b) / 2
     return out
@@ -84,26 +94,37 @@ def squad_training_texts(path) -> list[str]:
     return list(dict.fromkeys([e["context"] for e in kept] + [e["question"] for e in kept]))
 
 
+def retrieval_task(path) -> tuple[list[str], list[str], np.ndarray, int]:
+    """(all paragraphs of the file, the held-out articles' questions, each question's paragraph index, the number
+    of held-out articles)."""
+    examples, paragraphs, train_articles = _squad(path)
+    held = sorted({e["article"] for e in examples})[train_articles:]
+    questions = [e for e in examples if e["article"] in set(held)]
+    index = {text: i for i, text in enumerate(paragraphs)}
+    return paragraphs, [e["question"] for e in questions], np.array([index[e["context"]] for e in questions]), len(held)
+
+
+def retrieval_metrics(queries: np.ndarray, docs: np.ndarray, gold: np.ndarray, ks=(1, 5, 10)) -> dict:
+    """recall@k and MRR (x100) of ranking ``docs`` by cosine to each query; ``gold``: each query's doc index."""
+    scores = _cosines(queries, docs)
+    labels = np.arange(len(docs))
+    out = {f"recall@{k}": 100 * float(top_k_accuracy_score(gold, scores, k=k, labels=labels)) for k in ks}
+    relevant = np.zeros_like(scores, dtype=bool)
+    relevant[np.arange(len(gold)), gold] = True
+    out["mrr"] = 100 * float(label_ranking_average_precision_score(relevant, scores))  # one relevant: MRR
+    return out
+
+
 def squad_retrieval(model, tokenizer, pooling: Pooling, path, max_length: int = 256, ks=(1, 5, 10),
                     query_model=None) -> dict:
     """Questions of the held-out articles against all paragraphs of the file: recall@k and MRR (x100).
     ``query_model``: encodes the questions instead of ``model`` (e.g. the dense model: queries are few and short,
     the corpus is what a pruned model speeds up)."""
-    examples, paragraphs, train_articles = _squad(path)
-    held = sorted({e["article"] for e in examples})[train_articles:]
-    questions = [e for e in examples if e["article"] in set(held)]
-    index = {text: i for i, text in enumerate(paragraphs)}
-    gold = np.array([index[e["context"]] for e in questions])
+    paragraphs, questions, gold, held = retrieval_task(path)
     docs, flops = encode_with_flops(model, tokenizer, paragraphs, pooling, max_length=max_length)
-    queries, _ = encode_with_flops(query_model or model, tokenizer, [e["question"] for e in questions], pooling,
-                                   max_length=max_length)
-    scores = _cosines(queries, docs)
-    labels = np.arange(len(paragraphs))
-    out = {f"recall@{k}": 100 * float(top_k_accuracy_score(gold, scores, k=k, labels=labels)) for k in ks}
-    relevant = np.zeros_like(scores, dtype=bool)
-    relevant[np.arange(len(gold)), gold] = True
-    out["mrr"] = 100 * float(label_ranking_average_precision_score(relevant, scores))  # one relevant: MRR
-    out.update(questions=len(questions), paragraphs=len(paragraphs), heldout_articles=len(held))
+    queries, _ = encode_with_flops(query_model or model, tokenizer, questions, pooling, max_length=max_length)
+    out = retrieval_metrics(queries, docs, gold, ks)
+    out.update(questions=len(questions), paragraphs=len(paragraphs), heldout_articles=held)
     if flops is not None:
         out["passages_flops_reduction_unpadded"] = flops
     return out

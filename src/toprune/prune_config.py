@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .embedding import LOSSES as EMBEDDING_LOSSES
 from .errors import ToPruneError
 from .gates import GATE_INIT
 from .plan import default_pruning_layers
@@ -140,7 +141,7 @@ class PruneConfig:
                                              "the tokens that reached the last layer",
                                  choices=("restored", "survivors"), group=_EMBEDDING)
     embedding_loss: str = option("cosine", "distance of the pooled embedding to the teacher's",
-                                 choices=("cosine", "mse", "cosine+mse"), group=_EMBEDDING)
+                                 choices=EMBEDDING_LOSSES, group=_EMBEDDING)
     overwrite: bool = False  # a fresh run may replace an earlier run in output_dir (else it refuses)
     extra: dict = field(default_factory=dict)
 

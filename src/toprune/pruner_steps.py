@@ -10,7 +10,7 @@ from dataclasses import asdict
 import torch
 from tqdm.auto import tqdm
 
-from .embedding import embed, embedding_loss
+from .embedding import distill_embedding
 from .flops import expected_relative_macs
 from .losses import anti_windup_, distillation_loss, lagrangian
 from .plan import PruningPlan
@@ -68,11 +68,7 @@ class TrainingSteps:
     def _distill(self, batch: dict, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """The KD loss and the teacher's logits (the answer ranking target is made from them)."""
         if self.data.kind == "embedding":  # the pooled sentence embedding against the dense teacher's
-            pooling = self.data.embedding
-            student = embed(self.student_ddp, batch, pooling, self.state)
-            with torch.no_grad():
-                teacher = embed(self.teacher, batch, pooling)
-            return embedding_loss(student, teacher, pooling.loss), teacher
+            return distill_embedding(self.student_ddp, self.teacher, batch, self.data.embedding, self.state)
         logits = head_logits(self.student_ddp(**batch))
         with torch.no_grad():
             teacher_logits = head_logits(self.teacher(**batch))
