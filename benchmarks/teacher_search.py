@@ -109,6 +109,9 @@ def main(argv=None) -> int:
             list(pool.map(lambda job: finetune(*job, threads), [(t, lr) for t in args.tasks for lr in LRS]))
     result = report(args.tasks)
     path = ROOT / "benchmarks" / "results" / "teacher_search.json"
+    if path.exists():  # tasks searched on another machine or session (runs/ is not kept) stay in the results
+        earlier = json.loads(path.read_text())["tasks"]
+        result["tasks"] = {**{t: r for t, r in earlier.items() if t not in result["tasks"]}, **result["tasks"]}
     path.write_text(json.dumps(result, indent=1) + "\n")
     for task, r in result["tasks"].items():
         print(f"{task}: lr {r['chosen_lr']:g}, epoch {r['chosen_epoch']:g} of {r['schedule_epochs']:g}, dev "
