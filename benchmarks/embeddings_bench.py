@@ -49,12 +49,13 @@ class Inputs:
         from toprune.embedding_eval import retrieval_task, stsb_dev
 
         paragraphs, questions, gold, held = retrieval_task(args.squad_file)
-        self.all_lengths = [len(x) for x in tokenizer(paragraphs, truncation=True,
-                                                       max_length=args.max_length)["input_ids"]]
+        self.all_lengths = [
+            len(x) for x in tokenizer(paragraphs, truncation=True, max_length=args.max_length)["input_ids"]
+        ]
         if args.max_queries:
-            questions, gold = questions[:args.max_queries], gold[:args.max_queries]
+            questions, gold = questions[: args.max_queries], gold[: args.max_queries]
         if args.max_passages and args.max_passages < len(paragraphs):  # the gold paragraphs, then others in order
-            keep = list(dict.fromkeys([*gold.tolist(), *range(len(paragraphs))]))[:max(args.max_passages, 1)]
+            keep = list(dict.fromkeys([*gold.tolist(), *range(len(paragraphs))]))[: max(args.max_passages, 1)]
             where = {old: new for new, old in enumerate(keep)}
             questions = [q for q, g in zip(questions, gold) if g in where]
             gold = np.array([where[g] for g in gold if g in where])
@@ -68,12 +69,17 @@ class Inputs:
             self.timed = [self.timed[int(i * step)] for i in range(args.speed_passages)]
         self.stsb_a, self.stsb_b, self.stsb_gold = stsb_dev(args.glue_dir)
         if args.max_pairs:
-            self.stsb_a, self.stsb_b = self.stsb_a[:args.max_pairs], self.stsb_b[:args.max_pairs]
-            self.stsb_gold = self.stsb_gold[:args.max_pairs]
+            self.stsb_a, self.stsb_b = self.stsb_a[: args.max_pairs], self.stsb_b[: args.max_pairs]
+            self.stsb_gold = self.stsb_gold[: args.max_pairs]
 
     def texts(self) -> dict:
-        return {"passages": self.paragraphs, "queries": self.questions, "stsb_a": self.stsb_a, "stsb_b": self.stsb_b,
-                "timed": self.timed}
+        return {
+            "passages": self.paragraphs,
+            "queries": self.questions,
+            "stsb_a": self.stsb_a,
+            "stsb_b": self.stsb_b,
+            "timed": self.timed,
+        }
 
     def accuracy(self, arrays: dict) -> dict:
         """Retrieval and STS-B from the row's embeddings of passages, queries, stsb_a, stsb_b."""
@@ -103,10 +109,12 @@ def torch_encoder(model, tokenizer, pooling, max_length: int):
         with torch.inference_mode():
             return embed(model, batch, pooling, state)
 
-    return {"encode": lambda texts: encode_with_flops(model, tokenizer, texts, pooling, 64, max_length)[0],
-            "batches": lambda texts, size: [dict(b) for b in make_batches(tokenizer, texts, None, size, max_length)],
-            "run": run,
-            "flops": lambda texts: encode_with_flops(model, tokenizer, texts, pooling, 64, max_length)[1] or 1.0}
+    return {
+        "encode": lambda texts: encode_with_flops(model, tokenizer, texts, pooling, 64, max_length)[0],
+        "batches": lambda texts, size: [dict(b) for b in make_batches(tokenizer, texts, None, size, max_length)],
+        "run": run,
+        "flops": lambda texts: encode_with_flops(model, tokenizer, texts, pooling, 64, max_length)[1] or 1.0,
+    }
 
 
 def st_torch_encoder(st, max_length: int):
@@ -118,8 +126,11 @@ def st_torch_encoder(st, max_length: int):
         with torch.inference_mode():
             return st.forward(dict(features))["sentence_embedding"]
 
-    return {"encode": lambda texts: st.encode(texts, batch_size=64, convert_to_numpy=True),
-            "batches": lambda texts, size: [_st_tokenize(st, c) for c in chunks(texts, size)], "run": run}
+    return {
+        "encode": lambda texts: st.encode(texts, batch_size=64, convert_to_numpy=True),
+        "batches": lambda texts, size: [_st_tokenize(st, c) for c in chunks(texts, size)],
+        "run": run,
+    }
 
 
 def numpy_encoder(call, tokenizer, inputs: list[str], max_length: int):
@@ -127,8 +138,10 @@ def numpy_encoder(call, tokenizer, inputs: list[str], max_length: int):
     from toprune.benchmark import make_batches
 
     def batches(texts, size):
-        return [{k: v.numpy() for k, v in b.items() if k in inputs}
-                for b in make_batches(tokenizer, texts, None, size, max_length)]
+        return [
+            {k: v.numpy() for k, v in b.items() if k in inputs}
+            for b in make_batches(tokenizer, texts, None, size, max_length)
+        ]
 
     def encode(texts):
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -161,12 +174,22 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="", help="comma-separated toprune embedding model folders (pruned)")
     parser.add_argument("--static-targets", default="1.5x,2x,3x", help="static plans made without training ('' none)")
-    parser.add_argument("--static-pooling", choices=["restored", "survivors"], default="survivors",
-                        help="which tokens the static plans' mean pools (default %(default)s)")
-    parser.add_argument("--backends", default="pytorch,sentence-transformers,onnxruntime,onnxruntime-int8,openvino,"
-                        + ",".join(ST_BACKENDS), help="which runtimes (rows) to run; the default: all")
-    parser.add_argument("--st-python", help="python of a venv with sentence-transformers[onnx,openvino] (the "
-                        "st-* rows); without it those rows are skipped")
+    parser.add_argument(
+        "--static-pooling",
+        choices=["restored", "survivors"],
+        default="survivors",
+        help="which tokens the static plans' mean pools (default %(default)s)",
+    )
+    parser.add_argument(
+        "--backends",
+        default="pytorch,sentence-transformers,onnxruntime,onnxruntime-int8,openvino," + ",".join(ST_BACKENDS),
+        help="which runtimes (rows) to run; the default: all",
+    )
+    parser.add_argument(
+        "--st-python",
+        help="python of a venv with sentence-transformers[onnx,openvino] (the "
+        "st-* rows); without it those rows are skipped",
+    )
     parser.add_argument("--batch-sizes", default="32,128")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -174,18 +197,29 @@ def parse_args(argv=None):
     parser.add_argument("--max-length", type=int, default=256, help="the model's sentence-transformers limit")
     parser.add_argument("--skip-speed", action="store_true", help="accuracy only (needs no idle machine)")
     parser.add_argument("--skip-accuracy", action="store_true", help="speed only (run it on an idle machine)")
-    parser.add_argument("--speed-passages", type=int, help="time on this many paragraphs, evenly spaced in the "
-                        "timed order (the same length spread; default: all); accuracy always uses every paragraph")
+    parser.add_argument(
+        "--speed-passages",
+        type=int,
+        help="time on this many paragraphs, evenly spaced in the "
+        "timed order (the same length spread; default: all); accuracy always uses every paragraph",
+    )
     parser.add_argument("--max-passages", type=int, help="smoke test: this many paragraphs (the gold ones first)")
     parser.add_argument("--max-queries", type=int, help="smoke test: the first this many held-out questions")
     parser.add_argument("--max-pairs", type=int, help="smoke test: the first this many STS-B pairs")
-    parser.add_argument("--no-dense", action="store_true", help="no dense rows from toprune's venv (e.g. adding a "
-                        "trained model to an existing file: speed-ups use the file's dense PyTorch row)")
+    parser.add_argument(
+        "--no-dense",
+        action="store_true",
+        help="no dense rows from toprune's venv (e.g. adding a "
+        "trained model to an existing file: speed-ups use the file's dense PyTorch row)",
+    )
     parser.add_argument("--dense", default="minilm", help="the dense sentence-transformers model (default minilm)")
     parser.add_argument("--glue-dir", default=str(DATA / "glue"))
     parser.add_argument("--squad-file", default=str(DATA / "squad" / "dev-v1.1.json"))
-    parser.add_argument("--workdir", default=str(HERE.parent / "runs" / "embeddings-bench"),
-                        help="ONNX exports and the sentence-transformers worker's files (kept between runs)")
+    parser.add_argument(
+        "--workdir",
+        default=str(HERE.parent / "runs" / "embeddings-bench"),
+        help="ONNX exports and the sentence-transformers worker's files (kept between runs)",
+    )
     parser.add_argument("--output", default=str(HERE / "results" / "embeddings_minilm.json"))
     return parser.parse_args(argv)
 
@@ -202,18 +236,27 @@ def model_specs(args, dims, lengths):
     if not args.no_dense:
         yield "dense", None, Path(dense).name, dense, None, lambda: toprune.load_model(dense, "AutoModel")
     for target in filter(None, args.static_targets.split(",")):
+
         def static(target=target):
             model = toprune.load_model(dense, "AutoModel")
             plan = static_plan(dims, default_pruning_layers(dims.num_layers), [lengths], parse_target(target))
             plan.meta = {**plan.meta, "pooling_tokens": args.static_pooling}
             toprune.apply_pruning(model, plan)
             return model
+
         yield "static", target, f"static-{target} (no training)", dense, args.static_pooling, static
     for folder in filter(None, args.models.split(",")):
-        meta = PruningPlan.load(folder, num_layers=dims.num_layers).meta if Path(folder, PLAN_FILENAME).is_file() \
-            else {}
-        yield (meta.get("method", "top"), meta.get("target"), folder, folder, meta.get("pooling_tokens", "restored"),
-               lambda folder=folder: toprune.load_model(folder, "AutoModel"))
+        meta = (
+            PruningPlan.load(folder, num_layers=dims.num_layers).meta if Path(folder, PLAN_FILENAME).is_file() else {}
+        )
+        yield (
+            meta.get("method", "top"),
+            meta.get("target"),
+            folder,
+            folder,
+            meta.get("pooling_tokens", "restored"),
+            lambda folder=folder: toprune.load_model(folder, "AutoModel"),
+        )
 
 
 def backend_rows(args, model, tokenizer, pooling, name: str, folder, dense: bool):
@@ -232,26 +275,37 @@ def backend_rows(args, model, tokenizer, pooling, name: str, folder, dense: bool
         return json.loads((export / "toprune_onnx.json").read_text())["inputs"]
 
     if "pytorch" in wanted:
-        yield "pytorch", False, "toprune's HF path (SDPA when dense)", lambda: torch_encoder(
-            model, tokenizer, pooling, args.max_length)
+        yield (
+            "pytorch",
+            False,
+            "toprune's HF path (SDPA when dense)",
+            lambda: torch_encoder(model, tokenizer, pooling, args.max_length),
+        )
     if dense and "sentence-transformers" in wanted:
+
         def st_torch():
             from sentence_transformers import SentenceTransformer
+
             return st_torch_encoder(SentenceTransformer(str(folder), device="cpu"), args.max_length)
+
         yield "sentence-transformers", False, "SentenceTransformer(...).forward, torch backend", st_torch
     for int8 in (False, True):
         if ("onnxruntime-int8" if int8 else "onnxruntime") in wanted:
+
             def ort(int8=int8):
                 inputs = exported(int8)  # first: the session opens the graph this writes
                 return numpy_encoder(ort_call(export, int8, args.threads), tokenizer, inputs, args.max_length)
+
             yield "onnxruntime", int8, "toprune export" + (", dynamic INT8 MatMuls" if int8 else ""), ort
     if "openvino" in wanted:
+
         def openvino():
             inputs = exported()
             call, precision = openvino_call(export, args.threads)
             encoder = numpy_encoder(call, tokenizer, inputs, args.max_length)
             encoder["note"] = f"OpenVINO {precision} on toprune's ONNX export"
             return encoder
+
         yield "openvino", False, "OpenVINO on toprune's ONNX export", openvino
 
 
@@ -273,24 +327,48 @@ def st_rows(args, inputs, dense_folder) -> list[dict]:
     out = Path(args.workdir) / "st-worker"
     out.mkdir(parents=True, exist_ok=True)
     (out / "texts.json").write_text(json.dumps(inputs.texts()))
-    spec = {"threads": args.threads, "out": str(out), "texts": str(out / "texts.json"), "model": str(dense_folder),
-            "backends": wanted, "batch_sizes": [int(b) for b in args.batch_sizes.split(",")],
-            "repeats": args.repeats, "accuracy": not args.skip_accuracy, "speed": not args.skip_speed}
+    spec = {
+        "threads": args.threads,
+        "out": str(out),
+        "texts": str(out / "texts.json"),
+        "model": str(dense_folder),
+        "backends": wanted,
+        "batch_sizes": [int(b) for b in args.batch_sizes.split(",")],
+        "repeats": args.repeats,
+        "accuracy": not args.skip_accuracy,
+        "speed": not args.skip_speed,
+    }
     (out / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": ""}
     worker = HERE / "embeddings_st_worker.py"
     done = subprocess.run([args.st_python, str(worker), str(out / "spec.json")], env=env)
     if done.returncode != 0 or not (out / "st_results.json").exists():
-        return [{"method": "dense", "target": None, "backend": b, "int8": b.endswith("int8"), "model": "st",
-                 "error": f"the sentence-transformers worker failed (exit {done.returncode})"} for b in wanted]
+        return [
+            {
+                "method": "dense",
+                "target": None,
+                "backend": b,
+                "int8": b.endswith("int8"),
+                "model": "st",
+                "error": f"the sentence-transformers worker failed (exit {done.returncode})",
+            }
+            for b in wanted
+        ]
     results = json.loads((out / "st_results.json").read_text())
     rows = []
     for backend in wanted:
         got = results.get(backend, {})
-        row = {"method": "dense", "target": None, "backend": backend, "int8": backend.endswith("int8"),
-               "model": Path(dense_folder).name, "flops_reduction_unpadded": 1.0, "versions": results["versions"],
-               "note": "sentence-transformers' own backend (optimum export" + (", avx512_vnni dynamic INT8)"
-                                                                              if backend.endswith("int8") else ")")}
+        row = {
+            "method": "dense",
+            "target": None,
+            "backend": backend,
+            "int8": backend.endswith("int8"),
+            "model": Path(dense_folder).name,
+            "flops_reduction_unpadded": 1.0,
+            "versions": results["versions"],
+            "note": "sentence-transformers' own backend (optimum export"
+            + (", avx512_vnni dynamic INT8)" if backend.endswith("int8") else ")"),
+        }
         for name in ("error", "precision"):
             if name in got:
                 row[name] = got[name]
@@ -340,30 +418,42 @@ def main(argv=None) -> None:
     dims = EncoderDims.from_config(toprune.load_model(dense_folder, "AutoModel").config)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     smoke = bool(args.max_passages or args.max_queries or args.max_pairs)
-    meta = {"what": "corpus-encoding throughput (passages/s, model call only, tokenised before timing) and accuracy "
-                    "of all-MiniLM-L6-v2 dense vs token-pruned, per runtime; speed-ups vs dense fp32 PyTorch",
-            "corpus": f"timed on {len(inputs.timed)} of the {len(inputs.paragraphs)} SQuAD v1.1 dev paragraphs, order "
-                      f"{args.order}, dynamic padding, "
-                      f"max_length {args.max_length}" + (" [SMOKE TEST: cut inputs]" if smoke else ""),
-            "retrieval": f"{len(inputs.questions)} questions of the {inputs.heldout_articles} held-out articles "
-                         "against the paragraphs", "stsb_pairs": len(inputs.stsb_gold),
-            "timing": f"median of {args.repeats} passes after a warm-up of 3 batches",
-            "environment": {**environment(args.threads), "openvino": _version("openvino")}}
+    meta = {
+        "what": "corpus-encoding throughput (passages/s, model call only, tokenised before timing) and accuracy "
+        "of all-MiniLM-L6-v2 dense vs token-pruned, per runtime; speed-ups vs dense fp32 PyTorch",
+        "corpus": f"timed on {len(inputs.timed)} of the {len(inputs.paragraphs)} SQuAD v1.1 dev paragraphs, order "
+        f"{args.order}, dynamic padding, "
+        f"max_length {args.max_length}" + (" [SMOKE TEST: cut inputs]" if smoke else ""),
+        "retrieval": f"{len(inputs.questions)} questions of the {inputs.heldout_articles} held-out articles "
+        "against the paragraphs",
+        "stsb_pairs": len(inputs.stsb_gold),
+        "timing": f"median of {args.repeats} passes after a warm-up of 3 batches",
+        "environment": {**environment(args.threads), "openvino": _version("openvino")},
+    }
     output = Path(args.output)
     for method, target, name, folder, tokens, load in model_specs(args, dims, inputs.all_lengths):
         model = load()
         pooling = read_pooling(folder, tokens or "restored")
         flops = None
-        for backend, int8, note, make in backend_rows(args, model, tokenizer, pooling, name, folder,
-                                                      method == "dense"):
-            row = {"method": method, "target": target, "backend": backend, "int8": int8, "model": name,
-                   "pooling_tokens": pooling.tokens, "note": note}
+        for backend, int8, note, make in backend_rows(args, model, tokenizer, pooling, name, folder, method == "dense"):
+            row = {
+                "method": method,
+                "target": target,
+                "backend": backend,
+                "int8": int8,
+                "model": name,
+                "pooling_tokens": pooling.tokens,
+                "note": note,
+            }
             started = time.perf_counter()
             try:
                 encoder = make()
                 if flops is None:  # measured once per model on the PyTorch path: every runtime runs the same plan
-                    flops = 1.0 if method == "dense" else torch_encoder(model, tokenizer, pooling, args.max_length)[
-                        "flops"](inputs.paragraphs)
+                    flops = (
+                        1.0
+                        if method == "dense"
+                        else torch_encoder(model, tokenizer, pooling, args.max_length)["flops"](inputs.paragraphs)
+                    )
                 row["flops_reduction_unpadded"] = flops
                 measure(args, inputs, encoder, row)
             except Exception as exc:  # noqa: BLE001 - one runtime failing must not lose the other rows

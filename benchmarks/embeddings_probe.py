@@ -39,8 +39,11 @@ def main() -> None:
     parser.add_argument("--squad-file", default=str(DATA / "squad" / "dev-v1.1.json"))
     parser.add_argument("--max-length", type=int, default=256, help="the model's sentence-transformers limit")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--dense-queries", action="store_true",
-                        help="retrieval only: questions encoded by the dense model, passages by the pruned one")
+    parser.add_argument(
+        "--dense-queries",
+        action="store_true",
+        help="retrieval only: questions encoded by the dense model, passages by the pruned one",
+    )
     parser.add_argument("--output", default=str(HERE / "results" / "embeddings_probe.json"))
     args = parser.parse_args()
     if args.threads:
@@ -58,8 +61,14 @@ def main() -> None:
         toprune.apply_pruning(model, plan)
         pooling = read_pooling(folder, tokens)
         started = time.perf_counter()
-        row = {"method": method, "target": target, "pooling_tokens": tokens, "zero_shot": True,
-               "plan": plan.describe() if plan else "dense", "queries": "dense" if dense else "same model"}
+        row = {
+            "method": method,
+            "target": target,
+            "pooling_tokens": tokens,
+            "zero_shot": True,
+            "plan": plan.describe() if plan else "dense",
+            "queries": "dense" if dense else "same model",
+        }
         if not dense:  # with dense queries only retrieval changes
             row.update(stsb_spearman(model, tokenizer, pooling, args.glue_dir, args.max_length))
         row.update(squad_retrieval(model, tokenizer, pooling, args.squad_file, args.max_length, query_model=dense))
@@ -72,11 +81,13 @@ def main() -> None:
         plan = static_plan(dims, default_pruning_layers(dims.num_layers), [lengths], parse_target(target))
         for tokens in ("restored", "survivors"):
             rows.append(judge("static", target, tokens, plan))
-    out = {"what": "ZERO-SHOT probe: static top-k plans applied to all-MiniLM-L6-v2 without any training",
-           "model": "all-MiniLM-L6-v2 (packaged), pooling from its sentence-transformers config",
-           "plan_fitted_on": f"token lengths of the SQuAD v1.1 dev paragraphs (max_length {args.max_length})",
-           "squad_split": "questions of the articles after the first 38 (toprune's SQuAD split) vs all paragraphs",
-           "rows": rows}
+    out = {
+        "what": "ZERO-SHOT probe: static top-k plans applied to all-MiniLM-L6-v2 without any training",
+        "model": "all-MiniLM-L6-v2 (packaged), pooling from its sentence-transformers config",
+        "plan_fitted_on": f"token lengths of the SQuAD v1.1 dev paragraphs (max_length {args.max_length})",
+        "squad_split": "questions of the articles after the first 38 (toprune's SQuAD split) vs all paragraphs",
+        "rows": rows,
+    }
     Path(args.output).write_text(json.dumps(out, indent=1) + "\n")
 
 

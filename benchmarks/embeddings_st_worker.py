@@ -41,7 +41,7 @@ def _shape(batch) -> tuple[int, int]:
 
 
 def chunks(texts: list[str], size: int) -> list[list[str]]:
-    return [texts[i:i + size] for i in range(0, len(texts), size)]
+    return [texts[i : i + size] for i in range(0, len(texts), size)]
 
 
 def st_worker(spec_path: str) -> None:
@@ -66,8 +66,9 @@ def st_worker(spec_path: str) -> None:
             continue
         row = _st_accuracy(st, texts, backend, out) if spec["accuracy"] else {}
         try:  # the precision OpenVINO chose (bf16 where the CPU has AMX, unless told otherwise)
-            row["precision"] = str(st[0].auto_model.request.get_compiled_model().get_property(
-                "INFERENCE_PRECISION_HINT"))
+            row["precision"] = str(
+                st[0].auto_model.request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
+            )
         except Exception:  # noqa: BLE001 - not an OpenVINO model, or another optimum-intel layout
             pass
         if spec["speed"]:
@@ -82,8 +83,16 @@ def st_worker(spec_path: str) -> None:
 def _versions() -> dict:
     import importlib.metadata as md
 
-    names = ("sentence-transformers", "transformers", "torch", "onnxruntime", "optimum", "optimum-onnx",
-             "optimum-intel", "openvino")
+    names = (
+        "sentence-transformers",
+        "transformers",
+        "torch",
+        "onnxruntime",
+        "optimum",
+        "optimum-onnx",
+        "optimum-intel",
+        "openvino",
+    )
     found = {}
     for name in names:
         try:
@@ -118,8 +127,10 @@ def _st_load(cls, folder: Path, backend: str, threads: int):
 
 
 def _st_accuracy(st, texts: dict, backend: str, out: Path) -> dict:
-    arrays = {name: st.encode(texts[name], batch_size=64, convert_to_numpy=True)
-              for name in ("passages", "queries", "stsb_a", "stsb_b")}
+    arrays = {
+        name: st.encode(texts[name], batch_size=64, convert_to_numpy=True)
+        for name in ("passages", "queries", "stsb_a", "stsb_b")
+    }
     np.savez(out / f"{backend}.npz", **arrays)
     return {"embeddings": str(out / f"{backend}.npz")}
 

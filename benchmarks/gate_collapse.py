@@ -18,8 +18,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE.parent / "runs" / "gate_collapse"
-SCHEDULE = dict(task="stsb", target="2x", epochs=2.0, warmup_epochs=1.0, max_train_samples=3000, eval_every=25,
-                save_every=1000, seed=57)
+SCHEDULE = dict(
+    task="stsb",
+    target="2x",
+    epochs=2.0,
+    warmup_epochs=1.0,
+    max_train_samples=3000,
+    eval_every=25,
+    save_every=1000,
+    seed=57,
+)
 VARIANTS = {
     # the old defaults: the authors' gate initialisation (layer gates start off, P(on) ~ 0.2) and plain ascent
     "old_defaults": dict(gate_init=-3.0, lambda_anti_windup=False),
@@ -34,8 +42,14 @@ def train(teacher: str, names: list[str], data_dir: str) -> None:
     from toprune.prune import PruneConfig, ToPRun
 
     for name in names or list(VARIANTS):
-        cfg = PruneConfig(teacher=teacher, data_dir=data_dir, output_dir=str(RUNS / name), overwrite=True,
-                          **SCHEDULE, **VARIANTS[name])
+        cfg = PruneConfig(
+            teacher=teacher,
+            data_dir=data_dir,
+            output_dir=str(RUNS / name),
+            overwrite=True,
+            **SCHEDULE,
+            **VARIANTS[name],
+        )
         ToPRun(cfg).run()
 
 
@@ -60,10 +74,18 @@ def summarise(run: Path) -> dict:
         met = [r for r in records if r.get("sel_meets_target")]
         best = max(met, key=lambda r: r["sel_metric"], default=None)
         cfg = asdict(PruneConfig(teacher="", data_dir="", output_dir="", **SCHEDULE, **VARIANTS[run.name]))
-        summary = {"config": cfg, "steps": records[-1]["step"], "dev": None, "best": best and {
-            "step": best["step"], "metric": best["sel_metric"],
-            "keep_ratio_per_layer": best["sel_keep_ratio_per_layer"],
-            "flops_reduction_unpadded": best["sel_flops_reduction_unpadded"]}}
+        summary = {
+            "config": cfg,
+            "steps": records[-1]["step"],
+            "dev": None,
+            "best": best
+            and {
+                "step": best["step"],
+                "metric": best["sel_metric"],
+                "keep_ratio_per_layer": best["sel_keep_ratio_per_layer"],
+                "flops_reduction_unpadded": best["sel_flops_reduction_unpadded"],
+            },
+        }
     trace = _trace(records)
     cfg = summary["config"]
     ramp = [t for t in trace if t["target_sparsity"] < (1 - 1 / float(cfg["target"].rstrip("x"))) - 1e-9]
@@ -71,27 +93,58 @@ def summarise(run: Path) -> dict:
     ramp_gaps = [t["expected_sparsity"] - t["target_sparsity"] for t in ramp]
     best, dev = summary.get("best") or {}, summary.get("dev") or {}
     return {
-        "run": run.name, "finished": finished,
-        "settings": {k: cfg.get(k) for k in ("gate_init", "layer_gates", "lambda_anti_windup", "gate_lr", "lambda_lr",
-                                             "epochs", "warmup_epochs", "max_train_samples", "target", "seed")},
+        "run": run.name,
+        "finished": finished,
+        "settings": {
+            k: cfg.get(k)
+            for k in (
+                "gate_init",
+                "layer_gates",
+                "lambda_anti_windup",
+                "gate_lr",
+                "lambda_lr",
+                "epochs",
+                "warmup_epochs",
+                "max_train_samples",
+                "target",
+                "seed",
+            )
+        },
         "steps": summary["steps"],
         "sparsity_vs_target": {
-            "max_overshoot": max(gaps), "max_lag": -min(gaps),
+            "max_overshoot": max(gaps),
+            "max_lag": -min(gaps),
             "mean_abs_gap_ramp": sum(map(abs, ramp_gaps)) / max(1, len(ramp_gaps)),
-            "mean_abs_gap_after_ramp": sum(abs(g) for g in gaps[len(ramp_gaps):]) / max(1, len(gaps) - len(ramp_gaps)),
-            "final_gap": gaps[-1], "min_lambda1": min(t["lambda1"] for t in trace),
-            "max_lambda1": max(t["lambda1"] for t in trace), "final_lambda2": trace[-1]["lambda2"]},
-        "evaluations": [{"step": r["step"], "expected_sparsity": round(r["expected_sparsity"], 4),
-                         "target_sparsity": round(r["target_sparsity"], 4), "lambda1": round(r["lambda1"], 3),
-                         "layer_gate_prob": r.get("gate_prob"), "bin_keep_prob": r.get("bin_keep"),
-                         "sel_metric": r.get("sel_metric"), "sel_meets_target": r.get("sel_meets_target"),
-                         "sel_flops_reduction_unpadded": r.get("sel_flops_reduction_unpadded"),
-                         "sel_keep_ratio_per_layer": r.get("sel_keep_ratio_per_layer")} for r in records],
-        "kept": {"step": best.get("step"), "selection_metric": best.get("metric"),
-                 "keep_ratio_per_layer": best.get("keep_ratio_per_layer"),
-                 "flops_reduction_unpadded": best.get("flops_reduction_unpadded")},
+            "mean_abs_gap_after_ramp": sum(abs(g) for g in gaps[len(ramp_gaps) :]) / max(1, len(gaps) - len(ramp_gaps)),
+            "final_gap": gaps[-1],
+            "min_lambda1": min(t["lambda1"] for t in trace),
+            "max_lambda1": max(t["lambda1"] for t in trace),
+            "final_lambda2": trace[-1]["lambda2"],
+        },
+        "evaluations": [
+            {
+                "step": r["step"],
+                "expected_sparsity": round(r["expected_sparsity"], 4),
+                "target_sparsity": round(r["target_sparsity"], 4),
+                "lambda1": round(r["lambda1"], 3),
+                "layer_gate_prob": r.get("gate_prob"),
+                "bin_keep_prob": r.get("bin_keep"),
+                "sel_metric": r.get("sel_metric"),
+                "sel_meets_target": r.get("sel_meets_target"),
+                "sel_flops_reduction_unpadded": r.get("sel_flops_reduction_unpadded"),
+                "sel_keep_ratio_per_layer": r.get("sel_keep_ratio_per_layer"),
+            }
+            for r in records
+        ],
+        "kept": {
+            "step": best.get("step"),
+            "selection_metric": best.get("metric"),
+            "keep_ratio_per_layer": best.get("keep_ratio_per_layer"),
+            "flops_reduction_unpadded": best.get("flops_reduction_unpadded"),
+        },
         "final_layer_gate_prob": records[-1].get("gate_prob"),
-        "dev_metric": dev.get("metric"), "dev_flops_reduction_unpadded": dev.get("flops_reduction_unpadded"),
+        "dev_metric": dev.get("metric"),
+        "dev_flops_reduction_unpadded": dev.get("flops_reduction_unpadded"),
         "selection": summary.get("selection"),
         "trace": trace,
     }
@@ -99,17 +152,23 @@ def summarise(run: Path) -> dict:
 
 def report(out_json: Path, out_png: Path) -> None:
     order = {name: i for i, name in enumerate(VARIANTS)}
-    runs = [summarise(run) for run in sorted(RUNS.iterdir(), key=lambda r: order.get(r.name, len(order)))
-            if (run / "metrics.jsonl").is_file()]
+    runs = [
+        summarise(run)
+        for run in sorted(RUNS.iterdir(), key=lambda r: order.get(r.name, len(order)))
+        if (run / "metrics.jsonl").is_file()
+    ]
     if not runs:
         sys.exit(f"no finished runs under {RUNS}")
-    out_json.write_text(json.dumps({"note": __doc__.strip().splitlines()[0], "schedule": SCHEDULE, "runs": runs},
-                                   indent=1) + "\n")
+    out_json.write_text(
+        json.dumps({"note": __doc__.strip().splitlines()[0], "schedule": SCHEDULE, "runs": runs}, indent=1) + "\n"
+    )
     for r in runs:
         s = r["sparsity_vs_target"]
-        print(f"{r['run']:22s} sel {r['kept']['selection_metric']} dev {r['dev_metric']} kept step {r['kept']['step']} "
-              f"keep {r['kept']['keep_ratio_per_layer']} overshoot {s['max_overshoot']:+.3f} lag {s['max_lag']:.3f} "
-              f"|gap| ramp {s['mean_abs_gap_ramp']:.3f} min lambda1 {s['min_lambda1']:.2f}")
+        print(
+            f"{r['run']:22s} sel {r['kept']['selection_metric']} dev {r['dev_metric']} kept step {r['kept']['step']} "
+            f"keep {r['kept']['keep_ratio_per_layer']} overshoot {s['max_overshoot']:+.3f} lag {s['max_lag']:.3f} "
+            f"|gap| ramp {s['mean_abs_gap_ramp']:.3f} min lambda1 {s['min_lambda1']:.2f}"
+        )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,8 +181,12 @@ def report(out_json: Path, out_png: Path) -> None:
         ax.plot(steps, [t["target_sparsity"] for t in r["trace"]], "k--", label="ramp target")
         ax.plot(steps, [t["expected_sparsity"] for t in r["trace"]], label="expected sparsity")
         sel, dev = r["kept"]["selection_metric"], r["dev_metric"]
-        ax.set_title(r["run"] + (f"\nselection {sel:.1f}" if sel is not None else "\nno evaluation met 2x") +
-                     (f", dev {dev:.1f}" if dev is not None else " (running)"), fontsize=9)
+        ax.set_title(
+            r["run"]
+            + (f"\nselection {sel:.1f}" if sel is not None else "\nno evaluation met 2x")
+            + (f", dev {dev:.1f}" if dev is not None else " (running)"),
+            fontsize=9,
+        )
         ax.set_ylim(0, 1)
         twin = ax.twinx()
         twin.plot(steps, [t["lambda1"] for t in r["trace"]], color="tab:red", alpha=0.5, label="lambda1")

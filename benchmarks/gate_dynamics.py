@@ -33,18 +33,34 @@ def fake_task_loss(bins: torch.Tensor, gates: torch.Tensor, scale: float) -> tor
     return scale * (c[:, None] * w[None, :] * (1.0 - alive)).sum() / w.sum()
 
 
-def simulate(steps: int = 190, ramp: int = 95, target_sparsity: float = 0.5, gate_lr: float = 0.05,
-             lambda_lr: float = 0.05, gate_init: float = -3.0, bin_init: float = 3.0, layer_gates: bool = True,
-             task_scale: float = 1.0, seed: int = 0, mean_length: float = 31.0, num_bins: int = 20,
-             lambda_optimizer: str = "adamw", anti_windup: bool = False) -> dict:
+def simulate(
+    steps: int = 190,
+    ramp: int = 95,
+    target_sparsity: float = 0.5,
+    gate_lr: float = 0.05,
+    lambda_lr: float = 0.05,
+    gate_init: float = -3.0,
+    bin_init: float = 3.0,
+    layer_gates: bool = True,
+    task_scale: float = 1.0,
+    seed: int = 0,
+    mean_length: float = 31.0,
+    num_bins: int = 20,
+    lambda_optimizer: str = "adamw",
+    anti_windup: bool = False,
+) -> dict:
     torch.manual_seed(seed)
     layers = list(range(1, MINILM.num_layers))
-    gates = HardConcreteGates(len(layers), num_bins, bin_init=bin_init, gate_init=gate_init,
-                              use_layer_gates=layer_gates)
+    gates = HardConcreteGates(
+        len(layers), num_bins, bin_init=bin_init, gate_init=gate_init, use_layer_gates=layer_gates
+    )
     lambdas = torch.nn.Parameter(torch.zeros(2))
     gate_opt = torch.optim.AdamW(gates.parameters(), lr=gate_lr, weight_decay=0.0)
-    lambda_opt = (torch.optim.AdamW([lambdas], lr=lambda_lr, weight_decay=0.0) if lambda_optimizer == "adamw"
-                  else torch.optim.SGD([lambdas], lr=lambda_lr))
+    lambda_opt = (
+        torch.optim.AdamW([lambdas], lr=lambda_lr, weight_decay=0.0)
+        if lambda_optimizer == "adamw"
+        else torch.optim.SGD([lambdas], lr=lambda_lr)
+    )
     sampler = torch.Generator().manual_seed(seed)
     trace = []
     for step in range(steps):
@@ -67,29 +83,43 @@ def simulate(steps: int = 190, ramp: int = 95, target_sparsity: float = 0.5, gat
         gates.clamp_()
         bin_p, gate_p = gates.keep_probs()
         kept, on = gates.deterministic()
-        trace.append({"step": step + 1, "target": target, "expected_sparsity": 1.0 - rel.item(),
-                      "lambda1": lambdas[0].item(), "lambda2": lambdas[1].item(),
-                      "gate_prob": [round(x, 3) for x in gate_p.tolist()],
-                      "bin_keep": [round(x, 3) for x in bin_p.mean(1).tolist()],
-                      "gate_on": on.tolist(), "kept_bins": kept.sum(1).tolist()})
+        trace.append(
+            {
+                "step": step + 1,
+                "target": target,
+                "expected_sparsity": 1.0 - rel.item(),
+                "lambda1": lambdas[0].item(),
+                "lambda2": lambdas[1].item(),
+                "gate_prob": [round(x, 3) for x in gate_p.tolist()],
+                "bin_keep": [round(x, 3) for x in bin_p.mean(1).tolist()],
+                "gate_on": on.tolist(),
+                "kept_bins": kept.sum(1).tolist(),
+            }
+        )
     return {"trace": trace, **summarise(trace, ramp)}
 
 
 def summarise(trace: list[dict], ramp: int) -> dict:
     """Tracking error during the ramp, overshoot, final plan."""
     gaps = [t["expected_sparsity"] - t["target"] for t in trace]
-    in_ramp = gaps[: ramp]
+    in_ramp = gaps[:ramp]
     last = trace[-1]
-    return {"max_overshoot": max(gaps), "max_lag": -min(gaps),
-            "mean_abs_gap_ramp": sum(map(abs, in_ramp)) / len(in_ramp),
-            "final_gap": gaps[-1], "min_lambda1": min(t["lambda1"] for t in trace),
-            "final_gate_prob": last["gate_prob"], "final_bin_keep": last["bin_keep"],
-            "final_gate_on": last["gate_on"], "final_kept_bins": last["kept_bins"],
-            "min_gate_prob_end": min(last["gate_prob"]),
-            # steps at which the deterministic plan has some layers' gates on and others off: the fitted plan must then
-            # take the whole budget from the open layers
-            "partial_gate_steps": sum(0 < sum(t["gate_on"]) < len(t["gate_on"]) for t in trace),
-            "gate_flips": sum(a != b for t0, t1 in zip(trace, trace[1:]) for a, b in zip(t0["gate_on"], t1["gate_on"]))}
+    return {
+        "max_overshoot": max(gaps),
+        "max_lag": -min(gaps),
+        "mean_abs_gap_ramp": sum(map(abs, in_ramp)) / len(in_ramp),
+        "final_gap": gaps[-1],
+        "min_lambda1": min(t["lambda1"] for t in trace),
+        "final_gate_prob": last["gate_prob"],
+        "final_bin_keep": last["bin_keep"],
+        "final_gate_on": last["gate_on"],
+        "final_kept_bins": last["kept_bins"],
+        "min_gate_prob_end": min(last["gate_prob"]),
+        # steps at which the deterministic plan has some layers' gates on and others off: the fitted plan must then
+        # take the whole budget from the open layers
+        "partial_gate_steps": sum(0 < sum(t["gate_on"]) < len(t["gate_on"]) for t in trace),
+        "gate_flips": sum(a != b for t0, t1 in zip(trace, trace[1:]) for a, b in zip(t0["gate_on"], t1["gate_on"])),
+    }
 
 
 VARIANTS = {
@@ -112,13 +142,25 @@ def main() -> None:
     for scale in SCALES:
         for name, kw in VARIANTS.items():
             runs = [simulate(seed=s, task_scale=scale, **kw) for s in range(args.seeds)]
-            keys = ("max_overshoot", "max_lag", "mean_abs_gap_ramp", "final_gap", "min_lambda1", "gate_flips",
-                    "partial_gate_steps")
-            row = {"variant": name, "task_scale": scale, "settings": kw, "seeds": args.seeds,
-                   **{k: round(sum(r[k] for r in runs) / len(runs), 4) for k in keys},
-                   "gate_on_mid_run": [r["trace"][len(r["trace"]) // 2]["gate_on"] for r in runs],
-                   "final_gate_on": [r["final_gate_on"] for r in runs],
-                   "final_kept_bins": [r["final_kept_bins"] for r in runs]}
+            keys = (
+                "max_overshoot",
+                "max_lag",
+                "mean_abs_gap_ramp",
+                "final_gap",
+                "min_lambda1",
+                "gate_flips",
+                "partial_gate_steps",
+            )
+            row = {
+                "variant": name,
+                "task_scale": scale,
+                "settings": kw,
+                "seeds": args.seeds,
+                **{k: round(sum(r[k] for r in runs) / len(runs), 4) for k in keys},
+                "gate_on_mid_run": [r["trace"][len(r["trace"]) // 2]["gate_on"] for r in runs],
+                "final_gate_on": [r["final_gate_on"] for r in runs],
+                "final_kept_bins": [r["final_kept_bins"] for r in runs],
+            }
             out.append(row)
             print(f"scale {scale:<5} {name:46s} " + " ".join(f"{k}={row[k]:+.3f}" for k in keys), flush=True)
     if args.json:

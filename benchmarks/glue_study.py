@@ -102,17 +102,40 @@ def teacher_step(task: str, jobs: int = 1, threads: int | None = None) -> bool:
     return sh(["toprune", "finetune", "--task", task, "--output", str(teacher_dir(task)), *subset], log, threads)
 
 
-def run_step(task: str, method: str, target: str, seed: int = SEEDS[0], jobs: int = 1,
-             threads: int | None = None) -> bool:
+def run_step(
+    task: str, method: str, target: str, seed: int = SEEDS[0], jobs: int = 1, threads: int | None = None
+) -> bool:
     spec = TASKS[task]
     subset = ["--max-train-samples", str(spec["samples"])] if spec["samples"] else []
     out = run_dir(task, method, target, seed)
     if (ROOT / out / "summary.json").exists():
         return True
     log = out.with_name(out.name + ".log") if jobs > 1 else None
-    return sh(["toprune", "prune", "--teacher", str(teacher_dir(task)), "--task", task, "--target", target,
-               "--epochs", str(spec["epochs"]), "--warmup-epochs", str(spec["warmup"]), "--output", str(out),
-               "--seed", str(seed), "--resume", *subset, *METHODS[method]], log, threads)
+    return sh(
+        [
+            "toprune",
+            "prune",
+            "--teacher",
+            str(teacher_dir(task)),
+            "--task",
+            task,
+            "--target",
+            target,
+            "--epochs",
+            str(spec["epochs"]),
+            "--warmup-epochs",
+            str(spec["warmup"]),
+            "--output",
+            str(out),
+            "--seed",
+            str(seed),
+            "--resume",
+            *subset,
+            *METHODS[method],
+        ],
+        log,
+        threads,
+    )
 
 
 def train(plan: dict[str, list[tuple[str, str, int]]], jobs: int = 1) -> None:
@@ -174,14 +197,25 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--curve", choices=list(TASKS), help="the metric-vs-FLOPs curve of this task instead")
     parser.add_argument("--threads", type=int, default=2, help="bench: threads of the timed runtimes")
-    parser.add_argument("--jobs", type=int, default=1, help="train: runs at once, each with cores/jobs threads "
-                        "and its own log file beside its run folder")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="train: runs at once, each with cores/jobs threads and its own log file beside its run folder",
+    )
     parser.add_argument("--examples", type=int, default=256, help="dev examples timed per task")
-    parser.add_argument("--pause-training", action="store_true", help="bench: pause every running `toprune prune`/"
-                        "`finetune` process of this machine while timing (resumed after, even on errors)")
+    parser.add_argument(
+        "--pause-training",
+        action="store_true",
+        help="bench: pause every running `toprune prune`/"
+        "`finetune` process of this machine while timing (resumed after, even on errors)",
+    )
     args = parser.parse_args(argv)
-    plan = ({args.curve: [(m, t, SEEDS[0]) for t in CURVE_TARGETS for m in CURVE_METHODS]} if args.curve
-            else study_plan(args.tasks, args.methods))
+    plan = (
+        {args.curve: [(m, t, SEEDS[0]) for t in CURVE_TARGETS for m in CURVE_METHODS]}
+        if args.curve
+        else study_plan(args.tasks, args.methods)
+    )
     if args.phase == "budget":
         print_budget(plan)
         return 0

@@ -125,8 +125,7 @@ def diagnose(model_dir: str, label: str, data, tokenizer, workdir: Path, feeds: 
         return {s: run_graph(session, outputs, ds, tokenizer, inputs) for s, ds in splits.items()}
 
     ref = measure(make_session(sel_dir / ONNX_FILENAME, threads))
-    rows = [{**compare(f"{label} onnxruntime fp32", data, ref, ref),
-             "backend": "onnxruntime", "variant": "fp32"}]
+    rows = [{**compare(f"{label} onnxruntime fp32", data, ref, ref), "backend": "onnxruntime", "variant": "fp32"}]
     present = sorted(set(matmul_roles(onnx.load(str(folder / ONNX_FILENAME))).values()))
     jobs = [(v, None) for v in VARIANTS] + [("dynamic", {role}) for role in present]
     for variant, only in tqdm(jobs, desc=f"{label}: INT8 variants", leave=False):
@@ -138,27 +137,39 @@ def diagnose(model_dir: str, label: str, data, tokenizer, workdir: Path, feeds: 
             continue
         got = measure(make_session(path, threads))
         name = f"{label} onnxruntime {variant}" + (f" only {sorted(only)[0]}" if only else "")
-        rows.append({**compare(name, data, ref, got),
-                     "backend": "onnxruntime", "variant": variant, "roles_only": sorted(only) if only else None,
-                     "quantised": info["quantised"], "fp32": info["fp32"]})
+        rows.append(
+            {
+                **compare(name, data, ref, got),
+                "backend": "onnxruntime",
+                "variant": variant,
+                "roles_only": sorted(only) if only else None,
+                "quantised": info["quantised"],
+                "fp32": info["fp32"],
+            }
+        )
     quantize_openvino(sel_dir, feeds)
     for precision in tqdm(("f32", "bf16", "int8", "int8_bf16"), desc=f"{label}: OpenVINO", leave=False):
         path = sel_dir / ("model.ov_int8.xml" if precision.startswith("int8") else ONNX_FILENAME)
         got = measure(OpenVinoSession(path, precision, threads))
-        rows.append({**compare(f"{label} openvino {precision}", data, ref, got),
-                     "backend": "openvino", "variant": precision})
+        rows.append(
+            {**compare(f"{label} openvino {precision}", data, ref, got), "backend": "openvino", "variant": precision}
+        )
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| graph | held-out | dev | dev changed vs fp32 | max abs diff | selection agreement (per TopK) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| graph | held-out | dev | dev changed vs fp32 | max abs diff | selection agreement (per TopK) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "skipped" in r:
             continue
         agree = ", ".join(f"{a:.3f}" for a in r.get("selection_agreement_dev", []))
-        lines.append(f"| {r['graph']} | {r['heldout_metric']:.2f} | {r['dev_metric']:.2f} | "
-                     f"{100 * r['dev_changed_share']:.1f}% | {r['dev_max_abs_diff']:.4f} | {agree} |")
+        lines.append(
+            f"| {r['graph']} | {r['heldout_metric']:.2f} | {r['dev_metric']:.2f} | "
+            f"{100 * r['dev_changed_share']:.1f}% | {r['dev_max_abs_diff']:.4f} | {agree} |"
+        )
     return "\n".join(lines)
 
 
@@ -195,9 +206,15 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.output or HERE / "results" / f"int8_diagnosis_{args.task}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"task": args.task, "metric": data.metric, "model": str(args.model), "dense": args.dense,
-              "selected_on": data.selection_info.describe() if data.selection_info else None,
-              "calibration_examples": len(data.train), "rows": rows}
+    result = {
+        "task": args.task,
+        "metric": data.metric,
+        "model": str(args.model),
+        "dense": args.dense,
+        "selected_on": data.selection_info.describe() if data.selection_info else None,
+        "calibration_examples": len(data.train),
+        "rows": rows,
+    }
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(table(rows))
     print(f"wrote {out}")

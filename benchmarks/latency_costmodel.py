@@ -45,19 +45,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", default="1,32")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plans", type=int, default=12, help="random plans checked (seed 1; calibration: seed 0)")
-    parser.add_argument("--calibration-plans", type=int, help="random plans the fit is calibrated on (default: the "
-                        "backend's, toprune.profile.CALIBRATION)")
+    parser.add_argument(
+        "--calibration-plans",
+        type=int,
+        help="random plans the fit is calibrated on (default: the backend's, toprune.profile.CALIBRATION)",
+    )
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per uniform timing (median)")
     parser.add_argument("--passes", type=int, default=5, help="timed passes over the real batches (median)")
-    parser.add_argument("--per-batch", action="store_true",
-                        help="also time each real batch alone (median): tells a wrong model from a busy machine")
+    parser.add_argument(
+        "--per-batch",
+        action="store_true",
+        help="also time each real batch alone (median): tells a wrong model from a busy machine",
+    )
     parser.add_argument("--learned", nargs="*", default=[], help="pruned model folders whose plans are checked too")
     parser.add_argument("--workdir", default="runs/latency_costmodel", help="exported ONNX graphs, reused")
     parser.add_argument("--output", default=str(HERE / "results" / "latency_costmodel.json"))
     parser.add_argument("--resume", action="store_true", help="keep the entries already in --output")
-    parser.add_argument("--prepare", action="store_true",
-                        help="only export the ONNX graphs every timing will need into --workdir (minutes; the "
-                             "machine need not be quiet), then stop")
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="only export the ONNX graphs every timing will need into --workdir (minutes; the "
+        "machine need not be quiet), then stop",
+    )
     return parser.parse_args(argv)
 
 
@@ -65,12 +74,17 @@ def summary_rows(results: dict) -> list[dict]:
     rows = []
     for backend, by_batch in results.items():
         for bs, entry in by_batch.items():
-            rows.append({"backend": backend, "batch_size": int(bs),
-                         "uniform_median_abs_error": entry["uniform"]["median_abs_error"],
-                         "real_median_abs_error": entry["real"]["median_abs_error"],
-                         "real_learned_median_abs_error": entry["real"]["median_abs_error_learned"],
-                         "real_dense_error": entry["real"]["dense_error"],
-                         "real_per_batch_median_abs_error": entry["real"].get("median_abs_error_per_batch")})
+            rows.append(
+                {
+                    "backend": backend,
+                    "batch_size": int(bs),
+                    "uniform_median_abs_error": entry["uniform"]["median_abs_error"],
+                    "real_median_abs_error": entry["real"]["median_abs_error"],
+                    "real_learned_median_abs_error": entry["real"]["median_abs_error_learned"],
+                    "real_dense_error": entry["real"]["dense_error"],
+                    "real_per_batch_median_abs_error": entry["real"].get("median_abs_error_per_batch"),
+                }
+            )
     return rows
 
 
@@ -90,17 +104,33 @@ def main(argv=None) -> int:
                 print(f"{backend} b{bs}: done already (--resume)", file=sys.stderr)
                 continue
             start = time.time()
-            cost = profile(model, backend, bs, args.threads, max_tokens=args.max_tokens, repeats=args.repeats,
-                           plans=args.calibration_plans, workdir=workdir)
+            cost = profile(
+                model,
+                backend,
+                bs,
+                args.threads,
+                max_tokens=args.max_tokens,
+                repeats=args.repeats,
+                plans=args.calibration_plans,
+                workdir=workdir,
+            )
             uniform = check_predictions(model, cost, args.plans, args.max_tokens, args.repeats, workdir=workdir)
             batches = task_batches(tokenizer, args.task, args.data_dir, bs, args.examples, args.max_length)
-            real = check_real_batches(model, cost, batches, args.plans, learned, args.passes, workdir=workdir,
-                                      per_batch=args.per_batch)
+            real = check_real_batches(
+                model, cost, batches, args.plans, learned, args.passes, workdir=workdir, per_batch=args.per_batch
+            )
             results.setdefault(backend, {})[str(bs)] = {
-                "cost_model": {k: v for k, v in cost.__dict__.items() if k != "key"}, "key": cost.key,
-                "uniform": uniform, "real": real, "seconds": round(time.time() - start, 1)}
-            print(f"{backend} b{bs}: median abs error uniform {uniform['median_abs_error']:.1%}, real batches "
-                  f"{real['median_abs_error']:.1%} ({time.time() - start:.0f} s)", file=sys.stderr)
+                "cost_model": {k: v for k, v in cost.__dict__.items() if k != "key"},
+                "key": cost.key,
+                "uniform": uniform,
+                "real": real,
+                "seconds": round(time.time() - start, 1),
+            }
+            print(
+                f"{backend} b{bs}: median abs error uniform {uniform['median_abs_error']:.1%}, real batches "
+                f"{real['median_abs_error']:.1%} ({time.time() - start:.0f} s)",
+                file=sys.stderr,
+            )
             write(out, args, results)
     write(out, args, results)
     for row in summary_rows(results):
@@ -111,8 +141,12 @@ def main(argv=None) -> int:
 def prepare(model, args: argparse.Namespace, learned: dict, workdir: Path) -> int:
     """Export the dense graph, the calibration plans and the check plans (the same for every batch size)."""
     layers = int(model.config.num_hidden_layers)
-    plans = [None, *check_plans(layers, args.calibration_plans or CALIBRATION["onnxruntime"][0], seed=0),
-             *check_plans(layers, args.plans, seed=1), *learned.values()]
+    plans = [
+        None,
+        *check_plans(layers, args.calibration_plans or CALIBRATION["onnxruntime"][0], seed=0),
+        *check_plans(layers, args.plans, seed=1),
+        *learned.values(),
+    ]
     with Timer(model, "onnxruntime", args.threads, workdir) as timer:
         for plan in plans:
             print(f"exported: {timer.export(plan)}", file=sys.stderr, flush=True)
@@ -120,16 +154,25 @@ def prepare(model, args: argparse.Namespace, learned: dict, workdir: Path) -> in
 
 
 def write(out: Path, args: argparse.Namespace, results: dict) -> None:
-    errors = [e for row in summary_rows(results) for e in (row["uniform_median_abs_error"],
-                                                          row["real_median_abs_error"]) if e is not None]
-    doc = {"version": 2,
-           "what": f"toprune.profile cost model vs measured whole-model latency of {args.plans} random plans (seed 1, "
-                   "not the calibration's): uniform random inputs, and the first "
-                   f"{args.examples} {args.task} dev examples in dynamically padded batches (median of {args.passes} "
-                   "passes, ms per batch)",
-           "model": args.model, "threads": args.threads, "environment": environment(args.threads),
-           "worst_median_abs_error": max(errors) if errors else None,
-           "summary": summary_rows(results), "results": results}
+    errors = [
+        e
+        for row in summary_rows(results)
+        for e in (row["uniform_median_abs_error"], row["real_median_abs_error"])
+        if e is not None
+    ]
+    doc = {
+        "version": 2,
+        "what": f"toprune.profile cost model vs measured whole-model latency of {args.plans} random plans (seed 1, "
+        "not the calibration's): uniform random inputs, and the first "
+        f"{args.examples} {args.task} dev examples in dynamically padded batches (median of {args.passes} "
+        "passes, ms per batch)",
+        "model": args.model,
+        "threads": args.threads,
+        "environment": environment(args.threads),
+        "worst_median_abs_error": max(errors) if errors else None,
+        "summary": summary_rows(results),
+        "results": results,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
 

@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     models = {name: toprune.load_model(args.model, num_labels=2) for name in ("dense", "keep_all", "scored", "plan")}
     num_layers = models["dense"].config.num_hidden_layers
     plan = toprune.PruningPlan.from_keep_ratios(
-        num_layers, {layer: args.keep_ratio for layer in range(args.from_layer, num_layers)})
+        num_layers, {layer: args.keep_ratio for layer in range(args.from_layer, num_layers)}
+    )
     toprune.apply_pruning(models["keep_all"])  # our layer loop, SDPA everywhere, nothing dropped
     # + explicit-softmax scoring where a plan would need it
     toprune.apply_pruning(models["scored"]).force_scoring = True
@@ -72,11 +73,13 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(models["dense"], tokenizer, Path(tmp) / "dense")  # parity with PyTorch checked on export
-        runners = {"ort": ("dense ONNX Runtime", ort_runner(Path(tmp) / "dense", args.threads)),
-                   "dense": ("dense HF eager (SDPA)", torch_runner(models["dense"])),
-                   "keep_all": ("toprune keep-all (no scoring)", torch_runner(models["keep_all"])),
-                   "scored": ("toprune keep-all + scoring", torch_runner(models["scored"])),
-                   "plan": (f"toprune plan {args.keep_ratio:.0%}/layer", torch_runner(models["plan"]))}
+        runners = {
+            "ort": ("dense ONNX Runtime", ort_runner(Path(tmp) / "dense", args.threads)),
+            "dense": ("dense HF eager (SDPA)", torch_runner(models["dense"])),
+            "keep_all": ("toprune keep-all (no scoring)", torch_runner(models["keep_all"])),
+            "scored": ("toprune keep-all + scoring", torch_runner(models["scored"])),
+            "plan": (f"toprune plan {args.keep_ratio:.0%}/layer", torch_runner(models["plan"])),
+        }
         sizes = [int(b) for b in args.batch_sizes.split(",")]
         timed = compare_latency(runners, tokenizer, list(dev["text_a"]), texts_b, sizes, args.repeats)
     rows = [Timing(**t) for t in timed["timings"]]
@@ -89,10 +92,15 @@ def write_results(args, plan: toprune.PruningPlan, report: FlopsReport, rows) ->
     out.mkdir(parents=True, exist_ok=True)
     dense = {r.batch_size: r.ms_median for r in rows if r.name == "dense HF eager (SDPA)"}
     result = {
-        "task": args.task, "examples": args.examples, "model": args.model, "plan": plan.to_dict(),
+        "task": args.task,
+        "examples": args.examples,
+        "model": args.model,
+        "plan": plan.to_dict(),
         "flops_reduction_unpadded": round(report.reduction_unpadded, 3),
-        "flops_reduction_padded": round(report.reduction_padded, 3), "padded_length": args.padded_length,
-        "environment": environment(args.threads), "repeats": args.repeats,
+        "flops_reduction_padded": round(report.reduction_padded, 3),
+        "padded_length": args.padded_length,
+        "environment": environment(args.threads),
+        "repeats": args.repeats,
         "rows": [r.as_dict() | {"speedup_vs_hf_dense": round(dense[r.batch_size] / r.ms_median, 3)} for r in rows],
     }
     (out / "latency_minilm.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -110,8 +118,10 @@ def write_results(args, plan: toprune.PruningPlan, report: FlopsReport, rows) ->
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r.name} | {r.batch_size} | {r.ms_median:.2f} | {r.ms_min:.2f} | {r.ms_max:.2f} | "
-                     f"{dense[r.batch_size] / r.ms_median:.2f}x |")
+        lines.append(
+            f"| {r.name} | {r.batch_size} | {r.ms_median:.2f} | {r.ms_min:.2f} | {r.ms_max:.2f} | "
+            f"{dense[r.batch_size] / r.ms_median:.2f}x |"
+        )
     (out / "latency_minilm.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

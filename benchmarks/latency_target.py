@@ -33,20 +33,32 @@ SETTINGS = "onnxruntime:1:1.5x,pytorch:32:2x"  # the issue's: b1 ONNX Runtime at
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teachers", nargs="+", required=True, metavar="TASK=FOLDER",
-                        help="fine-tuned dense teachers, e.g. mrpc=runs/mrpc-teacher")
+    parser.add_argument(
+        "--teachers",
+        nargs="+",
+        required=True,
+        metavar="TASK=FOLDER",
+        help="fine-tuned dense teachers, e.g. mrpc=runs/mrpc-teacher",
+    )
     parser.add_argument("--settings", default=SETTINGS, help="comma-separated BACKEND:BATCH:TARGET")
     parser.add_argument("--seeds", default="57,58,59")
     parser.add_argument("--threads", type=int, default=2, help="serving threads (profile and bench)")
     parser.add_argument("--flops-target", default="matched", help="matched, same, or a reduction like 2.4x")
-    parser.add_argument("--stage", choices=["all", "train", "bench"], default="all",
-                        help="train: the pruning runs only (any time); bench: measure trained runs (quiet machine)")
-    parser.add_argument("--prune-args", default="", help="extra `toprune prune` options, e.g. \"--epochs 5\"")
-    parser.add_argument("--bench-args", default="", help="extra `toprune bench` options, e.g. \"--examples 256\"")
+    parser.add_argument(
+        "--stage",
+        choices=["all", "train", "bench"],
+        default="all",
+        help="train: the pruning runs only (any time); bench: measure trained runs (quiet machine)",
+    )
+    parser.add_argument("--prune-args", default="", help='extra `toprune prune` options, e.g. "--epochs 5"')
+    parser.add_argument("--bench-args", default="", help='extra `toprune bench` options, e.g. "--examples 256"')
     parser.add_argument("--data-dir", help="GLUE folder (default: toprune's, ../shared/data)")
     parser.add_argument("--workdir", default="runs/latency_target", help="run folders")
-    parser.add_argument("--costmodel", default=str(HERE / "results" / "latency_costmodel.json"),
-                        help="latency_costmodel.py's output: the cost model's error is copied from it")
+    parser.add_argument(
+        "--costmodel",
+        default=str(HERE / "results" / "latency_costmodel.json"),
+        help="latency_costmodel.py's output: the cost model's error is copied from it",
+    )
     parser.add_argument("--output", default=str(HERE / "results" / "latency_target.json"))
     return parser.parse_args(argv)
 
@@ -67,8 +79,16 @@ def train(teacher: str, task: str, folder: Path, options: list[str], common: lis
     toprune_cli(["prune", "--teacher", teacher, "--task", task, "--output", str(folder), *options, *common, *resume])
 
 
-def matched_flops_target(teacher: str, task: str, backend: str, batch: int, threads: int, target: float,
-                         data_dir: str | None, samples: int = 2000) -> float:
+def matched_flops_target(
+    teacher: str,
+    task: str,
+    backend: str,
+    batch: int,
+    threads: int,
+    target: float,
+    data_dir: str | None,
+    samples: int = 2000,
+) -> float:
     """The FLOPs reduction whose geometric static plan the (cached) latency profile predicts to be ``target``x
     faster on the first ``samples`` training examples' lengths."""
     from toprune.constraint import latency_cost
@@ -121,8 +141,18 @@ def main(argv=None) -> int:
                     common = ["--seed", str(seed), *data, *shlex.split(args.prune_args)]
                     extra = {}
                     if constraint == "latency":
-                        options = ["--target", target, "--constraint", "latency", "--inference-backend", backend,
-                                   "--inference-batch-size", str(batch), "--inference-threads", str(args.threads)]
+                        options = [
+                            "--target",
+                            target,
+                            "--constraint",
+                            "latency",
+                            "--inference-backend",
+                            backend,
+                            "--inference-batch-size",
+                            str(batch),
+                            "--inference-threads",
+                            str(args.threads),
+                        ]
                     else:
                         flops = flops_target(args, teacher, task, backend, batch, target_x)
                         options, extra = ["--target", f"{flops}x"], {"flops_target": flops}
@@ -132,18 +162,49 @@ def main(argv=None) -> int:
                         continue
                     if not (folder / "summary.json").is_file():
                         raise SystemExit(f"{folder} is not trained yet: run --stage train first")
-                    bench = json.loads(toprune_cli(["bench", "--dense", teacher, "--pruned", str(folder / "best"),
-                                                    "--task", task, "--backend", backend, "--batch-sizes", str(batch),
-                                                    "--threads", str(args.threads), "--json", *data,
-                                                    *shlex.split(args.bench_args)], capture=True))
+                    bench = json.loads(
+                        toprune_cli(
+                            [
+                                "bench",
+                                "--dense",
+                                teacher,
+                                "--pruned",
+                                str(folder / "best"),
+                                "--task",
+                                task,
+                                "--backend",
+                                backend,
+                                "--batch-sizes",
+                                str(batch),
+                                "--threads",
+                                str(args.threads),
+                                "--json",
+                                *data,
+                                *shlex.split(args.bench_args),
+                            ],
+                            capture=True,
+                        )
+                    )
                     summary = json.loads((folder / "summary.json").read_text())
-                    runs.append({"task": task, "constraint": constraint, "backend": backend, "batch_size": batch,
-                                 "target_speedup": target_x, "measured_speedup": bench[f"speedup_b{batch}"],
-                                 "metric": bench["pruned"]["metric"], "metric_name": bench["metric_name"],
-                                 "seed": seed, "keep_per_layer": bench["pruned"]["kept_fraction_per_layer"],
-                                 "flops_reduction_unpadded": bench["pruned"]["flops_reduction_unpadded"],
-                                 "predicted_speedup": (summary.get("best") or {}).get("predicted_speedup"),
-                                 "dense_metric": bench["dense"]["metric"], "run": str(folder), **extra})
+                    runs.append(
+                        {
+                            "task": task,
+                            "constraint": constraint,
+                            "backend": backend,
+                            "batch_size": batch,
+                            "target_speedup": target_x,
+                            "measured_speedup": bench[f"speedup_b{batch}"],
+                            "metric": bench["pruned"]["metric"],
+                            "metric_name": bench["metric_name"],
+                            "seed": seed,
+                            "keep_per_layer": bench["pruned"]["kept_fraction_per_layer"],
+                            "flops_reduction_unpadded": bench["pruned"]["flops_reduction_unpadded"],
+                            "predicted_speedup": (summary.get("best") or {}).get("predicted_speedup"),
+                            "dense_metric": bench["dense"]["metric"],
+                            "run": str(folder),
+                            **extra,
+                        }
+                    )
                     write(out, args, runs)
     write(out, args, runs)
     return 0
@@ -164,17 +225,27 @@ def cost_model_error(path: str, settings: str) -> float | None:
         return None
     rows = json.loads(Path(path).read_text()).get("summary", [])
     wanted = {(s.split(":")[0], int(s.split(":")[1])) for s in settings.split(",")}
-    errors = [e for r in rows if (r["backend"], r["batch_size"]) in wanted
-              for e in (r["uniform_median_abs_error"], r["real_median_abs_error"]) if e is not None]
+    errors = [
+        e
+        for r in rows
+        if (r["backend"], r["batch_size"]) in wanted
+        for e in (r["uniform_median_abs_error"], r["real_median_abs_error"])
+        if e is not None
+    ]
     return max(errors) if errors else None
 
 
 def write(out: Path, args: argparse.Namespace, runs: list[dict]) -> None:
-    doc = {"cost_model_median_abs_error": cost_model_error(args.costmodel, args.settings),
-           "what": "ToP with the latency constraint vs the FLOPs constraint (target matched by the cost model: "
-                   f"--flops-target {args.flops_target}); measured by `toprune bench` in the setting's backend and "
-                   "batch size, metric on the full dev set",
-           "settings": args.settings, "threads": args.threads, "prune_args": args.prune_args, "runs": runs}
+    doc = {
+        "cost_model_median_abs_error": cost_model_error(args.costmodel, args.settings),
+        "what": "ToP with the latency constraint vs the FLOPs constraint (target matched by the cost model: "
+        f"--flops-target {args.flops_target}); measured by `toprune bench` in the setting's backend and "
+        "batch size, metric on the full dev set",
+        "settings": args.settings,
+        "threads": args.threads,
+        "prune_args": args.prune_args,
+        "runs": runs,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
 

@@ -23,8 +23,22 @@ MODELS = {"mrpc": ("runs/mrpc-teacher", "runs/mrpc-top/best"), "sst2": ("runs/ss
 
 def bench(task: str, threads: int) -> dict:
     dense, pruned = MODELS[task]
-    cmd = ["toprune", "bench", "--backend", "onnxruntime", "--int8", "--json", "--dense", dense, "--pruned", pruned,
-           "--task", task, "--threads", str(threads)]
+    cmd = [
+        "toprune",
+        "bench",
+        "--backend",
+        "onnxruntime",
+        "--int8",
+        "--json",
+        "--dense",
+        dense,
+        "--pruned",
+        pruned,
+        "--task",
+        task,
+        "--threads",
+        str(threads),
+    ]
     print("+", " ".join(cmd), flush=True)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=HERE.parent).stdout
     return json.loads(out)
@@ -43,12 +57,17 @@ def onnx_metrics(task: str, threads: int) -> dict:
     out = {}
     for name, model_dir in zip(("dense", "pruned"), MODELS[task]):
         folder = HERE.parent / "runs" / "exports" / f"{task}-{name}"
-        subprocess.run(["toprune", "export", model_dir, "--output", str(folder), "--int8"], check=True,
-                       cwd=HERE.parent, capture_output=True)
+        subprocess.run(
+            ["toprune", "export", model_dir, "--output", str(folder), "--int8"],
+            check=True,
+            cwd=HERE.parent,
+            capture_output=True,
+        )
         for int8 in (False, True):
             served = OnnxModel(folder, threads, int8)
-            data = prepare_data(served.tokenizer, task, str(HERE.parent.parent / "shared" / "data" / "glue"), 128,
-                                dev_only=True)
+            data = prepare_data(
+                served.tokenizer, task, str(HERE.parent.parent / "shared" / "data" / "glue"), 128, dev_only=True
+            )
             preds, golds = [], []
             for batch in make_loader(data.dev, served.tokenizer, 64, False):
                 golds.append(batch.pop("labels").numpy())
@@ -62,41 +81,61 @@ def onnx_metrics(task: str, threads: int) -> dict:
 def row_of(result: dict) -> dict:
     d, p, q = result["dense"], result["pruned"], result["int8"]
     flops = p["flops_reduction_unpadded"]
-    return {"task": result["task"], "metric_name": result["metric_name"], "dense_metric": d["metric"],
-            "pruned_metric": p["metric"], "flops_reduction_unpadded": flops,
-            "flops_reduction_padded": p["flops_reduction_padded"],
-            "dense_ms_b1": d["latency_ms_b1"], "pruned_ms_b1": p["latency_ms_b1"],
-            "dense_ms_b32": d["latency_ms_b32"], "pruned_ms_b32": p["latency_ms_b32"],
-            "speedup_b1": result["speedup_b1"], "speedup_b32": result["speedup_b32"],
-            "speedup_over_flops_b1": result["speedup_b1"] / flops,
-            "speedup_over_flops_b32": result["speedup_b32"] / flops,
-            "int8_dense_ms_b1": q["dense_ms_b1"], "int8_pruned_ms_b1": q["pruned_ms_b1"],
-            "int8_dense_ms_b32": q["dense_ms_b32"], "int8_pruned_ms_b32": q["pruned_ms_b32"],
-            "protocol": result["protocol"]}
+    return {
+        "task": result["task"],
+        "metric_name": result["metric_name"],
+        "dense_metric": d["metric"],
+        "pruned_metric": p["metric"],
+        "flops_reduction_unpadded": flops,
+        "flops_reduction_padded": p["flops_reduction_padded"],
+        "dense_ms_b1": d["latency_ms_b1"],
+        "pruned_ms_b1": p["latency_ms_b1"],
+        "dense_ms_b32": d["latency_ms_b32"],
+        "pruned_ms_b32": p["latency_ms_b32"],
+        "speedup_b1": result["speedup_b1"],
+        "speedup_b32": result["speedup_b32"],
+        "speedup_over_flops_b1": result["speedup_b1"] / flops,
+        "speedup_over_flops_b32": result["speedup_b32"] / flops,
+        "int8_dense_ms_b1": q["dense_ms_b1"],
+        "int8_pruned_ms_b1": q["pruned_ms_b1"],
+        "int8_dense_ms_b32": q["dense_ms_b32"],
+        "int8_pruned_ms_b32": q["pruned_ms_b32"],
+        "protocol": result["protocol"],
+    }
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| task | metric dense → ToP | FLOPs red. unpadded (padded 128) | dense ORT b1 | ToP ORT b1 | speed-up b1 "
-             "| dense ORT b32 | ToP ORT b32 | speed-up b32 | speed-up / FLOPs red. (b1, b32) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task | metric dense → ToP | FLOPs red. unpadded (padded 128) | dense ORT b1 | ToP ORT b1 | speed-up b1 "
+        "| dense ORT b32 | ToP ORT b32 | speed-up b32 | speed-up / FLOPs red. (b1, b32) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['metric_name']} {r['dense_metric']:.2f} → {r['pruned_metric']:.2f} | "
-                     f"{r['flops_reduction_unpadded']:.2f}x ({r['flops_reduction_padded']:.2f}x) | "
-                     f"{r['dense_ms_b1']:.2f} ms | {r['pruned_ms_b1']:.2f} ms | {r['speedup_b1']:.2f}x | "
-                     f"{r['dense_ms_b32']:.1f} ms | {r['pruned_ms_b32']:.1f} ms | {r['speedup_b32']:.2f}x | "
-                     f"{r['speedup_over_flops_b1']:.2f}, {r['speedup_over_flops_b32']:.2f} |")
-    lines += ["", "Dynamic INT8 (onnxruntime quantize_dynamic, weights QInt8), stacked on token pruning; dev metric of "
-              "each graph served by `toprune.serve.OnnxModel`:", "",
-              "| task | metric: ORT fp32 dense / ToP | metric: INT8 dense / ToP | dense INT8 b1 | ToP INT8 b1 "
-              "| dense INT8 b32 | ToP INT8 b32 | ToP INT8 vs dense fp32 (b1, b32) |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['task']} | {r['metric_name']} {r['dense_metric']:.2f} → {r['pruned_metric']:.2f} | "
+            f"{r['flops_reduction_unpadded']:.2f}x ({r['flops_reduction_padded']:.2f}x) | "
+            f"{r['dense_ms_b1']:.2f} ms | {r['pruned_ms_b1']:.2f} ms | {r['speedup_b1']:.2f}x | "
+            f"{r['dense_ms_b32']:.1f} ms | {r['pruned_ms_b32']:.1f} ms | {r['speedup_b32']:.2f}x | "
+            f"{r['speedup_over_flops_b1']:.2f}, {r['speedup_over_flops_b32']:.2f} |"
+        )
+    lines += [
+        "",
+        "Dynamic INT8 (onnxruntime quantize_dynamic, weights QInt8), stacked on token pruning; dev metric of "
+        "each graph served by `toprune.serve.OnnxModel`:",
+        "",
+        "| task | metric: ORT fp32 dense / ToP | metric: INT8 dense / ToP | dense INT8 b1 | ToP INT8 b1 "
+        "| dense INT8 b32 | ToP INT8 b32 | ToP INT8 vs dense fp32 (b1, b32) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['onnx_dense_metric']:.2f} / {r['onnx_pruned_metric']:.2f} | "
-                     f"{r['int8_dense_metric']:.2f} / {r['int8_pruned_metric']:.2f} | "
-                     f"{r['int8_dense_ms_b1']:.2f} ms | {r['int8_pruned_ms_b1']:.2f} ms | "
-                     f"{r['int8_dense_ms_b32']:.1f} ms | {r['int8_pruned_ms_b32']:.1f} ms | "
-                     f"{r['dense_ms_b1'] / r['int8_pruned_ms_b1']:.2f}x, "
-                     f"{r['dense_ms_b32'] / r['int8_pruned_ms_b32']:.2f}x |")
+        lines.append(
+            f"| {r['task']} | {r['onnx_dense_metric']:.2f} / {r['onnx_pruned_metric']:.2f} | "
+            f"{r['int8_dense_metric']:.2f} / {r['int8_pruned_metric']:.2f} | "
+            f"{r['int8_dense_ms_b1']:.2f} ms | {r['int8_pruned_ms_b1']:.2f} ms | "
+            f"{r['int8_dense_ms_b32']:.1f} ms | {r['int8_pruned_ms_b32']:.1f} ms | "
+            f"{r['dense_ms_b1'] / r['int8_pruned_ms_b1']:.2f}x, "
+            f"{r['dense_ms_b32'] / r['int8_pruned_ms_b32']:.2f}x |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -28,9 +28,32 @@ HERE = Path(__file__).resolve().parent
 GROUPS = {
     "matmul (linear, attention products)": ("addmm", "mm", "bmm", "matmul", "linear", "baddbmm"),
     "attention softmax / SDPA": ("softmax", "_safe_softmax", "scaled_dot_product", "_scaled_dot_product"),
-    "selection and bookkeeping (ours)": ("sort", "topk", "argsort", "gather", "scatter", "index", "where", "cumsum",
-                                         "nonzero", "masked_fill", "arange", "_to_copy", "item", "max", "all",
-                                         "einsum", "mean", "div", "sum", "expand", "lt", "eq", "ne", "floor"),
+    "selection and bookkeeping (ours)": (
+        "sort",
+        "topk",
+        "argsort",
+        "gather",
+        "scatter",
+        "index",
+        "where",
+        "cumsum",
+        "nonzero",
+        "masked_fill",
+        "arange",
+        "_to_copy",
+        "item",
+        "max",
+        "all",
+        "einsum",
+        "mean",
+        "div",
+        "sum",
+        "expand",
+        "lt",
+        "eq",
+        "ne",
+        "floor",
+    ),
 }
 
 
@@ -75,22 +98,36 @@ def main(argv=None) -> int:
     dev = load_glue_split(args.data_dir, args.task, "dev").select(range(args.examples))
     texts_b = list(dev["text_b"]) if "text_b" in dev.column_names else None
     models = {"dense": toprune.load_model(args.dense), "pruned": toprune.load_model(args.pruned)}
-    lines = [f"# Where the time goes: {args.task}, dense vs ToP (eager PyTorch, {args.threads} threads, "
-             f"first {args.examples} dev inputs)", "",
-             "ms per batch of CPU self time by operator group (torch.profiler; profiling adds a little per call).", ""]
+    lines = [
+        f"# Where the time goes: {args.task}, dense vs ToP (eager PyTorch, {args.threads} threads, "
+        f"first {args.examples} dev inputs)",
+        "",
+        "ms per batch of CPU self time by operator group (torch.profiler; profiling adds a little per call).",
+        "",
+    ]
     for bs in (1, 32):
         batches = make_batches(tokenizer, dev["text_a"], texts_b, bs, 128)
         result = {name: profile_model(model, batches) for name, model in models.items()}
         groups = sorted({g for totals, _, _ in result.values() for g in totals})
-        lines += [f"## batch {bs}", "", "| operator group | dense ms | pruned ms | dense / pruned |",
-                  "|---|---|---|---|"]
+        lines += [
+            f"## batch {bs}",
+            "",
+            "| operator group | dense ms | pruned ms | dense / pruned |",
+            "|---|---|---|---|",
+        ]
         for group in groups + ["total"]:
             d = sum(result["dense"][0].values()) if group == "total" else result["dense"][0].get(group, 0.0)
             p = sum(result["pruned"][0].values()) if group == "total" else result["pruned"][0].get(group, 0.0)
             lines.append(f"| {group} | {d:.2f} | {p:.2f} | {d / p if p else float('inf'):.2f}x |")
-        lines += ["", f"aten calls per forward (nested calls included): dense {result['dense'][1]}, "
-                  f"pruned {result['pruned'][1]}", "", "Largest operators (ms per batch, self time):", "",
-                  "| operator | dense ms | pruned ms |", "|---|---|---|"]
+        lines += [
+            "",
+            f"aten calls per forward (nested calls included): dense {result['dense'][1]}, pruned {result['pruned'][1]}",
+            "",
+            "Largest operators (ms per batch, self time):",
+            "",
+            "| operator | dense ms | pruned ms |",
+            "|---|---|---|",
+        ]
         top = sorted(result["pruned"][2], key=result["pruned"][2].get, reverse=True)[:12]
         lines += [f"| {op} | {result['dense'][2].get(op, 0.0):.2f} | {result['pruned'][2][op]:.2f} |" for op in top]
         lines.append("")

@@ -34,9 +34,16 @@ def _dev(task: str, tokenizer):
 def _run_info(folder: Path) -> dict:
     summary = json.loads((ROOT / folder / "summary.json").read_text())
     cfg = summary["config"]
-    return {"kept_step": summary["best"]["step"] if summary["best"] else None, "steps": summary["steps"],
-            "epochs": cfg["epochs"], "warmup_epochs": cfg["warmup_epochs"], "train_examples": summary["train_examples"],
-            "seed": cfg["seed"], "target": cfg["target"], "mean_step_ms": round(summary["mean_step_ms"], 1)}
+    return {
+        "kept_step": summary["best"]["step"] if summary["best"] else None,
+        "steps": summary["steps"],
+        "epochs": cfg["epochs"],
+        "warmup_epochs": cfg["warmup_epochs"],
+        "train_examples": summary["train_examples"],
+        "seed": cfg["seed"],
+        "target": cfg["target"],
+        "mean_step_ms": round(summary["mean_step_ms"], 1),
+    }
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -51,9 +58,17 @@ def bench_task(task: str, methods: list[str], args) -> list[dict]:
     tokenizer = toprune.load_tokenizer(ROOT / teacher_dir(task))
     data, loader = _dev(task, tokenizer)
     dense = toprune.load_model(ROOT / teacher_dir(task))
-    dense_row = {"task": task, "method": "dense", "metric": evaluate(dense, loader, data)["metric"],
-                 "flops_reduction_unpadded": 1.0, "flops_reduction_padded": 1.0, "speedup_b1": 1.0,
-                 "speedup_b32": 1.0, "seeds": [], "std": 0.0}
+    dense_row = {
+        "task": task,
+        "method": "dense",
+        "metric": evaluate(dense, loader, data)["metric"],
+        "flops_reduction_unpadded": 1.0,
+        "flops_reduction_padded": 1.0,
+        "speedup_b1": 1.0,
+        "speedup_b32": 1.0,
+        "seeds": [],
+        "std": 0.0,
+    }
     runs, models = [], {}
     for method, target, seed in study_plan([task], methods)[task]:
         folder = run_dir(task, method, target, seed)
@@ -64,10 +79,19 @@ def bench_task(task: str, methods: list[str], args) -> list[dict]:
         result = evaluate(model, loader, data)
         key = folder.name
         models[key] = model
-        runs.append({"key": key, "method": method, "target": target, "seed": seed, "metric": result["metric"],
-                     "flops_reduction_unpadded": result["flops_reduction_unpadded"],
-                     "flops_reduction_padded": result["flops_reduction_padded"],
-                     "kept_fraction_per_layer": result["kept_fraction_per_layer"], "run": _run_info(folder)})
+        runs.append(
+            {
+                "key": key,
+                "method": method,
+                "target": target,
+                "seed": seed,
+                "metric": result["metric"],
+                "flops_reduction_unpadded": result["flops_reduction_unpadded"],
+                "flops_reduction_padded": result["flops_reduction_padded"],
+                "kept_fraction_per_layer": result["kept_fraction_per_layer"],
+                "run": _run_info(folder),
+            }
+        )
     dev = data.dev_raw.select(range(min(args.examples, len(data.dev_raw))))
     texts_b = list(dev["text_b"]) if "text_b" in dev.column_names else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,11 +125,26 @@ def bench_task(task: str, methods: list[str], args) -> list[dict]:
         targets = dict.fromkeys(r["target"] for r in runs if r["method"] == method)
         for target in targets:
             group = [r for r in runs if r["method"] == method and r["target"] == target]
-            row = {"task": task, "method": method, "flops_target": target, "seeds": [r["seed"] for r in group],
-                   "per_seed": group}
+            row = {
+                "task": task,
+                "method": method,
+                "flops_target": target,
+                "seeds": [r["seed"] for r in group],
+                "per_seed": group,
+            }
             row["metric"], row["std"] = _mean_std([r["metric"] for r in group])
-            for key in ("flops_reduction_unpadded", "flops_reduction_padded", "speedup_b1", "speedup_b32",
-                        "ms_b1", "ms_b32", "onnx_ms_b1", "onnx_ms_b32", "onnx_speedup_b1", "onnx_speedup_b32"):
+            for key in (
+                "flops_reduction_unpadded",
+                "flops_reduction_padded",
+                "speedup_b1",
+                "speedup_b32",
+                "ms_b1",
+                "ms_b32",
+                "onnx_ms_b1",
+                "onnx_ms_b32",
+                "onnx_speedup_b1",
+                "onnx_speedup_b32",
+            ):
                 if all(key in r for r in group):
                     row[key] = _mean_std([r[key] for r in group])[0]
             for b in (1, 32):
@@ -130,25 +169,31 @@ def _merge(path: Path, rows: list[dict]) -> list[dict]:
 
 def markdown(rows: list[dict], env: dict) -> str:
     """The study table; the dense row carries the dense ONNX Runtime latency, the serving competitor."""
-    lines = [f"CPU: {env['cpu']}, {env['threads']} threads; torch {env['torch']}, onnxruntime {env['onnxruntime']}. "
-             "ms = median ms per batch (PyTorch eager; ONNX Runtime); speed-ups are against the dense model in the "
-             "same runtime.", "",
-             "| task | method | FLOPs target | metric (mean ± std, seeds) | FLOPs red. unpadded "
-             "| FLOPs red. padded 128 | ms b1 | ms b32 | speed-up b1 "
-             "| speed-up b32 | speed-up / FLOPs (b1, b32) | ONNX RT ms b1 | ONNX RT ms b32 | ONNX RT speed-up b1 "
-             "| ONNX RT speed-up b32 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"CPU: {env['cpu']}, {env['threads']} threads; torch {env['torch']}, onnxruntime {env['onnxruntime']}. "
+        "ms = median ms per batch (PyTorch eager; ONNX Runtime); speed-ups are against the dense model in the "
+        "same runtime.",
+        "",
+        "| task | method | FLOPs target | metric (mean ± std, seeds) | FLOPs red. unpadded "
+        "| FLOPs red. padded 128 | ms b1 | ms b32 | speed-up b1 "
+        "| speed-up b32 | speed-up / FLOPs (b1, b32) | ONNX RT ms b1 | ONNX RT ms b32 | ONNX RT speed-up b1 "
+        "| ONNX RT speed-up b32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        ratio = ("-" if r["method"] == "dense" else
-                 f"{r['speedup_over_flops_b1']:.2f}, {r['speedup_over_flops_b32']:.2f}")
+        ratio = (
+            "-" if r["method"] == "dense" else f"{r['speedup_over_flops_b1']:.2f}, {r['speedup_over_flops_b32']:.2f}"
+        )
         onnx_ms = [f"{r[f'onnx_ms_b{b}']:.1f}" if f"onnx_ms_b{b}" in r else "-" for b in (1, 32)]
         onnx = [f"{r[f'onnx_speedup_b{b}']:.2f}x" if f"onnx_speedup_b{b}" in r else "-" for b in (1, 32)]
         seeds = f" ± {r['std']:.2f} ({len(r['seeds'])} seeds)" if len(r.get("seeds", [])) > 1 else ""
-        lines.append(f"| {r['task']} | {r['method']} | {r.get('flops_target', '-')} | "
-                     f"{r['metric_name']} {r['metric']:.2f}{seeds} | "
-                     f"{r['flops_reduction_unpadded']:.2f}x | {r['flops_reduction_padded']:.2f}x | "
-                     f"{r['ms_b1']:.1f} | {r['ms_b32']:.1f} | {r['speedup_b1']:.2f}x | {r['speedup_b32']:.2f}x | "
-                     f"{ratio} | {onnx_ms[0]} | {onnx_ms[1]} | {onnx[0]} | {onnx[1]} |")
+        lines.append(
+            f"| {r['task']} | {r['method']} | {r.get('flops_target', '-')} | "
+            f"{r['metric_name']} {r['metric']:.2f}{seeds} | "
+            f"{r['flops_reduction_unpadded']:.2f}x | {r['flops_reduction_padded']:.2f}x | "
+            f"{r['ms_b1']:.1f} | {r['ms_b32']:.1f} | {r['speedup_b1']:.2f}x | {r['speedup_b32']:.2f}x | "
+            f"{ratio} | {onnx_ms[0]} | {onnx_ms[1]} | {onnx[0]} | {onnx[1]} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -176,12 +221,24 @@ def bench_curve(task: str, args) -> None:
                 print(f"{task}/{method}/{target}: not finished, skipped")
                 continue
             result = evaluate(toprune.load_model(folder), loader, data)
-            rows.append({"task": task, "method": method, "target": target, "metric": result["metric"],
-                         "flops_reduction_unpadded": result["flops_reduction_unpadded"],
-                         "flops_reduction_padded": result["flops_reduction_padded"]})
+            rows.append(
+                {
+                    "task": task,
+                    "method": method,
+                    "target": target,
+                    "metric": result["metric"],
+                    "flops_reduction_unpadded": result["flops_reduction_unpadded"],
+                    "flops_reduction_padded": result["flops_reduction_padded"],
+                }
+            )
     (RESULTS / f"glue_curve_{task}.json").write_text(json.dumps(rows, indent=1) + "\n")
     teacher = json.loads((ROOT / teacher_dir(task) / "toprune_teacher.json").read_text())["metric"]
-    plot_metric_vs_flops(rows, RESULTS / f"glue_curve_{task}.png", f"{data.metric} (dev)",
-                         f"{task}: ToP vs static top-k schedule, MiniLM-L6", reference=teacher)
+    plot_metric_vs_flops(
+        rows,
+        RESULTS / f"glue_curve_{task}.png",
+        f"{data.metric} (dev)",
+        f"{task}: ToP vs static top-k schedule, MiniLM-L6",
+        reference=teacher,
+    )
     for r in rows:
         print(f"{r['method']:12s} {r['target']:5s} {r['metric']:.2f}  {r['flops_reduction_unpadded']:.2f}x")

@@ -56,8 +56,22 @@ def finetune(task: str, lr: str, threads: int) -> bool:
         return True
     spec = TASKS[task]
     subset = ["--max-train-samples", str(spec["samples"])] if spec["samples"] else []
-    cmd = [sys.executable, "-m", "toprune.cli", "finetune", "--task", task, "--lr", lr, "--epochs",
-           str(spec["epochs"]), "--output", str(out), "--resume", *subset]
+    cmd = [
+        sys.executable,
+        "-m",
+        "toprune.cli",
+        "finetune",
+        "--task",
+        task,
+        "--lr",
+        lr,
+        "--epochs",
+        str(spec["epochs"]),
+        "--output",
+        str(out),
+        "--resume",
+        *subset,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if os.environ.get("TOPRUNE_SRC"):
         env["PYTHONPATH"] = os.environ["TOPRUNE_SRC"]
@@ -72,24 +86,44 @@ def finetune(task: str, lr: str, threads: int) -> bool:
 
 def report(tasks: list[str]) -> dict:
     """Every finished run's selection curve and dev score; per task the winner by the selection metric."""
-    out = {"protocol": "lr in " + ", ".join(LRS) + "; epochs chosen inside each run on the held-out slice; "
-                       "dev evaluated once per run on its kept epoch", "tasks": {}}
+    out = {
+        "protocol": "lr in " + ", ".join(LRS) + "; epochs chosen inside each run on the held-out slice; "
+        "dev evaluated once per run on its kept epoch",
+        "tasks": {},
+    }
     for task in tasks:
         runs = {}
         for lr in LRS:
             path = ROOT / run_dir(task, lr) / "toprune_teacher.json"
             if path.exists():
                 r = json.loads(path.read_text())
-                runs[lr] = {k: r[k] for k in ("metric", "selection_metric", "kept_step", "steps", "epochs",
-                                              "selection_curve", "selection", "train_examples", "mean_step_ms")}
+                runs[lr] = {
+                    k: r[k]
+                    for k in (
+                        "metric",
+                        "selection_metric",
+                        "kept_step",
+                        "steps",
+                        "epochs",
+                        "selection_curve",
+                        "selection",
+                        "train_examples",
+                        "mean_step_ms",
+                    )
+                }
         if not runs:
             continue
         best = max(runs, key=lambda lr: runs[lr]["selection_metric"])
         kept = runs[best]
-        out["tasks"][task] = {"runs": runs, "chosen_lr": float(best), "chosen_epoch": next(
-            c["epoch"] for c in kept["selection_curve"] if c["step"] == kept["kept_step"]),
-            "schedule_epochs": kept["epochs"], "dev_metric": kept["metric"], "complete": len(runs) == len(LRS),
-            "references": REFERENCES[task]}
+        out["tasks"][task] = {
+            "runs": runs,
+            "chosen_lr": float(best),
+            "chosen_epoch": next(c["epoch"] for c in kept["selection_curve"] if c["step"] == kept["kept_step"]),
+            "schedule_epochs": kept["epochs"],
+            "dev_metric": kept["metric"],
+            "complete": len(runs) == len(LRS),
+            "references": REFERENCES[task],
+        }
         link = ROOT / "runs" / f"{task}-teacher"
         if len(runs) == len(LRS) and (not link.exists() or link.is_symlink()):
             link.unlink(missing_ok=True)
@@ -114,8 +148,10 @@ def main(argv=None) -> int:
         result["tasks"] = {**{t: r for t, r in earlier.items() if t not in result["tasks"]}, **result["tasks"]}
     path.write_text(json.dumps(result, indent=1) + "\n")
     for task, r in result["tasks"].items():
-        print(f"{task}: lr {r['chosen_lr']:g}, epoch {r['chosen_epoch']:g} of {r['schedule_epochs']:g}, dev "
-              f"{r['dev_metric']:.2f} (runs: {len(r['runs'])}/{len(LRS)}; refs {r['references']})")
+        print(
+            f"{task}: lr {r['chosen_lr']:g}, epoch {r['chosen_epoch']:g} of {r['schedule_epochs']:g}, dev "
+            f"{r['dev_metric']:.2f} (runs: {len(r['runs'])}/{len(LRS)}; refs {r['references']})"
+        )
     return 0
 
 

@@ -16,8 +16,34 @@ import transformers
 
 import toprune
 
-WORDS = ["good", "great", "fine", "fun", "nice", "bad", "awful", "dull", "poor", "sad", "the", "a", "film", "movie",
-         "plot", "was", "is", "very", "not", "it", "and", "who", "wrote", "report", "ada", "by"]
+WORDS = [
+    "good",
+    "great",
+    "fine",
+    "fun",
+    "nice",
+    "bad",
+    "awful",
+    "dull",
+    "poor",
+    "sad",
+    "the",
+    "a",
+    "film",
+    "movie",
+    "plot",
+    "was",
+    "is",
+    "very",
+    "not",
+    "it",
+    "and",
+    "who",
+    "wrote",
+    "report",
+    "ada",
+    "by",
+]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 POSITIVE = ["a good film", "great fun", "the plot was nice", "very fine movie"]
 NEGATIVE = ["a bad film", "awful and dull", "the plot was poor", "very sad movie"]
@@ -33,9 +59,15 @@ def make_tokenizer(folder: Path, vocab: list[str]):
 
 
 def save_model(folder: Path, tokenizer=None, vocab_size: int | None = None, id2label=None, layers: int = 4):
-    config = transformers.BertConfig(vocab_size=vocab_size or len(SPECIAL) + len(WORDS), hidden_size=16,
-                                     num_hidden_layers=layers, num_attention_heads=2, intermediate_size=32,
-                                     max_position_embeddings=128, num_labels=2)
+    config = transformers.BertConfig(
+        vocab_size=vocab_size or len(SPECIAL) + len(WORDS),
+        hidden_size=16,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=128,
+        num_labels=2,
+    )
     if id2label:
         config.id2label = dict(enumerate(id2label))
         config.label2id = {v: k for k, v in config.id2label.items()}
@@ -73,8 +105,9 @@ class World:
         if not run.exists():
             save_model(run / "best", self.tokenizer)
             (run / "checkpoint.pt").write_bytes(b"PK-not-really-a-checkpoint" * 10)
-            (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "dev_metric": 50.0,
-                                                           "dev_flops_reduction_unpadded": 1.5}) + "\n")
+            (run / "metrics.jsonl").write_text(
+                json.dumps({"step": 1, "dev_metric": 50.0, "dev_flops_reduction_unpadded": 1.5}) + "\n"
+            )
             (run / "summary.json").write_text(json.dumps({"task": "custom", "best": None}) + "\n")
         return run
 
@@ -82,8 +115,9 @@ class World:
 def build_world(root: Path) -> World:
     """Model folders, data files and GLUE/SQuAD layouts, good and broken (made once per test module)."""
     tokenizer = make_tokenizer(root / "vocab", SPECIAL + WORDS)
-    w = World(root, save_model(root / "good", tokenizer), root / "train.csv", root / "dev.csv", root / "glue",
-              root / "squad")
+    w = World(
+        root, save_model(root / "good", tokenizer), root / "train.csv", root / "dev.csv", root / "glue", root / "squad"
+    )
     w.tokenizer = tokenizer
     w.train.write_text(csv_rows(GOOD_ROWS * 3))  # enough rows to hold out a selection slice
     w.dev.write_text(csv_rows(GOOD_ROWS[::2]))
@@ -92,14 +126,16 @@ def build_world(root: Path) -> World:
     (w.glue / "MRPC" / "dev.tsv").write_text(mrpc + "1\t1\t2\ta good film\tgreat fun\n2\t3\t4\ta bad film\tsad\n")
     (w.glue / "MRPC" / "train.tsv").write_text(mrpc + "1\t1\t2\ta good film\tgreat fun\n")
     (w.glue / "WNLI").mkdir()
-    (w.glue / "WNLI" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta film\ta movie\t1\n"
-                                             "1\ta film\tsad\t0\n")
+    (w.glue / "WNLI" / "dev.tsv").write_text(
+        "index\tsentence1\tsentence2\tlabel\n0\ta film\ta movie\t1\n1\ta film\tsad\t0\n"
+    )
     (w.glue / "STS-B").mkdir()
     (w.glue / "STS-B" / "dev.tsv").write_text("index\tsentence1\tsentence2\tscore\n0\ta film\ta movie\thigh\n")
     # model folder variants
     w.no_tokenizer = save_model(root / "no-tokenizer")
-    w.big_tokenizer = save_model(root / "big-tokenizer", make_tokenizer(root / "v2", SPECIAL + WORDS + [
-        f"w{i}" for i in range(100)]))
+    w.big_tokenizer = save_model(
+        root / "big-tokenizer", make_tokenizer(root / "v2", SPECIAL + WORDS + [f"w{i}" for i in range(100)])
+    )
     swapped = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]  # same size, padding at another id
     w.other_tokenizer = save_model(root / "other-tokenizer", make_tokenizer(root / "v3", swapped + WORDS))
     w.named = save_model(root / "named", tokenizer, id2label=["neg", "pos"])

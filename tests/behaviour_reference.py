@@ -24,9 +24,23 @@ CASES = {
     "random": dict(method="random"),
     "stsb_regression": dict(task="stsb"),
 }
-BASE = dict(target="1.3x", epochs=4, warmup_epochs=1, batch_size=16, max_train_samples=64, eval_every=4,
-            save_every=4, max_length=64, padded_length=128, num_bins=5, topk=4, gate_lr=0.5, lambda_lr=0.5,
-            gate_init=-3.0, lambda_anti_windup=False)  # the dynamics the reference was recorded with (issue 18 changed
+BASE = dict(
+    target="1.3x",
+    epochs=4,
+    warmup_epochs=1,
+    batch_size=16,
+    max_train_samples=64,
+    eval_every=4,
+    save_every=4,
+    max_length=64,
+    padded_length=128,
+    num_bins=5,
+    topk=4,
+    gate_lr=0.5,
+    lambda_lr=0.5,
+    gate_init=-3.0,
+    lambda_anti_windup=False,
+)  # the dynamics the reference was recorded with (issue 18 changed
 # the defaults after the refactor: gates start on, lambda1 anti-windup)
 
 
@@ -40,17 +54,24 @@ def run_case(name: str, teacher: str, data_dir: Path, out: Path) -> dict:
     settings = dict(BASE, **CASES[name])
     if settings.get("task") == "stsb":
         teacher = teacher.replace("teacher-2", "teacher-1")
-    cfg = PruneConfig(teacher=teacher, task=settings.pop("task", "mrpc"), data_dir=str(data_dir / "glue"),
-                      output_dir=str(out / name), **settings)
+    cfg = PruneConfig(
+        teacher=teacher,
+        task=settings.pop("task", "mrpc"),
+        data_dir=str(data_dir / "glue"),
+        output_dir=str(out / name),
+        **settings,
+    )
     summary = ToPRun(cfg, log=lambda *_: None).run()
     plan = json.loads((out / name / "best" / "toprune_plan.json").read_text())
     log = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
     # fields logged since the reference was recorded (issue 18's gate trace) are not part of the comparison
     log = [{k: v for k, v in r.items() if k not in ("gate_prob", "bin_keep", "trace", "trace_fields")} for r in log]
     return {
-        "kept_bins": plan["kept_bins"], "num_bins": plan["num_bins"],
-        "best": {k: summary["best"][k] for k in ("step", "metric", "flops_reduction_unpadded",
-                                                 "flops_reduction_padded")},
+        "kept_bins": plan["kept_bins"],
+        "num_bins": plan["num_bins"],
+        "best": {
+            k: summary["best"][k] for k in ("step", "metric", "flops_reduction_unpadded", "flops_reduction_padded")
+        },
         "dev": {k: summary["dev"][k] for k in ("metric", "flops_reduction_unpadded", "flops_reduction_padded")},
         "log": [{k: r[k] for k in ("step", "loss", "task", "rank", "lag", "sel_metric")} for r in log],
     }

@@ -61,12 +61,19 @@ def minilm():
     return model, tokenizer
 
 
-def tiny_bert_with_tokenizer(cls: str = "BertForSequenceClassification", num_hidden_layers: int = 4,
-                             num_labels: int = 2):
+def tiny_bert_with_tokenizer(
+    cls: str = "BertForSequenceClassification", num_hidden_layers: int = 4, num_labels: int = 2
+):
     """A tiny random BERT with the real MiniLM vocabulary and tokenizer (real text in, runs in seconds)."""
     tokenizer = toprune.load_tokenizer("minilm")
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=num_hidden_layers,
-                                     num_attention_heads=4, intermediate_size=64, num_labels=num_labels)
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=num_labels,
+    )
     torch.manual_seed(0)
     return getattr(transformers, cls)(config).eval(), tokenizer
 
@@ -100,9 +107,11 @@ def real_data_dir():
     return DATA_DIR
 
 
-_WORDS = ("the a cat dog report film market river city bank man woman child court company team engine rain price "
-          "quickly slowly sold bought wrote read saw found left moved rose fell said told large small old new red "
-          "quiet early late after before during with without under over near far").split()
+_WORDS = (
+    "the a cat dog report film market river city bank man woman child court company team engine rain price "
+    "quickly slowly sold bought wrote read saw found left moved rose fell said told large small old new red "
+    "quiet early late after before during with without under over near far"
+).split()
 
 
 def _sentence(rng: random.Random) -> str:

@@ -23,15 +23,27 @@ TESTS = ["tests/test_prune.py", "-k", "multipliers or ramps"]
 # (what it breaks, the line as written, its mutant)
 MUTANTS = [
     ("descent instead of ascent on the multipliers", "self.lambdas.grad.neg_()", "pass"),
-    ("multipliers never stepped", "for opt in (self.opt, self.gate_opt, self.lambda_opt):\n            opt.step()",
-     "for opt in (self.opt, self.gate_opt):\n            opt.step()"),
+    (
+        "multipliers never stepped",
+        "for opt in (self.opt, self.gate_opt, self.lambda_opt):\n            opt.step()",
+        "for opt in (self.opt, self.gate_opt):\n            opt.step()",
+    ),
     ("constraint on density, not sparsity", "loss_lag = lagrangian(1.0 - rel,", "loss_lag = lagrangian(rel,"),
-    ("target not ramped", "target_sparsity = (1.0 - self.target_rel) * progress",
-     "target_sparsity = 1.0 - self.target_rel"),
-    ("target sign", "target_sparsity = (1.0 - self.target_rel) * progress",
-     "target_sparsity = (1.0 + self.target_rel) * progress"),
-    ("ramp never ends", "progress = min(1.0, self.step / self.warmup_steps)",
-     "progress = max(1.0, self.step / self.warmup_steps)"),
+    (
+        "target not ramped",
+        "target_sparsity = (1.0 - self.target_rel) * progress",
+        "target_sparsity = 1.0 - self.target_rel",
+    ),
+    (
+        "target sign",
+        "target_sparsity = (1.0 - self.target_rel) * progress",
+        "target_sparsity = (1.0 + self.target_rel) * progress",
+    ),
+    (
+        "ramp never ends",
+        "progress = min(1.0, self.step / self.warmup_steps)",
+        "progress = max(1.0, self.step / self.warmup_steps)",
+    ),
     ("logged sparsity is the density", '"expected_sparsity": 1.0 - rel.item()', '"expected_sparsity": rel.item()'),
 ]
 
@@ -48,8 +60,13 @@ def main() -> int:
             shutil.copytree(ROOT / "src", Path(scratch) / "src")
             (Path(scratch) / "src" / "toprune" / TARGET).write_text(source.replace(line, mutant))
             env = dict(os.environ, PYTHONPATH=str(Path(scratch) / "src"), OMP_NUM_THREADS="1")
-            proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TESTS],
-                                  cwd=ROOT, env=env, capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TESTS],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
         killed = proc.returncode == 1  # tests failed (2-5 would be a broken run, not a kill)
         print(f"{'KILLED' if killed else 'SURVIVED':9} {name}" + ("" if killed else f" (exit {proc.returncode})"))
         failures += not killed

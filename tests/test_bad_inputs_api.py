@@ -91,8 +91,15 @@ def _onnx(w, **config):
     from toprune.serve import OnnxModel
 
     model = OnnxModel.__new__(OnnxModel)  # the refusals come before any session runs
-    model.config = {"inputs": ["input_ids"], "outputs": ["logits"], "num_labels": 2, "max_length": 128,
-                    "model_type": "bert", "id2label": {}, **config}
+    model.config = {
+        "inputs": ["input_ids"],
+        "outputs": ["logits"],
+        "num_labels": 2,
+        "max_length": 128,
+        "model_type": "bert",
+        "id2label": {},
+        **config,
+    }
     model.tokenizer = w.tokenizer
     model.max_length = model.config["max_length"]  # the serving length, as __init__ reads it
     return model
@@ -127,8 +134,16 @@ def _lock_twice(w):
 def _prune_api_overwrite_refused(w):
     from toprune.prune import PruneConfig, ToPRun
 
-    ToPRun(PruneConfig(teacher=str(w.good), task=None, data_dir=None, output_dir=str(w.run_folder("r4")),
-                       train_file=str(w.train), validation_file=str(w.dev)))
+    ToPRun(
+        PruneConfig(
+            teacher=str(w.good),
+            task=None,
+            data_dir=None,
+            output_dir=str(w.run_folder("r4")),
+            train_file=str(w.train),
+            validation_file=str(w.dev),
+        )
+    )
 
 
 def _seed_api(w):
@@ -140,8 +155,15 @@ def _seed_api(w):
 def _finetune_epochs_inf(w):
     from toprune.finetune import finetune_teacher
 
-    finetune_teacher(str(w.good), None, None, w.root / "api-ft", epochs=float("inf"), train_file=str(w.train),
-                     validation_file=str(w.dev))
+    finetune_teacher(
+        str(w.good),
+        None,
+        None,
+        w.root / "api-ft",
+        epochs=float("inf"),
+        train_file=str(w.train),
+        validation_file=str(w.dev),
+    )
 
 
 API_CASES = {
@@ -149,10 +171,14 @@ API_CASES = {
     "single-class": (lambda w: _user_data(w, csv_rows([("a", "yes"), ("b", "yes")])), ["api-train.csv", "two"]),
     "duplicate-header": (lambda w: _user_data(w, "text,text,label\na,b,1\nc,d,0\n"), ["api-train.csv", "'text'"]),
     "task-type-unknown": (lambda w: _user_data(w, csv_rows(GOOD_ROWS), task_type="ordinal"), ["task-type"]),
-    "regression-text-labels": (lambda w: _user_data(w, csv_rows([("a", "x"), ("b", "y")]), task_type="regression"),
-                               ["api-train.csv", "row 1"]),
-    "squad-missing-id": (lambda w: __import__("toprune.squad").squad.read_squad_json(squad_file(w, "noid.json", "id")),
-                         ["noid.json", "id"]),
+    "regression-text-labels": (
+        lambda w: _user_data(w, csv_rows([("a", "x"), ("b", "y")]), task_type="regression"),
+        ["api-train.csv", "row 1"],
+    ),
+    "squad-missing-id": (
+        lambda w: __import__("toprune.squad").squad.read_squad_json(squad_file(w, "noid.json", "id")),
+        ["noid.json", "id"],
+    ),
     "save-into-a-file": (_save_to_file, ["a-file"]),
     "seed-negative": (_seed_api, ["seed"]),
     "finetune-epochs-inf": (_finetune_epochs_inf, ["epochs"]),
@@ -164,16 +190,26 @@ API_CASES = {
     "predict-batch-zero": (lambda w: _onnx(w).predict(["a"], batch_size=0), ["batch_size"]),
     "predict-beyond-positions": (lambda w: _onnx(w).predict(["a"], max_length=129), ["max_length", "128"]),
     "predict-not-strings": (lambda w: _onnx(w).predict(["a", None]), ["texts[1]"]),
-    "answer-a-string": (lambda w: _onnx(w, outputs=["start_logits", "end_logits"]).answer("who", ["ctx"]),
-                        ["questions"]),
-    "answer-count": (lambda w: _onnx(w, outputs=["start_logits", "end_logits"]).answer(["q", "r"], ["c"]),
-                     ["contexts"]),
-    "answer-stride": (lambda w: _onnx(w, outputs=["start_logits", "end_logits"]).answer(["q"], ["c"], max_length=32,
-                                                                                         stride=32), ["stride"]),
+    "answer-a-string": (
+        lambda w: _onnx(w, outputs=["start_logits", "end_logits"]).answer("who", ["ctx"]),
+        ["questions"],
+    ),
+    "answer-count": (
+        lambda w: _onnx(w, outputs=["start_logits", "end_logits"]).answer(["q", "r"], ["c"]),
+        ["contexts"],
+    ),
+    "answer-stride": (
+        lambda w: _onnx(w, outputs=["start_logits", "end_logits"]).answer(["q"], ["c"], max_length=32, stride=32),
+        ["stride"],
+    ),
     "serve-threads-zero": (lambda w: __import__("toprune.serve").serve.OnnxModel(w.root, threads=0), ["threads"]),
     "export-config-damaged": (lambda w: _onnx_open(w, _export_folder(w, "ex-bad", "{")), ["toprune_onnx.json"]),
-    "export-without-tokenizer": (lambda w: _onnx_open(w, _export_folder(w, "ex-notok", json.dumps(
-        {"inputs": [], "outputs": []}), tokenizer=False)), ["ex-notok", "tokenizer"]),
+    "export-without-tokenizer": (
+        lambda w: _onnx_open(
+            w, _export_folder(w, "ex-notok", json.dumps({"inputs": [], "outputs": []}), tokenizer=False)
+        ),
+        ["ex-notok", "tokenizer"],
+    ),
 }
 
 
@@ -199,8 +235,9 @@ def test_disk_full_is_one_line_and_leaves_no_temporary(world, monkeypatch, make)
 
 
 def test_one_and_one_point_zero_are_one_class(world):
-    _, dev, info = _user_data(world, csv_rows([("a", "1"), ("b", "1.0"), ("c", "0"), ("d", "0.0")]),
-                              csv_rows([("e", "1.00"), ("f", "0")]))
+    _, dev, info = _user_data(
+        world, csv_rows([("a", "1"), ("b", "1.0"), ("c", "0"), ("d", "0.0")]), csv_rows([("e", "1.00"), ("f", "0")])
+    )
     assert info.labels == ("0", "1") and dev["label"] == ["1", "0"]
 
 
@@ -227,9 +264,21 @@ def test_resume_trims_a_partial_metrics_line(world):
     from toprune.prune import PruneConfig, ToPRun
 
     out = world.root / "runs" / "partial-resume"
-    cfg = {"teacher": str(world.good), "task": None, "data_dir": None, "output_dir": str(out), "target": "1.1x",
-           "method": "static", "epochs": 2, "batch_size": 4, "eval_every": 1, "save_every": 1, "max_steps": 1,
-           "train_file": str(world.train), "validation_file": str(world.dev)}
+    cfg = {
+        "teacher": str(world.good),
+        "task": None,
+        "data_dir": None,
+        "output_dir": str(out),
+        "target": "1.1x",
+        "method": "static",
+        "epochs": 2,
+        "batch_size": 4,
+        "eval_every": 1,
+        "save_every": 1,
+        "max_steps": 1,
+        "train_file": str(world.train),
+        "validation_file": str(world.dev),
+    }
     ToPRun(PruneConfig(**cfg), log=lambda *_: None).run()
     with open(out / "metrics.jsonl", "a") as f:
         f.write('{"step": 2, "lo')  # a kill mid-write
@@ -260,14 +309,18 @@ except ImportError:  # pragma: no cover - hypothesis is in the test extras
     given = None
 
 if given is not None:
-    LABEL = st.one_of(st.sampled_from(["0", "1", "1.0", "0.0", "pos", "neg", "nan", "inf", "", " 1 ", "007", "7",
-                                       "2.5", "-1"]), st.integers(-3, 3).map(str))
+    LABEL = st.one_of(
+        st.sampled_from(["0", "1", "1.0", "0.0", "pos", "neg", "nan", "inf", "", " 1 ", "007", "7", "2.5", "-1"]),
+        st.integers(-3, 3).map(str),
+    )
     TEXT = st.text(alphabet="abc ,\"'\t", min_size=0, max_size=6)
 
     @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(rows=st.lists(st.tuples(TEXT, LABEL), min_size=0, max_size=8), header=st.sampled_from(
-        ["sentence,label", "sentence,label,label", "text,score", "label,sentence", ""]),
-        task_type=st.sampled_from([None, "classification", "regression"]))
+    @given(
+        rows=st.lists(st.tuples(TEXT, LABEL), min_size=0, max_size=8),
+        header=st.sampled_from(["sentence,label", "sentence,label,label", "text,score", "label,sentence", ""]),
+        task_type=st.sampled_from([None, "classification", "regression"]),
+    )
     def test_user_file_reader_accepts_or_names_the_file(world, rows, header, task_type):
         """Whatever the file holds: either a consistent task, or one line that names the file; never anything
         else (no crash, no NaN class, no single-class classifier)."""
@@ -307,12 +360,15 @@ if given is not None:
 
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
-    code = ("import sys, time\nimport toprune.commands as c\n"
-            "def slow(args, data_dir):\n    print('ready', flush=True)\n    time.sleep(60)\n"
-            "c.cmd_plot = slow\nfrom toprune.cli import main\nsys.exit(main(['plot', 'x']))\n")
+    code = (
+        "import sys, time\nimport toprune.commands as c\n"
+        "def slow(args, data_dir):\n    print('ready', flush=True)\n    time.sleep(60)\n"
+        "c.cmd_plot = slow\nfrom toprune.cli import main\nsys.exit(main(['plot', 'x']))\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(toprune.__file__).parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

@@ -41,11 +41,41 @@ def test_model_folder_without_config(capsys, tmp_path, data_dir):
 
 
 def test_bad_target_and_missing_teacher(capsys, tmp_path, data_dir):
-    assert main(["prune", "--teacher", str(tmp_path), "--task", "mrpc", "--output", str(tmp_path / "o"),
-                 "--target", "fast", "--data-dir", str(data_dir / "glue")]) == 2
+    assert (
+        main(
+            [
+                "prune",
+                "--teacher",
+                str(tmp_path),
+                "--task",
+                "mrpc",
+                "--output",
+                str(tmp_path / "o"),
+                "--target",
+                "fast",
+                "--data-dir",
+                str(data_dir / "glue"),
+            ]
+        )
+        == 2
+    )
     assert "bad FLOPs target 'fast'" in capsys.readouterr().err
-    assert main(["prune", "--teacher", str(tmp_path / "nope"), "--task", "mrpc", "--output", str(tmp_path / "o"),
-                 "--data-dir", str(data_dir / "glue")]) == 2
+    assert (
+        main(
+            [
+                "prune",
+                "--teacher",
+                str(tmp_path / "nope"),
+                "--task",
+                "mrpc",
+                "--output",
+                str(tmp_path / "o"),
+                "--data-dir",
+                str(data_dir / "glue"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -58,7 +88,6 @@ def test_eval_and_bench_json_on_tiny_models(tmp_path, data_dir, capsys):
     """`eval` and `bench --json` end to end on a tiny dense model and its pruned copy (real MRPC dev inputs)."""
     import json
 
-
     import toprune
 
     model, tokenizer = tiny_bert_with_tokenizer(num_hidden_layers=4, num_labels=2)
@@ -69,8 +98,29 @@ def test_eval_and_bench_json_on_tiny_models(tmp_path, data_dir, capsys):
     assert main(["eval", str(tmp_path / "pruned"), "--task", "mrpc", "--data-dir", glue, "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["flops_reduction_unpadded"] > 1.5 and evaluated["flops_reduction_padded"] > 2
-    assert main(["bench", "--dense", str(tmp_path / "dense"), "--pruned", str(tmp_path / "pruned"), "--task", "mrpc",
-                 "--data-dir", glue, "--examples", "8", "--batch-sizes", "1,4", "--repeats", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--dense",
+                str(tmp_path / "dense"),
+                "--pruned",
+                str(tmp_path / "pruned"),
+                "--task",
+                "mrpc",
+                "--data-dir",
+                glue,
+                "--examples",
+                "8",
+                "--batch-sizes",
+                "1,4",
+                "--repeats",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     for key in ("task", "metric_name", "speedup_b1", "speedup_b4"):
         assert key in result
@@ -79,31 +129,77 @@ def test_eval_and_bench_json_on_tiny_models(tmp_path, data_dir, capsys):
     assert result["pruned"]["flops_reduction_unpadded"] == pytest.approx(evaluated["flops_reduction_unpadded"])
     assert result["dense"]["flops_reduction_unpadded"] == 1.0 and "latency_ms_b4" in result["dense_onnxruntime"]
     # ONNX vs ONNX: both graphs exported and parity-checked, then timed with the same protocol (+ INT8)
-    assert main(["bench", "--dense", str(tmp_path / "dense"), "--pruned", str(tmp_path / "pruned"), "--task", "mrpc",
-                 "--data-dir", glue, "--examples", "8", "--batch-sizes", "1,4", "--repeats", "1", "--backend",
-                 "onnxruntime", "--int8", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--dense",
+                str(tmp_path / "dense"),
+                "--pruned",
+                str(tmp_path / "pruned"),
+                "--task",
+                "mrpc",
+                "--data-dir",
+                glue,
+                "--examples",
+                "8",
+                "--batch-sizes",
+                "1,4",
+                "--repeats",
+                "1",
+                "--backend",
+                "onnxruntime",
+                "--int8",
+                "--json",
+            ]
+        )
+        == 0
+    )
     on_ort = json.loads(capsys.readouterr().out)
     assert on_ort["backend"] == "onnxruntime" and on_ort["protocol"]["compared"].startswith("dense ONNX Runtime vs")
     assert on_ort["metric_computed_in"] == "ONNX Runtime" and result["metric_computed_in"] == "PyTorch"
     assert on_ort["pruned"]["metric"] == pytest.approx(result["pruned"]["metric"], abs=1.0)  # parity-checked graphs
     assert on_ort["dense"]["latency_ms_b1"] == on_ort["dense_onnxruntime"]["latency_ms_b1"]
     assert set(on_ort["int8"]) == {"dense_ms_b1", "dense_ms_b4", "pruned_ms_b1", "pruned_ms_b4"}
-    assert main(["bench", "--dense", str(tmp_path / "pruned"), "--pruned", str(tmp_path / "pruned"), "--task",
-                 "mrpc", "--data-dir", glue]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "--dense",
+                str(tmp_path / "pruned"),
+                "--pruned",
+                str(tmp_path / "pruned"),
+                "--task",
+                "mrpc",
+                "--data-dir",
+                glue,
+            ]
+        )
+        == 2
+    )
     assert "is a pruned model" in capsys.readouterr().err
 
 
 def test_show_and_plot(tmp_path, capsys):
     import json
 
-
     import toprune
 
     model, tokenizer = tiny_bert_with_tokenizer(num_hidden_layers=4, num_labels=2)
     toprune.apply_pruning(model, toprune.PruningPlan.from_keep_ratios(4, {1: 0.5, 3: 0.5}))
     toprune.save_pruned(model, tmp_path / "pruned", tokenizer)
-    assert main(["show", str(tmp_path / "pruned"), "one two three four five six seven eight",
-                 "--html", str(tmp_path / "s.html")]) == 0
+    assert (
+        main(
+            [
+                "show",
+                str(tmp_path / "pruned"),
+                "one two three four five six seven eight",
+                "--html",
+                str(tmp_path / "s.html"),
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     counts = [int(line.split("(")[1].split()[0]) for line in lines if line.startswith("layer")]
     assert counts == [10, 1 + 5, 6, 1 + 3]  # CLS + 8 words + SEP, then the plan's counts
@@ -111,8 +207,10 @@ def test_show_and_plot(tmp_path, capsys):
     assert (tmp_path / "s.html").read_text().count("<tr>") == 4
     run = tmp_path / "run"
     run.mkdir()
-    records = [{"step": s, "dev_metric": m, "dev_flops_reduction_unpadded": f}
-               for s, m, f in [(50, 85.0, 1.2), (100, 84.0, 2.0)]]
+    records = [
+        {"step": s, "dev_metric": m, "dev_flops_reduction_unpadded": f}
+        for s, m, f in [(50, 85.0, 1.2), (100, 84.0, 2.0)]
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert main(["plot", str(run), "--output", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").stat().st_size > 1000
@@ -151,8 +249,10 @@ def test_label_count_mismatch_and_lonely_validation_file(tmp_path, data_dir, cap
 
 
 def test_bad_numbers_are_rejected_by_the_parser(capsys):
-    for argv in (["bench", "--dense", "a", "--pruned", "b", "--batch-sizes", "1,x"],
-                 ["prune", "--teacher", "a", "--output", "b", "--eval-every", "0"]):
+    for argv in (
+        ["bench", "--dense", "a", "--pruned", "b", "--batch-sizes", "1,x"],
+        ["prune", "--teacher", "a", "--output", "b", "--eval-every", "0"],
+    ):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2
@@ -177,11 +277,29 @@ def test_prune_options_come_from_the_config_and_build_the_same_config(tmp_path):
     assert plain == api
     assert asdict(config(task="squad")) == asdict(PruneConfig(teacher="t", task="squad", output_dir="o"))
     assert PruneConfig(task="squad").max_length == 384 and PruneConfig(task="squad").padded_length == 384
-    changed = config("--no-ranking", "--no-fit-plan", "--bins", "7", "--eval-every", "9", "--scorer", "question",
-                     "--method", "static", "--hard-epochs", "0.5", "--inference-threads", "3")
+    changed = config(
+        "--no-ranking",
+        "--no-fit-plan",
+        "--bins",
+        "7",
+        "--eval-every",
+        "9",
+        "--scorer",
+        "question",
+        "--method",
+        "static",
+        "--hard-epochs",
+        "0.5",
+        "--inference-threads",
+        "3",
+    )
     assert (changed.ranking, changed.fit_plan, changed.layer_gates) == (False, False, True)
     assert (changed.num_bins, changed.eval_every, changed.save_every) == (7, 9, 9)
     assert (changed.scorer, changed.method, changed.hard_epochs, changed.inference_threads) == (
-        "question", "static", 0.5, 3)
+        "question",
+        "static",
+        0.5,
+        3,
+    )
     with pytest.raises(SystemExit):
         build_parser().parse_args(["prune", "--teacher", "t", "--output", "o", "--method", "magic"])

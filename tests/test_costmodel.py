@@ -67,8 +67,11 @@ def test_profiles_are_refused_for_another_setting_and_reused_for_the_same(tmp_pa
     import transformers
 
     monkeypatch.setenv("TOPRUNE_CACHE", str(tmp_path))
-    model = transformers.BertForSequenceClassification(transformers.BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=100))
+    model = transformers.BertForSequenceClassification(
+        transformers.BertConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=100
+        )
+    )
     key = profile_key(model, "pytorch", 32, 2)
     cost = LatencyCost(2, (0.1, 0.01, 0.0), (0.1, 0.01), 0.5, key=key)
     path = cost.save(tmp_path / "p.json")
@@ -76,9 +79,16 @@ def test_profiles_are_refused_for_another_setting_and_reused_for_the_same(tmp_pa
     for changed in (dict(batch_size=1), dict(threads=4), dict(backend="onnxruntime")):
         with pytest.raises(ToPruneError, match="toprune profile"):
             LatencyCost.load(path, expect={**key, **changed})
-    other_shape = profile_key(transformers.BertForSequenceClassification(transformers.BertConfig(
-        hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, vocab_size=100)),
-        "pytorch", 32, 2)
+    other_shape = profile_key(
+        transformers.BertForSequenceClassification(
+            transformers.BertConfig(
+                hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, vocab_size=100
+            )
+        ),
+        "pytorch",
+        32,
+        2,
+    )
     assert cached_profile_path(other_shape) != cached_profile_path(key)
     cost.save(cached_profile_path(key))  # cached for this setting: reused, nothing measured
     said = []
@@ -99,17 +109,33 @@ def test_a_latency_constrained_static_run_meets_its_predicted_target(tiny_teache
     model = load_model(tiny_teacher)
     layers = model.config.num_hidden_layers
     cost = LatencyCost(layers, (0.3, 0.01, 1e-4), (0.2, 0.02), 0.4, 0.05, profile_key(model, "pytorch", 1, 1))
-    cfg = PruneConfig(teacher=tiny_teacher, task=None, data_dir=None, output_dir=str(tmp_path / "top"),
-                      target="1.3x", epochs=2, warmup_epochs=1, batch_size=8, eval_every=7, save_every=7,
-                      num_bins=4, topk=3, constraint="latency", inference_threads=1, method="static",
-                      latency_profile=str(cost.save(tmp_path / "profile.json")),
-                      train_file=str(tmp_path / "train.csv"), validation_file=str(tmp_path / "dev.csv"))
+    cfg = PruneConfig(
+        teacher=tiny_teacher,
+        task=None,
+        data_dir=None,
+        output_dir=str(tmp_path / "top"),
+        target="1.3x",
+        epochs=2,
+        warmup_epochs=1,
+        batch_size=8,
+        eval_every=7,
+        save_every=7,
+        num_bins=4,
+        topk=3,
+        constraint="latency",
+        inference_threads=1,
+        method="static",
+        latency_profile=str(cost.save(tmp_path / "profile.json")),
+        train_file=str(tmp_path / "train.csv"),
+        validation_file=str(tmp_path / "dev.csv"),
+    )
     said = []
     summary = ToPRun(cfg, log=said.append).run()
     assert any("constraint: latency (pytorch, batch 1, 1 threads)" in line for line in said)
     assert summary["best"] is not None and summary["best"]["predicted_speedup"] >= 1.3 - 1e-6
-    flops = ToPRun(PruneConfig(**{**cfg.__dict__, "constraint": "flops", "output_dir": str(tmp_path / "f")}),
-                   log=said.append)
+    flops = ToPRun(
+        PruneConfig(**{**cfg.__dict__, "constraint": "flops", "output_dir": str(tmp_path / "f")}), log=said.append
+    )
     latency = ToPRun(PruneConfig(**{**cfg.__dict__, "output_dir": str(tmp_path / "l")}), log=said.append)
     assert flops.fixed_plan.keep_ratio(2) > latency.fixed_plan.keep_ratio(2)  # fixed costs:
     # the same 1.3x in milliseconds asks for more pruning than in FLOPs

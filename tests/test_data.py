@@ -6,8 +6,16 @@ from toprune import ToPruneError
 from toprune.data import glue_task, load_glue_split
 from toprune.metrics import glue_metrics
 
-OFFICIAL_COUNTS = [("cola", "train", 8551), ("cola", "dev", 1043), ("sst2", "dev", 872), ("mrpc", "train", 3668),
-                   ("mrpc", "dev", 408), ("stsb", "dev", 1500), ("rte", "dev", 277), ("qnli", "dev", 5463)]
+OFFICIAL_COUNTS = [
+    ("cola", "train", 8551),
+    ("cola", "dev", 1043),
+    ("sst2", "dev", 872),
+    ("mrpc", "train", 3668),
+    ("mrpc", "dev", 408),
+    ("stsb", "dev", 1500),
+    ("rte", "dev", 277),
+    ("qnli", "dev", 5463),
+]
 
 
 @pytest.mark.parametrize("task, split, rows", OFFICIAL_COUNTS)
@@ -26,17 +34,20 @@ def test_quotes_are_data_and_labels_are_strings(real_data_dir):
 
 def test_mnli_and_qqp_loaders_on_small_files_in_the_glue_layout(tmp_path):
     (tmp_path / "MNLI").mkdir()
-    header = "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t" \
-             "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label"
-    row = "0\t1\t2\tfiction\t(x)\t(y)\t(x)\t(y)\tHe said \"hi\".\tHe spoke.\tentailment\tentailment"
+    header = (
+        "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+        "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label"
+    )
+    row = '0\t1\t2\tfiction\t(x)\t(y)\t(x)\t(y)\tHe said "hi".\tHe spoke.\tentailment\tentailment'
     for name in ("train.tsv", "dev_matched.tsv", "dev_mismatched.tsv"):
         (tmp_path / "MNLI" / name).write_text(header + "\n" + row + "\n")
     ds = load_glue_split(tmp_path, "mnli", "dev")
     assert ds[0] == {"text_a": 'He said "hi".', "text_b": "He spoke.", "label": "entailment"}
     assert len(load_glue_split(tmp_path, "mnli", "dev_mismatched")) == 1
     (tmp_path / "QQP").mkdir()
-    (tmp_path / "QQP" / "train.tsv").write_text("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
-                                                "1\t2\t3\tWhy?\tHow come?\t1\n")
+    (tmp_path / "QQP" / "train.tsv").write_text(
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n1\t2\t3\tWhy?\tHow come?\t1\n"
+    )
     assert load_glue_split(tmp_path, "qqp", "train")[0]["label"] == "1"
 
 

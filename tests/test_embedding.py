@@ -9,8 +9,15 @@ import pytest
 import torch
 
 import toprune
-from toprune.embedding import (Pooling, embed, embedding_loss, load_sentence_transformer, load_texts, read_pooling,
-                               save_sentence_transformer)
+from toprune.embedding import (
+    Pooling,
+    embed,
+    embedding_loss,
+    load_sentence_transformer,
+    load_texts,
+    read_pooling,
+    save_sentence_transformer,
+)
 from toprune.embedding_eval import encode_with_flops, squad_training_texts
 from toprune.errors import ToPruneError
 from toprune.plan import PruningPlan
@@ -18,9 +25,13 @@ from toprune.prune import PruneConfig, ToPRun
 
 from .conftest import tiny_bert_with_tokenizer
 
-SENTENCES = ["a short one", "the cat sat on the mat while the dog slept by the warm fire all afternoon",
-             "embedding models pool token states", "ok",
-             "token pruning drops the least attended words layer by layer, so later layers run on fewer tokens"]
+SENTENCES = [
+    "a short one",
+    "the cat sat on the mat while the dog slept by the warm fire all afternoon",
+    "embedding models pool token states",
+    "ok",
+    "token pruning drops the least attended words layer by layer, so later layers run on fewer tokens",
+]
 
 
 def _tiny_encoder():
@@ -34,13 +45,16 @@ def _batch(tokenizer, texts=SENTENCES):
 def test_pooling_config_is_read_from_the_sentence_transformers_files(tmp_path):
     assert read_pooling(tmp_path) == Pooling("mean", False)  # a plain HF folder: mean, as sentence-transformers
     (tmp_path / "1_Pooling").mkdir()
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
     (tmp_path / "modules.json").write_text(json.dumps(modules))
     config = tmp_path / "1_Pooling" / "config.json"
-    config.write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_cls_token": True,
-                                  "pooling_mode_mean_tokens": False}))
+    config.write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    )
     assert read_pooling(tmp_path, "survivors") == Pooling("cls", True, "survivors")
     config.write_text(json.dumps({"pooling_mode": "max"}))  # the sentence-transformers >= 6 spelling
     assert read_pooling(tmp_path).mode == "max"
@@ -127,9 +141,24 @@ def test_unlabelled_text_sources(tmp_path):
 
 
 def test_squad_training_text_never_includes_held_out_articles(tmp_path):
-    articles = [{"title": f"a{i}", "paragraphs": [{"context": f"paragraph of article {i}", "qas": [
-        {"id": f"q{i}", "question": f"question {i}?", "answers": [{"text": "article", "answer_start": 13}]}]}]}
-        for i in range(40)]
+    articles = [
+        {
+            "title": f"a{i}",
+            "paragraphs": [
+                {
+                    "context": f"paragraph of article {i}",
+                    "qas": [
+                        {
+                            "id": f"q{i}",
+                            "question": f"question {i}?",
+                            "answers": [{"text": "article", "answer_start": 13}],
+                        }
+                    ],
+                }
+            ],
+        }
+        for i in range(40)
+    ]
     path = tmp_path / "dev-v1.1.json"
     path.write_text(json.dumps({"data": articles, "version": "1.1"}))
     texts = squad_training_texts(path)
@@ -147,10 +176,24 @@ def test_a_short_pruning_run_on_unlabelled_sentences_completes(tmp_path, method)
     words = "the a cat dog runs over lazy fox river bank money house green small large red blue sky".split()
     lines = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))) for _ in range(60)]
     (tmp_path / "texts.txt").write_text("\n".join(lines))
-    cfg = PruneConfig(teacher=str(tmp_path / "teacher"), task="embedding", data_dir="", train_file=str(
-        tmp_path / "texts.txt"), output_dir=str(tmp_path / "run"), target="1.3x", epochs=2, warmup_epochs=1,
-        batch_size=8, eval_every=4, save_every=4, max_length=64, num_bins=5, topk=4, method=method,
-        pooling_tokens="survivors")
+    cfg = PruneConfig(
+        teacher=str(tmp_path / "teacher"),
+        task="embedding",
+        data_dir="",
+        train_file=str(tmp_path / "texts.txt"),
+        output_dir=str(tmp_path / "run"),
+        target="1.3x",
+        epochs=2,
+        warmup_epochs=1,
+        batch_size=8,
+        eval_every=4,
+        save_every=4,
+        max_length=64,
+        num_bins=5,
+        topk=4,
+        method=method,
+        pooling_tokens="survivors",
+    )
     summary = ToPRun(cfg, log=lambda *_: None).run()
     assert summary["steps"] > 0 and summary["task"] == "embedding"
     if method == "static":  # a fixed plan meets the target at once: a model is kept and judged on held-out text
@@ -188,8 +231,10 @@ def test_cli_embedding_task_needs_text_and_is_for_prune_only(tmp_path, capsys):
 
 def _fake_encoder(vectors):
     """encode_with_flops stand-in: each text's designed vector (so the metrics are known by hand)."""
+
     def fake(model, tokenizer, texts, pooling, **kw):
         return np.stack([vectors[t] for t in texts]).astype(np.float32), None
+
     return fake
 
 
@@ -198,9 +243,24 @@ def test_squad_retrieval_ranks_held_out_questions_against_every_paragraph(tmp_pa
     other's second -> recall@1 50, recall@5 100, MRR (1 + 1/2) / 2 = 75."""
     from toprune import embedding_eval
 
-    articles = [{"title": f"a{i}", "paragraphs": [{"context": f"paragraph {i}", "qas": [
-        {"id": f"q{i}", "question": f"question {i}?", "answers": [{"text": "paragraph", "answer_start": 0}]}]}]}
-        for i in range(40)]
+    articles = [
+        {
+            "title": f"a{i}",
+            "paragraphs": [
+                {
+                    "context": f"paragraph {i}",
+                    "qas": [
+                        {
+                            "id": f"q{i}",
+                            "question": f"question {i}?",
+                            "answers": [{"text": "paragraph", "answer_start": 0}],
+                        }
+                    ],
+                }
+            ],
+        }
+        for i in range(40)
+    ]
     path = tmp_path / "dev-v1.1.json"
     path.write_text(json.dumps({"data": articles, "version": "1.1"}))
     eye = np.eye(40)

@@ -32,8 +32,11 @@ def test_pruned_export_matches_pytorch_on_mixed_batches_and_a_batch_of_one(famil
     export_onnx(model, None, tmp_path, samples=trace)
     session = make_session(tmp_path / "model.onnx")
     # other lengths, other batch sizes than the traced batch: the axes and the survivor counts are dynamic
-    checks = [random_batch([30, 2, 11, 25, 1, 7], pad_id=pad, seed=1), random_batch([14], pad_id=pad, seed=2),
-              random_batch([1], pad_id=pad, seed=3)]
+    checks = [
+        random_batch([30, 2, 11, 25, 1, 7], pad_id=pad, seed=1),
+        random_batch([14], pad_id=pad, seed=2),
+        random_batch([1], pad_id=pad, seed=3),
+    ]
     assert check_parity(model, session, checks) <= 1e-4
 
 
@@ -167,8 +170,13 @@ def test_onnx_model_answers_questions_like_pytorch(tmp_path):
     apply_pruning(model, PLAN)
     toprune.save_pruned(model, tmp_path / "qa", tokenizer)
     export_folder(str(tmp_path / "qa"), tmp_path / "export")
-    examples = [{"id": "0", "question": "Who designed the tower?",
-                 "context": "The tower was designed by the company of Gustave Eiffel in 1889. " * 12}]
+    examples = [
+        {
+            "id": "0",
+            "question": "Who designed the tower?",
+            "context": "The tower was designed by the company of Gustave Eiffel in 1889. " * 12,
+        }
+    ]
     served = OnnxModel(tmp_path / "export")
     got = served.answer([examples[0]["question"]], [examples[0]["context"]], max_length=64, stride=16)
     features = eval_features(examples, tokenizer, 64, 16)
@@ -182,8 +190,9 @@ def test_onnx_model_answers_questions_like_pytorch(tmp_path):
         ends.append(out.end_logits[0].numpy())
     expected = final_answers(examples, postprocess(examples, features, starts, ends), "v1.1")[0]["0"]
     assert got[0]["answer"] == expected and expected
-    no_answer = served.answer([examples[0]["question"]], [examples[0]["context"]], 64, 16, allow_no_answer=True,
-                              threshold=float("-inf"))
+    no_answer = served.answer(
+        [examples[0]["question"]], [examples[0]["context"]], 64, 16, allow_no_answer=True, threshold=float("-inf")
+    )
     assert no_answer[0]["answer"] == ""  # v2.0 models may abstain: any null odds exceed -inf
     with pytest.raises(toprune.ToPruneError, match="no classification head"):
         served.predict(["x"])
@@ -196,11 +205,11 @@ def test_question_scorer_exports_and_matches(tmp_path, radius):
     apply_pruning(model, plan)
     batch = random_batch([9, 3, 17, 12])
     batch["token_type_ids"] = (torch.arange(17)[None] >= torch.tensor([4, 2, 6, 5])[:, None]).long() * batch[
-        "attention_mask"]
+        "attention_mask"
+    ]
     export_onnx(model, None, tmp_path, samples=[batch])
     other = random_batch([21, 6], seed=5)
-    other["token_type_ids"] = (torch.arange(21)[None] >= torch.tensor([7, 3])[:, None]).long() * other[
-        "attention_mask"]
+    other["token_type_ids"] = (torch.arange(21)[None] >= torch.tensor([7, 3])[:, None]).long() * other["attention_mask"]
     assert check_parity(model, make_session(tmp_path / "model.onnx"), [other]) <= 1e-4
 
 
@@ -209,10 +218,12 @@ def test_serving_imports_neither_torch_nor_transformers(tiny_text_model):
     import subprocess
     import sys
 
-    code = ("import sys\nfrom toprune.serve import OnnxModel\n"
-            f"model = OnnxModel({str(tiny_text_model / 'export')!r})\n"
-            "print(model.predict(['The cat sat.'], pairs=['A cat was sitting.'])[0]['label'])\n"
-            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
+    code = (
+        "import sys\nfrom toprune.serve import OnnxModel\n"
+        f"model = OnnxModel({str(tiny_text_model / 'export')!r})\n"
+        "print(model.predict(['The cat sat.'], pairs=['A cat was sitting.'])[0]['label'])\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[-1] == "[]"
@@ -233,8 +244,10 @@ def test_serving_tokenizer_matches_transformers(tmp_path, padding_side):
     got = served(texts, pairs, padding=True, truncation=True, max_length=32, return_tensors="np")
     want = reference(texts, pairs, padding=True, truncation=True, max_length=32, return_tensors="np")
     assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
-    examples = [{"id": "0", "question": " Who sat?", "context": "The cat sat on the mat. " * 12},
-                {"id": "1", "question": "Where?", "context": "On the mat."}]
+    examples = [
+        {"id": "0", "question": " Who sat?", "context": "The cat sat on the mat. " * 12},
+        {"id": "1", "question": "Where?", "context": "On the mat."},
+    ]
     ours, theirs = eval_features(examples, served, 40, 16), eval_features(examples, reference, 40, 16)
     assert ours.example_index == theirs.example_index and len(ours.example_index) > 2  # several windows
     assert ours.offsets == theirs.offsets and ours.inputs == {k: theirs.inputs[k] for k in ours.inputs}

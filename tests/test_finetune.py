@@ -34,10 +34,14 @@ def test_heldout_slice_is_fixed_disjoint_and_independent_of_the_run_seed():
 def test_teacher_selects_on_the_heldout_slice_and_reads_dev_once(tiny_teacher, tmp_path, monkeypatch):
     seen = []
     real = train.evaluate
-    monkeypatch.setattr(train, "evaluate", lambda model, loader, *a, **k: seen.append(len(loader.dataset)) or
-                        real(model, loader, *a, **k))
-    result = finetune_teacher(tiny_teacher, None, None, tmp_path / "t", epochs=3, batch_size=8,
-                              log=lambda *_: None, **_files(tmp_path))
+    monkeypatch.setattr(
+        train,
+        "evaluate",
+        lambda model, loader, *a, **k: seen.append(len(loader.dataset)) or real(model, loader, *a, **k),
+    )
+    result = finetune_teacher(
+        tiny_teacher, None, None, tmp_path / "t", epochs=3, batch_size=8, log=lambda *_: None, **_files(tmp_path)
+    )
     assert seen == [5, 5, 5, 48]  # three epochs on the 10% slice (48 -> 5), then dev once
     assert result["selection"]["on"] == "heldout" and result["train_examples"] == 43
     assert [c["step"] for c in result["selection_curve"]] == [6, 12, 18]
@@ -47,16 +51,26 @@ def test_teacher_selects_on_the_heldout_slice_and_reads_dev_once(tiny_teacher, t
 
 
 def test_select_on_dev_is_the_papers_convention(tiny_teacher, tmp_path):
-    result = finetune_teacher(tiny_teacher, None, None, tmp_path / "t", epochs=1, batch_size=8, select_on="dev",
-                              log=lambda *_: None, **_files(tmp_path))
+    result = finetune_teacher(
+        tiny_teacher,
+        None,
+        None,
+        tmp_path / "t",
+        epochs=1,
+        batch_size=8,
+        select_on="dev",
+        log=lambda *_: None,
+        **_files(tmp_path),
+    )
     assert result["selection"]["on"] == "dev" and result["train_examples"] == 48
     assert result["selection_metric"] == pytest.approx(result["metric"])
 
 
 def test_killed_finetune_resumes_to_the_same_weights(tiny_teacher, tmp_path, monkeypatch):
     files = _files(tmp_path)
-    full = finetune_teacher(tiny_teacher, None, None, tmp_path / "full", epochs=3, batch_size=8,
-                            log=lambda *_: None, **files)
+    full = finetune_teacher(
+        tiny_teacher, None, None, tmp_path / "full", epochs=3, batch_size=8, log=lambda *_: None, **files
+    )
     real, calls = train.evaluate, []
 
     def dies_in_epoch_three(*a, **k):  # killed after epoch 2's checkpoint was written
@@ -67,15 +81,27 @@ def test_killed_finetune_resumes_to_the_same_weights(tiny_teacher, tmp_path, mon
 
     monkeypatch.setattr(train, "evaluate", dies_in_epoch_three)
     with pytest.raises(KeyboardInterrupt):
-        finetune_teacher(tiny_teacher, None, None, tmp_path / "cut", epochs=3, batch_size=8, log=lambda *_: None,
-                         **files)
+        finetune_teacher(
+            tiny_teacher, None, None, tmp_path / "cut", epochs=3, batch_size=8, log=lambda *_: None, **files
+        )
     assert (tmp_path / "cut" / "checkpoint.pt").exists()
     monkeypatch.setattr(train, "evaluate", real)
     with pytest.raises(train.ToPruneError, match="other settings"):
-        finetune_teacher(tiny_teacher, None, None, tmp_path / "cut", epochs=3, lr=1e-3, batch_size=8,
-                         resume=True, log=lambda *_: None, **files)
-    resumed = finetune_teacher(tiny_teacher, None, None, tmp_path / "cut", epochs=3, batch_size=8, resume=True,
-                               log=lambda *_: None, **files)
+        finetune_teacher(
+            tiny_teacher,
+            None,
+            None,
+            tmp_path / "cut",
+            epochs=3,
+            lr=1e-3,
+            batch_size=8,
+            resume=True,
+            log=lambda *_: None,
+            **files,
+        )
+    resumed = finetune_teacher(
+        tiny_teacher, None, None, tmp_path / "cut", epochs=3, batch_size=8, resume=True, log=lambda *_: None, **files
+    )
     assert resumed["selection_curve"] == full["selection_curve"] and resumed["metric"] == full["metric"]
     a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("full", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -92,6 +118,5 @@ def test_a_second_finetune_into_a_folder_in_use_refuses(tiny_teacher, tmp_path):
     out.mkdir()
     (out / LOCK_FILENAME).write_text(f"{os.getppid()}\n")  # a live process (our parent) holds it
     with pytest.raises(ToPruneError, match="in use by another toprune run"):
-        finetune_teacher(tiny_teacher, None, None, out, epochs=1, batch_size=8, log=lambda *_: None,
-                         **_files(tmp_path))
+        finetune_teacher(tiny_teacher, None, None, out, epochs=1, batch_size=8, log=lambda *_: None, **_files(tmp_path))
     assert [p.name for p in out.iterdir()] == [LOCK_FILENAME]  # nothing written beside the other run's lock

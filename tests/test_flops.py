@@ -70,8 +70,7 @@ def test_dims_fall_back_to_hidden_dim_for_configs_without_intermediate_size():
 
 def test_encoder_macs_runs_each_ffn_on_the_next_layers_tokens():
     dims = EncoderDims(3, 4, 8, 2)
-    assert encoder_macs(dims, [10, 5, 3]) == (layer_macs(dims, 10, 5) + layer_macs(dims, 5, 3)
-                                              + layer_macs(dims, 3, 3))
+    assert encoder_macs(dims, [10, 5, 3]) == (layer_macs(dims, 10, 5) + layer_macs(dims, 5, 3) + layer_macs(dims, 3, 3))
     assert dense_macs(dims, 7) == 3 * layer_macs(dims, 7, 7)
 
 
@@ -109,8 +108,9 @@ def test_batch_flops_counts_every_example_of_the_batch_and_reports_add_up():
     assert total.padded_length == 24 and (other + report).padded_length == 24
 
 
-@pytest.mark.parametrize("text, relative", [("2x", 0.5), ("2.5x", 0.4), ("12X", 1 / 12), (" 1x ", 1.0), ("0.6", 0.4),
-                                            ("0", 1.0)])
+@pytest.mark.parametrize(
+    "text, relative", [("2x", 0.5), ("2.5x", 0.4), ("12X", 1 / 12), (" 1x ", 1.0), ("0.6", 0.4), ("0", 1.0)]
+)
 def test_parse_target_reductions_and_sparsities(text, relative):
     assert parse_target(text) == pytest.approx(relative)
 

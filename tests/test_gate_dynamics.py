@@ -83,7 +83,11 @@ def test_cli_keeps_the_authors_gate_dynamics_behind_options():
 
     parse = build_parser().parse_args
     default = _prune_config(parse(["prune", "--teacher", "t", "--output", "o"]), "t", "o", "d")
-    authors = _prune_config(parse(["prune", "--teacher", "t", "--output", "o", "--gate-init", "-3",
-                                   "--no-lambda-anti-windup"]), "t", "o", "d")
+    authors = _prune_config(
+        parse(["prune", "--teacher", "t", "--output", "o", "--gate-init", "-3", "--no-lambda-anti-windup"]),
+        "t",
+        "o",
+        "d",
+    )
     assert default.gate_init > 0 and default.lambda_anti_windup
     assert authors.gate_init == -3.0 and not authors.lambda_anti_windup

@@ -22,8 +22,12 @@ pytest.importorskip("nncf")
 
 # layers 1-3 prune, so the attention of layers 0-2 ranks tokens (score layers); layer 3's attention decides nothing
 PLAN = PruningPlan.from_keep_ratios(4, {1: 0.6, 2: 0.5, 3: 0.5}, num_bins=10)
-TEXTS = ["The cat sat on the mat while the dog slept.", "Tokens are removed layer by layer, per example.", "Hi",
-         "A committee published the long report after a delay of several months."]
+TEXTS = [
+    "The cat sat on the mat while the dog slept.",
+    "Tokens are removed layer by layer, per example.",
+    "Hi",
+    "A committee published the long report after a delay of several months.",
+]
 PAIRS = ["A cat was sitting.", "Later layers run on fewer tokens.", "Hello there, how are you today?", "It was late."]
 
 
@@ -47,9 +51,15 @@ def tiny(tmp_path_factory):
 
 def _feeds(folder, n=2):
     served = OnnxModel(folder)
-    return [{k: np.asarray(v, dtype=np.int64) for k, v in served.tokenizer(
-        TEXTS[i:] + TEXTS[:i], PAIRS, padding=True, truncation=True, max_length=64, return_tensors="np").items()}
-        for i in range(n)]
+    return [
+        {
+            k: np.asarray(v, dtype=np.int64)
+            for k, v in served.tokenizer(
+                TEXTS[i:] + TEXTS[:i], PAIRS, padding=True, truncation=True, max_length=64, return_tensors="np"
+            ).items()
+        }
+        for i in range(n)
+    ]
 
 
 def test_openvino_f32_matches_onnxruntime_and_bf16_is_measured(tiny):
@@ -57,10 +67,14 @@ def test_openvino_f32_matches_onnxruntime_and_bf16_is_measured(tiny):
         ort = OnnxModel(tiny / f"{name}-export")
         ov = OnnxModel(tiny / f"{name}-export", backend="openvino", precision="f32")
         assert ov.parity["max_abs_diff"] <= 1e-4 and ov.parity["changed_predictions"] == 0
-        assert [p["label"] for p in ov.predict(TEXTS, pairs=PAIRS)] == [p["label"] for p in ort.predict(TEXTS,
-                                                                                                         pairs=PAIRS)]
-        assert np.allclose([p["score"] for p in ov.predict(TEXTS, pairs=PAIRS)],
-                           [p["score"] for p in ort.predict(TEXTS, pairs=PAIRS)], atol=1e-5)
+        assert [p["label"] for p in ov.predict(TEXTS, pairs=PAIRS)] == [
+            p["label"] for p in ort.predict(TEXTS, pairs=PAIRS)
+        ]
+        assert np.allclose(
+            [p["score"] for p in ov.predict(TEXTS, pairs=PAIRS)],
+            [p["score"] for p in ort.predict(TEXTS, pairs=PAIRS)],
+            atol=1e-5,
+        )
     # bf16 of the pruned graph: the share of changed predictions is measured (token selection may flip); where
     # OpenVINO really runs bf16, the logits move
     bf16 = OnnxModel(tiny / "top-export", backend="openvino", precision="bf16")
@@ -75,10 +89,12 @@ def test_openvino_f32_matches_onnxruntime_and_bf16_is_measured(tiny):
 
 
 def test_openvino_serving_needs_no_torch(tiny):
-    code = ("import sys\nfrom toprune.serve import OnnxModel\n"
-            f"m = OnnxModel({str(tiny / 'top-export')!r}, backend='openvino', precision='f32')\n"
-            "print(m.predict(['The cat sat.'], pairs=['A cat.'])[0]['label'])\n"
-            "print(sorted(k for k in ('torch', 'transformers') if k in sys.modules))\n")
+    code = (
+        "import sys\nfrom toprune.serve import OnnxModel\n"
+        f"m = OnnxModel({str(tiny / 'top-export')!r}, backend='openvino', precision='f32')\n"
+        "print(m.predict(['The cat sat.'], pairs=['A cat.'])[0]['label'])\n"
+        "print(sorted(k for k in ('torch', 'transformers') if k in sys.modules))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[-1] == "[]"
@@ -134,8 +150,24 @@ def test_int8_variant_is_chosen_on_heldout_and_dev_is_reported(tiny, tmp_path, c
     assert (folder / "model.int8.onnx").is_file()
     # the command: one variant measured, fp32 and INT8 dev metrics printed and saved in the export folder
     out = tmp_path / "cli"
-    assert main(["export", str(tiny / "top"), "--output", str(out), "--int8", "--int8-variant", "dynamic_fp32_scores",
-                 "--task", "mrpc", "--data-dir", str(tiny / "glue")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(tiny / "top"),
+                "--output",
+                str(out),
+                "--int8",
+                "--int8-variant",
+                "dynamic_fp32_scores",
+                "--task",
+                "mrpc",
+                "--data-dir",
+                str(tiny / "glue"),
+            ]
+        )
+        == 0
+    )
     saved = json.loads((out / "toprune_onnx.json").read_text())["int8"]
     printed = capsys.readouterr().out
     assert saved["variant"] == "dynamic_fp32_scores" and saved["fp32"] == {"qk_score": 6}
@@ -147,24 +179,64 @@ def test_frontier_writes_rows_table_and_plot(tiny, tmp_path, capsys):
     from toprune.cli import main
 
     out = tmp_path / "frontier_mrpc.json"
-    args = ["frontier", "--task", "mrpc", "--dense", str(tiny / "dense"), "--pruned", str(tiny / "top"),
-            "--data-dir", str(tiny / "glue"), "--examples", "6", "--repeats", "1", "--batch-sizes", "1,4",
-            "--threads", "1", "--openvino", "f32", "--int8-variant", "dynamic", "--workdir",
-            str(tmp_path / "work"), "--output", str(out)]
+    args = [
+        "frontier",
+        "--task",
+        "mrpc",
+        "--dense",
+        str(tiny / "dense"),
+        "--pruned",
+        str(tiny / "top"),
+        "--data-dir",
+        str(tiny / "glue"),
+        "--examples",
+        "6",
+        "--repeats",
+        "1",
+        "--batch-sizes",
+        "1,4",
+        "--threads",
+        "1",
+        "--openvino",
+        "f32",
+        "--int8-variant",
+        "dynamic",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--output",
+        str(out),
+    ]
     assert main(args) == 0
     result = json.loads(out.read_text())
     rows = result["rows"]
-    keys = {"model", "target", "backend", "int8", "precision", "metric", "ms_b1", "ms_b4",
-            "paper_speedup_vs_dense_padded_b1", "within_teacher"}
+    keys = {
+        "model",
+        "target",
+        "backend",
+        "int8",
+        "precision",
+        "metric",
+        "ms_b1",
+        "ms_b4",
+        "paper_speedup_vs_dense_padded_b1",
+        "within_teacher",
+    }
     assert all(keys <= row.keys() for row in rows)
     combos = {(r["model"], r["backend"], r["int8"]) for r in rows}
     for model in ("dense", "top"):
-        assert {(model, "pytorch", False), (model, "onnxruntime", False), (model, "onnxruntime", True),
-                (model, "openvino", False)} <= combos
+        assert {
+            (model, "pytorch", False),
+            (model, "onnxruntime", False),
+            (model, "onnxruntime", True),
+            (model, "openvino", False),
+        } <= combos
     assert {r["target"] for r in rows if r["model"] == "top"} == {"2x"}
     assert all(r["ms_b1"] > 0 and r["ms_b4"] > 0 for r in rows)
-    assert all(r["parity_vs_onnxruntime_f32"]["max_abs_diff"] <= 1e-3 for r in rows
-               if r["backend"] == "openvino" and r["precision"] == "f32")
+    assert all(
+        r["parity_vs_onnxruntime_f32"]["max_abs_diff"] <= 1e-3
+        for r in rows
+        if r["backend"] == "openvino" and r["precision"] == "f32"
+    )
     assert result["environment"]["threads"] == 1 and result["environment"]["cpu"]
     assert out.with_suffix(".png").stat().st_size > 0 and "paper conv." in out.with_suffix(".md").read_text()
     capsys.readouterr()

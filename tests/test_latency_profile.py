@@ -21,9 +21,16 @@ TRUE = LatencyCost(6, (0.0, 0.012, 2e-5), (0.0, 0.02), fixed=2.0, prune_overhead
 
 def tiny_bert(layers: int = 2):
     torch.manual_seed(0)
-    return transformers.BertForSequenceClassification(transformers.BertConfig(
-        hidden_size=16, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=32, vocab_size=60,
-        max_position_embeddings=40)).eval()
+    return transformers.BertForSequenceClassification(
+        transformers.BertConfig(
+            hidden_size=16,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=32,
+            vocab_size=60,
+            max_position_embeddings=40,
+        )
+    ).eval()
 
 
 def synthetic_calibration(seed: int = 0, configs: int = 40):
@@ -36,8 +43,14 @@ def synthetic_calibration(seed: int = 0, configs: int = 40):
 
 
 def test_features_are_the_terms_the_prediction_is_linear_in():
-    coef = [TRUE.fixed + 6 * (TRUE.attention[0] + TRUE.ffn[0]), TRUE.attention[1], TRUE.attention[2], TRUE.ffn[1],
-            TRUE.prune_overhead, TRUE.prune_overhead_per_token]
+    coef = [
+        TRUE.fixed + 6 * (TRUE.attention[0] + TRUE.ffn[0]),
+        TRUE.attention[1],
+        TRUE.attention[2],
+        TRUE.ffn[1],
+        TRUE.prune_overhead,
+        TRUE.prune_overhead_per_token,
+    ]
     for counts in ([50] * 6, [50, 40, 30, 30, 12, 3], [7, 7, 5, 5, 5, 2]):
         assert np.dot(cost_features(counts), coef) == pytest.approx(TRUE.predict_ms(counts))
     # the overhead is paid once, by the layer whose tokens drop (it scores), per token entering it
@@ -132,8 +145,26 @@ def test_profile_command_fits_caches_and_checks(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("TOPRUNE_CACHE", str(tmp_path / "cache"))
     tiny_bert().save_pretrained(tmp_path / "model")
-    assert main(["profile", str(tmp_path / "model"), "--batch-size", "2", "--threads", "1", "--max-tokens", "24",
-                 "--check-plans", "2", "--output", str(tmp_path / "p.json"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                str(tmp_path / "model"),
+                "--batch-size",
+                "2",
+                "--threads",
+                "1",
+                "--max-tokens",
+                "24",
+                "--check-plans",
+                "2",
+                "--output",
+                str(tmp_path / "p.json"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["check"]["median_abs_error"] >= 0 and len(result["check"]["plans"]) == 2
     assert max(row["tokens"] for row in result["check"]["plans"]) <= 24

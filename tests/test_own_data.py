@@ -18,8 +18,12 @@ from toprune.train import prepare_data
 
 from .conftest import tiny_bert_with_tokenizer
 
-WORDS = {"1": "match goal team season", "2": "market shares profit bank", "3": "planet cells study lab",
-         "4": "election minister summit treaty"}
+WORDS = {
+    "1": "match goal team season",
+    "2": "market shares profit bank",
+    "3": "planet cells study lab",
+    "4": "election minister summit treaty",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +33,11 @@ def _private_datasets_cache(tmp_path, monkeypatch):
 
 def news_csv(path, counts):
     """A 4-class CSV with two text columns; ``counts[label]`` rows of each label (labels 1..4 as in the issue)."""
-    rows = [(f"{WORDS[y].split()[i % 4]} news {i}", f"the {WORDS[y].split()[(i + 1) % 4]} today", y)
-            for y, n in counts.items() for i in range(n)]
+    rows = [
+        (f"{WORDS[y].split()[i % 4]} news {i}", f"the {WORDS[y].split()[(i + 1) % 4]} today", y)
+        for y, n in counts.items()
+        for i in range(n)
+    ]
     path.write_text("headline,body,label\n" + "".join(f"{a},{b},{y}\n" for a, b, y in rows))
     return path
 
@@ -38,16 +45,19 @@ def news_csv(path, counts):
 def test_setup_of_a_csv_names_columns_label_ids_counts_and_sizes(tmp_path):
     train = news_csv(tmp_path / "news_train.csv", {"3": 2, "1": 5, "4": 3, "2": 4})
     dev = news_csv(tmp_path / "news_dev.csv", {"1": 1, "2": 2, "3": 1, "4": 2})
-    data = prepare_data(toprune.load_tokenizer("minilm"), None, None, train_file=str(train),
-                        validation_file=str(dev), select_on="dev")
+    data = prepare_data(
+        toprune.load_tokenizer("minilm"), None, None, train_file=str(train), validation_file=str(dev), select_on="dev"
+    )
     facts = setup_facts(data, {"epochs": 3.0, "steps": 3, "lr": 5e-5})
     assert facts["data"] == {"train_file": "news_train.csv", "validation_file": "news_dev.csv"}
     assert facts["text_columns"] == ["headline", "body"] and facts["label_column"] == "label"
     assert facts["task_type"] == "classification" and facts["metric_label"] == "news_dev.csv accuracy"
-    assert facts["labels"] == [{"label": "1", "id": 0, "train": 5, "dev": 1},
-                               {"label": "2", "id": 1, "train": 4, "dev": 2},
-                               {"label": "3", "id": 2, "train": 2, "dev": 1},
-                               {"label": "4", "id": 3, "train": 3, "dev": 2}]
+    assert facts["labels"] == [
+        {"label": "1", "id": 0, "train": 5, "dev": 1},
+        {"label": "2", "id": 1, "train": 4, "dev": 2},
+        {"label": "3", "id": 2, "train": 2, "dev": 1},
+        {"label": "4", "id": 3, "train": 3, "dev": 2},
+    ]
     assert facts["sizes"] == {"train": 14, "selection": None, "dev": 6}
     text = "\n".join(setup_lines(facts))
     assert "news_train.csv (train)" in text and "text columns: headline, body (a sentence pair)" in text
@@ -60,8 +70,7 @@ def test_setup_of_a_csv_names_columns_label_ids_counts_and_sizes(tmp_path):
 def test_setup_names_the_held_out_selection_slice(tmp_path):
     train = news_csv(tmp_path / "news_train.csv", {y: 10 for y in WORDS})
     dev = news_csv(tmp_path / "news_dev.csv", {y: 1 for y in WORDS})
-    data = prepare_data(toprune.load_tokenizer("minilm"), None, None, train_file=str(train),
-                        validation_file=str(dev))
+    data = prepare_data(toprune.load_tokenizer("minilm"), None, None, train_file=str(train), validation_file=str(dev))
     facts = setup_facts(data)
     assert facts["sizes"] == {"train": 36, "selection": 4, "dev": 4}
     assert sum(x["train"] for x in facts["labels"]) == 36  # counts of what is trained on, without the slice
@@ -73,9 +82,16 @@ def test_setup_of_a_jsonl_file_regression_and_single_text(tmp_path):
     rows = [{"review": f"review number {i}", "stars": 1.0 + i / 4, "id": i} for i in range(12)]
     for name in ("train.jsonl", "dev.jsonl"):
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    data = prepare_data(toprune.load_tokenizer("minilm"), None, None, train_file=str(tmp_path / "train.jsonl"),
-                        validation_file=str(tmp_path / "dev.jsonl"), text_columns="review", label_column="stars",
-                        select_on="dev")
+    data = prepare_data(
+        toprune.load_tokenizer("minilm"),
+        None,
+        None,
+        train_file=str(tmp_path / "train.jsonl"),
+        validation_file=str(tmp_path / "dev.jsonl"),
+        text_columns="review",
+        label_column="stars",
+        select_on="dev",
+    )
     facts = setup_facts(data)
     assert facts["task_type"] == "regression" and "labels" not in facts
     assert facts["text_columns"] == ["review"] and facts["label_column"] == "stars"
@@ -98,10 +114,28 @@ def news_teacher(tmp_path_factory):
 
 def test_finetune_says_and_records_the_setup_and_eval_needs_only_the_data(news_teacher, capsys, tmp_path):
     folder = news_teacher
-    assert main(["finetune", "--model", str(folder / "base"), "--train-file", str(folder / "train.csv"),
-                 "--validation-file", str(folder / "dev.csv"), "--epochs", "1", "--max-length", "48",
-                 "--select-on", "dev",
-                 "--output", str(tmp_path / "teacher")]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(folder / "base"),
+                "--train-file",
+                str(folder / "train.csv"),
+                "--validation-file",
+                str(folder / "dev.csv"),
+                "--epochs",
+                "1",
+                "--max-length",
+                "48",
+                "--select-on",
+                "dev",
+                "--output",
+                str(tmp_path / "teacher"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("label -> id (sorted): '1'->0 (6 train, 2 dev)") == 1  # said once
     assert "schedule: epochs 1, steps 1" in out
@@ -165,10 +199,13 @@ def test_help_shows_every_default(command):
 
 
 def test_run_plot_has_the_teacher_line_and_the_kept_marker(tmp_path):
-    points = [{"step": s, "metric": m, "flops_reduction_unpadded": f}
-              for s, m, f in [(50, 80.0, 1.0), (100, 84.0, 2.0), (150, 86.0, 2.0), (200, 85.0, 2.0)]]
-    fig = plot_run_history([{"name": "top", "points": points, "kept_step": 150}], tmp_path / "p.png",
-                           "MRPC dev F1", reference=87.5)
+    points = [
+        {"step": s, "metric": m, "flops_reduction_unpadded": f}
+        for s, m, f in [(50, 80.0, 1.0), (100, 84.0, 2.0), (150, 86.0, 2.0), (200, 85.0, 2.0)]
+    ]
+    fig = plot_run_history(
+        [{"name": "top", "points": points, "kept_step": 150}], tmp_path / "p.png", "MRPC dev F1", reference=87.5
+    )
     assert (tmp_path / "p.png").stat().st_size > 1000
     by_flops, by_step = fig.axes
     for ax in (by_flops, by_step):
@@ -187,12 +224,22 @@ def test_plot_cli_reads_the_teacher_and_the_kept_step(tmp_path, capsys):
     (tmp_path / "teacher" / "toprune_teacher.json").write_text(json.dumps({"metric": 88.25}))
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.jsonl").write_text("".join(
-        json.dumps({"step": s, "dev_metric": m, "dev_flops_reduction_unpadded": f}) + "\n"
-        for s, m, f in [(50, 85.0, 1.2), (100, 84.0, 2.0)]))
-    (run / "summary.json").write_text(json.dumps({
-        "task": "dev.csv", "best": {"step": 100}, "config": {"teacher": str(tmp_path / "teacher")},
-        "setup": {"metric_label": "news_dev.csv accuracy"}}))
+    (run / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"step": s, "dev_metric": m, "dev_flops_reduction_unpadded": f}) + "\n"
+            for s, m, f in [(50, 85.0, 1.2), (100, 84.0, 2.0)]
+        )
+    )
+    (run / "summary.json").write_text(
+        json.dumps(
+            {
+                "task": "dev.csv",
+                "best": {"step": 100},
+                "config": {"teacher": str(tmp_path / "teacher")},
+                "setup": {"metric_label": "news_dev.csv accuracy"},
+            }
+        )
+    )
     assert main(["plot", str(run), "--output", str(tmp_path / "p.png")]) == 0
     assert "teacher line: 88.25" in capsys.readouterr().out
 
@@ -205,9 +252,20 @@ def test_serving_folder_records_the_training_length_and_onnx_model_uses_it(tmp_p
     model.config.id2label = {0: "neg", 1: "pos"}
     toprune.apply_pruning(model, toprune.PruningPlan.from_keep_ratios(2, {1: 0.5}))
     toprune.save_pruned(model, tmp_path / "m", tokenizer)
-    (tmp_path / "m" / "toprune_task.json").write_text(json.dumps({
-        "format_version": 1, "task": None, "task_type": "classification", "labels": ["neg", "pos"],
-        "text_columns": ["review"], "label_column": "label", "metric": "accuracy", "max_length": 24}))
+    (tmp_path / "m" / "toprune_task.json").write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "task": None,
+                "task_type": "classification",
+                "labels": ["neg", "pos"],
+                "text_columns": ["review"],
+                "label_column": "label",
+                "metric": "accuracy",
+                "max_length": 24,
+            }
+        )
+    )
     export_folder(str(tmp_path / "m"), tmp_path / "export")
     config = json.loads((tmp_path / "export" / "toprune_onnx.json").read_text())
     assert config["max_length"] == 24 and config["labels"] == ["neg", "pos"]

@@ -99,11 +99,14 @@ def test_scoring_spec_round_trips_apart_from_the_provenance(tmp_path):
         ScoringSpec("attention", -1)
 
 
-@pytest.mark.parametrize("meta, spec", [
-    ({"scorer": "random", "random_seed": 57, "method": "random"}, ScoringSpec("random", 0, 57)),
-    ({"scorer": "question", "score_radius": 2, "dev_metric": 80.0}, ScoringSpec("question", 2, 0)),
-    ({"dev_metric": 80.0}, ScoringSpec()),
-])
+@pytest.mark.parametrize(
+    "meta, spec",
+    [
+        ({"scorer": "random", "random_seed": 57, "method": "random"}, ScoringSpec("random", 0, 57)),
+        ({"scorer": "question", "score_radius": 2, "dev_metric": 80.0}, ScoringSpec("question", 2, 0)),
+        ({"dev_metric": 80.0}, ScoringSpec()),
+    ],
+)
 def test_plans_saved_with_scoring_in_meta_still_load(tmp_path, meta, spec):
     """Plans written before ScoringSpec kept it in meta: it is read into the spec (and leaves meta), and a model
     with such a plan scores that way."""

@@ -8,8 +8,10 @@ def test_plots_are_written(tmp_path):
     plan = PruningPlan.from_keep_ratios(4, {2: 0.5})
     kept = torch.tensor([[1.0, 1.0, 0.5, 0.5], [1.0, 1.0, 0.6, 0.6]])
     assert plot_tokens_per_layer(plan, kept, tmp_path / "a.png").stat().st_size > 1000
-    rows = [{"method": "top", "metric": 84.0, "flops_reduction_unpadded": 2.0},
-            {"method": "top", "metric": 80.0, "flops_reduction_unpadded": 3.0}]
+    rows = [
+        {"method": "top", "metric": 84.0, "flops_reduction_unpadded": 2.0},
+        {"method": "top", "metric": 80.0, "flops_reduction_unpadded": 3.0},
+    ]
     assert plot_metric_vs_flops(rows, tmp_path / "b.png", "F1").stat().st_size > 1000
     assert plot_metric_vs_flops(rows, tmp_path / "c.png", "F1", reference=85.0).stat().st_size > 1000
 

@@ -49,8 +49,10 @@ def test_pruned_forward_properties(lengths, plan, seed):
         for b, length in enumerate(lengths):
             assert counts[b].tolist() == plan.token_counts(length)
             single = model(**{k: v[b : b + 1, :length] for k, v in batch.items()}).logits
-            swaps = [len(_kept(together, b) ^ _kept(alone, 0)) // 2
-                     for together, alone in zip(batched_positions, state.last.positions)]
+            swaps = [
+                len(_kept(together, b) ^ _kept(alone, 0)) // 2
+                for together, alone in zip(batched_positions, state.last.positions)
+            ]
             if any(swaps):
                 # near-uniform attention over hundreds of tokens: two scores can differ by less than the rounding
                 # of padded vs unpadded arithmetic. The first layer that differs may swap one near-tied token (later

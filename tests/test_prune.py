@@ -20,9 +20,22 @@ from toprune.static import plan_relative_macs
 
 
 def _config(teacher, data_dir, out, **kw):
-    base = dict(teacher=teacher, task="mrpc", data_dir=str(data_dir / "glue"), output_dir=str(out), target="1.5x",
-                epochs=2, warmup_epochs=1, batch_size=16, max_train_samples=64, eval_every=4, save_every=2,
-                max_length=64, num_bins=5, topk=4)
+    base = dict(
+        teacher=teacher,
+        task="mrpc",
+        data_dir=str(data_dir / "glue"),
+        output_dir=str(out),
+        target="1.5x",
+        epochs=2,
+        warmup_epochs=1,
+        batch_size=16,
+        max_train_samples=64,
+        eval_every=4,
+        save_every=2,
+        max_length=64,
+        num_bins=5,
+        topk=4,
+    )
     base.update(kw)
     return PruneConfig(**base)
 
@@ -31,8 +44,9 @@ def _config(teacher, data_dir, out, **kw):
 def test_train_step_moves_the_multipliers_against_the_constraint_gap(tiny_teacher, data_dir, tmp_path, too):
     """The run's own step does gradient *ascent* on lambda: below the target sparsity lambda1 turns negative (so the
     model-side gradient of lambda1 (s - t) pushes s up), above it positive; lambda2 grows either way."""
-    run = ToPRun(_config(tiny_teacher, data_dir, tmp_path, target="1.5x" if too == "dense" else "1.05x"),
-                 log=lambda *_: None)
+    run = ToPRun(
+        _config(tiny_teacher, data_dir, tmp_path, target="1.5x" if too == "dense" else "1.05x"), log=lambda *_: None
+    )
     with torch.no_grad():  # "dense": every layer off, far below the target; "sparse": every layer on, most bins off
         run.gates.gate_log_alpha.fill_(-5.0 if too == "dense" else 5.0)
         run.gates.bin_log_alpha.fill_(5.0 if too == "dense" else -5.0)
@@ -75,12 +89,14 @@ def test_killed_run_resumes_to_the_same_result(tiny_teacher, data_dir, tmp_path)
     full = ToPRun(_config(tiny_teacher, data_dir, tmp_path / "full"), log=lambda *_: None).run()
     # the same run in a subprocess, killed (SIGKILL) once its first checkpoint exists
     out = tmp_path / "killed"
-    code = (f"import torch; from toprune.prune import PruneConfig, ToPRun; import time\n"
-            f"cfg = PruneConfig(**{_config(tiny_teacher, data_dir, out).__dict__!r})\n"
-            f"run = ToPRun(cfg)\n"
-            f"orig = run.train_step\n"
-            f"def slow(batch):\n    time.sleep(0.5)\n    return orig(batch)\n"
-            f"run.train_step = slow\nrun.run()\n")
+    code = (
+        f"import torch; from toprune.prune import PruneConfig, ToPRun; import time\n"
+        f"cfg = PruneConfig(**{_config(tiny_teacher, data_dir, out).__dict__!r})\n"
+        f"run = ToPRun(cfg)\n"
+        f"orig = run.train_step\n"
+        f"def slow(batch):\n    time.sleep(0.5)\n    return orig(batch)\n"
+        f"run.train_step = slow\nrun.run()\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
@@ -103,19 +119,36 @@ def test_killed_run_resumes_to_the_same_result(tiny_teacher, data_dir, tmp_path)
 def test_user_csv_files_train_a_teacher_and_a_pruning_run(tiny_teacher, tmp_path):
     from toprune.finetune import finetune_teacher
 
-    rows = [("a great film , truly moving", "pos"), ("dull and far too long", "neg"), ("I loved it", "pos"),
-            ("a waste of time", "neg")] * 8
+    rows = [
+        ("a great film , truly moving", "pos"),
+        ("dull and far too long", "neg"),
+        ("I loved it", "pos"),
+        ("a waste of time", "neg"),
+    ] * 8
     for name in ("train.csv", "dev.csv"):
         (tmp_path / name).write_text("sentence,label\n" + "".join(f'"{t}",{y}\n' for t, y in rows))
     files = dict(train_file=str(tmp_path / "train.csv"), validation_file=str(tmp_path / "dev.csv"))
-    result = finetune_teacher(tiny_teacher, None, None, tmp_path / "teacher", epochs=1, batch_size=8,
-                              log=lambda *_: None, **files)
+    result = finetune_teacher(
+        tiny_teacher, None, None, tmp_path / "teacher", epochs=1, batch_size=8, log=lambda *_: None, **files
+    )
     # dev is 4 distinct rows 8 times over, so the accuracy is a multiple of 25 (the metric is a percentage)
     assert result["task"] == "train.csv" and result["metric"] in (0.0, 25.0, 50.0, 75.0, 100.0)  # never a GLUE name
     assert json.loads((tmp_path / "teacher" / "toprune_task.json").read_text())["labels"] == ["neg", "pos"]
-    cfg = PruneConfig(teacher=str(tmp_path / "teacher"), task=None, data_dir=None, output_dir=str(tmp_path / "top"),
-                      target="1.2x", epochs=1, batch_size=8, eval_every=2, save_every=2, max_steps=2, num_bins=4,
-                      topk=3, **files)
+    cfg = PruneConfig(
+        teacher=str(tmp_path / "teacher"),
+        task=None,
+        data_dir=None,
+        output_dir=str(tmp_path / "top"),
+        target="1.2x",
+        epochs=1,
+        batch_size=8,
+        eval_every=2,
+        save_every=2,
+        max_steps=2,
+        num_bins=4,
+        topk=3,
+        **files,
+    )
     summary = ToPRun(cfg, log=lambda *_: None).run()
     assert summary["task"] == "train.csv" and summary["steps"] == 2 and summary["config"]["task"] is None
     assert summary["setup"]["data"] == {"train_file": "train.csv", "validation_file": "dev.csv"}
@@ -141,11 +174,27 @@ def test_two_processes_shard_batches_and_keep_gates_identical(tiny_teacher, data
         f"open({str(tmp_path)!r} + f'/rank{{rank}}.txt', 'w').write(' '.join(map(str, ['RANK', rank,\n"
         "     run.accelerator.num_processes, summary['steps'],\n"
         "     repr(run.gates.bin_log_alpha.detach().sum().item())])))\n"
-        "run.accelerator.end_training()\n")
+        "run.accelerator.end_training()\n"
+    )
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(port), str(script)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     # the launcher's own traceback fills the tail; keep the children's lines that say what went wrong
     causes = [l for l in proc.stderr.splitlines() if re.search(r"terminate|what\(\)|Error|error|RANK", l)]
     assert proc.returncode == 0, "\n".join(causes[:30]) + "\n" + proc.stdout[-1000:]
@@ -159,8 +208,11 @@ def test_two_processes_shard_batches_and_keep_gates_identical(tiny_teacher, data
 
 @pytest.mark.parametrize("switch", ["no_ranking", "no_layer_gates", "monotone"])
 def test_ablation_switches_change_the_method(tiny_teacher, data_dir, tmp_path, switch):
-    options = {"no_ranking": dict(ranking=False), "no_layer_gates": dict(layer_gates=False),
-               "monotone": dict(monotone=True)}[switch]
+    options = {
+        "no_ranking": dict(ranking=False),
+        "no_layer_gates": dict(layer_gates=False),
+        "monotone": dict(monotone=True),
+    }[switch]
     run = ToPRun(_config(tiny_teacher, data_dir, tmp_path, max_steps=2, **options), log=lambda *_: None)
     stats = run.train_step(next(iter(make_loader(run.data.train, run.tokenizer, 16, True))))
     if switch == "no_ranking":
@@ -188,8 +240,10 @@ def test_resume_with_other_settings_is_refused_and_only_overwrite_clears_old_sta
     with pytest.raises(toprune.ToPruneError, match="holds an earlier run"):  # never replaced unasked
         ToPRun(_config(tiny_teacher, data_dir, tmp_path, max_steps=1, save_every=5, eval_every=5))
     assert (tmp_path / "best" / "stale").exists()
-    ToPRun(_config(tiny_teacher, data_dir, tmp_path, max_steps=1, save_every=5, eval_every=5, overwrite=True),
-           log=lambda *_: None).run()
+    ToPRun(
+        _config(tiny_teacher, data_dir, tmp_path, max_steps=1, save_every=5, eval_every=5, overwrite=True),
+        log=lambda *_: None,
+    ).run()
     assert not (tmp_path / "best" / "stale").exists()
 
 
@@ -225,8 +279,9 @@ def test_hard_phase_freezes_the_plan_and_trains_on_the_real_path(tiny_teacher, d
     assert all(torch.equal(gates_at[s][0], frozen) for s in range(9, 12))  # the gates no longer move
     assert run.fixed_plan.meta["frozen_at_step"] == 8
     assert run.current_plan().kept_bins == run.fixed_plan.kept_bins
-    resumed = ToPRun(_config(tiny_teacher, data_dir, tmp_path, epochs=3, hard_epochs=1, resume=True),
-                     log=lambda *_: None)
+    resumed = ToPRun(
+        _config(tiny_teacher, data_dir, tmp_path, epochs=3, hard_epochs=1, resume=True), log=lambda *_: None
+    )
     resumed.load_checkpoint()
     assert resumed.fixed_plan is not None and resumed.fixed_plan.kept_bins == run.fixed_plan.kept_bins
 
@@ -256,8 +311,11 @@ def test_frozen_plan_gives_back_bins_up_to_the_target(tiny_teacher, data_dir, tm
             assert bins == sorted(bins, reverse=True)
         for b, kept in enumerate(bins):  # every bin still dropped would break the target
             if not kept and (not monotone or bins[b - 1]):
-                trial = PruningPlan(relaxed.num_layers, relaxed.num_bins, {**relaxed.kept_bins,
-                                    layer: bins[:b] + [True] + bins[b + 1:]})
+                trial = PruningPlan(
+                    relaxed.num_layers,
+                    relaxed.num_bins,
+                    {**relaxed.kept_bins, layer: bins[:b] + [True] + bins[b + 1 :]},
+                )
                 assert rel(trial) > run.target_rel
 
 
@@ -283,7 +341,8 @@ def test_evaluated_plan_is_fitted_unless_asked_for_the_authors_rounding(tiny_tea
     plan, rounded = run.current_plan(), run.rounded_plan()
     lengths = [[len(x) for x in split["input_ids"]] for split in (run.data.train, run.data.dev)]
     if fit:
-        assert plan.meta.get("fitted") and all(plan_relative_macs(run.dims, plan, ls) <= run.target_rel
-                                               for ls in lengths)
+        assert plan.meta.get("fitted") and all(
+            plan_relative_macs(run.dims, plan, ls) <= run.target_rel for ls in lengths
+        )
     else:
         assert plan.kept_bins == rounded.kept_bins and not plan.meta.get("fitted")

@@ -18,8 +18,7 @@ def test_pruner_in_memory_fits_the_recorded_plan(tmp_path):
     student = copy.deepcopy(teacher)
     config = toprune.PruneConfig(task="mrpc", **BASE)
     seed_everything(config.seed)
-    data = prepare_data(tokenizer, "mrpc", data_dir / "glue", config.max_length, config.max_train_samples,
-                        config.seed)
+    data = prepare_data(tokenizer, "mrpc", data_dir / "glue", config.max_length, config.max_train_samples, config.seed)
     pruner = toprune.Pruner(student, teacher, tokenizer, data, config, log=lambda *_: None)
     summary = pruner.fit()
     want = json.loads(REFERENCE.read_text())["top"]
@@ -63,8 +62,9 @@ def test_a_new_constraint_is_one_class_in_the_registry(tmp_path, monkeypatch):
     data_dir = write_small_glue(tmp_path / "data", train_rows=40, dev_rows=10)
     teacher, tokenizer = tiny_bert_with_tokenizer()
     data = prepare_data(tokenizer, "mrpc", data_dir / "glue", 64, seed=57)
-    config = toprune.PruneConfig(task="mrpc", constraint="stricter", max_length=64, batch_size=8, max_steps=2,
-                                 eval_every=2, target="1.2x")
+    config = toprune.PruneConfig(
+        task="mrpc", constraint="stricter", max_length=64, batch_size=8, max_steps=2, eval_every=2, target="1.2x"
+    )
     pruner = toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, config, log=lambda *_: None)
     assert isinstance(pruner.constraint, Stricter)
     summary = pruner.fit()

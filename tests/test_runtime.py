@@ -175,7 +175,7 @@ def _pairs_batch(lengths, seed=0):
     batch = random_batch(lengths, seed=seed)
     segments = torch.zeros_like(batch["input_ids"])
     for b, length in enumerate(lengths):
-        segments[b, max(2, length // 3):length] = 1
+        segments[b, max(2, length // 3) : length] = 1
     return batch | {"token_type_ids": segments}
 
 
@@ -186,8 +186,9 @@ def test_question_scorer_follows_the_surviving_question_rows_per_example(radius)
     score radius the neighbourhoods are original positions in both paths, so they still agree."""
     model = tiny_model("bert", head="AutoModelForTokenClassification")
     kept = torch.tensor([[1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 1, 0]], dtype=torch.bool)
-    plan = PruningPlan.from_masks(4, [1, 2, 3], kept, torch.ones(3, dtype=torch.bool),
-                                  scoring=ScoringSpec("question", radius))
+    plan = PruningPlan.from_masks(
+        4, [1, 2, 3], kept, torch.ones(3, dtype=torch.bool), scoring=ScoringSpec("question", radius)
+    )
     state = apply_pruning(model, plan)
     assert state.question_scores and state.score_radius == radius
     batch = _pairs_batch(LENGTHS, seed=5)

@@ -44,8 +44,10 @@ def test_question_rows_are_first_segment_without_cls_and_separator():
     segments = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 0, 0, 0]])
     valid = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 0, 0, 0]]).bool()
     rows = question_rows(segments, valid)
-    assert rows.tolist() == [[False, True, True, False, False, False, False, False],
-                             [False, True, False, False, False, False, False, False]]
+    assert rows.tolist() == [
+        [False, True, True, False, False, False, False, False],
+        [False, True, False, False, False, False, False, False],
+    ]
     single = question_rows(None, valid)  # one segment: every real token but CLS and the last
     assert single[0].tolist() == [False, True, True, True, True, True, False, False]
 

@@ -7,20 +7,36 @@ import numpy as np
 import pytest
 
 import toprune
-from toprune.squad import (eval_features, final_answers, load_squad, postprocess, read_squad_json,
-                           split_by_article, train_features)
+from toprune.squad import (
+    eval_features,
+    final_answers,
+    load_squad,
+    postprocess,
+    read_squad_json,
+    split_by_article,
+    train_features,
+)
 from toprune.squad_metrics import exact, f1, normalize_answer, squad_metrics
 
-CONTEXT = ("The Eiffel Tower was built in 1889 for the World's Fair in Paris. It was designed by the company of "
-           "Gustave Eiffel, and at first many artists disliked it. Today it is the most visited paid monument.")
+CONTEXT = (
+    "The Eiffel Tower was built in 1889 for the World's Fair in Paris. It was designed by the company of "
+    "Gustave Eiffel, and at first many artists disliked it. Today it is the most visited paid monument."
+)
 
 
 def _example(qid, question, answer=None, context=CONTEXT, article=0):
     answers = {"text": [], "answer_start": []}
     if answer is not None:
         answers = {"text": [answer], "answer_start": [context.index(answer)]}
-    return {"id": qid, "title": "t", "article": article, "context": context, "question": question,
-            "answers": answers, "is_impossible": answer is None}
+    return {
+        "id": qid,
+        "title": "t",
+        "article": article,
+        "context": context,
+        "question": question,
+        "answers": answers,
+        "is_impossible": answer is None,
+    }
 
 
 # -- metrics: hand-checked against the official scripts' definitions ------------------------------------------------
@@ -56,11 +72,14 @@ def test_v20_has_and_no_answer_splits_and_best_threshold():
 def test_v11_agrees_with_torchmetrics_where_installed():
     torchmetrics = pytest.importorskip("torchmetrics.text")
     preds = [{"prediction_text": p, "id": str(i)} for i, p in enumerate(["Eiffel Tower in Paris", "1889", "x"])]
-    golds = [{"answers": {"text": [g], "answer_start": [0]}, "id": str(i)}
-             for i, g in enumerate(["the Eiffel Tower", "in 1889", "y"])]
+    golds = [
+        {"answers": {"text": [g], "answer_start": [0]}, "id": str(i)}
+        for i, g in enumerate(["the Eiffel Tower", "in 1889", "y"])
+    ]
     theirs = torchmetrics.SQuAD()(preds, golds)
-    ours = squad_metrics([{"id": g["id"], "answers": g["answers"]} for g in golds],
-                         {p["id"]: p["prediction_text"] for p in preds})
+    ours = squad_metrics(
+        [{"id": g["id"], "answers": g["answers"]} for g in golds], {p["id"]: p["prediction_text"] for p in preds}
+    )
     assert float(theirs["exact_match"]) == pytest.approx(ours["exact"])
     assert float(theirs["f1"]) == pytest.approx(ours["f1"])
 
@@ -83,8 +102,14 @@ def test_windows_with_stride_locate_the_answer_or_point_at_cls(tokenizer):
     feats = train_features(examples, tokenizer, max_length=32, stride=8)
     windows = len(feats["input_ids"])
     assert windows > 4  # the context does not fit one 32-token window
-    enc = tokenizer([e["question"] for e in examples], [e["context"] for e in examples], truncation="only_second",
-                    max_length=32, stride=8, return_overflowing_tokens=True)
+    enc = tokenizer(
+        [e["question"] for e in examples],
+        [e["context"] for e in examples],
+        truncation="only_second",
+        max_length=32,
+        stride=8,
+        return_overflowing_tokens=True,
+    )
     found = 0
     for w in range(windows):
         s, e = feats["start_positions"][w], feats["end_positions"][w]
@@ -130,11 +155,32 @@ def test_an_answer_in_a_pruned_region_is_found_from_stale_states_or_excluded(tok
 
 # -- files and the article split ------------------------------------------------------------------------------------
 def _write_squad(path, articles, v2=False):
-    data = {"version": "v2.0" if v2 else "1.1", "data": [
-        {"title": f"A{a}", "paragraphs": [{"context": CONTEXT, "qas": [
-            {"id": f"{a}-0", "question": "When was it built?", "answers": [{"text": "1889", "answer_start": 30}]},
-            *([{"id": f"{a}-1", "question": "Who painted it?", "answers": [], "is_impossible": True}] if v2 else [])
-        ]}]} for a in range(articles)]}
+    data = {
+        "version": "v2.0" if v2 else "1.1",
+        "data": [
+            {
+                "title": f"A{a}",
+                "paragraphs": [
+                    {
+                        "context": CONTEXT,
+                        "qas": [
+                            {
+                                "id": f"{a}-0",
+                                "question": "When was it built?",
+                                "answers": [{"text": "1889", "answer_start": 30}],
+                            },
+                            *(
+                                [{"id": f"{a}-1", "question": "Who painted it?", "answers": [], "is_impossible": True}]
+                                if v2
+                                else []
+                            ),
+                        ],
+                    }
+                ],
+            }
+            for a in range(articles)
+        ],
+    }
     path.write_text(json.dumps(data))
     return path
 
@@ -168,18 +214,42 @@ def test_qa_teacher_and_top_run_end_to_end(tmp_path, tokenizer, data_dir):
 
     _write_squad(tmp_path / "train.json", 4)
     _write_squad(tmp_path / "dev.json", 2)
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4,
-                                     num_attention_heads=4, intermediate_size=64)
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64
+    )
     torch.manual_seed(0)
     transformers.BertForQuestionAnswering(config).save_pretrained(tmp_path / "init")
     tokenizer.save_pretrained(tmp_path / "init")
     files = dict(train_file=str(tmp_path / "train.json"), validation_file=str(tmp_path / "dev.json"))
-    result = finetune_teacher(str(tmp_path / "init"), "squad", None, tmp_path / "teacher", epochs=1, batch_size=2,
-                              max_length=64, log=lambda *_: None, **files)
+    result = finetune_teacher(
+        str(tmp_path / "init"),
+        "squad",
+        None,
+        tmp_path / "teacher",
+        epochs=1,
+        batch_size=2,
+        max_length=64,
+        log=lambda *_: None,
+        **files,
+    )
     assert result["metric"] == result["f1"] >= result["exact"]  # an exact match is also a full-F1 match
-    cfg = PruneConfig(teacher=str(tmp_path / "teacher"), task="squad", data_dir=None, output_dir=str(tmp_path / "top"),
-                      target="1.3x", epochs=2, warmup_epochs=1, batch_size=2, eval_every=2, save_every=2,
-                      max_length=64, padded_length=64, num_bins=4, topk=3, **files)
+    cfg = PruneConfig(
+        teacher=str(tmp_path / "teacher"),
+        task="squad",
+        data_dir=None,
+        output_dir=str(tmp_path / "top"),
+        target="1.3x",
+        epochs=2,
+        warmup_epochs=1,
+        batch_size=2,
+        eval_every=2,
+        save_every=2,
+        max_length=64,
+        padded_length=64,
+        num_bins=4,
+        topk=3,
+        **files,
+    )
     run = ToPRun(cfg, log=lambda *_: None)
     summary = run.run()
     assert summary["task"] == "squad" and summary["steps"] == 4
@@ -187,11 +257,23 @@ def test_qa_teacher_and_top_run_end_to_end(tmp_path, tokenizer, data_dir):
     assert "sel_exact" in last and "sel_f1" in last
     assert ("sel_f1_excluding_pruned" in last) == bool(run.current_plan().kept_bins)  # only when tokens are pruned
     with pytest.raises(toprune.ToPruneError, match="is a QA model but task mrpc is not question answering"):
-        ToPRun(PruneConfig(**{**cfg.__dict__, "task": "mrpc", "data_dir": str(data_dir / "glue"), "overwrite": True,
-                              "train_file": None, "validation_file": None, "max_train_samples": 8}))
+        ToPRun(
+            PruneConfig(
+                **{
+                    **cfg.__dict__,
+                    "task": "mrpc",
+                    "data_dir": str(data_dir / "glue"),
+                    "overwrite": True,
+                    "train_file": None,
+                    "validation_file": None,
+                    "max_train_samples": 8,
+                }
+            )
+        )
     # [ours] question-guided scores, ranking distilled from the teacher's answer relevance into every score layer
-    qa_cfg = PruneConfig(**{**cfg.__dict__, "output_dir": str(tmp_path / "top-q"), "scorer": "question",
-                            "rank_target": "answer"})
+    qa_cfg = PruneConfig(
+        **{**cfg.__dict__, "output_dir": str(tmp_path / "top-q"), "scorer": "question", "rank_target": "answer"}
+    )
     run = ToPRun(qa_cfg, log=lambda *_: None)
     assert run.rank_layers == [layer - 1 for layer in run.layers] and not run.teacher_state.score_layers
     assert run.state.question_scores and run.teacher_state.question_scores  # both rank the same way
@@ -202,9 +284,18 @@ def test_qa_teacher_and_top_run_end_to_end(tmp_path, tokenizer, data_dir):
     # [ours] under a fixed plan (static top-k) the answer ranking keeps training, on the gather path, at the
     # constant --rank-alpha; the attention target does not (the static baseline as the authors' ablation has it)
     for target, trains in (("answer", True), ("attention", False)):
-        static = ToPRun(PruneConfig(**{**qa_cfg.__dict__, "output_dir": str(tmp_path / f"static-{target}"),
-                                       "method": "static", "rank_target": target, "rank_alpha": 0.5}),
-                        log=lambda *_: None)
+        static = ToPRun(
+            PruneConfig(
+                **{
+                    **qa_cfg.__dict__,
+                    "output_dir": str(tmp_path / f"static-{target}"),
+                    "method": "static",
+                    "rank_target": target,
+                    "rank_alpha": 0.5,
+                }
+            ),
+            log=lambda *_: None,
+        )
         assert bool(static.state.score_layers) == trains
         static.run()
         first = json.loads((tmp_path / f"static-{target}" / "metrics.jsonl").read_text().splitlines()[0])
@@ -244,12 +335,45 @@ def test_cli_eval_prints_em_f1_and_both_flops_conventions(tmp_path, tokenizer, c
     assert "vs dense unpadded" in out and "vs dense padded to 384" in out
     model, tok = tiny_bert_with_tokenizer("BertForQuestionAnswering")
     toprune.save_pruned(model, tmp_path / "dense", tok)
-    assert main(["bench", "--dense", str(tmp_path / "dense"), "--pruned", str(tmp_path / "qa"), "--task", "squad",
-                 "--validation-file", str(dev), "--batch-sizes", "1,2", "--repeats", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--dense",
+                str(tmp_path / "dense"),
+                "--pruned",
+                str(tmp_path / "qa"),
+                "--task",
+                "squad",
+                "--validation-file",
+                str(dev),
+                "--batch-sizes",
+                "1,2",
+                "--repeats",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     bench = json.loads(capsys.readouterr().out)
     assert bench["protocol"]["padded_length"] == 384 and bench["speedup_b2"] > 0
-    assert main(["prune", "--teacher", str(tmp_path / "qa"), "--task", "squad", "--validation-file", str(dev),
-                 "--output", str(tmp_path / "run")]) == 2
+    assert (
+        main(
+            [
+                "prune",
+                "--teacher",
+                str(tmp_path / "qa"),
+                "--task",
+                "squad",
+                "--validation-file",
+                str(dev),
+                "--output",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 2
+    )
     assert "training needs --train-file" in capsys.readouterr().err
 
 

@@ -59,8 +59,9 @@ def test_random_scorer_keeps_the_same_counts_but_other_tokens():
 
 @pytest.mark.parametrize("method", ["static", "random"])
 def test_baseline_run_trains_on_the_gather_path_and_saves_its_fixed_plan(tiny_teacher, data_dir, tmp_path, method):
-    run = ToPRun(_config(tiny_teacher, data_dir, tmp_path, method=method, max_steps=4, eval_every=2),
-                 log=lambda *_: None)
+    run = ToPRun(
+        _config(tiny_teacher, data_dir, tmp_path, method=method, max_steps=4, eval_every=2), log=lambda *_: None
+    )
     before = {k: v.clone() for k, v in run.student.state_dict().items()}
     stats = run.train_step(next(iter(make_loader(run.data.train, run.tokenizer, 16, True))))
     assert stats["rank"] == 0.0 and stats["expected_sparsity"] >= 1 - 1 / 1.5 - 1e-9
@@ -98,7 +99,7 @@ def test_fit_plan_drops_empty_bins_until_short_inputs_really_meet_the_target(mon
             assert bins == sorted(bins, reverse=True)  # still a prefix
         for b, on_bin in enumerate(bins):  # giving back any one dropped bin that could come back breaks the target
             if not on_bin and (not monotone or b == 0 or bins[b - 1]):
-                trial = PruningPlan(6, 20, {**fitted.kept_bins, layer: bins[:b] + [True] + bins[b + 1:]})
+                trial = PruningPlan(6, 20, {**fitted.kept_bins, layer: bins[:b] + [True] + bins[b + 1 :]})
                 assert any(plan_relative_macs(DIMS, trial, ls) > 0.5 for ls in lengths)
 
 

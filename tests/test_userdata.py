@@ -36,7 +36,7 @@ def load_error(*args, **kwargs) -> str:
 
 @pytest.fixture()
 def good_csv(tmp_path):
-    train = write(tmp_path / "train.csv", "sentence,label\ngreat film,pos\nawful,neg\n\"fine, really\",pos\n")
+    train = write(tmp_path / "train.csv", 'sentence,label\ngreat film,pos\nawful,neg\n"fine, really",pos\n')
     dev = write(tmp_path / "dev.csv", "sentence,label\nnot bad,pos\nboring,neg\n")
     return train, dev
 

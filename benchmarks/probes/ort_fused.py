@@ -4,6 +4,7 @@ beside dense HF eager. Usage (repo root):
     python benchmarks/probes/ort_fused.py squad runs/squad-teacher runs/squad-static-q5/best  # 384-token windows
     python benchmarks/probes/ort_fused.py mrpc runs/demo/mrpc/teacher runs/demo/mrpc/top/best
 """
+
 import json, sys, tempfile
 from pathlib import Path
 
@@ -26,8 +27,9 @@ if task == "squad":
     max_length = 384
 else:
     import csv
+
     with open(data / "glue" / "MRPC" / "dev.tsv", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:N + 1]
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1 : N + 1]
     pairs, max_length = [(r[3], r[4]) for r in rows], 128
 a, b = zip(*pairs)
 work = Path(tempfile.mkdtemp())
@@ -43,8 +45,15 @@ for i, folder in enumerate(folders):
         fused_ops[f"{name} fused={fuse}"] = json.loads((out / CONFIG_FILENAME).read_text())["fused_ops"]
         runners[f"{name} ORT{' fused' if fuse else ''}"] = ort_runner(out, THREADS)
 print(json.dumps(fused_ops), flush=True)
-result = {"task": task, "models": folders, "examples": N, "repeats": REPEATS, "threads": THREADS,
-          "fused_ops": fused_ops, "ms": {}}
+result = {
+    "task": task,
+    "models": folders,
+    "examples": N,
+    "repeats": REPEATS,
+    "threads": THREADS,
+    "fused_ops": fused_ops,
+    "ms": {},
+}
 for bs in (1, 32):
     batches = make_batches(tok, a, b, bs, max_length)
     for name, run in runners.items():

@@ -3,12 +3,15 @@ without the fusions, beside dense eager, on real inputs (64-128 examples, 3 pass
     python benchmarks/probes/ort_opset.py squad runs/squad-teacher
     python benchmarks/probes/ort_opset.py mrpc runs/demo/mrpc/teacher
 """
+
 import sys, json, tempfile, torch
 from pathlib import Path
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 import toprune
 from toprune.export import export_onnx, CONFIG_FILENAME
 from toprune.benchmark import make_batches, ort_runner, time_batches, torch_runner
+
 torch.set_num_threads(2)
 task, folder = sys.argv[1], sys.argv[2]
 head = "AutoModelForQuestionAnswering" if task == "squad" else "AutoModelForSequenceClassification"
@@ -16,9 +19,11 @@ m, tok = toprune.load_model(folder, head), toprune.load_tokenizer(folder)
 data = Path(__file__).resolve().parents[3] / "shared" / "data"
 if task == "squad":
     arts = json.loads((data / "squad" / "dev-v1.1.json").read_text())["data"][38:]
-    pairs = [(q["question"], p["context"]) for a in arts for p in a["paragraphs"] for q in p["qas"]][:64]; L = 384
+    pairs = [(q["question"], p["context"]) for a in arts for p in a["paragraphs"] for q in p["qas"]][:64]
+    L = 384
 else:
     import csv
+
     rows = list(csv.reader(open(data / "glue/MRPC/dev.tsv"), delimiter="\t", quoting=csv.QUOTE_NONE))[1:129]
     pairs, L = [(r[3], r[4]) for r in rows], 128
 a, b = zip(*pairs)

@@ -6,6 +6,7 @@ a QA-aware ranking is the lever. Usage (repo root): python benchmarks/probes/squ
 
 Diagnostic script of the SQuAD investigation (benchmarks/README.md §6); results in benchmarks/results/squad_probe_*.
 """
+
 import json, sys, time
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def teacher_span_mask(max_len: int = 30) -> torch.Tensor:
             ok = (idx[None] >= idx[:, None]) & (idx[None] < idx[:, None] + max_len)
             best = int(pair.masked_fill(~ok, -1e18).argmax())
             i, j = divmod(best, len(s))
-            mask[w, i:j + 1] = True
+            mask[w, i : j + 1] = True
             w += 1
     return mask
 
@@ -80,7 +81,7 @@ original_scores = rt.token_scores
 def protected_scores(probs, key_mask):
     scores = original_scores(probs, key_mask)
     positions = G["record"].positions[-1]  # original position of each slot, -1 for padding
-    rows = G["protect"][G["batch"] * BATCH: G["batch"] * BATCH + positions.shape[0]]
+    rows = G["protect"][G["batch"] * BATCH : G["batch"] * BATCH + positions.shape[0]]
     hit = rows.gather(1, positions.clamp(min=0).clamp(max=rows.shape[1] - 1)) & (positions >= 0)
     return scores.masked_fill(hit, 1e4)
 
@@ -94,8 +95,19 @@ for name, mask in masks.items():
     apply_pruning(model, plan)
     out = evaluate(model, loader, data, padded_length=384)
     remove_pruning(model)
-    print(json.dumps({"oracle": name, "plan": "geo_1to5", "protected_share": round(float(mask.sum() / sum(lengths)), 4),
-                      "f1": round(out["f1"], 2), "exact": round(out["exact"], 2),
-                      "f1_excl": round(out.get("f1_excluding_pruned", 0), 2),
-                      "red_unp": round(out["flops_reduction_unpadded"], 3), "kept": out["kept_fraction_per_layer"],
-                      "s": round(time.time() - t)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "oracle": name,
+                "plan": "geo_1to5",
+                "protected_share": round(float(mask.sum() / sum(lengths)), 4),
+                "f1": round(out["f1"], 2),
+                "exact": round(out["exact"], 2),
+                "f1_excl": round(out.get("f1_excluding_pruned", 0), 2),
+                "red_unp": round(out["flops_reduction_unpadded"], 3),
+                "kept": out["kept_fraction_per_layer"],
+                "s": round(time.time() - t),
+            }
+        ),
+        flush=True,
+    )

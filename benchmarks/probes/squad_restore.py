@@ -7,6 +7,7 @@ benchmarks/results/squad_probe_*. Public hooks only: the pruned model returns it
 the last layer densely on the one entering it, in place of the pruned last layer's output. The token counts the
 runtime recorded are corrected the same way (the last layer sees every token), so the FLOPs reduction is honest.
 """
+
 import json
 import sys
 import time
@@ -35,7 +36,9 @@ def restore_last_layer(model) -> None:
         output.last_hidden_state = last.ffn(last.attn_output(context, entering))
         record = pruning_state(model).last
         if record.attn_counts is not None:  # the last layer's count: every real token
-            full = mask.sum(dim=1) if mask is not None else torch.full_like(record.attn_counts[:, -1], entering.shape[1])
+            full = (
+                mask.sum(dim=1) if mask is not None else torch.full_like(record.attn_counts[:, -1], entering.shape[1])
+            )
             record.attn_counts[:, -1] = full
             record.computed_lengths[-1] = entering.shape[1]
         return output
@@ -58,9 +61,19 @@ def main() -> None:
         started = time.time()
         apply_pruning(model, plan)
         out = evaluate(model, loader, data, padded_length=384)
-        print(json.dumps({"restore_last": True, "ratios": ratios, "f1": round(out["f1"], 2),
-                          "red_unp": round(out["flops_reduction_unpadded"], 3),
-                          "kept": out["kept_fraction_per_layer"], "s": round(time.time() - started)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "restore_last": True,
+                    "ratios": ratios,
+                    "f1": round(out["f1"], 2),
+                    "red_unp": round(out["flops_reduction_unpadded"], 3),
+                    "kept": out["kept_fraction_per_layer"],
+                    "s": round(time.time() - started),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

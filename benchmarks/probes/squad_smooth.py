@@ -14,6 +14,7 @@ Usage (repo root): python benchmarks/probes/squad_smooth.py runs/squad-teacher a
 
 Diagnostic script of the SQuAD investigation (benchmarks/README.md §6); results in benchmarks/results/squad_probe_*.
 """
+
 import json, sys, time
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def wrap_output(fn):
     def out(context, residual):
         G["hidden"] = fn(context, residual)
         return G["hidden"]
+
     return out
 
 
@@ -89,7 +91,20 @@ for spec in sys.argv[2].split(","):
     t = time.time()
     with torch.no_grad():
         out = evaluate(model, loader, data, padded_length=384)
-    print(json.dumps({"probe": "scorer", "score": kind, "pool": pool, "radius": int(r), "exact": round(out["exact"], 2),
-                      "f1": round(out["f1"], 2), "red_unp": round(out["flops_reduction_unpadded"], 3),
-                      "red_pad": round(out["flops_reduction_padded"], 3), "kept": out["kept_fraction_per_layer"],
-                      "s": round(time.time() - t)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "probe": "scorer",
+                "score": kind,
+                "pool": pool,
+                "radius": int(r),
+                "exact": round(out["exact"], 2),
+                "f1": round(out["f1"], 2),
+                "red_unp": round(out["flops_reduction_unpadded"], 3),
+                "red_pad": round(out["flops_reduction_padded"], 3),
+                "kept": out["kept_fraction_per_layer"],
+                "s": round(time.time() - t),
+            }
+        ),
+        flush=True,
+    )

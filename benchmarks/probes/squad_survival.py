@@ -7,6 +7,7 @@ question-answer match the plan relies on. Usage (repo root):
 
 Diagnostic script of the SQuAD investigation (benchmarks/README.md §6).
 """
+
 import json, sys
 from pathlib import Path
 
@@ -53,8 +54,9 @@ def answer_survives(alive: list[np.ndarray]) -> np.ndarray:
 
 
 def split_f1(mask: np.ndarray) -> tuple[float, float]:
-    preds = postprocess(examples, feats, captured["starts"], captured["ends"], data.qa.n_best,
-                        data.qa.max_answer_length, None)
+    preds = postprocess(
+        examples, feats, captured["starts"], captured["ends"], data.qa.n_best, data.qa.max_answer_length, None
+    )
     answers, _ = final_answers(examples, preds, data.qa.version)
     out = []
     for m in (mask, ~mask):
@@ -75,7 +77,18 @@ for folder in sys.argv[1:]:
     out = tr.evaluate(model, loader, data, padded_length=384)
     ok = answer_survives(captured["alive"])
     f1_ok, f1_lost = split_f1(ok)
-    print(json.dumps({"probe": "survival", "model": folder, "f1": round(out["f1"], 2), "exact": round(out["exact"], 2),
-                      "answer_survives": round(float(ok.mean()), 4), "f1_if_survives": round(f1_ok, 2),
-                      "f1_if_pruned": round(f1_lost, 2), "red_unp": round(out["flops_reduction_unpadded"], 3)}),
-          flush=True)
+    print(
+        json.dumps(
+            {
+                "probe": "survival",
+                "model": folder,
+                "f1": round(out["f1"], 2),
+                "exact": round(out["exact"], 2),
+                "answer_survives": round(float(ok.mean()), 4),
+                "f1_if_survives": round(f1_ok, 2),
+                "f1_if_pruned": round(f1_lost, 2),
+                "red_unp": round(out["flops_reduction_unpadded"], 3),
+            }
+        ),
+        flush=True,
+    )

@@ -3,9 +3,11 @@
 Run from the repo root. Diagnostic scripts of the SQuAD investigation (benchmarks/README.md §6); results in
 benchmarks/results/squad_probe_*. ``fit_scores`` is shared with squad_trainfit2.py.
 """
+
 import sys, random, torch
 from functools import lru_cache
 from pathlib import Path
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from datasets import Dataset
 from toprune import load_model, load_tokenizer
@@ -25,7 +27,9 @@ def fit_scores(model, tok):
     """(subset name, F1, unpadded FLOPs reduction) on the two subsets."""
     for name, ex in subsets():
         f = eval_features(ex, tok, 384, 128)
-        data = TaskData("squad", "f1", None, None, Dataset.from_dict(f.inputs), None, kind="qa", qa=QAInfo("v1.1", ex, f, "x"))
+        data = TaskData(
+            "squad", "f1", None, None, Dataset.from_dict(f.inputs), None, kind="qa", qa=QAInfo("v1.1", ex, f, "x")
+        )
         out = evaluate(model, make_loader(data.dev, tok, 64, shuffle=False), data, padded_length=384)
         yield name, round(out["f1"], 2), round(out.get("flops_reduction_unpadded", 1), 2)
 
@@ -33,6 +37,7 @@ def fit_scores(model, tok):
 if __name__ == "__main__":
     torch.set_num_threads(1)
     for folder in sys.argv[1:]:
-        tok = load_tokenizer(folder); model = load_model(folder)
+        tok = load_tokenizer(folder)
+        model = load_model(folder)
         for row in fit_scores(model, tok):
             print(folder, *row, flush=True)

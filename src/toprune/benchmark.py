@@ -54,8 +54,15 @@ def time_batches(run: Callable[[dict], object], batches: list[dict], name: str, 
         for batch in batches:
             run(batch)
         samples.append((time.perf_counter() - start) * 1000.0 / len(batches))
-    return Timing(name, int(batches[0]["input_ids"].shape[0]), statistics.median(samples), min(samples),
-                  max(samples), len(batches), repeats)
+    return Timing(
+        name,
+        int(batches[0]["input_ids"].shape[0]),
+        statistics.median(samples),
+        min(samples),
+        max(samples),
+        len(batches),
+        repeats,
+    )
 
 
 def torch_runner(model) -> Callable[[dict], object]:
@@ -104,8 +111,14 @@ def environment(threads: int) -> dict:
     import onnxruntime
     import transformers
 
-    out = {"cpu": cpu, "threads": threads, "torch": torch.__version__, "transformers": transformers.__version__,
-           "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    out = {
+        "cpu": cpu,
+        "threads": threads,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
     try:
         import openvino
 
@@ -115,8 +128,9 @@ def environment(threads: int) -> dict:
     return out
 
 
-def latency_runners(dense, pruned, tokenizer, workdir: str | Path, threads: int, backend: str = "pytorch",
-                    int8: bool = False) -> dict[str, tuple[str, Callable]]:
+def latency_runners(
+    dense, pruned, tokenizer, workdir: str | Path, threads: int, backend: str = "pytorch", int8: bool = False
+) -> dict[str, tuple[str, Callable]]:
     """The rows of a dense-vs-pruned latency table: {key: (label, runner)}.
 
     ``pytorch``: the dense ONNX Runtime row (the serving competitor), dense HF eager (SDPA) and the pruned runtime.
@@ -142,8 +156,15 @@ def latency_runners(dense, pruned, tokenizer, workdir: str | Path, threads: int,
     return rows
 
 
-def compare_latency(runners: dict[str, tuple[str, Callable]], tokenizer, texts_a, texts_b=None, batch_sizes=(1, 32),
-                    repeats=5, max_length: int = 512) -> dict:
+def compare_latency(
+    runners: dict[str, tuple[str, Callable]],
+    tokenizer,
+    texts_a,
+    texts_b=None,
+    batch_sizes=(1, 32),
+    repeats=5,
+    max_length: int = 512,
+) -> dict:
     """Time every runner on the same batches with the same protocol: {key: {batch size: ms}, "timings": [...]}."""
     out = {key: {} for key in runners}
     out["timings"] = []

@@ -30,7 +30,7 @@ EXAMPLES = {
     "demo": "toprune demo            # MiniLM + MRPC: teacher -> prune -> eval -> bench, one table",
     "plot": "toprune plot runs/mrpc-top runs/mrpc-top-no-rank --output mrpc.png",
     "profile": "toprune profile runs/mrpc-teacher --batch-size 1 --output mrpc-b1.json",
-    "show": "toprune show runs/mrpc-top/best \"The cat sat on the mat.\" --pair \"A cat was sitting.\" --html s.html",
+    "show": 'toprune show runs/mrpc-top/best "The cat sat on the mat." --pair "A cat was sitting." --html s.html',
     "frontier": "toprune frontier --task mrpc --dense runs/mrpc-teacher --pruned runs/mrpc-top/best runs/mrpc-st/best",
 }
 
@@ -38,10 +38,14 @@ EXAMPLES = {
 def _select_option(p) -> None:
     from .selection import HELDOUT_FRACTION, SELECT_ON
 
-    p.add_argument("--select-on", choices=SELECT_ON, default=SELECT_ON[0],
-                   help=f"where checkpoints are chosen: 'heldout' (default), a fixed {HELDOUT_FRACTION:g} slice of "
-                        "the training data the run never trains on, dev evaluated once at the end; 'dev' selects on "
-                        "the reported dev set (the paper's convention, optimistic)")
+    p.add_argument(
+        "--select-on",
+        choices=SELECT_ON,
+        default=SELECT_ON[0],
+        help=f"where checkpoints are chosen: 'heldout' (default), a fixed {HELDOUT_FRACTION:g} slice of "
+        "the training data the run never trains on, dev evaluated once at the end; 'dev' selects on "
+        "the reported dev set (the paper's convention, optimistic)",
+    )
 
 
 def _data_dir(args) -> str | None:
@@ -67,34 +71,49 @@ _TASK_DEFAULT = {
 
 
 def _common(p: argparse.ArgumentParser, command: str) -> None:
-    p.add_argument("--task",
-                   help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), squad / squad_v2, or "
-                        f"embedding (prune only) (default: {_TASK_DEFAULT[command]})")
-    p.add_argument("--data-dir", help="folder in the GLUE TSV layout (default: ../shared/data/glue if it exists, "
-                                      "else the hub dataset)")
+    p.add_argument(
+        "--task",
+        help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), squad / squad_v2, or "
+        f"embedding (prune only) (default: {_TASK_DEFAULT[command]})",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="folder in the GLUE TSV layout (default: ../shared/data/glue if it exists, else the hub dataset)",
+    )
     saved = command in ("prune", "eval", "bench")
-    p.add_argument("--max-length", type=positive_int,
-                   help="truncation length; SQuAD: the window length (default: "
-                        + ("the length the model was trained at (toprune_task.json), else " if saved else "")
-                        + "128, SQuAD 384)")
+    p.add_argument(
+        "--max-length",
+        type=positive_int,
+        help="truncation length; SQuAD: the window length (default: "
+        + ("the length the model was trained at (toprune_task.json), else " if saved else "")
+        + "128, SQuAD 384)",
+    )
     p.add_argument("--seed", type=seed_int, default=DEFAULT_SEED, help="random seed (data order, subsets, gates)")
     own = p.add_argument_group("your own data (instead of --task): CSV, TSV or JSON Lines, like run_glue.py")
     own.add_argument("--train-file", help="labelled training file; its labels, sorted, become the ids 0..n-1")
     own.add_argument("--validation-file", help="labelled dev file (evaluated; same columns as --train-file)")
-    own.add_argument("--text-columns", help="one or two comma-separated column names (default: inferred: "
-                                            "sentence1,sentence2 / text_a,text_b / question,sentence / "
-                                            "premise,hypothesis / sentence / text, else the one or two other "
-                                            "string columns)")
+    own.add_argument(
+        "--text-columns",
+        help="one or two comma-separated column names (default: inferred: "
+        "sentence1,sentence2 / text_a,text_b / question,sentence / "
+        "premise,hypothesis / sentence / text, else the one or two other "
+        "string columns)",
+    )
     own.add_argument("--label-column", help="default: inferred (label, labels, score, target)")
-    own.add_argument("--task-type", choices=["classification", "regression"],
-                     help="what the labels are (default: inferred; numeric labels with more than 10 distinct values "
-                          "are regression)")
+    own.add_argument(
+        "--task-type",
+        choices=["classification", "regression"],
+        help="what the labels are (default: inferred; numeric labels with more than 10 distinct values are regression)",
+    )
     if command in ("eval", "bench"):
-        own.add_argument("--data", metavar="FILE",
-                         help="for a model that carries its task (toprune_task.json, written by finetune and "
-                              "prune): the labelled file to evaluate on, read with the saved columns and label ids; "
-                              "no --train-file needed (default: the validation file recorded there, if still "
-                              "present)")
+        own.add_argument(
+            "--data",
+            metavar="FILE",
+            help="for a model that carries its task (toprune_task.json, written by finetune and "
+            "prune): the labelled file to evaluate on, read with the saved columns and label ids; "
+            "no --train-file needed (default: the validation file recorded there, if still "
+            "present)",
+        )
 
 
 def _prune_options(p: argparse.ArgumentParser) -> None:
@@ -105,27 +124,44 @@ def _prune_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="toprune", description=__doc__.splitlines()[0],
-                                     epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
-                                     formatter_class=HelpFormatter)
+    parser = Parser(
+        prog="toprune",
+        description=__doc__.splitlines()[0],
+        epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
+        formatter_class=HelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     def command(name, help_text):
-        return sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
-                              formatter_class=HelpFormatter)
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"example:\n  {EXAMPLES[name]}",
+            formatter_class=HelpFormatter,
+        )
 
     p = command("finetune", "fine-tune the dense teacher on a task")
     _common(p, "finetune")
     p.add_argument("--model", default="minilm", help="'minilm' (packaged), a local HF folder or a hub id")
-    p.add_argument("--epochs", type=positive_float,
-                   help="schedule length (default: the task's searched recipe, toprune.recipes; else 3; the time is "
-                        "estimated after the first 10 steps)")
+    p.add_argument(
+        "--epochs",
+        type=positive_float,
+        help="schedule length (default: the task's searched recipe, toprune.recipes; else 3; the time is "
+        "estimated after the first 10 steps)",
+    )
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default: the task's recipe; else 5e-5)")
-    p.add_argument("--max-train-samples", type=positive_int,
-                   help="train on a seeded random subset of this many examples (default: all)")
+    p.add_argument(
+        "--max-train-samples",
+        type=positive_int,
+        help="train on a seeded random subset of this many examples (default: all)",
+    )
     _select_option(p)
-    p.add_argument("--output", required=True, help="model folder to write (HF weights, tokenizer, "
-                                                   "toprune_task.json, toprune_teacher.json)")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="model folder to write (HF weights, tokenizer, toprune_task.json, toprune_teacher.json)",
+    )
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch's checkpoint")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --output (else it refuses)")
 
@@ -134,39 +170,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="fine-tuned dense model folder (from `toprune finetune`)")
     p.add_argument("--output", required=True, help="run folder; the kept model is written to OUTPUT/best")
     _prune_options(p)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier run in --output (without it, a fresh run there refuses)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in --output (without it, a fresh run there refuses)",
+    )
 
     p = command("eval", "dev metric, FLOPs reduction (both conventions) and tokens kept per layer")
     p.add_argument("model", help="model folder (pruned or dense)")
     _common(p, "eval")
-    p.add_argument("--padded-length", type=positive_int,
-                   help="length of the padded-FLOPs convention (default: --max-length)")
+    p.add_argument(
+        "--padded-length", type=positive_int, help="length of the padded-FLOPs convention (default: --max-length)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (the setup goes to stderr)")
 
     p = command("bench", "latency of dense vs pruned on real dev inputs (plus dense ONNX Runtime)")
     _common(p, "bench")
     p.add_argument("--dense", required=True, help="the dense model folder (the teacher)")
     p.add_argument("--pruned", required=True, help="the pruned model folder (a run's best/)")
-    p.add_argument("--padded-length", type=positive_int,
-                   help="length of the padded-FLOPs convention (default: --max-length)")
-    p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch",
-                   help="pytorch: dense HF eager (SDPA) vs our PyTorch runtime, plus the dense ONNX Runtime row; "
-                        "onnxruntime: both models exported to ONNX and timed in ONNX Runtime")
-    p.add_argument("--int8", action="store_true",
-                   help="with --backend onnxruntime: also time INT8 graphs (toprune.quantize's default variant)")
+    p.add_argument(
+        "--padded-length", type=positive_int, help="length of the padded-FLOPs convention (default: --max-length)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=["pytorch", "onnxruntime"],
+        default="pytorch",
+        help="pytorch: dense HF eager (SDPA) vs our PyTorch runtime, plus the dense ONNX Runtime row; "
+        "onnxruntime: both models exported to ONNX and timed in ONNX Runtime",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="with --backend onnxruntime: also time INT8 graphs (toprune.quantize's default variant)",
+    )
     _bench_options(p)
 
     p = command("export", "write an ONNX serving folder (graph + tokenizer + config) of a pruned or dense model")
     p.add_argument("model", help="model folder (pruned or dense)")
     p.add_argument("--output", required=True, help="folder to write model.onnx, the tokenizer and toprune_onnx.json")
-    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx: the INT8 variant that scores "
-                   "best on the held-out training slice (dev metric of fp32 and INT8 printed)")
-    p.add_argument("--int8-variant", default="auto", choices=["auto", *INT8_VARIANTS],
-                   help="with --int8: auto (measure all) or one variant (toprune.quantize)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write model.int8.onnx: the INT8 variant that scores "
+        "best on the held-out training slice (dev metric of fp32 and INT8 printed)",
+    )
+    p.add_argument(
+        "--int8-variant",
+        default="auto",
+        choices=["auto", *INT8_VARIANTS],
+        help="with --int8: auto (measure all) or one variant (toprune.quantize)",
+    )
     # its own dest: the saved-task defaults (mrpc for a model without one) must not pick the data INT8 is chosen on
-    p.add_argument("--task", dest="int8_task", help="GLUE task whose training data chooses the INT8 variant "
-                   "(default: the model's saved task)")
+    p.add_argument(
+        "--task",
+        dest="int8_task",
+        help="GLUE task whose training data chooses the INT8 variant (default: the model's saved task)",
+    )
     p.add_argument("--data-dir", help="GLUE folder (default: ../shared/data/glue when present)")
 
     p = command("demo", "the main job: teacher -> prune -> eval -> bench on the default model, one table")
@@ -187,18 +246,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model folder (dense or pruned: its encoder shape is what counts) or 'minilm'")
     p.add_argument("--batch-size", type=positive_int, default=1, help="serving batch size (default %(default)s)")
     p.add_argument("--threads", type=positive_int, help="intra-op threads (default: torch's default here)")
-    p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch",
-                   help="eager PyTorch, or ONNX Runtime on the exported graphs (each plan timed is one export)")
+    p.add_argument(
+        "--backend",
+        choices=["pytorch", "onnxruntime"],
+        default="pytorch",
+        help="eager PyTorch, or ONNX Runtime on the exported graphs (each plan timed is one export)",
+    )
     p.add_argument("--max-tokens", type=positive_int, default=128, help="longest input profiled (default 128)")
-    p.add_argument("--check-plans", type=int, default=12,
-                   help="random plans whose measured latency is compared with the prediction (default 12; 0: none)")
+    p.add_argument(
+        "--check-plans",
+        type=int,
+        default=12,
+        help="random plans whose measured latency is compared with the prediction (default 12; 0: none)",
+    )
     p.add_argument("--output", help="also save the profile here (it is always cached for `prune`)")
     p.add_argument("--json", action="store_true")
 
     from .frontier import add_arguments as frontier_arguments
 
-    frontier_arguments(command("frontier", "accuracy vs latency of dense, pruned and INT8 models in PyTorch, ONNX "
-                                           "Runtime and OpenVINO: json, table and plot"))
+    frontier_arguments(
+        command(
+            "frontier",
+            "accuracy vs latency of dense, pruned and INT8 models in PyTorch, ONNX "
+            "Runtime and OpenVINO: json, table and plot",
+        )
+    )
 
     p = command("show", "which words of one input survive at each layer (terminal, or --html)")
     p.add_argument("model", help="pruned model folder")
@@ -237,8 +309,10 @@ def run(args) -> int:
         if hasattr(args, "padded_length"):
             args.padded_length = padded
     if getattr(args, "padded_length", None) and args.padded_length < args.max_length:
-        raise ToPruneError(f"--padded-length {args.padded_length} is shorter than --max-length {args.max_length}: "
-                           f"inputs would be longer than the padded reference")
+        raise ToPruneError(
+            f"--padded-length {args.padded_length} is shorter than --max-length {args.max_length}: "
+            f"inputs would be longer than the padded reference"
+        )
     if getattr(args, "command", "") == "prune" and args.resume and args.overwrite:
         raise ToPruneError("--resume continues the run in --output, --overwrite replaces it: pass one of them")
     handler = getattr(commands, f"cmd_{args.command}")
@@ -248,8 +322,16 @@ def run(args) -> int:
     return 0
 
 
-_USER_OS_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.ENOENT,
-                   errno.ENOTDIR, errno.EISDIR}
+_USER_OS_ERRORS = {
+    errno.ENOSPC,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.EDQUOT,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+}
 
 
 def _on_sigterm(signum, frame):
@@ -301,8 +383,11 @@ def _report(exc: BaseException) -> int:
 def _internal_error(exc: Exception) -> int:
     if os.environ.get("TOPRUNE_DEBUG"):
         raise exc
-    print(f"toprune: internal error (a bug in toprune, please report it with the command and the output of "
-          f"TOPRUNE_DEBUG=1): {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+    print(
+        f"toprune: internal error (a bug in toprune, please report it with the command and the output of "
+        f"TOPRUNE_DEBUG=1): {type(exc).__name__}: {_first_line(exc)}",
+        file=sys.stderr,
+    )
     return 1
 
 

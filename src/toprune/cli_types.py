@@ -55,9 +55,16 @@ def index_list(text: str) -> list[int]:
     return _ints(text, 0, "non-negative")
 
 
-KINDS = {"positive_int": positive_int, "positive_float": positive_float, "non_negative_float": non_negative_float,
-         "int_list": int_list, "index_list": index_list, "seed": seed_int, "int": int,
-         "float": float}
+KINDS = {
+    "positive_int": positive_int,
+    "positive_float": positive_float,
+    "non_negative_float": non_negative_float,
+    "int_list": int_list,
+    "index_list": index_list,
+    "seed": seed_int,
+    "int": int,
+    "float": float,
+}
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

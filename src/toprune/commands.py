@@ -32,8 +32,9 @@ def _task_dev(model_path: str, args, data_dir, say: bool = True):
     if getattr(args, "data", None):  # a model that carries its task: only the file to evaluate on
         data = prepare_saved(tokenizer, args.saved_task, args.data, args.max_length)
     else:
-        data = prepare_data(tokenizer, args.task, data_dir, args.max_length, seed=args.seed, dev_only=True,
-                            **_user_files(args))
+        data = prepare_data(
+            tokenizer, args.task, data_dir, args.max_length, seed=args.seed, dev_only=True, **_user_files(args)
+        )
     args.setup = setup_facts(data, max_length=args.max_length)
     if getattr(args, "data_recorded", False):
         args.setup["data"]["note"] = f", as recorded in {Path(model_path) / 'toprune_task.json'}"
@@ -43,27 +44,52 @@ def _task_dev(model_path: str, args, data_dir, say: bool = True):
 
 
 def _user_files(args) -> dict:
-    return {"train_file": args.train_file, "validation_file": args.validation_file,
-            "text_columns": args.text_columns, "label_column": args.label_column, "task_type": args.task_type}
+    return {
+        "train_file": args.train_file,
+        "validation_file": args.validation_file,
+        "text_columns": args.text_columns,
+        "label_column": args.label_column,
+        "task_type": args.task_type,
+    }
 
 
 def cmd_finetune(args, data_dir):
     from .finetune import finetune_teacher
 
     _quiet()
-    return finetune_teacher(args.model, args.task, data_dir, args.output, epochs=args.epochs, lr=args.lr,
-                            max_length=args.max_length, max_train_samples=args.max_train_samples, seed=args.seed,
-                            select_on=args.select_on, resume=args.resume, overwrite=args.overwrite,
-                            **_user_files(args))
+    return finetune_teacher(
+        args.model,
+        args.task,
+        data_dir,
+        args.output,
+        epochs=args.epochs,
+        lr=args.lr,
+        max_length=args.max_length,
+        max_train_samples=args.max_train_samples,
+        seed=args.seed,
+        select_on=args.select_on,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        **_user_files(args),
+    )
 
 
 def _prune_config(args, teacher: str, output: str, data_dir):
     from .config_options import config_values
     from .prune_config import PruneConfig
 
-    return PruneConfig(teacher=teacher, task=args.task, data_dir=data_dir, output_dir=output,
-                       max_length=args.max_length, seed=args.seed, select_on=args.select_on,
-                       overwrite=getattr(args, "overwrite", False), **config_values(args), **_user_files(args))
+    return PruneConfig(
+        teacher=teacher,
+        task=args.task,
+        data_dir=data_dir,
+        output_dir=output,
+        max_length=args.max_length,
+        seed=args.seed,
+        select_on=args.select_on,
+        overwrite=getattr(args, "overwrite", False),
+        **config_values(args),
+        **_user_files(args),
+    )
 
 
 def cmd_prune(args, data_dir):
@@ -94,16 +120,22 @@ def cmd_eval(args, data_dir):
     result = evaluate(model, loader, data, args.padded_length, progress=True)
     result = {"task": data.name, "metric_name": data.metric, **result, "setup": args.setup}
     if not args.json and data.kind == "qa":
-        print(f"{data.name} ({len(data.qa.examples)} questions in {len(data.dev)} windows of {args.max_length}; "
-              f"{data.qa.split}): EM {result['exact']:.2f}, F1 {result['f1']:.2f}")
+        print(
+            f"{data.name} ({len(data.qa.examples)} questions in {len(data.dev)} windows of {args.max_length}; "
+            f"{data.qa.split}): EM {result['exact']:.2f}, F1 {result['f1']:.2f}"
+        )
         if "f1_excluding_pruned" in result:
-            print("  with pruned positions excluded from answer boundaries: "
-                  f"EM {result['exact_excluding_pruned']:.2f}, F1 {result['f1_excluding_pruned']:.2f}")
+            print(
+                "  with pruned positions excluded from answer boundaries: "
+                f"EM {result['exact_excluding_pruned']:.2f}, F1 {result['f1_excluding_pruned']:.2f}"
+            )
     elif not args.json:
         print(f"{args.setup['metric_label']} ({len(data.dev)} examples): {result['metric']:.2f}")
     if not args.json:
-        print(f"FLOPs reduction: {result['flops_reduction_unpadded']:.2f}x vs dense unpadded, "
-              f"{result['flops_reduction_padded']:.2f}x vs dense padded to {args.padded_length}")
+        print(
+            f"FLOPs reduction: {result['flops_reduction_unpadded']:.2f}x vs dense unpadded, "
+            f"{result['flops_reduction_padded']:.2f}x vs dense padded to {args.padded_length}"
+        )
         kept = ", ".join(f"L{i}:{x:.0%}" for i, x in enumerate(result["kept_fraction_per_layer"]))
         print(f"tokens entering each layer (mean share of an example's tokens): {kept}")
     return result
@@ -141,8 +173,10 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None, say: bool
     check_head(pruned, pruned_path, data, args.max_length)
     shape = ("model_type", "num_hidden_layers", "hidden_size", "vocab_size")
     if any(getattr(dense.config, k, None) != getattr(pruned.config, k, None) for k in shape):
-        raise ToPruneError(f"--dense {dense_path} and --pruned {pruned_path} are different architectures; compare "
-                           f"a pruned model with the dense teacher it was pruned from")
+        raise ToPruneError(
+            f"--dense {dense_path} and --pruned {pruned_path} are different architectures; compare "
+            f"a pruned model with the dense teacher it was pruned from"
+        )
     if pruning_state(dense) is not None:
         raise ToPruneError(f"--dense {dense_path} is a pruned model; give the dense teacher")
     if pruning_state(pruned) is None:
@@ -158,8 +192,9 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None, say: bool
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         runners = latency_runners(dense, pruned, tokenizer, tmp, args.threads, backend, getattr(args, "int8", False))
-        lat = compare_latency(runners, tokenizer, list(dev["text_a"]), texts_b, sizes, args.repeats,
-                              max_length=args.max_length)
+        lat = compare_latency(
+            runners, tokenizer, list(dev["text_a"]), texts_b, sizes, args.repeats, max_length=args.max_length
+        )
         computed_in = "PyTorch"
         if backend == "onnxruntime" and data.kind != "qa":  # the accuracy of the graphs that were timed
             dense_metric = _metric_in(runners["dense_onnxruntime"][1], loader, data)
@@ -167,20 +202,33 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None, say: bool
             computed_in = "ONNX Runtime"
     compared = ("dense", "pruned") if backend == "pytorch" else ("dense_onnxruntime", "pruned_onnxruntime")
     result = {
-        "task": data.name, "metric_name": data.metric, "metric_label": args.setup["metric_label"],
-        "metric_computed_in": computed_in, "backend": backend, "setup": args.setup,
-        "evaluated_on": Path(data.source["validation_file"]).name if data.source.get("validation_file") else
-        f"{data.name} dev",
+        "task": data.name,
+        "metric_name": data.metric,
+        "metric_label": args.setup["metric_label"],
+        "metric_computed_in": computed_in,
+        "backend": backend,
+        "setup": args.setup,
+        "evaluated_on": Path(data.source["validation_file"]).name
+        if data.source.get("validation_file")
+        else f"{data.name} dev",
         "dense": {"metric": dense_metric, "flops_reduction_unpadded": 1.0, "flops_reduction_padded": 1.0},
-        "pruned": {"metric": pruned_eval["metric"],
-                   "flops_reduction_unpadded": pruned_eval["flops_reduction_unpadded"],
-                   "flops_reduction_padded": pruned_eval["flops_reduction_padded"],
-                   "kept_fraction_per_layer": pruned_eval["kept_fraction_per_layer"]},
+        "pruned": {
+            "metric": pruned_eval["metric"],
+            "flops_reduction_unpadded": pruned_eval["flops_reduction_unpadded"],
+            "flops_reduction_padded": pruned_eval["flops_reduction_padded"],
+            "kept_fraction_per_layer": pruned_eval["kept_fraction_per_layer"],
+        },
         "dense_onnxruntime": {f"latency_ms_b{b}": lat["dense_onnxruntime"][b] for b in sizes},
-        "protocol": {"threads": args.threads, "repeats": args.repeats, "examples_timed": len(dev),
-                     "padding": "dynamic (per batch)", "dense_attention": "sdpa", "statistic": "median of passes",
-                     "padded_length": args.padded_length,
-                     "compared": f"{runners[compared[0]][0]} vs {runners[compared[1]][0]}"},
+        "protocol": {
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "examples_timed": len(dev),
+            "padding": "dynamic (per batch)",
+            "dense_attention": "sdpa",
+            "statistic": "median of passes",
+            "padded_length": args.padded_length,
+            "compared": f"{runners[compared[0]][0]} vs {runners[compared[1]][0]}",
+        },
         "timings": lat["timings"],
     }
     for b in sizes:
@@ -188,8 +236,9 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None, say: bool
         result["pruned"][f"latency_ms_b{b}"] = lat[compared[1]][b]
         result[f"speedup_b{b}"] = lat[compared[0]][b] / lat[compared[1]][b]
     if "dense_onnxruntime_int8" in lat:
-        result["int8"] = {f"{name}_ms_b{b}": lat[f"{name}_onnxruntime_int8"][b] for name in ("dense", "pruned")
-                          for b in sizes}
+        result["int8"] = {
+            f"{name}_ms_b{b}": lat[f"{name}_onnxruntime_int8"][b] for name in ("dense", "pruned") for b in sizes
+        }
     return result, kept_fractions
 
 
@@ -198,23 +247,35 @@ def print_table(result: dict, padded_length: int) -> None:
     metric = f"{result.get('metric_label', result['metric_name'])} ({result.get('metric_computed_in', 'PyTorch')})"
     head = f"| model | {metric} | FLOPs red. (unpadded) | FLOPs red. (padded {padded_length}) | "
     head += " | ".join(f"ms b{b}" for b in sizes) + " | " + " | ".join(f"speed-up b{b}" for b in sizes) + " |"
-    lines = [f"{result.get('evaluated_on', result['task'] + ' dev')}, {result['protocol']['threads']} threads", head,
-             "|" + "---|" * (4 + 2 * len(sizes))]
+    lines = [
+        f"{result.get('evaluated_on', result['task'] + ' dev')}, {result['protocol']['threads']} threads",
+        head,
+        "|" + "---|" * (4 + 2 * len(sizes)),
+    ]
     ort = result["dense_onnxruntime"]
     dense_ms = {b: result["dense"][f"latency_ms_b{b}"] for b in sizes}
     on_ort = result.get("backend") == "onnxruntime"
     names = ("dense (ONNX Runtime)", "ToP pruned (ONNX Runtime)") if on_ort else ("dense (HF, SDPA)", "ToP pruned")
     for name, row in zip(names, (result["dense"], result["pruned"])):
-        lines.append(f"| {name} | {row['metric']:.2f} | {row['flops_reduction_unpadded']:.2f}x | "
-                     f"{row['flops_reduction_padded']:.2f}x | "
-                     + " | ".join(f"{row[f'latency_ms_b{b}']:.1f}" for b in sizes) + " | "
-                     + " | ".join(f"{dense_ms[b] / row[f'latency_ms_b{b}']:.2f}x" for b in sizes) + " |")
+        lines.append(
+            f"| {name} | {row['metric']:.2f} | {row['flops_reduction_unpadded']:.2f}x | "
+            f"{row['flops_reduction_padded']:.2f}x | "
+            + " | ".join(f"{row[f'latency_ms_b{b}']:.1f}" for b in sizes)
+            + " | "
+            + " | ".join(f"{dense_ms[b] / row[f'latency_ms_b{b}']:.2f}x" for b in sizes)
+            + " |"
+        )
     extra = [("dense (ONNX Runtime)", {b: ort[f"latency_ms_b{b}"] for b in sizes})] if not on_ort else []
     for name in ("dense", "pruned") if "int8" in result else ():
         extra.append((f"{name} (ONNX Runtime INT8)", {b: result["int8"][f"{name}_ms_b{b}"] for b in sizes}))
     for name, ms in extra:
-        lines.append(f"| {name} | - | - | - | " + " | ".join(f"{ms[b]:.1f}" for b in sizes) + " | "
-                     + " | ".join(f"{dense_ms[b] / ms[b]:.2f}x" for b in sizes) + " |")
+        lines.append(
+            f"| {name} | - | - | - | "
+            + " | ".join(f"{ms[b]:.1f}" for b in sizes)
+            + " | "
+            + " | ".join(f"{dense_ms[b] / ms[b]:.2f}x" for b in sizes)
+            + " |"
+        )
     print("\n".join(lines))
 
 
@@ -261,12 +322,16 @@ def cmd_profile(args, data_dir):
     if not args.json:
         a0, a1, a2 = cost.attention
         print(f"{cost.key['machine']}: {args.backend}, batch {args.batch_size}, {threads} threads")
-        print(f"per layer: attention {a0:.3f} + {a1:.4f} n + {a2:.6f} n^2 ms, FFN {cost.ffn[0]:.3f} + "
-              f"{cost.ffn[1]:.4f} n ms; fixed {cost.fixed:.3f} ms; pruning overhead {cost.prune_overhead:.3f} + "
-              f"{cost.prune_overhead_per_token:.4f} n ms per dropping layer")
+        print(
+            f"per layer: attention {a0:.3f} + {a1:.4f} n + {a2:.6f} n^2 ms, FFN {cost.ffn[0]:.3f} + "
+            f"{cost.ffn[1]:.4f} n ms; fixed {cost.fixed:.3f} ms; pruning overhead {cost.prune_overhead:.3f} + "
+            f"{cost.prune_overhead_per_token:.4f} n ms per dropping layer"
+        )
         if "check" in result:
-            print(f"{args.check_plans} random plans: median |predicted - measured| / measured = "
-                  f"{result['check']['median_abs_error']:.1%}")
+            print(
+                f"{args.check_plans} random plans: median |predicted - measured| / measured = "
+                f"{result['check']['median_abs_error']:.1%}"
+            )
         print(f"saved: {cached}" + (f" and {args.output}" if args.output else ""))
     return result
 

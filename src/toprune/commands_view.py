@@ -21,9 +21,15 @@ def _read_run(run: str) -> tuple[dict, dict]:
     try:
         # runs log the set checkpoints are chosen on: sel_ (the held-out slice, or dev), dev_ before selection
         key = "sel_" if records and "sel_metric" in records[0] else "dev_"
-        points = [{"step": r["step"], "metric": r[f"{key}metric"],
-                   "flops_reduction_unpadded": r[f"{key}flops_reduction_unpadded"]} for r in records
-                  if f"{key}metric" in r]
+        points = [
+            {
+                "step": r["step"],
+                "metric": r[f"{key}metric"],
+                "flops_reduction_unpadded": r[f"{key}flops_reduction_unpadded"],
+            }
+            for r in records
+            if f"{key}metric" in r
+        ]
     except (KeyError, TypeError, IndexError) as exc:
         raise ToPruneError(f"{run}: unreadable run log ({type(exc).__name__}: {exc})") from None
     kept = (summary.get("best") or {}).get("step")
@@ -49,11 +55,14 @@ def cmd_plot(args, data_dir):
             noted = summary.get("teacher_metric" if view["on"] == "dev" else "teacher_selection_metric")
             reference = reference if reference is not None else noted
     label = label or "dev metric"
-    plot_run_history(runs, args.output, label, reference,
-                     title=f"{label}: every evaluation of {', '.join(r['name'] for r in runs)}")
+    plot_run_history(
+        runs, args.output, label, reference, title=f"{label}: every evaluation of {', '.join(r['name'] for r in runs)}"
+    )
     count = sum(len(r["points"]) for r in runs)
-    print(f"wrote {args.output} ({count} evaluations from {len(runs)} runs; teacher line: "
-          f"{'none found' if reference is None else f'{reference:.2f}'}; kept checkpoints starred)")
+    print(
+        f"wrote {args.output} ({count} evaluations from {len(runs)} runs; teacher line: "
+        f"{'none found' if reference is None else f'{reference:.2f}'}; kept checkpoints starred)"
+    )
     for run in args.runs:
         if (Path(run) / "tokens_per_layer.png").is_file():
             print(f"tokens kept per layer of {run}'s kept model: {Path(run) / 'tokens_per_layer.png'}")
@@ -74,8 +83,11 @@ def cmd_show(args, data_dir):
     if state is None:
         raise ToPruneError(f"{args.model} has no toprune_plan.json: nothing is pruned")
     max_length = (getattr(args, "saved_task", None) or {}).get("max_length")  # as trained, when known
-    batch = tokenizer(args.text, args.pair, return_tensors="pt", truncation=True, max_length=max_length) \
-        if args.pair else tokenizer(args.text, return_tensors="pt", truncation=True, max_length=max_length)
+    batch = (
+        tokenizer(args.text, args.pair, return_tensors="pt", truncation=True, max_length=max_length)
+        if args.pair
+        else tokenizer(args.text, return_tensors="pt", truncation=True, max_length=max_length)
+    )
     state.record = True
     with torch.inference_mode():
         logits = model(**batch).logits[0]

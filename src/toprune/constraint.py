@@ -85,8 +85,14 @@ class LatencyConstraint(Constraint):
         import torch
 
         threads = cfg.inference_threads or torch.get_num_threads()
-        return latency_cost(model, backend=cfg.inference_backend, batch_size=cfg.inference_batch_size,
-                            threads=threads, profile_path=cfg.latency_profile, log=log)
+        return latency_cost(
+            model,
+            backend=cfg.inference_backend,
+            batch_size=cfg.inference_batch_size,
+            threads=threads,
+            profile_path=cfg.latency_profile,
+            log=log,
+        )
 
     def judge(self, result: dict, plan, run) -> None:
         from .static import plan_relative_macs

@@ -67,9 +67,15 @@ class LatencyCost:
         backend, batch size, thread count or machine (profiles do not transfer)."""
         try:
             data = json.loads(Path(path).read_text())
-            cost = cls(int(data["num_layers"]), tuple(data["attention"]), tuple(data["ffn"]), float(data["fixed"]),
-                       float(data.get("prune_overhead", 0.0)), dict(data.get("key", {})),
-                       float(data.get("prune_overhead_per_token", 0.0)))
+            cost = cls(
+                int(data["num_layers"]),
+                tuple(data["attention"]),
+                tuple(data["ffn"]),
+                float(data["fixed"]),
+                float(data.get("prune_overhead", 0.0)),
+                dict(data.get("key", {})),
+                float(data.get("prune_overhead_per_token", 0.0)),
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ToPruneError(f"{path}: not a latency profile ({type(exc).__name__}: {exc})") from None
         stale = cost.mismatch(expect or {})
@@ -88,8 +94,15 @@ def profile_key(model, backend: str, batch_size: int, threads: int) -> dict:
     c = model.config
     shape = [int(getattr(c, name, 0) or 0) for name in ("num_hidden_layers", "hidden_size", "num_attention_heads")]
     shape.append(int(getattr(c, "intermediate_size", 0) or getattr(c, "hidden_dim", 0)))
-    return {"model_type": c.model_type, "shape": shape, "backend": backend, "batch_size": int(batch_size),
-            "threads": int(threads), "machine": machine(), "version": PROFILE_VERSION}
+    return {
+        "model_type": c.model_type,
+        "shape": shape,
+        "backend": backend,
+        "batch_size": int(batch_size),
+        "threads": int(threads),
+        "machine": machine(),
+        "version": PROFILE_VERSION,
+    }
 
 
 def machine() -> str:
@@ -127,8 +140,14 @@ def fit_polynomial(tokens, ms, degree: int) -> tuple[float, ...]:
 
 
 # what a whole-model timing is regressed on: the terms of encoder_cost summed over the layers (see layer_cost)
-FEATURES = ("constant", "attention tokens", "attention tokens^2", "FFN tokens", "dropping layers",
-            "tokens entering dropping layers")
+FEATURES = (
+    "constant",
+    "attention tokens",
+    "attention tokens^2",
+    "FFN tokens",
+    "dropping layers",
+    "tokens entering dropping layers",
+)
 
 
 def cost_features(attn_counts) -> list[float]:
@@ -137,8 +156,14 @@ def cost_features(attn_counts) -> list[float]:
     counts = [float(c) for c in attn_counts]
     ffn = counts[1:] + counts[-1:]
     drops = [1.0 if f < c else 0.0 for c, f in zip(counts, ffn)]
-    return [1.0, sum(counts), sum(c * c for c in counts), sum(ffn), sum(drops),
-            sum(d * c for d, c in zip(drops, counts))]
+    return [
+        1.0,
+        sum(counts),
+        sum(c * c for c in counts),
+        sum(ffn),
+        sum(drops),
+        sum(d * c for d, c in zip(drops, counts)),
+    ]
 
 
 def robust_nnls(design, ms, iterations: int = 20, huber: float = 1.345) -> np.ndarray:

@@ -32,15 +32,28 @@ class GlueTask:
 GLUE_TASKS = {
     t.name: t
     for t in [
-        GlueTask("cola", "CoLA", ("sentence",), "label", ("0", "1"), "mcc",
-                 header=("source", "label", "original_label", "sentence")),
+        GlueTask(
+            "cola",
+            "CoLA",
+            ("sentence",),
+            "label",
+            ("0", "1"),
+            "mcc",
+            header=("source", "label", "original_label", "sentence"),
+        ),
         GlueTask("sst2", "SST-2", ("sentence",), "label", ("0", "1"), "accuracy"),
         GlueTask("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), "f1"),
         GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, "pearson"),
         GlueTask("qqp", "QQP", ("question1", "question2"), "is_duplicate", ("0", "1"), "accuracy"),
-        GlueTask("mnli", "MNLI", ("sentence1", "sentence2"), "gold_label",
-                 ("contradiction", "entailment", "neutral"), "accuracy",
-                 dev_files=("dev_matched.tsv", "dev_mismatched.tsv")),
+        GlueTask(
+            "mnli",
+            "MNLI",
+            ("sentence1", "sentence2"),
+            "gold_label",
+            ("contradiction", "entailment", "neutral"),
+            "accuracy",
+            dev_files=("dev_matched.tsv", "dev_mismatched.tsv"),
+        ),
         GlueTask("qnli", "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), "accuracy"),
         GlueTask("rte", "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), "accuracy"),
         GlueTask("wnli", "WNLI", ("sentence1", "sentence2"), "label", ("0", "1"), "accuracy"),
@@ -106,12 +119,13 @@ def _checked_labels(path: Path, task: GlueTask, values: list) -> list:
             except ValueError:
                 score = math.nan
             if not math.isfinite(score):
-                raise ToPruneError(f"{path} row {row}: score {value!r} in column {task.label_column!r} is not a "
-                                   f"number")
+                raise ToPruneError(f"{path} row {row}: score {value!r} in column {task.label_column!r} is not a number")
             out.append(score)
         elif value not in task.labels:
-            raise ToPruneError(f"{path} row {row}: label {value!r} in column {task.label_column!r} is not one of "
-                               f"{', '.join(task.labels)}")
+            raise ToPruneError(
+                f"{path} row {row}: label {value!r} in column {task.label_column!r} is not one of "
+                f"{', '.join(task.labels)}"
+            )
         else:
             out.append(value)
     return out
@@ -126,17 +140,28 @@ def default_glue_dir() -> Path | None:
 def _load_glue_from_hub(task: GlueTask, split: str):
     import datasets
 
-    hub_split = {"dev": "validation_matched" if task.name == "mnli" else "validation",
-                 "dev_mismatched": "validation_mismatched"}.get(split, split)
+    hub_split = {
+        "dev": "validation_matched" if task.name == "mnli" else "validation",
+        "dev_mismatched": "validation_mismatched",
+    }.get(split, split)
     try:
         ds = datasets.load_dataset("nyu-mll/glue", task.name, split=hub_split)
     except Exception as exc:  # offline, or the hub said no: the user needs to know what to pass instead
-        raise ToPruneError(f"no local GLUE folder given and the hub dataset nyu-mll/glue/{task.name} could not be "
-                           f"loaded ({str(exc).splitlines()[0][:120]}); pass --data-dir PATH/TO/glue") from None
-    names = {"sst2": ("sentence",), "cola": ("sentence",), "mrpc": ("sentence1", "sentence2"),
-             "stsb": ("sentence1", "sentence2"), "qqp": ("question1", "question2"),
-             "mnli": ("premise", "hypothesis"), "qnli": ("question", "sentence"),
-             "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2")}[task.name]
+        raise ToPruneError(
+            f"no local GLUE folder given and the hub dataset nyu-mll/glue/{task.name} could not be "
+            f"loaded ({str(exc).splitlines()[0][:120]}); pass --data-dir PATH/TO/glue"
+        ) from None
+    names = {
+        "sst2": ("sentence",),
+        "cola": ("sentence",),
+        "mrpc": ("sentence1", "sentence2"),
+        "stsb": ("sentence1", "sentence2"),
+        "qqp": ("question1", "question2"),
+        "mnli": ("premise", "hypothesis"),
+        "qnli": ("question", "sentence"),
+        "rte": ("sentence1", "sentence2"),
+        "wnli": ("sentence1", "sentence2"),
+    }[task.name]
     class_names = None if task.is_regression else ds.features["label"].names
 
     def convert(row):

@@ -14,13 +14,39 @@ def demo_fingerprint(args) -> dict:
     """The settings a demo folder was made with (a later demo with others refuses to reuse it)."""
     from .config_options import option_default
 
-    settings = {k: getattr(args, k) for k in ("model", "task", "teacher_epochs", "target", "convention", "epochs",
-                                              "warmup_epochs", "max_train_samples", "max_length", "seed", "bins",
-                                              "topk", "no_ranking", "no_layer_gates", "monotone", "train_file")}
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "model",
+            "task",
+            "teacher_epochs",
+            "target",
+            "convention",
+            "epochs",
+            "warmup_epochs",
+            "max_train_samples",
+            "max_length",
+            "seed",
+            "bins",
+            "topk",
+            "no_ranking",
+            "no_layer_gates",
+            "monotone",
+            "train_file",
+        )
+    }
     # later options join the fingerprint only when they differ from the config's default, so demos recorded
     # before them still match
-    for name in ("method", "hard_epochs", "scorer", "rank_target", "rank_layers", "no_fit_plan", "score_radius",
-                 "rank_alpha"):
+    for name in (
+        "method",
+        "hard_epochs",
+        "scorer",
+        "rank_target",
+        "rank_layers",
+        "no_fit_plan",
+        "score_radius",
+        "rank_alpha",
+    ):
         if getattr(args, name) not in (None, option_default(name)):
             settings[name] = getattr(args, name)
     if args.task_type is not None:
@@ -53,12 +79,24 @@ def cmd_demo(args, data_dir):
         say(f"[1/4] teacher: reusing {teacher}")
         teacher_result = read_json(teacher_json)
     else:
-        say(f"[1/4] teacher: fine-tuning {args.model} on {args.task or Path(args.train_file).name} "
-            f"({args.teacher_epochs} epochs)")
-        teacher_result = finetune_teacher(args.model, args.task, data_dir, teacher, epochs=args.teacher_epochs,
-                                          max_length=args.max_length, max_train_samples=args.max_train_samples,
-                                          seed=args.seed, log=say, select_on=args.select_on, overwrite=True,
-                                          **_user_files(args))
+        say(
+            f"[1/4] teacher: fine-tuning {args.model} on {args.task or Path(args.train_file).name} "
+            f"({args.teacher_epochs} epochs)"
+        )
+        teacher_result = finetune_teacher(
+            args.model,
+            args.task,
+            data_dir,
+            teacher,
+            epochs=args.teacher_epochs,
+            max_length=args.max_length,
+            max_train_samples=args.max_train_samples,
+            seed=args.seed,
+            log=say,
+            select_on=args.select_on,
+            overwrite=True,
+            **_user_files(args),
+        )
     summary_json = top / "summary.json"
     if summary_json.is_file() and (top / "best").is_dir():
         say(f"[2/4] ToP: reusing {top}")
@@ -69,13 +107,17 @@ def cmd_demo(args, data_dir):
     if not (top / "best").is_dir():
         raise ToPruneError("the pruning run met the target at no evaluation; try more --epochs or a lower --target")
     say("[3/4] evaluating and [4/4] timing dense vs pruned")
-    result, kept = _bench(str(teacher), str(top / "best"), args, data_dir, dense_metric=teacher_result["metric"],
-                          say=False)  # the setup was said by the steps above
+    result, kept = _bench(
+        str(teacher), str(top / "best"), args, data_dir, dense_metric=teacher_result["metric"], say=False
+    )  # the setup was said by the steps above
     plan = PruningPlan.load(top / "best")
     reduction = result["pruned"]["flops_reduction_unpadded"]
-    plot = plot_tokens_per_layer(plan, kept, work / "tokens_per_layer.png",
-                                 f"{result['task']}: tokens entering each layer (ToP, {reduction:.2f}x FLOPs "
-                                 "reduction, unpadded)")
+    plot = plot_tokens_per_layer(
+        plan,
+        kept,
+        work / "tokens_per_layer.png",
+        f"{result['task']}: tokens entering each layer (ToP, {reduction:.2f}x FLOPs reduction, unpadded)",
+    )
     result["plot"] = str(plot)
     atomic_write_text(work / "demo.json", json.dumps(result, indent=1) + "\n")
     if not args.json:

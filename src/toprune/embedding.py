@@ -25,10 +25,17 @@ from .errors import ToPruneError
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
 POOLING_TOKENS = ("restored", "survivors")
 LOSSES = ("cosine", "mse", "cosine+mse", "cosine+tokens")  # "+tokens": every pooled token state, see token_loss
-_OLD_KEYS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
-             "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len"}
-_ST_TYPES = ("sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
-             "sentence_transformers.models.Normalize")
+_OLD_KEYS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+}
+_ST_TYPES = (
+    "sentence_transformers.models.Transformer",
+    "sentence_transformers.models.Pooling",
+    "sentence_transformers.models.Normalize",
+)
 
 
 @dataclass(frozen=True)
@@ -39,9 +46,11 @@ class Pooling:
     loss: str = "cosine"
 
     def __post_init__(self):
-        for name, value, allowed in (("pooling mode", self.mode, POOLING_MODES),
-                                     ("pooling tokens", self.tokens, POOLING_TOKENS),
-                                     ("embedding loss", self.loss, LOSSES)):
+        for name, value, allowed in (
+            ("pooling mode", self.mode, POOLING_MODES),
+            ("pooling tokens", self.tokens, POOLING_TOKENS),
+            ("embedding loss", self.loss, LOSSES),
+        ):
             if value not in allowed:
                 raise ToPruneError(f"unsupported {name} {value!r}: use one of {', '.join(allowed)}")
 
@@ -208,9 +217,16 @@ def load_texts(source: str, data_dir=None, column: str | None = None) -> list[st
     return texts
 
 
-def prepare_embedding(tokenizer, source: str, data_dir=None, max_length: int = 128,
-                      max_train_samples: int | None = None, seed: int = 57, column: str | None = None,
-                      pooling: Pooling | None = None):
+def prepare_embedding(
+    tokenizer,
+    source: str,
+    data_dir=None,
+    max_length: int = 128,
+    max_train_samples: int | None = None,
+    seed: int = 57,
+    column: str | None = None,
+    pooling: Pooling | None = None,
+):
     """A :class:`toprune.train.TaskData` of kind "embedding": tokenised unlabelled texts, a held-out slice for
     checkpoint selection and another one as "dev" (metric: mean cosine to the dense teacher's embedding, x100;
     the teacher's embeddings are added by :func:`attach_teacher_embeddings`)."""
@@ -227,12 +243,25 @@ def prepare_embedding(tokenizer, source: str, data_dir=None, max_length: int = 1
         train = train.shuffle(seed=seed).select(range(max_train_samples))
 
     def tokenise(split):
-        return split.map(lambda rows: tokenizer(rows["text"], truncation=True, max_length=max_length), batched=True,
-                         remove_columns=["text"], desc="tokenising")
+        return split.map(
+            lambda rows: tokenizer(rows["text"], truncation=True, max_length=max_length),
+            batched=True,
+            remove_columns=["text"],
+            desc="tokenising",
+        )
 
-    return TaskData("embedding", "teacher_cosine", None, tokenise(train), tokenise(dev), dev.rename_column(
-        "text", "text_a"), kind="embedding", selection=tokenise(selection), selection_info=info,
-        embedding=pooling or Pooling())
+    return TaskData(
+        "embedding",
+        "teacher_cosine",
+        None,
+        tokenise(train),
+        tokenise(dev),
+        dev.rename_column("text", "text_a"),
+        kind="embedding",
+        selection=tokenise(selection),
+        selection_info=info,
+        embedding=pooling or Pooling(),
+    )
 
 
 def attach_teacher_embeddings(data, teacher, tokenizer, batch_size: int = 64) -> None:
@@ -243,7 +272,7 @@ def attach_teacher_embeddings(data, teacher, tokenizer, batch_size: int = 64) ->
             continue
         rows = []  # from the stored ids, one padded batch at a time
         for start in range(0, len(split), batch_size):
-            chunk = [{"input_ids": ids} for ids in split["input_ids"][start:start + batch_size]]
+            chunk = [{"input_ids": ids} for ids in split["input_ids"][start : start + batch_size]]
             batch = tokenizer.pad(chunk, return_tensors="pt").to(next(teacher.parameters()).device)
             with torch.no_grad():
                 rows += embed(teacher.eval(), dict(batch), data.embedding).float().cpu().tolist()
@@ -269,12 +298,15 @@ def save_sentence_transformer(model, folder, tokenizer, pooling: Pooling, source
         state.plan.meta = {**state.plan.meta, "pooling_tokens": pooling.tokens}
     folder = save_pruned(model, folder, tokenizer)
     names = ["", "1_Pooling"] + (["2_Normalize"] if pooling.normalize else [])
-    modules = [{"idx": i, "name": str(i), "path": path, "type": kind} for i, (path, kind) in enumerate(zip(names,
-               _ST_TYPES))]
+    modules = [
+        {"idx": i, "name": str(i), "path": path, "type": kind} for i, (path, kind) in enumerate(zip(names, _ST_TYPES))
+    ]
     (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
     (folder / "1_Pooling").mkdir(exist_ok=True)
-    config = {"word_embedding_dimension": model.config.hidden_size,
-              **{key: name == pooling.mode for key, name in _OLD_KEYS.items()}}
+    config = {
+        "word_embedding_dimension": model.config.hidden_size,
+        **{key: name == pooling.mode for key, name in _OLD_KEYS.items()},
+    }
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if source is not None and Path(source, "sentence_bert_config.json").is_file():
         shutil.copyfile(Path(source, "sentence_bert_config.json"), folder / "sentence_bert_config.json")

@@ -22,8 +22,9 @@ from .runtime import pruning_state
 
 
 @torch.no_grad()
-def encode_with_flops(model, tokenizer, texts: list[str], pooling: Pooling, batch_size: int = 64,
-                      max_length: int = 256) -> tuple[np.ndarray, float | None]:
+def encode_with_flops(
+    model, tokenizer, texts: list[str], pooling: Pooling, batch_size: int = 64, max_length: int = 256
+) -> tuple[np.ndarray, float | None]:
     """(len(texts), d) float32 embeddings, and the unpadded FLOPs reduction over these texts (None when dense).
     Batches are sorted by length (less padding) and the rows returned in the input order."""
     model.eval()
@@ -34,9 +35,10 @@ def encode_with_flops(model, tokenizer, texts: list[str], pooling: Pooling, batc
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     flops = None
     for start in range(0, len(order), batch_size):
-        ids = order[start:start + batch_size]
-        batch = tokenizer([texts[i] for i in ids], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt").to(device)
+        ids = order[start : start + batch_size]
+        batch = tokenizer(
+            [texts[i] for i in ids], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        ).to(device)
         if state is not None:
             state.record = True
         out[ids] = embed(model, dict(batch), pooling, state).float().cpu().numpy()
@@ -115,8 +117,9 @@ def retrieval_metrics(queries: np.ndarray, docs: np.ndarray, gold: np.ndarray, k
     return out
 
 
-def squad_retrieval(model, tokenizer, pooling: Pooling, path, max_length: int = 256, ks=(1, 5, 10),
-                    query_model=None) -> dict:
+def squad_retrieval(
+    model, tokenizer, pooling: Pooling, path, max_length: int = 256, ks=(1, 5, 10), query_model=None
+) -> dict:
     """Questions of the held-out articles against all paragraphs of the file: recall@k and MRR (x100).
     ``query_model``: encodes the questions instead of ``model`` (e.g. the dense model: queries are few and short,
     the corpus is what a pruned model speeds up)."""

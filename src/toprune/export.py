@@ -26,12 +26,17 @@ from .runtime import pruning_state
 from .safeio import atomic_write_text, check_writable
 from .serve import CONFIG_FILENAME, INT8_FILENAME, ONNX_FILENAME, make_session  # torch-free
 from .validate import check_trained
+
 PARITY_TOLERANCE = 1e-4
 _OUTPUTS = ("logits", "start_logits", "end_logits", "sentence_embedding")  # the last: embedding_onnx
-_SAMPLE = [("Who wrote the report that the committee finally published last week?",
-            "The committee published the report, written by two economists, after a long delay."),
-           ("A short one.", "Yes."),
-           ("Tokens are removed layer by layer.", "The sequence gets shorter at every pruning layer, per example.")]
+_SAMPLE = [
+    (
+        "Who wrote the report that the committee finally published last week?",
+        "The committee published the report, written by two economists, after a long delay.",
+    ),
+    ("A short one.", "Yes."),
+    ("Tokens are removed layer by layer.", "The sequence gets shorter at every pruning layer, per example."),
+]
 
 
 @contextlib.contextmanager
@@ -51,8 +56,9 @@ def _quiet_logs():
 def sample_batches(tokenizer, max_length: int = 128) -> list[dict]:
     """Inputs for tracing and parity: a padded batch of mixed lengths, and a batch of one."""
     questions, contexts = zip(*_SAMPLE)
-    mixed = tokenizer(list(questions), list(contexts), padding=True, truncation=True, max_length=max_length,
-                      return_tensors="pt")
+    mixed = tokenizer(
+        list(questions), list(contexts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
     one = tokenizer([questions[1]], [contexts[1]], return_tensors="pt")
     return [dict(mixed), dict(one)]
 
@@ -88,8 +94,12 @@ def fuse_transformer_ops(model, path: Path, batches: list[dict]) -> dict[str, in
         # it prints shape-inference notes to stdout, which must stay clean for `toprune bench --json`
         with warnings.catch_warnings(), _quiet_logs(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            graph = optimize_model(str(path), model_type="bert", num_heads=model.config.num_attention_heads,
-                                   hidden_size=model.config.hidden_size)
+            graph = optimize_model(
+                str(path),
+                model_type="bert",
+                num_heads=model.config.num_attention_heads,
+                hidden_size=model.config.hidden_size,
+            )
             graph.save_model_to_file(str(fused))
         counts = {k: int(v) for k, v in graph.get_fused_operator_statistics().items() if v}
         if not counts or check_parity(model, make_session(fused, threads=1), batches) > PARITY_TOLERANCE:
@@ -102,8 +112,16 @@ def fuse_transformer_ops(model, path: Path, batches: list[dict]) -> dict[str, in
         fused.unlink(missing_ok=True)
 
 
-def export_onnx(model, tokenizer, folder: str | Path, check: bool = True, opset: int = 23,
-                samples: list[dict] | None = None, fuse: bool = True, task: dict | None = None) -> Path:
+def export_onnx(
+    model,
+    tokenizer,
+    folder: str | Path,
+    check: bool = True,
+    opset: int = 23,
+    samples: list[dict] | None = None,
+    fuse: bool = True,
+    task: dict | None = None,
+) -> Path:
     """Export a dense or pruned HF model (with its tokenizer and a small config) to ``folder``; returns the folder.
 
     ``samples``: batches to trace with (the first) and to check parity on (all); default: real text, tokenised.
@@ -126,9 +144,17 @@ def export_onnx(model, tokenizer, folder: str | Path, check: bool = True, opset:
     try:
         with warnings.catch_warnings(), torch.no_grad(), _quiet_logs():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(model, (), kwargs=batches[0], input_names=names, output_names=outputs,
-                                        dynamic_shapes={k: {0: batch_dim, 1: seq_dim} for k in names},
-                                        dynamo=True, opset_version=opset, verbose=False)
+            program = torch.onnx.export(
+                model,
+                (),
+                kwargs=batches[0],
+                input_names=names,
+                output_names=outputs,
+                dynamic_shapes={k: {0: batch_dim, 1: seq_dim} for k in names},
+                dynamo=True,
+                opset_version=opset,
+                verbose=False,
+            )
     finally:
         if state is not None:
             state.traceable = False
@@ -146,11 +172,21 @@ def export_onnx(model, tokenizer, folder: str | Path, check: bool = True, opset:
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     config = model.config
-    meta = {"format_version": 1, "inputs": names, "outputs": outputs, "pruned": state is not None,
-            "model_type": config.model_type, "architectures": getattr(config, "architectures", None),
-            "num_labels": config.num_labels, "id2label": {str(k): v for k, v in config.id2label.items()},
-            "problem_type": config.problem_type, **serving_task(config, outputs, task),
-            "plan": state.plan.to_dict() if state is not None else None, "opset": opset, "fused_ops": fused}
+    meta = {
+        "format_version": 1,
+        "inputs": names,
+        "outputs": outputs,
+        "pruned": state is not None,
+        "model_type": config.model_type,
+        "architectures": getattr(config, "architectures", None),
+        "num_labels": config.num_labels,
+        "id2label": {str(k): v for k, v in config.id2label.items()},
+        "problem_type": config.problem_type,
+        **serving_task(config, outputs, task),
+        "plan": state.plan.to_dict() if state is not None else None,
+        "opset": opset,
+        "fused_ops": fused,
+    }
     atomic_write_text(folder / CONFIG_FILENAME, json.dumps(meta, indent=1) + "\n")
     return folder
 
@@ -160,9 +196,12 @@ def serving_task(config, outputs: list[str], task: dict | None) -> dict:
     type, the label names in id order and the text columns (from the saved task when there is one)."""
     qa = "start_logits" in outputs
     kind = "question answering" if qa else "regression" if config.num_labels == 1 else "classification"
-    out = {"task_type": (task or {}).get("task_type", kind),
-           "labels": None if qa or config.num_labels == 1 else [config.id2label[i] for i in range(config.num_labels)],
-           "text_columns": (task or {}).get("text_columns"), "max_position_embeddings": config.max_position_embeddings}
+    out = {
+        "task_type": (task or {}).get("task_type", kind),
+        "labels": None if qa or config.num_labels == 1 else [config.id2label[i] for i in range(config.num_labels)],
+        "text_columns": (task or {}).get("text_columns"),
+        "max_position_embeddings": config.max_position_embeddings,
+    }
     if task and task.get("max_length"):
         out.update(max_length=int(task["max_length"]), max_length_source="the training length (toprune_task.json)")
     else:  # a model without its task: the length toprune trains at by default
@@ -181,8 +220,9 @@ def quantize(folder: str | Path, variant: str | None = None, feeds: list[dict] |
     return folder / INT8_FILENAME
 
 
-def export_folder(model_path: str, output: str | Path, int8: bool = False, variant: str | None = None,
-                  data=None) -> Path:
+def export_folder(
+    model_path: str, output: str | Path, int8: bool = False, variant: str | None = None, data=None
+) -> Path:
     """``toprune export``: a saved (pruned or dense) model folder to an ONNX serving folder; returns the folder.
     With ``int8`` and task ``data`` (:class:`toprune.train.TaskData` with a held-out
     slice), every INT8 variant (or only ``variant``) is scored on the held-out training slice and the best is kept;
@@ -223,16 +263,19 @@ def export_command(args, data_dir) -> None:
 
     data, why = None, ""
     if args.int8:
-        data, why = int8_data(load_tokenizer(args.model), args.int8_task, getattr(args, "saved_task", None),
-                              data_dir)
+        data, why = int8_data(load_tokenizer(args.model), args.int8_task, getattr(args, "saved_task", None), data_dir)
         if data is None and args.int8_task:
             raise ToPruneError(f"--int8 cannot choose on --task {args.int8_task}: {why}")
     folder = export_folder(args.model, args.output, int8=args.int8, variant=args.int8_variant, data=data)
-    print(f"wrote {folder}: model.onnx{' + model.int8.onnx' if args.int8 else ''}, tokenizer, toprune_onnx.json "
-          f"(checked against PyTorch: max abs diff <= 1e-4)")
+    print(
+        f"wrote {folder}: model.onnx{' + model.int8.onnx' if args.int8 else ''}, tokenizer, toprune_onnx.json "
+        f"(checked against PyTorch: max abs diff <= 1e-4)"
+    )
     report = json.loads((Path(folder) / "toprune_onnx.json").read_text()).get("int8") if args.int8 else None
     if report and report.get("dev_metric_int8") is not None:
-        print(f"INT8 variant {report['variant']} ({report['selected_on']}); dev {report['metric']}: fp32 "
-              f"{report['dev_metric_fp32']:.2f}, INT8 {report['dev_metric_int8']:.2f}")
+        print(
+            f"INT8 variant {report['variant']} ({report['selected_on']}); dev {report['metric']}: fp32 "
+            f"{report['dev_metric_fp32']:.2f}, INT8 {report['dev_metric_int8']:.2f}"
+        )
     elif report:
         print(f"INT8 variant {report['variant']} (not measured: {why})")

@@ -57,12 +57,22 @@ class FastTokenizer:
 
     def _rows(self, encodings) -> list[dict]:
         names = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-        return [{name: list(getattr(enc, names[name])) for name in self.input_names if name in names}
-                for enc in encodings]
+        return [
+            {name: list(getattr(enc, names[name])) for name in self.input_names if name in names} for enc in encodings
+        ]
 
-    def __call__(self, texts, pairs=None, padding: bool = False, truncation=False, max_length: int | None = None,
-                 stride: int = 0, return_overflowing_tokens: bool = False, return_offsets_mapping: bool = False,
-                 return_tensors: str | None = None):
+    def __call__(
+        self,
+        texts,
+        pairs=None,
+        padding: bool = False,
+        truncation=False,
+        max_length: int | None = None,
+        stride: int = 0,
+        return_overflowing_tokens: bool = False,
+        return_offsets_mapping: bool = False,
+        return_tensors: str | None = None,
+    ):
         encodings = self._encode(texts, pairs, truncation, max_length, stride)
         samples = list(range(len(encodings)))
         if return_overflowing_tokens:  # each input, then its overflow windows, as transformers orders them

@@ -36,16 +36,26 @@ def add_arguments(p) -> None:
     p.add_argument("--pruned", nargs="+", required=True, help="pruned model folders (ToP or static, any targets)")
     p.add_argument("--data-dir", help="GLUE folder (default: ../shared/data/glue when present)")
     p.add_argument("--max-length", type=positive_int, help="tokens per input (default: 128)")
-    p.add_argument("--padded-length", type=positive_int,
-                   help="fixed length of the paper's convention column (default: --max-length)")
+    p.add_argument(
+        "--padded-length",
+        type=positive_int,
+        help="fixed length of the paper's convention column (default: --max-length)",
+    )
     p.add_argument("--batch-sizes", type=int_list, default=[1, 32], help="comma-separated (default: 1,32)")
     p.add_argument("--threads", type=positive_int, default=2, help="intra-op threads of every backend")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed passes; the median is reported")
     p.add_argument("--examples", type=positive_int, default=256, help="first N dev examples are timed")
-    p.add_argument("--openvino", default=",".join(OPENVINO_PRECISIONS),
-                   help="OpenVINO precisions to run, comma-separated, or 'none' (default: %(default)s)")
-    p.add_argument("--int8-variant", default="auto", choices=["auto", *VARIANTS],
-                   help="ONNX Runtime INT8: auto (the variant `toprune export --int8` keeps) or one variant")
+    p.add_argument(
+        "--openvino",
+        default=",".join(OPENVINO_PRECISIONS),
+        help="OpenVINO precisions to run, comma-separated, or 'none' (default: %(default)s)",
+    )
+    p.add_argument(
+        "--int8-variant",
+        default="auto",
+        choices=["auto", *VARIANTS],
+        help="ONNX Runtime INT8: auto (the variant `toprune export --int8` keeps) or one variant",
+    )
     p.add_argument("--workdir", default="runs/frontier", help="export folders are kept here")
     p.add_argument("--output", help="json path (default: benchmarks/results/frontier_<task>.json)")
     p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
@@ -132,13 +142,24 @@ class Frontier:
     def time(self, run, label: str) -> dict:
         from .benchmark import time_batches
 
-        return {f"ms_b{bs}": time_batches(run, self.batches(bs), label, self.args.repeats).ms_median
-                for bs in self.args.batch_sizes}
+        return {
+            f"ms_b{bs}": time_batches(run, self.batches(bs), label, self.args.repeats).ms_median
+            for bs in self.args.batch_sizes
+        }
 
     def add(self, base: dict, backend: str, int8: bool, precision: str, metric: float, run, **extra) -> None:
         label = f"{base['model']} {base['target'] or ''} {backend} {precision}".replace("  ", " ")
-        self.rows.append({**base, "backend": backend, "int8": int8, "precision": precision, "metric": metric,
-                          **self.time(run, label), **extra})
+        self.rows.append(
+            {
+                **base,
+                "backend": backend,
+                "int8": int8,
+                "precision": precision,
+                "metric": metric,
+                **self.time(run, label),
+                **extra,
+            }
+        )
 
     def measure(self, folder: str, base: dict, pruned: bool) -> None:
         """Every backend's rows of one model folder."""
@@ -153,8 +174,10 @@ class Frontier:
         model = load_model(folder)
         check_head(model, folder, self.data, self.args.max_length)
         if (pruning_state(model) is not None) != pruned:
-            raise ToPruneError(f"{folder} is {'not ' if pruned else ''}a pruned model; give the dense teacher as "
-                               f"--dense and pruned models (with toprune_plan.json) as --pruned")
+            raise ToPruneError(
+                f"{folder} is {'not ' if pruned else ''}a pruned model; give the dense teacher as "
+                f"--dense and pruned models (with toprune_plan.json) as --pruned"
+            )
         result = evaluate(model, self.loader, self.data, self.args.padded_length)
         flops = {k: result[k] for k in ("flops_reduction_unpadded", "flops_reduction_padded") if k in result}
         base = {**base, "folder": str(folder), **flops}
@@ -164,18 +187,29 @@ class Frontier:
 
             texts = self.texts
             self.paper_reference = {
-                f"ms_b{bs}": time_batches(torch_runner(model), padded_batches(self.tokenizer, *texts, bs,
-                                                                              self.args.padded_length),
-                                          f"dense padded to {self.args.padded_length}", self.args.repeats).ms_median
-                for bs in self.args.batch_sizes}
+                f"ms_b{bs}": time_batches(
+                    torch_runner(model),
+                    padded_batches(self.tokenizer, *texts, bs, self.args.padded_length),
+                    f"dense padded to {self.args.padded_length}",
+                    self.args.repeats,
+                ).ms_median
+                for bs in self.args.batch_sizes
+            }
         # one folder per model given (two runs may share kind and target: seeds, schedules)
         export = self.workdir / f"{len({r['folder'] for r in self.rows}):02d}-{base['model']}"
         export_folder(folder, export, int8=True, variant=self.args.int8_variant, data=self.data)
         report = json.loads((export / "toprune_onnx.json").read_text())["int8"]
         threads = self.args.threads
         self.add(base, "onnxruntime", False, "f32", report["dev_metric_fp32"], ort_runner(export, threads))
-        self.add(base, "onnxruntime", True, "int8", report["dev_metric_int8"],
-                 ort_runner(export, threads, True), int8_variant=report["variant"])
+        self.add(
+            base,
+            "onnxruntime",
+            True,
+            "int8",
+            report["dev_metric_int8"],
+            ort_runner(export, threads, True),
+            int8_variant=report["variant"],
+        )
         if any(p.startswith("int8") for p in self.precisions):
             quantize_openvino(export, self.feeds)
         reference = make_session(export / ONNX_FILENAME, threads)
@@ -183,10 +217,19 @@ class Frontier:
             run = openvino_runner(export, threads, precision)
             check = parity(run.session, reference, self.dev_feeds, ["logits"])
             if precision == "f32" and check["max_abs_diff"] > OPENVINO_F32_TOLERANCE:
-                raise ToPruneError(f"OpenVINO f32 disagrees with ONNX Runtime on {folder} (max abs diff "
-                                   f"{check['max_abs_diff']:.2e} on dev); not timed")
-            self.add(base, "openvino", precision.startswith("int8"), precision, self.metric_of_runner(run), run,
-                     parity_vs_onnxruntime_f32=check)
+                raise ToPruneError(
+                    f"OpenVINO f32 disagrees with ONNX Runtime on {folder} (max abs diff "
+                    f"{check['max_abs_diff']:.2e} on dev); not timed"
+                )
+            self.add(
+                base,
+                "openvino",
+                precision.startswith("int8"),
+                precision,
+                self.metric_of_runner(run),
+                run,
+                parity_vs_onnxruntime_f32=check,
+            )
 
     def run(self) -> dict:
         from tqdm.auto import tqdm
@@ -204,30 +247,57 @@ class Frontier:
             row["within_teacher"] = row["metric"] >= teacher - WITHIN
             for bs in self.args.batch_sizes:
                 row[f"paper_speedup_vs_dense_padded_b{bs}"] = self.paper_reference[f"ms_b{bs}"] / row[f"ms_b{bs}"]
-        return {"task": self.data.name, "metric": self.data.metric, "teacher_metric": teacher, "within": WITHIN,
-                "rows": self.rows, "environment": environment(self.args.threads),
-                "protocol": {"examples_timed": len(self.texts[0]), "batch_sizes": list(self.args.batch_sizes),
-                             "padding": "dynamic (per batch)", "threads": self.args.threads,
-                             "repeats": self.args.repeats, "statistic": "median of passes",
-                             "int8_selected_on": self.data.selection_info.describe()},
-                "paper_convention": {"reference": f"dense PyTorch eager (SDPA) padded to {self.args.padded_length} "
-                                                  f"tokens", **self.paper_reference,
-                                     "note": "the paper's speed-up convention; the honest comparison is ms_b*"}}
+        return {
+            "task": self.data.name,
+            "metric": self.data.metric,
+            "teacher_metric": teacher,
+            "within": WITHIN,
+            "rows": self.rows,
+            "environment": environment(self.args.threads),
+            "protocol": {
+                "examples_timed": len(self.texts[0]),
+                "batch_sizes": list(self.args.batch_sizes),
+                "padding": "dynamic (per batch)",
+                "threads": self.args.threads,
+                "repeats": self.args.repeats,
+                "statistic": "median of passes",
+                "int8_selected_on": self.data.selection_info.describe(),
+            },
+            "paper_convention": {
+                "reference": f"dense PyTorch eager (SDPA) padded to {self.args.padded_length} tokens",
+                **self.paper_reference,
+                "note": "the paper's speed-up convention; the honest comparison is ms_b*",
+            },
+        }
 
 
 def markdown(result: dict) -> str:
     sizes = result["protocol"]["batch_sizes"]
-    head = "| model | target | backend | precision | " + result["metric"] + " | " + " | ".join(
-        f"ms b{b}" for b in sizes) + " | " + " | ".join(f"paper conv. speed-up b{b}" for b in sizes) + " |"
+    head = (
+        "| model | target | backend | precision | "
+        + result["metric"]
+        + " | "
+        + " | ".join(f"ms b{b}" for b in sizes)
+        + " | "
+        + " | ".join(f"paper conv. speed-up b{b}" for b in sizes)
+        + " |"
+    )
     lines = [head, "|" + "---|" * (5 + 2 * len(sizes))]
     for r in result["rows"]:
         mark = " *" if r["within_teacher"] else ""
         precision = r["precision"] + (f" ({r['int8_variant']})" if r.get("int8_variant") else "")
-        lines.append(f"| {r['model']} | {r['target'] or '-'} | {r['backend']} | {precision} | "
-                     f"{r['metric']:.2f}{mark} | " + " | ".join(f"{r[f'ms_b{b}']:.2f}" for b in sizes) + " | "
-                     + " | ".join(f"{r[f'paper_speedup_vs_dense_padded_b{b}']:.2f}x" for b in sizes) + " |")
-    lines.append(f"\n\\* within {result['within']:g} point of the teacher ({result['teacher_metric']:.2f}). Paper "
-                 f"convention: against {result['paper_convention']['reference']}, not the honest comparison.")
+        lines.append(
+            f"| {r['model']} | {r['target'] or '-'} | {r['backend']} | {precision} | "
+            f"{r['metric']:.2f}{mark} | "
+            + " | ".join(f"{r[f'ms_b{b}']:.2f}" for b in sizes)
+            + " | "
+            + " | ".join(f"{r[f'paper_speedup_vs_dense_padded_b{b}']:.2f}x" for b in sizes)
+            + " |"
+        )
+    lines.append(
+        f"\n\\* within {result['within']:g} point of the teacher ({result['teacher_metric']:.2f}). Paper "
+        f"convention: against {result['paper_convention']['reference']}, not the honest comparison."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -244,20 +314,39 @@ def plot(result: dict, path: str | Path) -> Path:
     for ax, bs in zip(axes[0], sizes):
         for r in result["rows"]:
             color = colors.get(r["model"], "tab:green")
-            ax.scatter(r[f"ms_b{bs}"], r["metric"], marker=markers[r["backend"]], s=60 if r["int8"] else 40,
-                       facecolors=color if r["within_teacher"] else "none", edgecolors=color)
-            ax.annotate(f"{r['target'] or ''} {r['precision']}".strip(), (r[f"ms_b{bs}"], r["metric"]),
-                        fontsize=6, xytext=(3, 2), textcoords="offset points")
-        ax.axhline(result["teacher_metric"] - result["within"], color="k", lw=0.8, ls=":",
-                   label=f"teacher - {result['within']:g}")
+            ax.scatter(
+                r[f"ms_b{bs}"],
+                r["metric"],
+                marker=markers[r["backend"]],
+                s=60 if r["int8"] else 40,
+                facecolors=color if r["within_teacher"] else "none",
+                edgecolors=color,
+            )
+            ax.annotate(
+                f"{r['target'] or ''} {r['precision']}".strip(),
+                (r[f"ms_b{bs}"], r["metric"]),
+                fontsize=6,
+                xytext=(3, 2),
+                textcoords="offset points",
+            )
+        ax.axhline(
+            result["teacher_metric"] - result["within"],
+            color="k",
+            lw=0.8,
+            ls=":",
+            label=f"teacher - {result['within']:g}",
+        )
         ax.set_xscale("log")
         ax.set_xlabel(f"ms per batch of {bs} (median)")
         ax.set_ylabel(f"dev {result['metric']}")
         ax.set_title(f"{result['task']}: batch {bs}")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker=m, ls="", color="k", label=b) for b, m in markers.items()]
-    handles += [plt.Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in colors.items()
-                if any(r["model"] == k for r in result["rows"])]
+    handles += [
+        plt.Line2D([], [], marker="o", ls="", color=c, label=k)
+        for k, c in colors.items()
+        if any(r["model"] == k for r in result["rows"])
+    ]
     axes[0][0].legend(handles=handles, fontsize=7, title="filled: within teacher", title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

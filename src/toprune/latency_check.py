@@ -24,8 +24,9 @@ from .profile import Timer, batch_counts, check_plans, median_ms, relative_error
 EXAMPLES = 256  # dev examples checked: enough batches at b32 (8) without making b1 passes long
 
 
-def task_batches(tokenizer, task: str, data_dir, batch_size: int, examples: int = EXAMPLES,
-                 max_length: int = 128) -> list[dict]:
+def task_batches(
+    tokenizer, task: str, data_dir, batch_size: int, examples: int = EXAMPLES, max_length: int = 128
+) -> list[dict]:
     """The first ``examples`` dev examples of a GLUE task in batches of ``batch_size``, dynamically padded."""
     from .benchmark import make_batches
     from .data import load_glue_split
@@ -49,9 +50,18 @@ def predict_batches(cost: LatencyCost, plan: PruningPlan | None, batches: list[d
     return total / len(batches)
 
 
-def check_real_batches(model, cost: LatencyCost, batches: list[dict], plans: int = 12,
-                       learned: dict[str, PruningPlan] | None = None, repeats: int = 5, seed: int = 1,
-                       workdir: str | Path | None = None, progress: bool = True, per_batch: bool = False) -> dict:
+def check_real_batches(
+    model,
+    cost: LatencyCost,
+    batches: list[dict],
+    plans: int = 12,
+    learned: dict[str, PruningPlan] | None = None,
+    repeats: int = 5,
+    seed: int = 1,
+    workdir: str | Path | None = None,
+    progress: bool = True,
+    per_batch: bool = False,
+) -> dict:
     """Predicted vs measured ms per batch of the dense model, ``plans`` random plans (``seed``) and the ``learned``
     plans ({name: plan}) on ``batches``, on the profile's backend and threads. The batches should have the
     profile's batch size (the last one may be shorter; it is predicted as it is). ``per_batch``: also the mean of
@@ -61,8 +71,9 @@ def check_real_batches(model, cost: LatencyCost, batches: list[dict], plans: int
 
     profiled = int(cost.key.get("batch_size", 1))
     if batches and int(batches[0]["input_ids"].shape[0]) != profiled:
-        raise ToPruneError(f"batches of {batches[0]['input_ids'].shape[0]} checked against a profile measured at "
-                           f"batch size {profiled}")
+        raise ToPruneError(
+            f"batches of {batches[0]['input_ids'].shape[0]} checked against a profile measured at batch size {profiled}"
+        )
     todo = [("dense", "dense", None)]
     todo += [(f"random {i}", "random", plan) for i, plan in enumerate(check_plans(cost.num_layers, plans, seed))]
     todo += [(name, "learned", plan) for name, plan in (learned or {}).items()]
@@ -75,12 +86,20 @@ def check_real_batches(model, cost: LatencyCost, batches: list[dict], plans: int
             for name, kind, plan in tqdm(todo, desc="checking on real batches", disable=not progress):
                 with timer.runner(plan) as run:
                     measured = time_batches(run, batches, name, repeats).ms_median
-                    robust = statistics.mean(median_ms(lambda b=b: run(b), repeats) for b in batches) if per_batch \
-                        else None
+                    robust = (
+                        statistics.mean(median_ms(lambda b=b: run(b), repeats) for b in batches) if per_batch else None
+                    )
                 keep = [1.0] * cost.num_layers if plan is None else [plan.keep_ratio(i) for i in range(cost.num_layers)]
-                rows.append({"name": name, "kind": kind, "keep_ratios": [round(r, 3) for r in keep],
-                             "predicted_ms": predict_batches(cost, plan, batches), "measured_ms": measured,
-                             **({"measured_ms_per_batch": robust} if per_batch else {})})
+                rows.append(
+                    {
+                        "name": name,
+                        "kind": kind,
+                        "keep_ratios": [round(r, 3) for r in keep],
+                        "predicted_ms": predict_batches(cost, plan, batches),
+                        "measured_ms": measured,
+                        **({"measured_ms_per_batch": robust} if per_batch else {}),
+                    }
+                )
     finally:
         torch.set_num_threads(before)
 
@@ -88,9 +107,14 @@ def check_real_batches(model, cost: LatencyCost, batches: list[dict], plans: int
         chosen = [r for r in rows if r["kind"] == kind]
         return statistics.median(relative_errors(chosen)) if chosen else None
 
-    out = {"median_abs_error": median_error("random"), "median_abs_error_learned": median_error("learned"),
-            "dense_error": relative_errors(rows[:1])[0], "batches": len(batches),
-            "examples": sum(int(b["input_ids"].shape[0]) for b in batches), "plans": rows}
+    out = {
+        "median_abs_error": median_error("random"),
+        "median_abs_error_learned": median_error("learned"),
+        "dense_error": relative_errors(rows[:1])[0],
+        "batches": len(batches),
+        "examples": sum(int(b["input_ids"].shape[0]) for b in batches),
+        "plans": rows,
+    }
     if per_batch:
         robust = [{**r, "measured_ms": r["measured_ms_per_batch"]} for r in rows if r["kind"] == "random"]
         out["median_abs_error_per_batch"] = statistics.median(relative_errors(robust)) if robust else None

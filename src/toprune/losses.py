@@ -10,16 +10,27 @@ from .qa import qa_distillation_loss
 from .train import task_loss
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels, regression: bool, temperature: float,
-                      mask: torch.Tensor | None = None):
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels,
+    regression: bool,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+):
     """Logit KD; QA logits (B, N, 2) distil the start and end distributions over the real tokens (``mask``)."""
     if student.dim() == 3:
         return qa_distillation_loss(student, teacher, mask, temperature)
     if regression:  # METHOD.md §6: STS-B learns from its labels (MSE), not from the teacher
         return task_loss(student, labels, regression=True)
     t = temperature
-    return t * t * F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
-                            reduction="batchmean")
+    return (
+        t
+        * t
+        * F.kl_div(
+            F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True, reduction="batchmean"
+        )
+    )
 
 
 def lagrangian(expected_sparsity: torch.Tensor, target: float, lambdas: torch.Tensor) -> torch.Tensor:

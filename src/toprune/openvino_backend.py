@@ -49,8 +49,11 @@ def graph_path(folder: str | Path, precision: str) -> Path:
     folder = Path(folder)
     path = folder / (OV_INT8_FILENAME if precision.startswith("int8") else ONNX_FILENAME)
     if not path.is_file():
-        hint = " (make it with toprune.openvino_backend.quantize_openvino or `toprune frontier`)" if \
-            precision.startswith("int8") else ""
+        hint = (
+            " (make it with toprune.openvino_backend.quantize_openvino or `toprune frontier`)"
+            if precision.startswith("int8")
+            else ""
+        )
         raise ToPruneError(f"no {path.name} in {folder}{hint}")
     return path
 
@@ -109,8 +112,12 @@ def parity(session, reference, feeds: list[dict], outputs: list[str]) -> dict:
         if pg.size:
             changed += int((pg != pw).any(axis=1).sum())
         total += len(next(iter(feed.values())))
-    return {"max_abs_diff": worst, "changed_predictions": changed, "examples": total,
-            "changed_share": changed / max(total, 1)}
+    return {
+        "max_abs_diff": worst,
+        "changed_predictions": changed,
+        "examples": total,
+        "changed_share": changed / max(total, 1),
+    }
 
 
 def quantize_openvino(folder: str | Path, feeds: list[dict], preset: str = "mixed") -> Path:
@@ -136,8 +143,9 @@ def quantize_openvino(folder: str | Path, feeds: list[dict], preset: str = "mixe
     import logging
 
     logging.getLogger("nncf").setLevel(logging.ERROR)  # its progress bars and advice are for its developers
-    quantized = nncf.quantize(model, dataset, preset=presets[preset], model_type=nncf.ModelType.TRANSFORMER,
-                              subset_size=len(feeds))
+    quantized = nncf.quantize(
+        model, dataset, preset=presets[preset], model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds)
+    )
     out = folder / OV_INT8_FILENAME
     ov.save_model(quantized, str(out))
     return out

@@ -93,12 +93,14 @@ class PruningPlan:
     # -- constructors -------------------------------------------------------------------------------------------
     @classmethod
     def keep_all(cls, num_layers: int, meta: dict | None = None, scoring: ScoringSpec | None = None) -> "PruningPlan":
-        return cls(num_layers=num_layers, num_bins=1, kept_bins={}, meta=dict(meta or {}),
-                   scoring=scoring or ScoringSpec())
+        return cls(
+            num_layers=num_layers, num_bins=1, kept_bins={}, meta=dict(meta or {}), scoring=scoring or ScoringSpec()
+        )
 
     @classmethod
-    def from_keep_ratios(cls, num_layers: int, ratios: dict[int, float], num_bins: int = 100,
-                         scoring: ScoringSpec | None = None) -> "PruningPlan":
+    def from_keep_ratios(
+        cls, num_layers: int, ratios: dict[int, float], num_bins: int = 100, scoring: ScoringSpec | None = None
+    ) -> "PruningPlan":
         """A monotone plan: at layer l keep the top ``ratios[l]`` of the survivors (resolution 1/num_bins)."""
         kept = {}
         for layer, ratio in ratios.items():
@@ -110,16 +112,22 @@ class PruningPlan:
         return cls(num_layers=num_layers, num_bins=num_bins, kept_bins=kept, scoring=scoring or ScoringSpec())
 
     @classmethod
-    def from_masks(cls, num_layers: int, pruning_layers: list[int], kept, gate_on, meta=None,
-                   scoring: ScoringSpec | None = None) -> "PruningPlan":
+    def from_masks(
+        cls, num_layers: int, pruning_layers: list[int], kept, gate_on, meta=None, scoring: ScoringSpec | None = None
+    ) -> "PruningPlan":
         """From deterministic gate masks (``HardConcreteGates.deterministic()``): layers whose gate is off vanish."""
         kept_bins = {
             layer: [bool(b) for b in kept[p].tolist()]
             for p, layer in enumerate(pruning_layers)
             if bool(gate_on[p]) and not bool(kept[p].all())
         }
-        return cls(num_layers=num_layers, num_bins=int(kept.shape[1]), kept_bins=kept_bins, meta=dict(meta or {}),
-                   scoring=scoring or ScoringSpec())
+        return cls(
+            num_layers=num_layers,
+            num_bins=int(kept.shape[1]),
+            kept_bins=kept_bins,
+            meta=dict(meta or {}),
+            scoring=scoring or ScoringSpec(),
+        )
 
     # -- queries ------------------------------------------------------------------------------------------------
     def prunes(self, layer: int) -> bool:

@@ -14,8 +14,9 @@ import torch  # noqa: E402
 from .plan import PruningPlan  # noqa: E402
 
 
-def plot_tokens_per_layer(plan: PruningPlan, kept_fractions: torch.Tensor | None, path: str | Path,
-                          title: str = "") -> Path:
+def plot_tokens_per_layer(
+    plan: PruningPlan, kept_fractions: torch.Tensor | None, path: str | Path, title: str = ""
+) -> Path:
     """The plan's keep ratio for long inputs (cumulative) and, when given, the measured share of each dev
     example's tokens entering each layer (box per layer)."""
     layers = list(range(plan.num_layers))
@@ -25,18 +26,26 @@ def plot_tokens_per_layer(plan: PruningPlan, kept_fractions: torch.Tensor | None
         cumulative.append(r)
     fig, ax = plt.subplots(figsize=(7, 4))
     if kept_fractions is not None:
-        ax.boxplot([kept_fractions[:, layer].numpy() for layer in layers], positions=layers, widths=0.5,
-                   showfliers=False)
+        ax.boxplot(
+            [kept_fractions[:, layer].numpy() for layer in layers], positions=layers, widths=0.5, showfliers=False
+        )
         ax.plot(layers, kept_fractions.mean(0).numpy(), "o-", color="tab:blue", label="measured on dev (mean)")
     ax.plot(layers, cumulative, "s--", color="tab:orange", label="plan, long inputs")
     ax.set_xticks(layers, [str(layer) for layer in layers])
     ax.set_ylim(0, 1.05)
-    return _finish(fig, ax, path, "layer", "share of the example's tokens entering the layer",
-                   title or "Tokens kept per layer")
+    return _finish(
+        fig, ax, path, "layer", "share of the example's tokens entering the layer", title or "Tokens kept per layer"
+    )
 
 
-def plot_metric_vs_flops(rows: list[dict], path: str | Path, metric_name: str, title: str = "",
-                         connect: bool = True, reference: float | None = None) -> Path:
+def plot_metric_vs_flops(
+    rows: list[dict],
+    path: str | Path,
+    metric_name: str,
+    title: str = "",
+    connect: bool = True,
+    reference: float | None = None,
+) -> Path:
     """One series per method: rows carry ``method``, ``metric`` and ``flops_reduction_unpadded``.
     ``connect=False`` draws points only (e.g. the successive evaluations of one run, which are no curve);
     ``reference`` (the dense teacher's metric) is drawn as a dashed line: the level a pruned model should keep."""
@@ -49,8 +58,9 @@ def plot_metric_vs_flops(rows: list[dict], path: str | Path, metric_name: str, t
     return _finish(fig, ax, path, "FLOPs reduction vs dense, unpadded (x)", metric_name, title)
 
 
-def plot_run_history(runs: list[dict], path: str | Path, metric_label: str, reference: float | None = None,
-                     title: str = ""):
+def plot_run_history(
+    runs: list[dict], path: str | Path, metric_label: str, reference: float | None = None, title: str = ""
+):
     """Every evaluation of one or more pruning runs, in two panels: the metric vs the measured FLOPs reduction
     (where late evaluations pile up at the target) and the metric vs the step (which spreads them out). ``runs``:
     dicts with ``name``, ``points`` (``step``, ``metric``, ``flops_reduction_unpadded``) and ``kept_step`` (the
@@ -73,10 +83,16 @@ def plot_run_history(runs: list[dict], path: str | Path, metric_label: str, refe
             k = kept[0]
             label = f"{run['name']}: kept, step {k['step']} ({k['metric']:.2f} at {k['flops_reduction_unpadded']:.2f}x)"
             for ax, x in ((by_flops, k["flops_reduction_unpadded"]), (by_step, k["step"])):
-                ax.plot([x], [k["metric"]], "*", markersize=16, color=line.get_color(), markeredgecolor="black",
-                        label=label)
-                ax.annotate(f"kept (step {k['step']})", (x, k["metric"]), textcoords="offset points",
-                            xytext=(6, -14), fontsize=8)
+                ax.plot(
+                    [x], [k["metric"]], "*", markersize=16, color=line.get_color(), markeredgecolor="black", label=label
+                )
+                ax.annotate(
+                    f"kept (step {k['step']})",
+                    (x, k["metric"]),
+                    textcoords="offset points",
+                    xytext=(6, -14),
+                    fontsize=8,
+                )
     _style(by_step, "training step", metric_label, "by step")
     _style(by_flops, "FLOPs reduction vs dense, unpadded (x)", metric_label, "by FLOPs reduction")
     fig.suptitle(title)
@@ -113,6 +129,7 @@ def survivors_html(tokens: list[str], depth: list[int], num_layers: int) -> str:
     for layer in range(num_layers):
         cells = "".join(
             f'<span style="opacity:{1.0 if depth[j] > layer else 0.15}">{html.escape(tok)}</span> '
-            for j, tok in enumerate(tokens))
+            for j, tok in enumerate(tokens)
+        )
         rows.append(f"<tr><td>layer {layer}</td><td>{cells}</td></tr>")
     return "<table style='font-family:monospace'>" + "".join(rows) + "</table>"

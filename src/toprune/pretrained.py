@@ -118,8 +118,10 @@ def load_model(name_or_path: str | os.PathLike, auto_class: str = "AutoModelForS
     except (OSError, ValueError) as exc:
         raise ToPruneError(f"cannot load a model from {name_or_path}: {_first_line(exc)}") from None
     except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # truncated/corrupt weights
-        raise ToPruneError(f"cannot load a model from {name_or_path}: its weights file is truncated or corrupt "
-                           f"({_first_line(exc)[:120]})") from None
+        raise ToPruneError(
+            f"cannot load a model from {name_or_path}: its weights file is truncated or corrupt "
+            f"({_first_line(exc)[:120]})"
+        ) from None
     model.eval()
     # weights the folder did not have (a base model's task head): evaluating or distilling from them is meaningless
     params = dict(model.named_parameters())

@@ -139,6 +139,7 @@ class Timer:
         if plan is not None:
             apply_pruning(self.model, plan)
         try:
+
             def run(batch: dict):
                 with torch.inference_mode():
                     return self.model(**batch)
@@ -194,14 +195,18 @@ def layer_constants(model, batch_size: int, repeats: int) -> tuple[float, float]
     with torch.inference_mode():
         for n in grid:
             hidden = torch.randn(batch_size, n, d)
-            attn.append(median_ms(lambda h=hidden: parts.attn_output(
-                self_attention(parts, h, None, False, False)[0], h), repeats))
+            attn.append(
+                median_ms(
+                    lambda h=hidden: parts.attn_output(self_attention(parts, h, None, False, False)[0], h), repeats
+                )
+            )
             ffn.append(median_ms(lambda h=hidden: parts.ffn(h), repeats))
     return fit_polynomial(grid, attn, 1)[0], fit_polynomial(grid, ffn, 1)[0]
 
 
-def calibration_configs(num_layers: int, batch_size: int, max_tokens: int, plans: int, lengths_per_plan: int,
-                        seed: int = 0) -> list[tuple[PruningPlan | None, list[int]]]:
+def calibration_configs(
+    num_layers: int, batch_size: int, max_tokens: int, plans: int, lengths_per_plan: int, seed: int = 0
+) -> list[tuple[PruningPlan | None, list[int]]]:
     """(plan, example lengths of one batch) of every calibration timing: the dense model at several lengths, then
     random plans at random lengths (deterministic in ``seed``: the exports they need can be made ahead)."""
     generator = torch.Generator().manual_seed(seed + 1000)  # lengths; the plans do not depend on the batch size
@@ -218,16 +223,24 @@ def calibrate(timer: Timer, configs, progress: bool = True) -> tuple[list[list[i
     """Whole-model timings of ``configs``: (tokens each layer ran at, median ms)."""
     num_layers = int(timer.model.config.num_hidden_layers)
     counts, times = [], []
-    for plan, lengths in tqdm(configs, desc=f"calibrating {timer.backend} b{len(configs[0][1])}",
-                              disable=not progress):
+    for plan, lengths in tqdm(configs, desc=f"calibrating {timer.backend} b{len(configs[0][1])}", disable=not progress):
         counts.append(batch_counts(plan, lengths, num_layers))
         times.append(time_batch(timer, plan, lengths, timer.repeats))
     return counts, times
 
 
-def profile(model, backend: str = "pytorch", batch_size: int = 1, threads: int = 0, max_tokens: int = 128,
-            repeats: int = 10, plans: int | None = None, lengths_per_plan: int | None = None,
-            workdir: str | Path | None = None, progress: bool = True) -> LatencyCost:
+def profile(
+    model,
+    backend: str = "pytorch",
+    batch_size: int = 1,
+    threads: int = 0,
+    max_tokens: int = 128,
+    repeats: int = 10,
+    plans: int | None = None,
+    lengths_per_plan: int | None = None,
+    workdir: str | Path | None = None,
+    progress: bool = True,
+) -> LatencyCost:
     """The fitted cost model of ``model`` on this machine for this backend, batch size and thread count.
     ``workdir`` keeps the ONNX Runtime exports (default: a temporary folder)."""
     if backend not in BACKENDS:
@@ -242,8 +255,13 @@ def profile(model, backend: str = "pytorch", batch_size: int = 1, threads: int =
         with Timer(model, backend, threads, workdir) as timer:
             constants = layer_constants(model, batch_size, repeats) if backend == "pytorch" else (0.0, 0.0)
             timer.repeats = repeats
-            configs = calibration_configs(int(model.config.num_hidden_layers), batch_size, max_tokens,
-                                          plans or default_plans, lengths_per_plan or default_lengths)
+            configs = calibration_configs(
+                int(model.config.num_hidden_layers),
+                batch_size,
+                max_tokens,
+                plans or default_plans,
+                lengths_per_plan or default_lengths,
+            )
             counts, times = calibrate(timer, configs, progress)
         return fit_latency_cost(counts, times, profile_key(model, backend, batch_size, threads), constants)
     finally:
@@ -261,8 +279,16 @@ def check_plans(num_layers: int, plans: int, seed: int = 1) -> list[PruningPlan]
     return [random_plan(num_layers, default_pruning_layers(num_layers), generator) for _ in range(plans)]
 
 
-def check_predictions(model, cost: LatencyCost, plans: int, max_tokens: int, repeats: int = 10, seed: int = 1,
-                      workdir: str | Path | None = None, progress: bool = True) -> dict:
+def check_predictions(
+    model,
+    cost: LatencyCost,
+    plans: int,
+    max_tokens: int,
+    repeats: int = 10,
+    seed: int = 1,
+    workdir: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
     """Predicted vs measured latency of :func:`check_plans` on uniform inputs of random lengths, at the profile's
     own backend, batch size and threads: the cost model's error, a fraction of the measured time."""
     batch_size = int(cost.key.get("batch_size", 1))
@@ -274,12 +300,19 @@ def check_predictions(model, cost: LatencyCost, plans: int, max_tokens: int, rep
     torch.set_num_threads(threads)
     try:
         with Timer(model, cost.key.get("backend", "pytorch"), threads, workdir) as timer:
-            for plan in tqdm(check_plans(cost.num_layers, plans, seed), desc="checking predictions",
-                             disable=not progress):
+            for plan in tqdm(
+                check_plans(cost.num_layers, plans, seed), desc="checking predictions", disable=not progress
+            ):
                 n = int(torch.randint(min(8, max_tokens), max_tokens + 1, (), generator=lengths))
                 measured = time_batch(timer, plan, [n] * batch_size, repeats)
-                rows.append({"tokens": n, "keep_ratios": [round(plan.keep_ratio(i), 3) for i in range(cost.num_layers)],
-                             "predicted_ms": cost.predict_ms(plan.token_counts(n)), "measured_ms": measured})
+                rows.append(
+                    {
+                        "tokens": n,
+                        "keep_ratios": [round(plan.keep_ratio(i), 3) for i in range(cost.num_layers)],
+                        "predicted_ms": cost.predict_ms(plan.token_counts(n)),
+                        "measured_ms": measured,
+                    }
+                )
     finally:
         torch.set_num_threads(before)
     return {"median_abs_error": statistics.median(relative_errors(rows)) if rows else None, "plans": rows}

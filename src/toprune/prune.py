@@ -37,10 +37,20 @@ def load_inputs(cfg: PruneConfig, accelerator: Accelerator, log=print):
     tokenizer = load_tokenizer(cfg.teacher)
     # datasets caches the parsed files and the tokenised splits on disk: one process writes, the others read
     with accelerator.main_process_first():
-        data: TaskData = prepare_data(tokenizer, cfg.task, cfg.data_dir, cfg.max_length, cfg.max_train_samples,
-                                      cfg.seed, train_file=cfg.train_file, validation_file=cfg.validation_file,
-                                      text_columns=cfg.text_columns, label_column=cfg.label_column,
-                                      select_on=cfg.select_on, task_type=cfg.task_type)
+        data: TaskData = prepare_data(
+            tokenizer,
+            cfg.task,
+            cfg.data_dir,
+            cfg.max_length,
+            cfg.max_train_samples,
+            cfg.seed,
+            train_file=cfg.train_file,
+            validation_file=cfg.validation_file,
+            text_columns=cfg.text_columns,
+            label_column=cfg.label_column,
+            select_on=cfg.select_on,
+            task_type=cfg.task_type,
+        )
     from .strategies import SCORERS
 
     SCORERS[cfg.scorer]().check(data)  # before the models load
@@ -74,8 +84,9 @@ class ToPRun(Checkpointed, Pruner):
     def keep(self, plan) -> None:
         """The kept checkpoint goes to ``best/``: a model folder `toprune eval` and `load_model` read."""
         if self.data.kind == "embedding":  # a folder sentence-transformers loads
-            save_sentence_transformer(self.student, self.out / "best", self.tokenizer, self.data.embedding,
-                                      resolve_model(self.cfg.teacher))
+            save_sentence_transformer(
+                self.student, self.out / "best", self.tokenizer, self.data.embedding, resolve_model(self.cfg.teacher)
+            )
         else:
             save_pruned(self.student, self.out / "best", self.tokenizer)
             write_task(self.out / "best", task_spec(self.data, self.cfg.max_length))
@@ -114,8 +125,10 @@ class ToPRun(Checkpointed, Pruner):
             self.log("no evaluated checkpoint met the target: train longer or relax the target")
         else:
             dev = summary["dev"]
-            self.log(f"kept step {self.best['step']} ({self.data.selection_info.describe()}): {self.data.metric} "
-                     f"{self.best['metric']:.2f} on the selection set; dev {dev['metric']:.2f}, FLOPs reduction on dev "
-                     f"{dev['flops_reduction_unpadded']:.2f}x unpadded / {dev['flops_reduction_padded']:.2f}x padded "
-                     f"to {self.cfg.padded_length}")
+            self.log(
+                f"kept step {self.best['step']} ({self.data.selection_info.describe()}): {self.data.metric} "
+                f"{self.best['metric']:.2f} on the selection set; dev {dev['metric']:.2f}, FLOPs reduction on dev "
+                f"{dev['flops_reduction_unpadded']:.2f}x unpadded / {dev['flops_reduction_padded']:.2f}x padded "
+                f"to {self.cfg.padded_length}"
+            )
         return summary

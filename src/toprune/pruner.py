@@ -43,8 +43,17 @@ class Pruner(TrainingSteps):
 
     ``reseed=False``: the caller already seeded (before making the models and the data) and wants that state."""
 
-    def __init__(self, student, teacher, tokenizer, data: TaskData, config: PruneConfig, log=print,
-                 accelerator: Accelerator | None = None, reseed: bool = True) -> None:
+    def __init__(
+        self,
+        student,
+        teacher,
+        tokenizer,
+        data: TaskData,
+        config: PruneConfig,
+        log=print,
+        accelerator: Accelerator | None = None,
+        reseed: bool = True,
+    ) -> None:
         cfg = config
         self.cfg, self.log, self.tokenizer, self.data = cfg, log, tokenizer, data
         self.target_rel = parse_target(cfg.target)
@@ -86,8 +95,13 @@ class Pruner(TrainingSteps):
         self.fixed_plan = self.source.fixed_plan(self)
         if self.fixed_plan is not None:
             self.state.set_plan(self.fixed_plan)  # once: evaluation re-sets the same plan
-        self.gates = HardConcreteGates(len(self.layers), cfg.num_bins, gate_init=cfg.gate_init, monotone=cfg.monotone,
-                                       use_layer_gates=cfg.layer_gates).to(self.device)
+        self.gates = HardConcreteGates(
+            len(self.layers),
+            cfg.num_bins,
+            gate_init=cfg.gate_init,
+            monotone=cfg.monotone,
+            use_layer_gates=cfg.layer_gates,
+        ).to(self.device)
         self.lambdas = torch.nn.Parameter(torch.zeros(2, device=self.device))
         for name, param in self.student.named_parameters():  # embeddings frozen, as the authors do
             param.requires_grad_("embeddings" not in name)
@@ -113,8 +127,10 @@ class Pruner(TrainingSteps):
         if self.data.kind == "embedding":  # the teacher is the dense embedding model itself: no head to check
             check_max_length(self.teacher.config, self.cfg.max_length, name)
         elif self.teacher.config.num_labels != self.data.num_labels:
-            raise ToPruneError(f"{name} has {self.teacher.config.num_labels} labels but task "
-                               f"{self.data.name} has {self.data.num_labels}: fine-tune a teacher on this task first")
+            raise ToPruneError(
+                f"{name} has {self.teacher.config.num_labels} labels but task "
+                f"{self.data.name} has {self.data.num_labels}: fine-tune a teacher on this task first"
+            )
         if self.data.kind != "embedding":
             check_qa_head(self.teacher, name, self.data)
             check_trained(self.teacher, name)
@@ -127,12 +143,16 @@ class Pruner(TrainingSteps):
     def _check_reachable(self) -> None:
         lengths = torch.tensor(self.split_lengths[0])  # the train lengths, read once for every plan search
         floor = min_relative_macs(self.cost, self.layers, lengths, self.reference)
-        self.log(f"constraint: {describe(self.cost)}; at most {1 / floor:.2f}x is reachable on this data "
-                 f"(every token but CLS dropped from layer {self.layers[0]})")
+        self.log(
+            f"constraint: {describe(self.cost)}; at most {1 / floor:.2f}x is reachable on this data "
+            f"(every token but CLS dropped from layer {self.layers[0]})"
+        )
         if self.target_rel <= floor:
-            raise ToPruneError(f"unreachable target {self.cfg.target} ({describe(self.cost)}, {self.cfg.convention})"
-                               f": with layers before {self.layers[0]} dense, at most {1 / floor:.2f}x is possible "
-                               "on this data")
+            raise ToPruneError(
+                f"unreachable target {self.cfg.target} ({describe(self.cost)}, {self.cfg.convention})"
+                f": with layers before {self.layers[0]} dense, at most {1 / floor:.2f}x is possible "
+                "on this data"
+            )
 
     @functools.cached_property
     def split_lengths(self) -> list[list[int]]:
@@ -152,9 +172,11 @@ class Pruner(TrainingSteps):
         if cfg.hard_epochs <= 0 or not self.source.learned:
             return None
         if cfg.hard_epochs > cfg.epochs - cfg.warmup_epochs:
-            raise ToPruneError(f"--hard-epochs {cfg.hard_epochs:g} must fit after the warm-up: at most "
-                               f"{cfg.epochs - cfg.warmup_epochs:g} with --epochs {cfg.epochs:g} and "
-                               f"--warmup-epochs {cfg.warmup_epochs:g}")
+            raise ToPruneError(
+                f"--hard-epochs {cfg.hard_epochs:g} must fit after the warm-up: at most "
+                f"{cfg.epochs - cfg.warmup_epochs:g} with --epochs {cfg.epochs:g} and "
+                f"--warmup-epochs {cfg.warmup_epochs:g}"
+            )
         return self.total_steps - int(self.steps_per_epoch * cfg.hard_epochs)
 
     def ranks_on_fixed_plan(self) -> bool:
@@ -176,10 +198,17 @@ class Pruner(TrainingSteps):
         result["keep_ratio_per_layer"] = [round(plan.keep_ratio(layer), 3) for layer in range(self.dims.num_layers)]
         if result["meets_target"] and (self.best is None or result["metric"] > self.best["metric"]):
             self.best = dict(result, step=self.step)
-            plan.meta = {**plan.meta, "method": self.cfg.method, "task": self.data.name, "target": self.cfg.target,
-                         "convention": self.cfg.convention, "step": self.step, "selection_metric": result["metric"],
-                         "flops_reduction_unpadded": result["flops_reduction_unpadded"],
-                         "flops_reduction_padded": result["flops_reduction_padded"]}
+            plan.meta = {
+                **plan.meta,
+                "method": self.cfg.method,
+                "task": self.data.name,
+                "target": self.cfg.target,
+                "convention": self.cfg.convention,
+                "step": self.step,
+                "selection_metric": result["metric"],
+                "flops_reduction_unpadded": result["flops_reduction_unpadded"],
+                "flops_reduction_padded": result["flops_reduction_padded"],
+            }
             if self.accelerator.is_main_process:
                 check_finite_weights(self.student, "the student", DIVERGED)  # a diverged model is never kept
                 self.keep(plan)
@@ -208,9 +237,13 @@ class Pruner(TrainingSteps):
         result = evaluate(model, loader, self.data, self.cfg.padded_length, return_kept=True)
         self.best_kept = result.pop("kept_fractions", None)  # per dev example and layer: the tokens plot
         plan = pruning_state(model).plan
-        plan.meta = {**plan.meta, "dev_metric": result["metric"], "selection": self.data.selection_info.as_dict(),
-                     "flops_reduction_unpadded": result["flops_reduction_unpadded"],
-                     "flops_reduction_padded": result["flops_reduction_padded"]}
+        plan.meta = {
+            **plan.meta,
+            "dev_metric": result["metric"],
+            "selection": self.data.selection_info.as_dict(),
+            "flops_reduction_unpadded": result["flops_reduction_unpadded"],
+            "flops_reduction_padded": result["flops_reduction_padded"],
+        }
         self.plan, self.model = plan, model
         if self.accelerator.is_main_process:
             self.save_kept(plan)

@@ -54,8 +54,18 @@ class TrainingSteps:
     def fitted_plan(self) -> PruningPlan:
         """The rounded masks fitted to the budget on the train and dev token counts (see :func:`fit_plan`)."""
         kept, on = (x.cpu() for x in self.gates.deterministic())
-        plan = fit_plan(self.cost, self.layers, kept, on, self.gates.bin_log_alpha.detach().cpu(),
-                        self.split_lengths, self.target_rel, self.reference, self.cfg.monotone, scoring=self.scoring)
+        plan = fit_plan(
+            self.cost,
+            self.layers,
+            kept,
+            on,
+            self.gates.bin_log_alpha.detach().cpu(),
+            self.split_lengths,
+            self.target_rel,
+            self.reference,
+            self.cfg.monotone,
+            scoring=self.scoring,
+        )
         plan.meta = {**plan.meta, "fitted": True}
         return plan
 
@@ -72,8 +82,9 @@ class TrainingSteps:
         logits = head_logits(self.student_ddp(**batch))
         with torch.no_grad():
             teacher_logits = head_logits(self.teacher(**batch))
-        return distillation_loss(logits, teacher_logits, labels, self.regression, self.cfg.temperature,
-                                 batch["attention_mask"]), teacher_logits
+        return distillation_loss(
+            logits, teacher_logits, labels, self.regression, self.cfg.temperature, batch["attention_mask"]
+        ), teacher_logits
 
     def _ranking_loss(self, batch: dict, teacher_logits: torch.Tensor) -> torch.Tensor:
         """Ranking distillation summed over the rank layers (unweighted). Positions a layer never scored (pruned
@@ -81,8 +92,12 @@ class TrainingSteps:
         last = self.state.last
         valid = batch["attention_mask"].bool()
         targets = self.target.labels(self, batch, teacher_logits, valid)
-        return sum(ranking_distillation_loss(last.scores[layer], targets * last.scored[layer], self.cfg.topk,
-                                             self.target.per_pair) for layer in self.rank_layers)
+        return sum(
+            ranking_distillation_loss(
+                last.scores[layer], targets * last.scored[layer], self.cfg.topk, self.target.per_pair
+            )
+            for layer in self.rank_layers
+        )
 
     # -- steps --------------------------------------------------------------------------------------------------
     def fixed_plan_step(self, batch: dict, labels) -> dict:
@@ -100,9 +115,16 @@ class TrainingSteps:
         self.opt.step()
         self.schedule.step()
         lengths = batch["attention_mask"].sum(dim=1).tolist()
-        return {"loss": loss.item(), "task": loss_task.item(), "rank": loss_rank.item(), "lag": 0.0,
-                "expected_sparsity": 1.0 - plan_relative_macs(self.cost, self.fixed_plan, lengths, self.reference),
-                "target_sparsity": 1.0 - self.target_rel, "lambda1": 0.0, "lambda2": 0.0}
+        return {
+            "loss": loss.item(),
+            "task": loss_task.item(),
+            "rank": loss_rank.item(),
+            "lag": 0.0,
+            "expected_sparsity": 1.0 - plan_relative_macs(self.cost, self.fixed_plan, lengths, self.reference),
+            "target_sparsity": 1.0 - self.target_rel,
+            "lambda1": 0.0,
+            "lambda2": 0.0,
+        }
 
     def train_step(self, batch: dict) -> dict:
         cfg = self.cfg
@@ -125,8 +147,7 @@ class TrainingSteps:
         if cfg.ranking:
             loss_rank = cfg.rank_alpha * max(0.01, 1.0 - progress) * self._ranking_loss(batch, teacher_logits)
         lengths = batch["attention_mask"].sum(dim=1)
-        rel = expected_relative_macs(self.cost, self.gates.expected_keep_ratios(), self.layers, lengths,
-                                     self.reference)
+        rel = expected_relative_macs(self.cost, self.gates.expected_keep_ratios(), self.layers, lengths, self.reference)
         target_sparsity = (1.0 - self.target_rel) * progress
         loss_lag = lagrangian(1.0 - rel, target_sparsity, self.lambdas)
         loss = loss_task + loss_rank + loss_lag
@@ -148,11 +169,18 @@ class TrainingSteps:
         self.step_seconds.append(time.perf_counter() - started)
         loss, loss_task, loss_rank, loss_lag = (x.detach() for x in (loss, loss_task, loss_rank, loss_lag))
         bin_keep, gate_prob = (x.detach() for x in self.gates.keep_probs())  # gate collapse shows here first
-        return {"loss": loss.item(), "task": loss_task.item(), "rank": loss_rank.item(), "lag": loss_lag.item(),
-                "expected_sparsity": 1.0 - rel.item(), "target_sparsity": target_sparsity,
-                "lambda1": self.lambdas[0].item(), "lambda2": self.lambdas[1].item(),
-                "gate_prob": [round(x, 4) for x in gate_prob.tolist()],
-                "bin_keep": [round(x, 4) for x in bin_keep.mean(dim=1).tolist()]}
+        return {
+            "loss": loss.item(),
+            "task": loss_task.item(),
+            "rank": loss_rank.item(),
+            "lag": loss_lag.item(),
+            "expected_sparsity": 1.0 - rel.item(),
+            "target_sparsity": target_sparsity,
+            "lambda1": self.lambdas[0].item(),
+            "lambda2": self.lambdas[1].item(),
+            "gate_prob": [round(x, 4) for x in gate_prob.tolist()],
+            "bin_keep": [round(x, 4) for x in bin_keep.mean(dim=1).tolist()],
+        }
 
     # -- the loop -----------------------------------------------------------------------------------------------
     def on_evaluated(self, record: dict) -> None:
@@ -169,31 +197,54 @@ class TrainingSteps:
         self.setup = prune_setup(self)
         for line in setup_lines(self.setup):
             self.log(line)
-        self.eta = WallTimeEstimate(last, self.log, done=self.step,
-                                    extra=f", plus an evaluation every {cfg.eval_every} steps")
-        bar = tqdm(total=last, initial=self.step, desc=f"ToP {self.data.name} -> {cfg.target}",
-                   disable=not self.accelerator.is_main_process)
+        self.eta = WallTimeEstimate(
+            last, self.log, done=self.step, extra=f", plus an evaluation every {cfg.eval_every} steps"
+        )
+        bar = tqdm(
+            total=last,
+            initial=self.step,
+            desc=f"ToP {self.data.name} -> {cfg.target}",
+            disable=not self.accelerator.is_main_process,
+        )
         trace = []
         while self.step < last:
             epoch, skip = divmod(self.step, self.steps_per_epoch)
-            loader = make_loader(self.data.train, self.tokenizer, cfg.batch_size, True, cfg.seed, epoch,
-                                 group_by_length=self.data.kind == "qa")
+            loader = make_loader(
+                self.data.train,
+                self.tokenizer,
+                cfg.batch_size,
+                True,
+                cfg.seed,
+                epoch,
+                group_by_length=self.data.kind == "qa",
+            )
             loader = self.accelerator.prepare(loader)  # each process its own share of every epoch's batches
             for batch in itertools.islice(loader, skip, None):
                 stats = self.train_step(batch)
                 self.step += 1
                 check_finite_loss(stats["loss"], self.step, DIVERGED)
                 bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", sparsity=f"{stats['expected_sparsity']:.2f}",
-                                target=f"{stats['target_sparsity']:.2f}", lam1=f"{stats['lambda1']:.2f}")
+                bar.set_postfix(
+                    loss=f"{stats['loss']:.3f}",
+                    sparsity=f"{stats['expected_sparsity']:.2f}",
+                    target=f"{stats['target_sparsity']:.2f}",
+                    lam1=f"{stats['lambda1']:.2f}",
+                )
                 self.eta.step()
                 # every step's constraint state, logged with the next evaluation: tracking of the ramp and multiplier
                 # overshoot happen between evaluations
                 trace.append([self.step, *(round(stats[k], 4) for k in _TRACED), stats.get("gate_prob")])
                 if self.step % cfg.eval_every == 0 or self.step == last:
                     result = self.evaluate()
-                    self.on_evaluated({"step": self.step, **stats, "trace_fields": ["step", *_TRACED, "gate_prob"],
-                                       "trace": trace, **{f"sel_{k}": v for k, v in result.items()}})
+                    self.on_evaluated(
+                        {
+                            "step": self.step,
+                            **stats,
+                            "trace_fields": ["step", *_TRACED, "gate_prob"],
+                            "trace": trace,
+                            **{f"sel_{k}": v for k, v in result.items()},
+                        }
+                    )
                     trace = []
                 self.on_step_end(last)
                 if self.step >= last:
@@ -201,8 +252,15 @@ class TrainingSteps:
         bar.close()
         self.accelerator.wait_for_everyone()  # no process leaves while another may still be in a collective
         dev = self.evaluate_kept_on_dev() if self.best is not None else None
-        return {"task": self.data.name, "target": cfg.target, "convention": cfg.convention,
-                "steps": self.step, "best": self.best, "dev": dev, "train_examples": len(self.data.train),
-                "selection": self.data.selection_info.as_dict(),
-                "mean_step_ms": 1000 * sum(self.step_seconds) / max(1, len(self.step_seconds)),
-                "config": asdict(cfg)}
+        return {
+            "task": self.data.name,
+            "target": cfg.target,
+            "convention": cfg.convention,
+            "steps": self.step,
+            "best": self.best,
+            "dev": dev,
+            "train_examples": len(self.data.train),
+            "selection": self.data.selection_info.as_dict(),
+            "mean_step_ms": 1000 * sum(self.step_seconds) / max(1, len(self.step_seconds)),
+            "config": asdict(cfg),
+        }

@@ -32,9 +32,18 @@ class QAInfo:
     max_answer_length: int = 30
 
 
-def prepare_squad(tokenizer, task: str, data_dir, max_length: int = 384, stride: int | None = None,
-                  max_train_samples: int | None = None, seed: int = DEFAULT_SEED, dev_only: bool = False,
-                  train_file=None, validation_file=None):
+def prepare_squad(
+    tokenizer,
+    task: str,
+    data_dir,
+    max_length: int = 384,
+    stride: int | None = None,
+    max_train_samples: int | None = None,
+    seed: int = DEFAULT_SEED,
+    dev_only: bool = False,
+    train_file=None,
+    validation_file=None,
+):
     """A :class:`toprune.train.TaskData` of kind "qa": train windows with answer positions, evaluation windows.
     ``stride`` (tokens shared by consecutive windows) defaults to a third of the window: 128 for 384."""
     import random
@@ -56,8 +65,7 @@ def prepare_squad(tokenizer, task: str, data_dir, max_length: int = 384, stride:
         train_ds = Dataset.from_dict(train_features(train, tokenizer, max_length, stride))
     dev_raw = Dataset.from_dict({"text_a": [e["question"] for e in dev], "text_b": [e["context"] for e in dev]})
     info = QAInfo(SQUAD_TASKS[task.lower()], dev, features, split)
-    return TaskData(task.lower(), "f1", None, train_ds, Dataset.from_dict(features.inputs), dev_raw, kind="qa",
-                    qa=info)
+    return TaskData(task.lower(), "f1", None, train_ds, Dataset.from_dict(features.inputs), dev_raw, kind="qa", qa=info)
 
 
 def survivors(state, batch_shape) -> torch.Tensor | None:
@@ -79,8 +87,9 @@ def qa_metrics(info: QAInfo, starts: list[np.ndarray], ends: list[np.ndarray], a
 
     out = {}
     for suffix, allowed in [("", None)] + ([("_excluding_pruned", alive)] if alive is not None else []):
-        predictions = postprocess(info.examples, info.features, starts, ends, info.n_best, info.max_answer_length,
-                                  allowed)
+        predictions = postprocess(
+            info.examples, info.features, starts, ends, info.n_best, info.max_answer_length, allowed
+        )
         answers, null_odds = final_answers(info.examples, predictions, info.version)
         metrics = squad_metrics(info.examples, answers, info.version, null_odds)
         out.update({f"{k}{suffix}": v for k, v in metrics.items() if k != "total" or not suffix})
@@ -102,8 +111,7 @@ def qa_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, mask: tor
     fill = -1e4  # padding leaves both softmaxes (finite: no inf - inf at any temperature)
     s = student.masked_fill(~mask.bool().unsqueeze(-1), fill).transpose(1, 2).flatten(0, 1)  # (B*2, N)
     q = teacher.masked_fill(~mask.bool().unsqueeze(-1), fill).transpose(1, 2).flatten(0, 1)
-    return t * t * F.kl_div(F.log_softmax(s / t, -1), F.log_softmax(q / t, -1), log_target=True,
-                            reduction="batchmean")
+    return t * t * F.kl_div(F.log_softmax(s / t, -1), F.log_softmax(q / t, -1), log_target=True, reduction="batchmean")
 
 
 def answer_region(batch: dict, valid: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,24 @@ VARIANTS = ("dynamic", "dynamic_fp32_scores", "ffn_only", "per_channel", "static
 # the order ties are broken in when variants score the same on the held-out slice: the simplest, best-tested first
 DEFAULT_VARIANT = "dynamic_fp32_scores"  # without data to choose on: the variant that leaves the selection alone
 # ops a projection's output passes through before it meets the op that tells its role (bias, head split, scaling)
-_PASS = {"Add", "Sub", "Mul", "Div", "Reshape", "Transpose", "Cast", "Unsqueeze", "Squeeze", "Identity", "Where",
-         "Expand", "Slice", "Split", "Concat", "Gather"}
+_PASS = {
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Reshape",
+    "Transpose",
+    "Cast",
+    "Unsqueeze",
+    "Squeeze",
+    "Identity",
+    "Where",
+    "Expand",
+    "Slice",
+    "Split",
+    "Concat",
+    "Gather",
+}
 _GELU = {"Gelu", "BiasGelu", "FastGelu", "Erf", "QuickGelu"}
 _DEPTH = 10  # pass-through ops between a projection and the op that names its role (BERT-family graphs need ~5)
 
@@ -124,8 +140,13 @@ class FeedReader:
         self._next = 0
 
 
-def quantize_variant(source: str | Path, target: str | Path, variant: str, feeds: list[dict] | None = None,
-                     roles_only: set[str] | None = None) -> dict:
+def quantize_variant(
+    source: str | Path,
+    target: str | Path,
+    variant: str,
+    feeds: list[dict] | None = None,
+    roles_only: set[str] | None = None,
+) -> dict:
     """Write the INT8 ``variant`` of the graph at ``source`` to ``target``; returns what was quantised.
     ``feeds``: calibration inputs for the static variants (training texts, never dev). ``roles_only``: quantise only
     the projections of these roles (:func:`matmul_roles`), for diagnosis: which op's quantisation costs accuracy."""
@@ -151,14 +172,27 @@ def quantize_variant(source: str | Path, target: str | Path, variant: str, feeds
             if not feeds:
                 raise ToPruneError(f"INT8 variant {variant} needs calibration texts (a task with training data)")
             inputs = [i.name for i in model.graph.input]
-            quantize_static(str(source), str(target), FeedReader(feeds, inputs), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                            op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=nodes,
-                            calibrate_method=CalibrationMethod.MinMax)
+            quantize_static(
+                str(source),
+                str(target),
+                FeedReader(feeds, inputs),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul", "Gemm"],
+                nodes_to_quantize=nodes,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
         else:
-            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
-                             per_channel=variant == "per_channel", op_types_to_quantize=["MatMul", "Gemm"],
-                             nodes_to_quantize=nodes)
+            quantize_dynamic(
+                str(source),
+                str(target),
+                weight_type=QuantType.QInt8,
+                per_channel=variant == "per_channel",
+                op_types_to_quantize=["MatMul", "Gemm"],
+                nodes_to_quantize=nodes,
+            )
     quantised, fp32 = defaultdict(int), defaultdict(int)
     for name, role in roles.items():
         (quantised if name in nodes else fp32)[role] += 1
@@ -180,13 +214,16 @@ def with_selection_outputs(source: str | Path, target: str | Path) -> list[str]:
 
 # ---- measuring graphs on task data (the torch side: tokenised datasets and loaders) -------------------------------
 
+
 def calibration_feeds(dataset, tokenizer, examples: int, batch_size: int = 16) -> list[dict]:
     """Numpy feeds of the first ``examples`` of a tokenised dataset (labels dropped), dynamic padding."""
     from .train import make_loader
 
     subset = dataset.select(range(min(examples, len(dataset))))
-    return [{k: v.numpy() for k, v in batch.items() if k != "labels"}
-            for batch in make_loader(subset, tokenizer, batch_size, False)]
+    return [
+        {k: v.numpy() for k, v in batch.items() if k != "labels"}
+        for batch in make_loader(subset, tokenizer, batch_size, False)
+    ]
 
 
 def graph_outputs(run, dataset, tokenizer, batch_size: int = 64) -> tuple:
@@ -241,12 +278,19 @@ def choose_variant(folder: Path, data, tokenizer, variants=VARIANTS, calibration
     best = max(variants, key=lambda v: (round(heldout[v], 6), -variants.index(v)))  # ties: the earlier variant
     quantize_variant(folder / ONNX_FILENAME, folder / INT8_FILENAME, best, feeds)
     int8 = session_runner(make_session(folder / INT8_FILENAME, threads=1), inputs)
-    return {**details[best], "metric": data.metric,
-            "selected_on": "given, not chosen (one variant)" if len(variants) == 1 else
-            data.selection_info.describe() if data.selection_info else "held-out training slice",
-            "heldout_metric": heldout, "calibration_examples": min(calibration, len(data.train)),
-            "dev_metric_fp32": metric_of(data, *graph_outputs(fp32, data.dev, tokenizer)),
-            "dev_metric_int8": metric_of(data, *graph_outputs(int8, data.dev, tokenizer))}
+    return {
+        **details[best],
+        "metric": data.metric,
+        "selected_on": "given, not chosen (one variant)"
+        if len(variants) == 1
+        else data.selection_info.describe()
+        if data.selection_info
+        else "held-out training slice",
+        "heldout_metric": heldout,
+        "calibration_examples": min(calibration, len(data.train)),
+        "dev_metric_fp32": metric_of(data, *graph_outputs(fp32, data.dev, tokenizer)),
+        "dev_metric_int8": metric_of(data, *graph_outputs(int8, data.dev, tokenizer)),
+    }
 
 
 def int8_data(tokenizer, task: str | None, spec: dict | None, data_dir, calibration: int = 300):
@@ -264,9 +308,16 @@ def int8_data(tokenizer, task: str | None, spec: dict | None, data_dir, calibrat
         return None, f"choosing by measurement is for classification and regression, not {task}"
     columns = ",".join(spec["text_columns"]) if spec.get("text_columns") else None
     try:
-        data = prepare_data(tokenizer, task if not files["train_file"] else None, data_dir,
-                            int(spec.get("max_length") or 128), max_train_samples=calibration, text_columns=columns,
-                            label_column=spec.get("label_column"), **files)
+        data = prepare_data(
+            tokenizer,
+            task if not files["train_file"] else None,
+            data_dir,
+            int(spec.get("max_length") or 128),
+            max_train_samples=calibration,
+            text_columns=columns,
+            label_column=spec.get("label_column"),
+            **files,
+        )
     except ToPruneError as exc:
         return None, f"the training data is not available ({exc})"
     return data, ""

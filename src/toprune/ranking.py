@@ -56,8 +56,9 @@ def ranking_labels(teacher_scores: torch.Tensor, valid: torch.Tensor, k: int) ->
     return labels.scatter(1, top_idx, grades)
 
 
-def ranking_distillation_loss(student_scores: torch.Tensor, labels: torch.Tensor, k: int,
-                              per_pair: bool = False) -> torch.Tensor:
+def ranking_distillation_loss(
+    student_scores: torch.Tensor, labels: torch.Tensor, k: int, per_pair: bool = False
+) -> torch.Tensor:
     """LambdaLoss "ARP2" pairwise loss of one student score layer (B, N) against ``labels`` (B, N); a scalar.
 
     Only the labelled list (label > 0) takes part; the rest is dropped. Per example:
@@ -72,8 +73,9 @@ def ranking_distillation_loss(student_scores: torch.Tensor, labels: torch.Tensor
     """
     _check_k(k)
     if student_scores.shape != labels.shape or student_scores.dim() != 2:
-        raise ValueError(f"student scores {tuple(student_scores.shape)} and labels {tuple(labels.shape)} "
-                         "must both be (B, N)")
+        raise ValueError(
+            f"student scores {tuple(student_scores.shape)} and labels {tuple(labels.shape)} must both be (B, N)"
+        )
     dtype = torch.promote_types(student_scores.dtype, torch.float32)
     y = labels.detach().to(dtype)
     labelled = y > 0
@@ -117,8 +119,9 @@ def answer_relevance(logits: torch.Tensor, valid: torch.Tensor, context: torch.T
 
 
 @torch.no_grad()
-def answer_labels(logits: torch.Tensor, valid: torch.Tensor, k: int,
-                  context: torch.Tensor | None = None) -> torch.Tensor:
+def answer_labels(
+    logits: torch.Tensor, valid: torch.Tensor, k: int, context: torch.Tensor | None = None
+) -> torch.Tensor:
     """Two-grade labels (B, N) for the ranking loss: 2 for the teacher's k most answer-relevant candidates, 1 for
     every other candidate, 0 for CLS and padding. The loss then pushes the likely answer region above all the rest
     (which the plan may drop) without asking for an order inside either group. A window where the teacher puts

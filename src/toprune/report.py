@@ -66,9 +66,16 @@ def _counts(split) -> Counter:
 def setup_facts(data, schedule: dict | None = None, max_length: int | None = None) -> dict:
     """The JSON-able facts of a command's setup (see :func:`setup_lines` for how they are printed)."""
     source = dict(getattr(data, "source", {}) or {})
-    facts = {"data": {k: (Path(v).name if k.endswith("_file") and v else v) for k, v in source.items()
-                      if k not in ("text_columns", "label_column")},
-             "task_type": task_type(data), "metric": data.metric, "metric_label": metric_label(data)}
+    facts = {
+        "data": {
+            k: (Path(v).name if k.endswith("_file") and v else v)
+            for k, v in source.items()
+            if k not in ("text_columns", "label_column")
+        },
+        "task_type": task_type(data),
+        "metric": data.metric,
+        "metric_label": metric_label(data),
+    }
     info = getattr(data, "selection_info", None)
     if info is not None and data.train is not None:
         facts["selection"] = {**info.as_dict(), "label": selection_label(data), "described": info.describe()}
@@ -77,13 +84,22 @@ def setup_facts(data, schedule: dict | None = None, max_length: int | None = Non
         facts["label_column"] = source.get("label_column")
     if data.kind != "qa" and data.labels is not None:
         train, dev = _counts(data.train), _counts(data.dev)
-        facts["labels"] = [{"label": name, "id": i, "train": train.get(i, 0), "dev": dev.get(i, 0)}
-                           for i, name in enumerate(data.labels)]
-    sizes = {"train": None if data.train is None else len(data.train), "selection": selection_size(data),
-             "dev": len(data.dev)}
+        facts["labels"] = [
+            {"label": name, "id": i, "train": train.get(i, 0), "dev": dev.get(i, 0)}
+            for i, name in enumerate(data.labels)
+        ]
+    sizes = {
+        "train": None if data.train is None else len(data.train),
+        "selection": selection_size(data),
+        "dev": len(data.dev),
+    }
     if data.kind == "qa":  # examples are questions; a long context makes several windows
-        sizes = {"train_windows": sizes["train"], "selection": sizes["selection"],
-                 "dev_questions": len(data.qa.examples), "dev_windows": len(data.dev)}
+        sizes = {
+            "train_windows": sizes["train"],
+            "selection": sizes["selection"],
+            "dev_questions": len(data.qa.examples),
+            "dev_windows": len(data.dev),
+        }
     facts["sizes"] = sizes
     if max_length:
         facts["max_length"] = max_length
@@ -93,8 +109,12 @@ def setup_facts(data, schedule: dict | None = None, max_length: int | None = Non
 
 
 def _label_line(labels: list[dict], with_train: bool) -> str:
-    shown = [f"{x['label']!r}->{x['id']} ({x['train']} train, {x['dev']} dev)" if with_train else
-             f"{x['label']!r}->{x['id']} ({x['dev']} dev)" for x in labels[:_MAX_LABELS_SHOWN]]
+    shown = [
+        f"{x['label']!r}->{x['id']} ({x['train']} train, {x['dev']} dev)"
+        if with_train
+        else f"{x['label']!r}->{x['id']} ({x['dev']} dev)"
+        for x in labels[:_MAX_LABELS_SHOWN]
+    ]
     more = f", ... ({len(labels) - _MAX_LABELS_SHOWN} more)" if len(labels) > _MAX_LABELS_SHOWN else ""
     return ", ".join(shown) + more
 
@@ -109,8 +129,10 @@ def setup_lines(facts: dict) -> list[str]:
         lines = [f"data: {data.get('task')} ({data.get('data_dir') or 'hub dataset'})"]
     if facts["task_type"] != "question answering":
         columns = facts["text_columns"]
-        lines.append(f"  text columns: {', '.join(columns)}{' (a sentence pair)' if len(columns) == 2 else ''}; "
-                     f"label column: {facts['label_column']}")
+        lines.append(
+            f"  text columns: {', '.join(columns)}{' (a sentence pair)' if len(columns) == 2 else ''}; "
+            f"label column: {facts['label_column']}"
+        )
     kind = facts["task_type"]
     if "labels" in facts:
         kind += f", {len(facts['labels'])} classes; label -> id (sorted): "
@@ -123,8 +145,13 @@ def setup_lines(facts: dict) -> list[str]:
         lines.append(f"  checkpoints: {facts['selection']['described']}")
     schedule = facts.get("schedule")
     if schedule:
-        lines.append("  schedule: " + ", ".join(f"{k.replace('_', ' ')} {v:g}" if isinstance(v, float) else
-                                               f"{k.replace('_', ' ')} {v}" for k, v in schedule.items()))
+        lines.append(
+            "  schedule: "
+            + ", ".join(
+                f"{k.replace('_', ' ')} {v:g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                for k, v in schedule.items()
+            )
+        )
     return lines
 
 
@@ -142,10 +169,15 @@ class WallTimeEstimate:
         if self.seen != self.after or left <= 0:
             return
         per_step = (time.perf_counter() - self.started) / self.seen
-        self.estimate = {"seconds_per_step": round(per_step, 4), "steps": self.total,
-                         "estimated_minutes_left": round(per_step * left / 60, 1)}
-        self.log(f"time: {per_step:.2f} s per step over the first {self.seen} steps: about "
-                 f"{_minutes(per_step * left)} for the remaining {left} of {self.total} steps{self.extra}")
+        self.estimate = {
+            "seconds_per_step": round(per_step, 4),
+            "steps": self.total,
+            "estimated_minutes_left": round(per_step * left / 60, 1),
+        }
+        self.log(
+            f"time: {per_step:.2f} s per step over the first {self.seen} steps: about "
+            f"{_minutes(per_step * left)} for the remaining {left} of {self.total} steps{self.extra}"
+        )
 
 
 def _minutes(seconds: float) -> str:
@@ -155,12 +187,23 @@ def _minutes(seconds: float) -> str:
 def prune_setup(run) -> dict:
     """The setup facts of a :class:`toprune.prune.ToPRun` (data, and its schedule)."""
     cfg = run.cfg
-    schedule = {"method": cfg.method, "target": cfg.target, "measured_against": f"the dense model, {cfg.convention}",
-                "epochs": cfg.epochs, "warmup_epochs": cfg.warmup_epochs, "hard_epochs": cfg.hard_epochs,
-                "steps": run.total_steps, "steps_per_epoch": run.steps_per_epoch,
-                "batch_size": cfg.batch_size * run.accelerator.num_processes, "lr": cfg.lr, "gate_lr": cfg.gate_lr,
-                "lambda_lr": cfg.lambda_lr, "eval_every": cfg.eval_every,
-                "pruning_layers": ",".join(map(str, run.layers)), "max_length": cfg.max_length}
+    schedule = {
+        "method": cfg.method,
+        "target": cfg.target,
+        "measured_against": f"the dense model, {cfg.convention}",
+        "epochs": cfg.epochs,
+        "warmup_epochs": cfg.warmup_epochs,
+        "hard_epochs": cfg.hard_epochs,
+        "steps": run.total_steps,
+        "steps_per_epoch": run.steps_per_epoch,
+        "batch_size": cfg.batch_size * run.accelerator.num_processes,
+        "lr": cfg.lr,
+        "gate_lr": cfg.gate_lr,
+        "lambda_lr": cfg.lambda_lr,
+        "eval_every": cfg.eval_every,
+        "pruning_layers": ",".join(map(str, run.layers)),
+        "max_length": cfg.max_length,
+    }
     if cfg.max_steps:
         schedule["max_steps"] = cfg.max_steps
     return setup_facts(run.data, schedule)
@@ -188,16 +231,24 @@ def finish_run(run, setup: dict, estimate: dict | None) -> dict:
     from .plan import PruningPlan
     from .plots import plot_tokens_per_layer
 
-    extras = {"setup": setup, "time_estimate": estimate, "teacher_metric": teacher_metric(run.cfg.teacher),
-              "teacher_selection_metric": teacher_metric(run.cfg.teacher, run.data.selection_info.on)}
+    extras = {
+        "setup": setup,
+        "time_estimate": estimate,
+        "teacher_metric": teacher_metric(run.cfg.teacher),
+        "teacher_selection_metric": teacher_metric(run.cfg.teacher, run.data.selection_info.on),
+    }
     if run.data.source.get("train_file") and run.data.kind != "qa":
         extras["config"] = {**asdict(run.cfg), "task": None}
     best = run.out / "best"
     if run.best is not None and run.accelerator.is_main_process and best.is_dir():
         plan = PruningPlan.load(best)
         reduction = run.best["flops_reduction_unpadded"]
-        path = plot_tokens_per_layer(plan, run.best_kept, run.out / "tokens_per_layer.png",
-                                     f"{run.data.name}: tokens entering each layer\nkept step {run.best['step']}, "
-                                     f"{reduction:.2f}x FLOPs reduction (unpadded) where it was chosen")
+        path = plot_tokens_per_layer(
+            plan,
+            run.best_kept,
+            run.out / "tokens_per_layer.png",
+            f"{run.data.name}: tokens entering each layer\nkept step {run.best['step']}, "
+            f"{reduction:.2f}x FLOPs reduction (unpadded) where it was chosen",
+        )
         extras["plots"] = {"tokens_per_layer": str(path)}
     return extras

@@ -26,14 +26,22 @@ class Checkpointed:
                 raise RuntimeError("gate logits diverged across processes")
         if not self.accelerator.is_main_process:
             return
-        blob = {"step": self.step, "student": self.student.state_dict(), "gates": self.gates.state_dict(),
-                "lambdas": self.lambdas.detach().clone(), "opt": self.opt.state_dict(),
-                "gate_opt": self.gate_opt.state_dict(), "lambda_opt": self.lambda_opt.state_dict(),
-                "schedule": self.schedule.state_dict(), "sampler": self.sampler.get_state(),
-                "step_seconds": self.step_seconds,
-                "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "best": self.best, "config": asdict(self.cfg)}
+        blob = {
+            "step": self.step,
+            "student": self.student.state_dict(),
+            "gates": self.gates.state_dict(),
+            "lambdas": self.lambdas.detach().clone(),
+            "opt": self.opt.state_dict(),
+            "gate_opt": self.gate_opt.state_dict(),
+            "lambda_opt": self.lambda_opt.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "sampler": self.sampler.get_state(),
+            "step_seconds": self.step_seconds,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "best": self.best,
+            "config": asdict(self.cfg),
+        }
         # atomic: a kill or a full disk mid-save keeps the previous checkpoint
         atomic_save_file(self.out / "checkpoint.pt", functools.partial(torch.save, blob))
 
@@ -44,8 +52,10 @@ class Checkpointed:
         saved = {**{f.name: f.default for f in fields(PruneConfig) if f.default is not MISSING}, **blob["config"]}
         changed = sorted(k for k, v in asdict(self.cfg).items() if k not in ignored and saved.get(k) != v)
         if changed:
-            raise ToPruneError(f"cannot resume {self.out}: the run was started with other settings "
-                               f"({', '.join(changed)}); use a new --output or the same options")
+            raise ToPruneError(
+                f"cannot resume {self.out}: the run was started with other settings "
+                f"({', '.join(changed)}); use a new --output or the same options"
+            )
         self.step, self.best = blob["step"], blob["best"]
         self.step_seconds = list(blob.get("step_seconds", []))
         self.student.load_state_dict(blob["student"])

@@ -11,8 +11,20 @@ from .errors import ToPruneError
 from .safeio import check_writable
 
 RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json", "best")
-CHECKPOINT_KEYS = ("step", "student", "gates", "lambdas", "opt", "gate_opt", "lambda_opt", "schedule", "sampler",
-                   "rng", "best", "config")
+CHECKPOINT_KEYS = (
+    "step",
+    "student",
+    "gates",
+    "lambdas",
+    "opt",
+    "gate_opt",
+    "lambda_opt",
+    "schedule",
+    "sampler",
+    "rng",
+    "best",
+    "config",
+)
 
 
 def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
@@ -23,8 +35,10 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
         return
     found = [name for name in RUN_FILES if (out / name).exists()]
     if found:
-        raise ToPruneError(f"{out} holds an earlier run ({', '.join(found)}): pass --resume to continue it, "
-                           f"--overwrite to replace it, or give a new --output")
+        raise ToPruneError(
+            f"{out} holds an earlier run ({', '.join(found)}): pass --resume to continue it, "
+            f"--overwrite to replace it, or give a new --output"
+        )
 
 
 def make_folder(out: Path) -> None:
@@ -49,8 +63,10 @@ def read_checkpoint(path: Path, device) -> dict:
     try:
         blob = torch.load(path, weights_only=False, map_location=device)
     except Exception as exc:  # noqa: BLE001 torch reports truncation as RuntimeError, EOFError, UnpicklingError...
-        raise ToPruneError(f"cannot resume: {path} is truncated or corrupt ({type(exc).__name__}); restore it, or "
-                           f"start over with --overwrite") from None
+        raise ToPruneError(
+            f"cannot resume: {path} is truncated or corrupt ({type(exc).__name__}); restore it, or "
+            f"start over with --overwrite"
+        ) from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(blob, dict) or k not in blob]
     if missing:
         raise ToPruneError(f"cannot resume: {path} is not a toprune checkpoint (no {missing[0]!r})")

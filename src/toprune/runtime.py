@@ -28,8 +28,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from .adapters import BlockParts, base_model, block_parts, find_encoder
 from .errors import ToPruneError
 from .plan import PruningPlan, kept_ranks
-from .scoring import (question_rows, rank_bins, score_rows, self_attention, sort_indices, spread_scores,
-                      token_scores)
+from .scoring import question_rows, rank_bins, score_rows, self_attention, sort_indices, spread_scores, token_scores
 
 
 @dataclass
@@ -84,9 +83,7 @@ class PruningState:
         random = scoring.kind == "random"
         self.random_scores = (self.random_scores or torch.Generator().manual_seed(scoring.seed)) if random else None
         # layer -> bool table of K+1 entries; entry K (non-candidates: padding, already pruned) is False
-        self.tables = {
-            layer: torch.tensor(bins + [False], dtype=torch.bool) for layer, bins in plan.kept_bins.items()
-        }
+        self.tables = {layer: torch.tensor(bins + [False], dtype=torch.bool) for layer, bins in plan.kept_bins.items()}
         self._kept_ranks: dict[tuple[int, int], torch.Tensor] = {}
 
     def kept_ranks(self, layer: int, m: int, device) -> torch.Tensor:
@@ -144,8 +141,9 @@ def _question_rows(state: PruningState, valid: torch.Tensor) -> torch.Tensor | N
         return None
     segments = state.input_segments
     if segments is not None and segments.shape != valid.shape:
-        raise ToPruneError(f"token_type_ids of shape {tuple(segments.shape)} do not match input of shape "
-                           f"{tuple(valid.shape)}")
+        raise ToPruneError(
+            f"token_type_ids of shape {tuple(segments.shape)} do not match input of shape {tuple(valid.shape)}"
+        )
     return question_rows(None if segments is None else segments.to(valid.device), valid)
 
 
@@ -170,8 +168,11 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
         table = state.tables.get(i + 1)
         prune_next = table is not None
         random = prune_next and state.random_scores is not None
-        need = (prune_next and not random) or i in state.score_layers or (
-            state.force_scoring and (i + 1) < len(state.parts))
+        need = (
+            (prune_next and not random)
+            or i in state.score_layers
+            or (state.force_scoring and (i + 1) < len(state.parts))
+        )
         # exported graphs use the explicit attention everywhere: SDPA's shape checks cannot take a symbolic length
         context, probs = self_attention(parts, hidden, key_mask, need or state.traceable, training)
         hidden = parts.attn_output(context, hidden)
@@ -313,8 +314,10 @@ def _make_mask_hook(state: PruningState, forward) -> callable:
     def capture(module, args, kwargs):
         bound = signature.bind_partial(*args, **kwargs).arguments
         if flag("output_attentions", module, bound):
-            raise ToPruneError("output_attentions is not supported on a pruned model (its attention runs over the "
-                               "surviving tokens only); call it without output_attentions")
+            raise ToPruneError(
+                "output_attentions is not supported on a pruned model (its attention runs over the "
+                "surviving tokens only); call it without output_attentions"
+            )
         hidden = flag("output_hidden_states", module, bound)
         if hidden is not False and hidden is not True:  # transformers also takes layer indices here
             raise ToPruneError(f"output_hidden_states={hidden!r} is not supported on a pruned model: pass True")

@@ -151,8 +151,10 @@ def run_lock(folder: str | os.PathLike, enabled: bool = True):
             except (OSError, ValueError):
                 owner = 0
             if owner and owner != os.getpid() and _alive(owner):
-                raise ToPruneError(f"{folder} is in use by another toprune run (pid {owner}); wait for it to end, give "
-                                   f"another --output, or delete {lock} if no run is active") from None
+                raise ToPruneError(
+                    f"{folder} is in use by another toprune run (pid {owner}); wait for it to end, give "
+                    f"another --output, or delete {lock} if no run is active"
+                ) from None
             lock.unlink(missing_ok=True)  # stale: its owner died without cleaning up
             continue
         except OSError as exc:

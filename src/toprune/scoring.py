@@ -80,8 +80,9 @@ def score_rows(rows: torch.Tensor | None, valid: torch.Tensor | None) -> torch.T
     return alive | (orphan if valid is None else orphan & valid)
 
 
-def spread_scores(scores: torch.Tensor, radius: int, positions: torch.Tensor | None = None,
-                  length: int | None = None) -> torch.Tensor:
+def spread_scores(
+    scores: torch.Tensor, radius: int, positions: torch.Tensor | None = None, length: int | None = None
+) -> torch.Tensor:
     """[ours] Each token's score raised to the best score within ``radius`` positions of it in the *original* input
     (a 1-D max filter), plus a thousandth of its own score so that a peak still ranks above its neighbours.
 

@@ -29,12 +29,20 @@ class Selection:
     def describe(self) -> str:
         if self.on == "dev":
             return f"selected on dev ({self.examples} examples; the paper's convention: dev is not held out)"
-        return (f"selected on a held-out {self.examples} of {self.examples + self.train_examples} training examples "
-                f"(fraction {HELDOUT_FRACTION:g}, at most {HELDOUT_MAX}, seed {HELDOUT_SEED}); dev evaluated once")
+        return (
+            f"selected on a held-out {self.examples} of {self.examples + self.train_examples} training examples "
+            f"(fraction {HELDOUT_FRACTION:g}, at most {HELDOUT_MAX}, seed {HELDOUT_SEED}); dev evaluated once"
+        )
 
     def as_dict(self) -> dict:
-        return {"on": self.on, "examples": self.examples, "train_examples": self.train_examples,
-                "fraction": HELDOUT_FRACTION, "max": HELDOUT_MAX, "seed": HELDOUT_SEED}
+        return {
+            "on": self.on,
+            "examples": self.examples,
+            "train_examples": self.train_examples,
+            "fraction": HELDOUT_FRACTION,
+            "max": HELDOUT_MAX,
+            "seed": HELDOUT_SEED,
+        }
 
 
 def heldout_size(train_size: int) -> int:
@@ -45,8 +53,10 @@ def split_heldout(train):
     """(train without the slice, the slice) of a ``datasets.Dataset``; the slice is a seeded random sample."""
     n = len(train)
     if n < 20:
-        raise ToPruneError(f"only {n} training examples: too few to hold out a selection slice; pass "
-                           f"--select-on dev to select on the dev set instead")
+        raise ToPruneError(
+            f"only {n} training examples: too few to hold out a selection slice; pass "
+            f"--select-on dev to select on the dev set instead"
+        )
     split = train.train_test_split(test_size=heldout_size(n), seed=HELDOUT_SEED, shuffle=True)
     return split["train"], split["test"]
 

@@ -26,9 +26,12 @@ CONFIG_FILENAME = "toprune_onnx.json"
 BACKENDS = ("onnxruntime", "openvino")
 OPENVINO_F32_TOLERANCE = 1e-3  # fp32 in both runtimes: only the order of float additions differs
 # checked when an OpenVINO model loads: real sentences of different lengths, so padding and pruning both happen
-PARITY_TEXTS = ("The cat sat on the mat while the dog slept by the door.", "Short one.",
-                "Tokens are removed layer by layer, so later layers run on fewer tokens per example.",
-                "A committee published the report after a long delay.")
+PARITY_TEXTS = (
+    "The cat sat on the mat while the dog slept by the door.",
+    "Short one.",
+    "Tokens are removed layer by layer, so later layers run on fewer tokens per example.",
+    "A committee published the report after a long delay.",
+)
 
 
 def make_session(path: str | Path, threads: int | None = None):
@@ -55,8 +58,14 @@ class OnnxModel:
     model is checked against ONNX Runtime f32 on a few sample inputs when it loads (``self.parity``); f32 must match.
     """
 
-    def __init__(self, folder: str | Path, threads: int | None = None, int8: bool = False,
-                 backend: str = "onnxruntime", precision: str | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        threads: int | None = None,
+        int8: bool = False,
+        backend: str = "onnxruntime",
+        precision: str | None = None,
+    ) -> None:
         folder = Path(folder)
         if backend not in BACKENDS:
             raise ToPruneError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}")
@@ -91,13 +100,21 @@ class OnnxModel:
         from .openvino_backend import OpenVinoSession, graph_path, parity
 
         session = OpenVinoSession(graph_path(folder, precision), precision, threads)
-        sample = self.tokenizer(list(PARITY_TEXTS), list(reversed(PARITY_TEXTS)), padding=True, truncation=True,
-                                max_length=64, return_tensors="np")
+        sample = self.tokenizer(
+            list(PARITY_TEXTS),
+            list(reversed(PARITY_TEXTS)),
+            padding=True,
+            truncation=True,
+            max_length=64,
+            return_tensors="np",
+        )
         feed = {k: np.asarray(v, dtype=np.int64) for k, v in sample.items() if k in self.inputs}
         self.parity = parity(session, make_session(folder / ONNX_FILENAME, threads), [feed], self.config["outputs"])
         if precision == "f32" and self.parity["max_abs_diff"] > OPENVINO_F32_TOLERANCE:
-            raise ToPruneError(f"OpenVINO f32 disagrees with ONNX Runtime on {folder} (max abs diff "
-                               f"{self.parity['max_abs_diff']:.2e}); serve it with backend='onnxruntime'")
+            raise ToPruneError(
+                f"OpenVINO f32 disagrees with ONNX Runtime on {folder} (max abs diff "
+                f"{self.parity['max_abs_diff']:.2e}); serve it with backend='onnxruntime'"
+            )
         return session
 
     @property
@@ -112,16 +129,18 @@ class OnnxModel:
             positions -= 2
         return positions
 
-    def _check(self, name: str, values, other=None, other_name: str = "", batch_size: int = 1,
-               max_length: int = 1) -> list[str]:
+    def _check(
+        self, name: str, values, other=None, other_name: str = "", batch_size: int = 1, max_length: int = 1
+    ) -> list[str]:
         """The serving API refuses ambiguity: a str where a list is meant (it would be read character by
         character or as one text per slice), counts that differ, batch sizes and lengths that cannot run."""
         for label, seq in ((name, values), (other_name, other)):
             if seq is None:
                 continue
             if isinstance(seq, str) or not hasattr(seq, "__len__"):
-                raise ToPruneError(f"{label} must be a list of strings, got {type(seq).__name__}; wrap one text "
-                                   f"as [text]")
+                raise ToPruneError(
+                    f"{label} must be a list of strings, got {type(seq).__name__}; wrap one text as [text]"
+                )
             bad = next((i for i, x in enumerate(seq) if not isinstance(x, str)), None)
             if bad is not None:
                 raise ToPruneError(f"{label}[{bad}] is {type(seq[bad]).__name__}, not a string")
@@ -143,13 +162,24 @@ class OnnxModel:
         if "sentence_embedding" not in self.config["outputs"]:
             raise ToPruneError("this export has no sentence embedding output; export it with export_embedding_onnx")
         texts = self._check("texts", texts, batch_size=batch_size, max_length=max_length)
-        rows = [self(**self.tokenizer(texts[i : i + batch_size], None, padding=True, truncation=True,
-                                      max_length=max_length, return_tensors="np"))["sentence_embedding"]
-                for i in range(0, len(texts), batch_size)]
+        rows = [
+            self(
+                **self.tokenizer(
+                    texts[i : i + batch_size],
+                    None,
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="np",
+                )
+            )["sentence_embedding"]
+            for i in range(0, len(texts), batch_size)
+        ]
         return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
-    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32,
-                max_length: int | None = None) -> list[dict]:
+    def predict(
+        self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32, max_length: int | None = None
+    ) -> list[dict]:
         """Sequence classification (label and probability) or regression (score) for each text (pair), truncated
         to ``max_length`` tokens (default: the length the model was trained at, from the export folder)."""
         max_length = self.max_length if max_length is None else max_length
@@ -159,8 +189,14 @@ class OnnxModel:
         results = []
         for i in range(0, len(texts), batch_size):
             chunk_b = pairs[i : i + batch_size] if pairs is not None else None
-            enc = self.tokenizer(texts[i : i + batch_size], chunk_b, padding=True, truncation=True,
-                                 max_length=max_length, return_tensors="np")
+            enc = self.tokenizer(
+                texts[i : i + batch_size],
+                chunk_b,
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="np",
+            )
             logits = self(**enc)["logits"]
             if self.config["num_labels"] == 1:
                 results += [{"score": float(x[0])} for x in logits]
@@ -171,10 +207,17 @@ class OnnxModel:
                 results.append({"label": label, "score": float(probs[best])})
         return results
 
-    def answer(self, questions: list[str], contexts: list[str], max_length: int | None = None,
-               stride: int | None = None,
-               max_answer_length: int = 30, allow_no_answer: bool = False, threshold: float = 0.0,
-               batch_size: int = 32) -> list[dict]:
+    def answer(
+        self,
+        questions: list[str],
+        contexts: list[str],
+        max_length: int | None = None,
+        stride: int | None = None,
+        max_answer_length: int = 30,
+        allow_no_answer: bool = False,
+        threshold: float = 0.0,
+        batch_size: int = 32,
+    ) -> list[dict]:
         """Extractive QA, decoded exactly as evaluation decodes it (:func:`toprune.squad.postprocess`): the best
         context span over all windows; with ``allow_no_answer`` (SQuAD 2.0 models), "" when the null odds exceed
         ``threshold``. ``max_length``: the window (default: the training length), ``stride``: a third of it."""

@@ -37,7 +37,7 @@ def read_squad_json(path: str | Path) -> list[dict]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ToPruneError(f"{path} is not a SQuAD JSON file ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, list):
-        raise ToPruneError(f"{path} is not a SQuAD JSON file (\"data\" is not a list of articles)")
+        raise ToPruneError(f'{path} is not a SQuAD JSON file ("data" is not a list of articles)')
     examples = []
     for article_index, article in enumerate(data):
         for p_index, paragraph in enumerate(_items(article, "paragraphs", path, f"article {article_index + 1}")):
@@ -50,13 +50,20 @@ def read_squad_json(path: str | Path) -> list[dict]:
                     texts = [str(a["text"]) for a in answers]
                     starts = [int(a["answer_start"]) for a in answers]
                 except (KeyError, TypeError, ValueError):
-                    raise ToPruneError(f"{path} {at}: every answer needs \"text\" and an integer "
-                                       f"\"answer_start\"") from None
-                examples.append({"id": str(_text(qa, "id", path, at)), "title": article.get("title", ""),
-                                 "article": article_index, "context": context,
-                                 "question": _text(qa, "question", path, at),
-                                 "answers": {"text": texts, "answer_start": starts},
-                                 "is_impossible": bool(qa.get("is_impossible", False))})
+                    raise ToPruneError(
+                        f'{path} {at}: every answer needs "text" and an integer "answer_start"'
+                    ) from None
+                examples.append(
+                    {
+                        "id": str(_text(qa, "id", path, at)),
+                        "title": article.get("title", ""),
+                        "article": article_index,
+                        "context": context,
+                        "question": _text(qa, "question", path, at),
+                        "answers": {"text": texts, "answer_start": starts},
+                        "is_impossible": bool(qa.get("is_impossible", False)),
+                    }
+                )
     return examples
 
 
@@ -66,14 +73,14 @@ def _items(parent, key: str, path: Path, where: str, required: bool = True) -> l
         raise ToPruneError(f"{path} {where}: expected a JSON object")
     value = parent.get(key, None if required else [])
     if not isinstance(value, list):
-        raise ToPruneError(f"{path} {where}: {'no' if value is None else 'bad'} \"{key}\" list")
+        raise ToPruneError(f'{path} {where}: {"no" if value is None else "bad"} "{key}" list')
     return value
 
 
 def _text(parent: dict, key: str, path: Path, where: str):
     value = parent.get(key) if isinstance(parent, dict) else None
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise ToPruneError(f"{path} {where}: no \"{key}\"")
+        raise ToPruneError(f'{path} {where}: no "{key}"')
     return value
 
 
@@ -93,8 +100,10 @@ def _from_hub(version: str, split: str) -> list[dict]:
 
         ds = load_dataset("rajpurkar/squad" if version == "v1.1" else "rajpurkar/squad_v2", split=split)
     except Exception as exc:  # offline, no such split, ...: one line, with what to do
-        raise ToPruneError(f"SQuAD {version} {split} not found locally and the hub failed "
-                           f"({type(exc).__name__}); pass --data-dir with the official JSON files") from None
+        raise ToPruneError(
+            f"SQuAD {version} {split} not found locally and the hub failed "
+            f"({type(exc).__name__}); pass --data-dir with the official JSON files"
+        ) from None
     return [dict(row, article=None, is_impossible=not row["answers"]["text"]) for row in ds]
 
 
@@ -130,8 +139,14 @@ def _load(task: str, data_dir, train_file, validation_file) -> tuple[list[dict],
         return read_squad_json(train_path), read_squad_json(dev_path), "official train / official dev"
     if dev_path:
         train, held_out = split_by_article(read_squad_json(dev_path))
-        return train, held_out, (f"article split of {dev_path.name}: first {TRAIN_ARTICLES} articles train "
-                                 f"({len(train)} questions), remaining articles held out ({len(held_out)} questions)")
+        return (
+            train,
+            held_out,
+            (
+                f"article split of {dev_path.name}: first {TRAIN_ARTICLES} articles train "
+                f"({len(train)} questions), remaining articles held out ({len(held_out)} questions)"
+            ),
+        )
     if data_dir is not None and not Path(data_dir).exists():
         raise ToPruneError(f"--data-dir {data_dir} does not exist")
     return _from_hub(version, "train"), _from_hub(version, "validation"), "official train / official dev (hub)"
@@ -140,12 +155,19 @@ def _load(task: str, data_dir, train_file, validation_file) -> tuple[list[dict],
 def _windows(examples: list[dict], tokenizer, max_length: int, stride: int):
     questions = [e["question"].lstrip() for e in examples]  # leading spaces waste window room (HF run_qa)
     try:
-        return tokenizer(questions, [e["context"] for e in examples], truncation="only_second",
-                         max_length=max_length, stride=stride, return_overflowing_tokens=True,
-                         return_offsets_mapping=True)
+        return tokenizer(
+            questions,
+            [e["context"] for e in examples],
+            truncation="only_second",
+            max_length=max_length,
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
     except Exception as exc:  # e.g. a question longer than the window
-        raise ToPruneError(f"cannot cut SQuAD windows of {max_length} tokens with stride {stride}: "
-                           f"{str(exc).splitlines()[0]}") from None
+        raise ToPruneError(
+            f"cannot cut SQuAD windows of {max_length} tokens with stride {stride}: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def train_features(examples: list[dict], tokenizer, max_length: int = 384, stride: int = 128) -> dict:
@@ -180,8 +202,10 @@ class EvalFeatures:
 
 def eval_features(examples: list[dict], tokenizer, max_length: int = 384, stride: int = 128) -> EvalFeatures:
     enc = _windows(examples, tokenizer, max_length, stride)
-    offsets = [[tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][i], enc.sequence_ids(i))]
-               for i in range(len(enc["input_ids"]))]
+    offsets = [
+        [tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][i], enc.sequence_ids(i))]
+        for i in range(len(enc["input_ids"]))
+    ]
     inputs = {k: enc[k] for k in enc.keys() if k not in ("offset_mapping", "overflow_to_sample_mapping")}
     return EvalFeatures(inputs, list(enc["overflow_to_sample_mapping"]), offsets)
 
@@ -192,9 +216,15 @@ class Prediction:
     null_odds: float  # null score - best span score (v2.0: answer "" when above the threshold)
 
 
-def postprocess(examples: list[dict], features: EvalFeatures, start_logits: list[np.ndarray],
-                end_logits: list[np.ndarray], n_best: int = 20, max_answer_length: int = 30,
-                allowed: list[np.ndarray] | None = None) -> list[Prediction]:
+def postprocess(
+    examples: list[dict],
+    features: EvalFeatures,
+    start_logits: list[np.ndarray],
+    end_logits: list[np.ndarray],
+    n_best: int = 20,
+    max_answer_length: int = 30,
+    allowed: list[np.ndarray] | None = None,
+) -> list[Prediction]:
     """Best answer span of every example over its windows (context tokens only; ``allowed``: optional extra
     per-window token masks, e.g. to exclude pruned positions from answer boundaries)."""
     by_example: dict[int, list[int]] = {}

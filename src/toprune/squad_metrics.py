@@ -61,8 +61,9 @@ def _best_threshold(answers: dict, raw: dict, null_odds: dict, has_answer: dict)
     return 100.0 * best / len(raw), threshold
 
 
-def squad_metrics(examples: list[dict], answers: dict[str, str], version: str = "v1.1",
-                  null_odds: dict[str, float] | None = None) -> dict[str, float]:
+def squad_metrics(
+    examples: list[dict], answers: dict[str, str], version: str = "v1.1", null_odds: dict[str, float] | None = None
+) -> dict[str, float]:
     """EM and F1 on the 0-100 scale over ``examples`` (official gold answers) for predicted ``answers`` by id."""
     em_raw, f1_raw, has_answer = {}, {}, {}
     for example in examples:

@@ -43,9 +43,15 @@ def _histograms(length_sets) -> list[Counter]:
     return [_histogram(lengths) for lengths in length_sets]
 
 
-def static_plan(dims: EncoderDims, pruning_layers: list[int], length_sets, target_rel: float,
-                reference_length: int | None = None, scoring: ScoringSpec | str = "attention",
-                num_bins: int = 100) -> PruningPlan:
+def static_plan(
+    dims: EncoderDims,
+    pruning_layers: list[int],
+    length_sets,
+    target_rel: float,
+    reference_length: int | None = None,
+    scoring: ScoringSpec | str = "attention",
+    num_bins: int = 100,
+) -> PruningPlan:
     """The geometric schedule with the largest per-layer keep ratio whose relative MACs are <= ``target_rel`` on
     every one of ``length_sets`` (e.g. the train and dev lengths). Raises a one-line error if none is.
     ``scoring``: the plan's :class:`ScoringSpec` (or its kind alone)."""
@@ -59,12 +65,15 @@ def static_plan(dims: EncoderDims, pruning_layers: list[int], length_sets, targe
         return plan
 
     def meets(keep: int) -> bool:
-        return all(plan_relative_macs(dims, plan_for(keep), lengths, reference_length) <= target_rel
-                   for lengths in length_sets)
+        return all(
+            plan_relative_macs(dims, plan_for(keep), lengths, reference_length) <= target_rel for lengths in length_sets
+        )
 
     if not meets(0):
-        raise ToPruneError(f"unreachable target: even keeping only CLS from layer {pruning_layers[0]} costs more "
-                           f"than {target_rel:.3f} of the dense FLOPs on this data")
+        raise ToPruneError(
+            f"unreachable target: even keeping only CLS from layer {pruning_layers[0]} costs more "
+            f"than {target_rel:.3f} of the dense FLOPs on this data"
+        )
     low, high = 0, num_bins  # meets(low) holds; the MACs grow with the keep ratio, so bisect on it
     while high - low > 1:
         mid = (low + high) // 2
@@ -72,9 +81,19 @@ def static_plan(dims: EncoderDims, pruning_layers: list[int], length_sets, targe
     return plan_for(high if meets(high) else low)
 
 
-def relax_plan(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor, gate_on: torch.Tensor,
-               logits: torch.Tensor, length_sets, target_rel: float, reference_length: int | None = None,
-               monotone: bool = False, meta: dict | None = None, scoring: ScoringSpec | None = None) -> PruningPlan:
+def relax_plan(
+    dims: EncoderDims,
+    pruning_layers: list[int],
+    kept: torch.Tensor,
+    gate_on: torch.Tensor,
+    logits: torch.Tensor,
+    length_sets,
+    target_rel: float,
+    reference_length: int | None = None,
+    monotone: bool = False,
+    meta: dict | None = None,
+    scoring: ScoringSpec | None = None,
+) -> PruningPlan:
     """A learned deterministic plan (``kept`` (P, K) bins, ``gate_on`` (P,)) with dropped bins given back, most
     wanted (highest logit) first, while it still meets ``target_rel`` on every one of ``length_sets``.
 
@@ -105,15 +124,32 @@ def relax_plan(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor,
     return PruningPlan.from_masks(dims.num_layers, pruning_layers, kept, gate_on, meta, scoring)
 
 
-def _masks_meet(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor, gate_on: torch.Tensor, length_sets,
-                target_rel: float, reference_length: int | None) -> bool:
+def _masks_meet(
+    dims: EncoderDims,
+    pruning_layers: list[int],
+    kept: torch.Tensor,
+    gate_on: torch.Tensor,
+    length_sets,
+    target_rel: float,
+    reference_length: int | None,
+) -> bool:
     plan = PruningPlan.from_masks(dims.num_layers, pruning_layers, kept, gate_on)
     return all(plan_relative_macs(dims, plan, lengths, reference_length) <= target_rel for lengths in length_sets)
 
 
-def fit_plan(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor, gate_on: torch.Tensor,
-             logits: torch.Tensor, length_sets, target_rel: float, reference_length: int | None = None,
-             monotone: bool = False, meta: dict | None = None, scoring: ScoringSpec | None = None) -> PruningPlan:
+def fit_plan(
+    dims: EncoderDims,
+    pruning_layers: list[int],
+    kept: torch.Tensor,
+    gate_on: torch.Tensor,
+    logits: torch.Tensor,
+    length_sets,
+    target_rel: float,
+    reference_length: int | None = None,
+    monotone: bool = False,
+    meta: dict | None = None,
+    scoring: ScoringSpec | None = None,
+) -> PruningPlan:
     """A learned deterministic plan fitted to the budget on real token counts [ours]: kept bins are dropped, least
     wanted (lowest logit) first, until the plan meets ``target_rel`` on every one of ``length_sets`` (or nothing is
     left to drop), then :func:`relax_plan` gives back what fits.
@@ -132,5 +168,6 @@ def fit_plan(dims: EncoderDims, pruning_layers: list[int], kept: torch.Tensor, g
             break
         p, b = divmod(int(logits.masked_fill(~candidates, float("inf")).argmin()), kept.shape[1])
         kept[p, b] = False
-    return relax_plan(dims, pruning_layers, kept, gate_on, logits, length_sets, target_rel, reference_length,
-                      monotone, meta, scoring)
+    return relax_plan(
+        dims, pruning_layers, kept, gate_on, logits, length_sets, target_rel, reference_length, monotone, meta, scoring
+    )

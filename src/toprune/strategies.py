@@ -50,8 +50,10 @@ class QuestionScorer(Scorer):
 
     def check(self, data) -> None:
         if "token_type_ids" not in data.dev.column_names:
-            raise ToPruneError("--scorer question needs token_type_ids to find the question's rows; this tokenizer "
-                               "does not make them (RoBERTa, XLM-R, DistilBERT): use the attention scorer")
+            raise ToPruneError(
+                "--scorer question needs token_type_ids to find the question's rows; this tokenizer "
+                "does not make them (RoBERTa, XLM-R, DistilBERT): use the attention scorer"
+            )
 
 
 class RandomScorer(Scorer):
@@ -104,8 +106,9 @@ class StaticSchedule(PlanSource):
     def fixed_plan(self, run):
         from .static import static_plan
 
-        return static_plan(run.cost, run.layers, run.split_lengths, run.target_rel, run.reference,
-                           self.scorer(run.cfg).spec(run.cfg))
+        return static_plan(
+            run.cost, run.layers, run.split_lengths, run.target_rel, run.reference, self.scorer(run.cfg).spec(run.cfg)
+        )
 
 
 class RandomSchedule(StaticSchedule):

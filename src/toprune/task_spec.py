@@ -22,10 +22,18 @@ def task_spec(data, max_length: int) -> dict:
 
     source = dict(getattr(data, "source", {}) or {})
     files = {k: str(Path(v).resolve()) for k, v in source.items() if k.endswith("_file") and v}
-    return {"format_version": FORMAT_VERSION, "task": source.get("task"), "task_type": task_type(data),
-            "labels": None if data.labels is None else list(data.labels),
-            "text_columns": list(source.get("text_columns") or ()) or None, "label_column": source.get("label_column"),
-            "metric": data.metric, "metric_label": metric_label(data), "max_length": int(max_length), **files}
+    return {
+        "format_version": FORMAT_VERSION,
+        "task": source.get("task"),
+        "task_type": task_type(data),
+        "labels": None if data.labels is None else list(data.labels),
+        "text_columns": list(source.get("text_columns") or ()) or None,
+        "label_column": source.get("label_column"),
+        "metric": data.metric,
+        "metric_label": metric_label(data),
+        "max_length": int(max_length),
+        **files,
+    }
 
 
 def write_task(folder: str | Path, spec: dict) -> Path:
@@ -74,8 +82,10 @@ def apply_saved_task(args) -> dict | None:
         raise ToPruneError("--data replaces --train-file/--validation-file for evaluation; give one or the other")
     if spec is None:
         if data:
-            raise ToPruneError(f"--data needs a model that carries its task ({TASK_FILENAME}, written by `toprune "
-                               f"finetune` and `toprune prune`); else pass --train-file and --validation-file")
+            raise ToPruneError(
+                f"--data needs a model that carries its task ({TASK_FILENAME}, written by `toprune "
+                f"finetune` and `toprune prune`); else pass --train-file and --validation-file"
+            )
         if getattr(args, "task", "") is None and not own_files:
             args.task = _DEFAULT_TASK
         return None
@@ -99,13 +109,16 @@ def apply_saved_task(args) -> dict | None:
                 setattr(args, key, spec[key])
                 args.files_recorded = True
         if not args.train_file:
-            raise ToPruneError(f"teacher {folder} was fine-tuned on {spec.get('train_file')}, which is no longer "
-                               f"there: pass --train-file and --validation-file")
+            raise ToPruneError(
+                f"teacher {folder} was fine-tuned on {spec.get('train_file')}, which is no longer "
+                f"there: pass --train-file and --validation-file"
+            )
     elif hasattr(args, "data") and not data:
         recorded = spec.get("validation_file")
         if not (recorded and Path(recorded).is_file()):
-            raise ToPruneError(f"{folder} was trained on your own files; pass --data FILE (the labelled file to "
-                               f"evaluate on)")
+            raise ToPruneError(
+                f"{folder} was trained on your own files; pass --data FILE (the labelled file to evaluate on)"
+            )
         args.data, args.data_recorded = recorded, True
     return spec
 
@@ -121,10 +134,16 @@ def prepare_saved(tokenizer, spec: dict, data_file: str, max_length: int):
 
     labels = None if spec.get("labels") is None else tuple(spec["labels"])
     if not spec.get("text_columns") or not spec.get("label_column"):
-        raise ToPruneError(f"the saved task of this model names no text/label columns; pass --train-file and "
-                           f"--validation-file instead of --data {data_file}")
+        raise ToPruneError(
+            f"the saved task of this model names no text/label columns; pass --train-file and "
+            f"--validation-file instead of --data {data_file}"
+        )
     dev = load_user_validation(data_file, tuple(spec["text_columns"]), spec["label_column"], labels)
     data = _task_data(Path(data_file).name, spec["metric"], labels, None, dev, tokenizer, max_length, None, 0, True)
-    data.source = {"task": spec.get("task"), "validation_file": str(data_file),
-                   "text_columns": spec["text_columns"], "label_column": spec["label_column"]}
+    data.source = {
+        "task": spec.get("task"),
+        "validation_file": str(data_file),
+        "text_columns": spec["text_columns"],
+        "label_column": spec["label_column"],
+    }
     return data

@@ -20,8 +20,7 @@ from .pretrained import resolve_model
 from .qa import qa_loss, qa_metrics, survivors
 from .runtime import pruning_state
 from .selection import Selection, check_select_on, split_heldout
-from .validate import (DEFAULT_SEED, check_label_names, check_max_length, check_same_task, check_seed,
-                       check_trained)
+from .validate import DEFAULT_SEED, check_label_names, check_max_length, check_same_task, check_seed, check_trained
 
 
 @dataclass
@@ -64,15 +63,18 @@ KNOWN_TASKS = set(GLUE_TASKS)  # tasks whose names say what a model was trained 
 
 
 def is_qa_model(model) -> bool:
-    return any(a.endswith("ForQuestionAnswering") for a in model.config.architectures or []) or \
-        type(model).__name__.endswith("ForQuestionAnswering")
+    return any(a.endswith("ForQuestionAnswering") for a in model.config.architectures or []) or type(
+        model
+    ).__name__.endswith("ForQuestionAnswering")
 
 
 def check_qa_head(model, path, task: "TaskData") -> None:
     """A one-line error for a QA model on a classification task, or the reverse."""
     if is_qa_model(model) != (task.kind == "qa"):
-        raise ToPruneError(f"{path} is {'a QA' if is_qa_model(model) else 'not a QA'} model but task {task.name} "
-                           f"is {'' if task.kind == 'qa' else 'not '}question answering")
+        raise ToPruneError(
+            f"{path} is {'a QA' if is_qa_model(model) else 'not a QA'} model but task {task.name} "
+            f"is {'' if task.kind == 'qa' else 'not '}question answering"
+        )
 
 
 def check_head(model, path, task: "TaskData", max_length: int | None = None) -> None:
@@ -83,8 +85,10 @@ def check_head(model, path, task: "TaskData", max_length: int | None = None) -> 
     if max_length is not None:
         check_max_length(model.config, max_length, str(path))
     if model.config.num_labels != task.num_labels:
-        raise ToPruneError(f"{path} predicts {model.config.num_labels} labels but task {task.name} has "
-                           f"{task.num_labels}: evaluate it on the task it was trained for")
+        raise ToPruneError(
+            f"{path} predicts {model.config.num_labels} labels but task {task.name} has "
+            f"{task.num_labels}: evaluate it on the task it was trained for"
+        )
     if task.kind != "qa":
         check_label_names(model.config, str(path), task.labels, task.name)
     check_same_task(resolve_model(path), str(path), task.name, KNOWN_TASKS)
@@ -127,8 +131,9 @@ def tokenise(dataset, tokenizer, labels, max_length: int):
     return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenising")
 
 
-def _task_data(name, metric, labels, train, dev, tokenizer, max_length, max_train_samples, seed, dev_only,
-               select_on="heldout"):
+def _task_data(
+    name, metric, labels, train, dev, tokenizer, max_length, max_train_samples, seed, dev_only, select_on="heldout"
+):
     """Hold out the selection slice, subset (seeded) and tokenise the splits of any task, GLUE or the user's own.
     The slice is taken before subsetting, so it does not move with ``max_train_samples`` or ``seed``."""
     check_select_on(select_on)
@@ -145,25 +150,66 @@ def _task_data(name, metric, labels, train, dev, tokenizer, max_length, max_trai
             train = train.shuffle(seed=seed).select(range(max_train_samples))
         train = tokenise(train, tokenizer, labels, max_length)
         selection = None if selection is None else tokenise(selection, tokenizer, labels, max_length)
-    return TaskData(name, metric, labels, train, tokenise(dev, tokenizer, labels, max_length), dev,
-                    selection=selection, selection_info=info)
+    return TaskData(
+        name,
+        metric,
+        labels,
+        train,
+        tokenise(dev, tokenizer, labels, max_length),
+        dev,
+        selection=selection,
+        selection_info=info,
+    )
 
 
-def prepare_glue(tokenizer, task_name: str, data_dir, max_length: int = 128, max_train_samples: int | None = None,
-                 seed: int = DEFAULT_SEED, dev_only: bool = False, select_on: str = "heldout") -> TaskData:
+def prepare_glue(
+    tokenizer,
+    task_name: str,
+    data_dir,
+    max_length: int = 128,
+    max_train_samples: int | None = None,
+    seed: int = DEFAULT_SEED,
+    dev_only: bool = False,
+    select_on: str = "heldout",
+) -> TaskData:
     task = glue_task(task_name)
     train = None if dev_only else load_glue_split(data_dir, task.name, "train")
     dev = load_glue_split(data_dir, task.name, "dev")
-    data = _task_data(task.name, task.metric, task.labels, train, dev, tokenizer, max_length, max_train_samples,
-                      seed, dev_only, select_on)
-    data.source = {"task": task.name, "data_dir": None if data_dir is None else str(data_dir),
-                   "text_columns": list(task.text_columns), "label_column": task.label_column}
+    data = _task_data(
+        task.name,
+        task.metric,
+        task.labels,
+        train,
+        dev,
+        tokenizer,
+        max_length,
+        max_train_samples,
+        seed,
+        dev_only,
+        select_on,
+    )
+    data.source = {
+        "task": task.name,
+        "data_dir": None if data_dir is None else str(data_dir),
+        "text_columns": list(task.text_columns),
+        "label_column": task.label_column,
+    }
     return data
 
 
-def prepare_user(tokenizer, train_file, validation_file, text_columns=None, label_column=None, max_length: int = 128,
-                 max_train_samples: int | None = None, seed: int = DEFAULT_SEED, dev_only: bool = False,
-                 select_on: str = "heldout", task_type: str | None = None) -> TaskData:
+def prepare_user(
+    tokenizer,
+    train_file,
+    validation_file,
+    text_columns=None,
+    label_column=None,
+    max_length: int = 128,
+    max_train_samples: int | None = None,
+    seed: int = DEFAULT_SEED,
+    dev_only: bool = False,
+    select_on: str = "heldout",
+    task_type: str | None = None,
+) -> TaskData:
     """The user's own CSV/TSV/JSON Lines files (see :mod:`toprune.userdata`); metric: accuracy or Pearson.
     ``task_type``: "classification" or "regression" (default: inferred from the training labels)."""
     from .userdata import load_user_data
@@ -175,17 +221,43 @@ def prepare_user(tokenizer, train_file, validation_file, text_columns=None, labe
     train, dev, info = load_user_data(train_file, validation_file, text_columns, label_column, task_type=task_type)
     metric = "pearson" if info.is_regression else "accuracy"
     # named after the user's file (progress bars, messages), never a GLUE task
-    data = _task_data(Path(train_file).name, metric, info.labels, train, dev, tokenizer, max_length,
-                      max_train_samples, seed, dev_only, select_on)
-    data.source = {"train_file": str(train_file), "validation_file": str(validation_file),
-                   "text_columns": list(info.text_columns), "label_column": info.label_column}
+    data = _task_data(
+        Path(train_file).name,
+        metric,
+        info.labels,
+        train,
+        dev,
+        tokenizer,
+        max_length,
+        max_train_samples,
+        seed,
+        dev_only,
+        select_on,
+    )
+    data.source = {
+        "train_file": str(train_file),
+        "validation_file": str(validation_file),
+        "text_columns": list(info.text_columns),
+        "label_column": info.label_column,
+    }
     return data
 
 
-def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, max_train_samples: int | None = None,
-                 seed: int = DEFAULT_SEED, dev_only: bool = False, train_file=None, validation_file=None,
-                 text_columns=None, label_column=None, select_on: str = "heldout",
-                 task_type: str | None = None) -> TaskData:
+def prepare_data(
+    tokenizer,
+    task: str | None,
+    data_dir,
+    max_length: int = 128,
+    max_train_samples: int | None = None,
+    seed: int = DEFAULT_SEED,
+    dev_only: bool = False,
+    train_file=None,
+    validation_file=None,
+    text_columns=None,
+    label_column=None,
+    select_on: str = "heldout",
+    task_type: str | None = None,
+) -> TaskData:
     """SQuAD (``squad``, ``squad_v2``: local JSON, the user's files in that layout, or the hub), the user's own
     classification files when ``train_file`` is given, else the GLUE task."""
     from .squad import is_squad
@@ -195,24 +267,49 @@ def prepare_data(tokenizer, task: str | None, data_dir, max_length: int = 128, m
 
         if not train_file:
             raise ToPruneError("--task embedding needs --train-file: a .txt/CSV/JSON Lines file or glue:TASK")
-        return prepare_embedding(tokenizer, str(train_file), data_dir, max_length, max_train_samples, seed,
-                                 column=text_columns)
+        return prepare_embedding(
+            tokenizer, str(train_file), data_dir, max_length, max_train_samples, seed, column=text_columns
+        )
     if is_squad(task):
         from .qa import prepare_squad
 
         # QA selects on its evaluation articles (no held-out training slice yet): stated in every output
-        data = prepare_squad(tokenizer, task, data_dir, max_length, max_train_samples=max_train_samples, seed=seed,
-                             dev_only=dev_only, train_file=train_file, validation_file=validation_file)
+        data = prepare_squad(
+            tokenizer,
+            task,
+            data_dir,
+            max_length,
+            max_train_samples=max_train_samples,
+            seed=seed,
+            dev_only=dev_only,
+            train_file=train_file,
+            validation_file=validation_file,
+        )
         if not dev_only:
             data.selection_info = Selection("dev", len(data.dev), len(data.train))
-        data.source = {"task": data.name, "data_dir": None if data_dir is None else str(data_dir),
-                       "train_file": train_file, "validation_file": validation_file}
+        data.source = {
+            "task": data.name,
+            "data_dir": None if data_dir is None else str(data_dir),
+            "train_file": train_file,
+            "validation_file": validation_file,
+        }
         return data
     if validation_file and not train_file:
         raise ToPruneError("--validation-file needs --train-file (labels are learned from the training file)")
     if train_file:
-        return prepare_user(tokenizer, train_file, validation_file, text_columns, label_column, max_length,
-                            max_train_samples, seed, dev_only, select_on, task_type)
+        return prepare_user(
+            tokenizer,
+            train_file,
+            validation_file,
+            text_columns,
+            label_column,
+            max_length,
+            max_train_samples,
+            seed,
+            dev_only,
+            select_on,
+            task_type,
+        )
     if task_type is not None:
         raise ToPruneError("--task-type is for your own files (--train-file); GLUE and SQuAD tasks have theirs")
     return prepare_glue(tokenizer, task, data_dir, max_length, max_train_samples, seed, dev_only, select_on)
@@ -222,8 +319,9 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0,
-                group_by_length: bool = False) -> DataLoader:
+def make_loader(
+    dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0, group_by_length: bool = False
+) -> DataLoader:
     """Dynamic padding; the shuffle order depends only on (seed, epoch), so a resumed run sees the same batches.
 
     ``group_by_length`` (with ``shuffle``): batches of similar lengths, as HF's ``group_by_length``: shuffle, sort
@@ -248,8 +346,9 @@ def predictions_of(logits: torch.Tensor, regression: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: bool = False,
-             return_kept: bool = False) -> dict:
+def evaluate(
+    model, loader, task: TaskData, padded_length: int = 128, progress: bool = False, return_kept: bool = False
+) -> dict:
     """Dev metrics (0-100) and, for a pruned model, the FLOPs of its inference path on these very inputs."""
     model.eval()
     state = pruning_state(model)
@@ -288,8 +387,7 @@ def evaluate(model, loader, task: TaskData, padded_length: int = 128, progress: 
         out = {"teacher_cosine": 100 * float(cosines.mean()), "teacher_cosine_min": 100 * float(cosines.min())}
         out["metric"] = out["teacher_cosine"]
     elif task.kind == "qa":
-        out = qa_metrics(task.qa, [p[:, 0].numpy() for p in preds], [p[:, 1].numpy() for p in preds],
-                         alive or None)
+        out = qa_metrics(task.qa, [p[:, 0].numpy() for p in preds], [p[:, 1].numpy() for p in preds], alive or None)
     else:
         out = glue_metrics(task.metric, torch.cat(preds).numpy(), torch.cat(golds).numpy())
         out["metric"] = out[task.metric]

@@ -44,8 +44,9 @@ class UserTaskInfo:
 TASK_TYPES = ("classification", "regression")
 
 
-def load_user_data(train_file, validation_file, text_columns=None, label_column=None, regression=None,
-                   task_type: str | None = None):
+def load_user_data(
+    train_file, validation_file, text_columns=None, label_column=None, regression=None, task_type: str | None = None
+):
     """``(train, validation, info)``: two ``datasets.Dataset`` with text_a[, text_b], label, and the task found.
 
     Columns not given are inferred from the training file (see ``_infer_label_column``/``_infer_text_columns``).
@@ -71,8 +72,10 @@ def load_user_data(train_file, validation_file, text_columns=None, label_column=
     if not 1 <= len(text_columns) <= 2:
         raise ToPruneError(f"text_columns takes 1 or 2 column names, got {len(text_columns)}")
     if len(set(text_columns)) < len(text_columns) or label_column in text_columns:
-        raise ToPruneError(f"--text-columns {','.join(text_columns)} with --label-column {label_column}: a column "
-                           f"can be used once (text or label)")
+        raise ToPruneError(
+            f"--text-columns {','.join(text_columns)} with --label-column {label_column}: a column "
+            f"can be used once (text or label)"
+        )
     for path, ds in ((train_file, train), (validation_file, validation)):
         missing = [c for c in (*text_columns, label_column) if c not in ds.column_names]
         if missing:
@@ -90,14 +93,18 @@ def load_user_data(train_file, validation_file, text_columns=None, label_column=
         train_labels = _floats(train_file, train_labels, label_column)
         val_labels = _floats(validation_file, val_labels, label_column)
         if len(set(train_labels)) < 2:
-            raise ToPruneError(f"{train_file}: every target in column {label_column!r} is {train_labels[0]:g}; "
-                               f"a regression needs targets that vary")
+            raise ToPruneError(
+                f"{train_file}: every target in column {label_column!r} is {train_labels[0]:g}; "
+                f"a regression needs targets that vary"
+            )
     else:
         _one_spelling(train_file, train_labels)
         labels = tuple(sorted(set(train_labels)))
         if len(labels) < 2:
-            raise ToPruneError(f"{train_file}: every label in column {label_column!r} is {labels[0]!r}; a classifier "
-                               f"needs at least two classes (for a numeric target pass --task-type regression)")
+            raise ToPruneError(
+                f"{train_file}: every label in column {label_column!r} is {labels[0]!r}; a classifier "
+                f"needs at least two classes (for a numeric target pass --task-type regression)"
+            )
         known = set(labels)
         for row, label in enumerate(val_labels, start=1):
             if label not in known:
@@ -120,8 +127,9 @@ def read_table(path, column_names=None):
 
     fmt = _FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise ToPruneError(f"{path}: unsupported file type {Path(path).suffix or '(none)'!r}; "
-                           f"use one of {', '.join(_FORMATS)}")
+        raise ToPruneError(
+            f"{path}: unsupported file type {Path(path).suffix or '(none)'!r}; use one of {', '.join(_FORMATS)}"
+        )
     if not Path(path).is_file():
         raise ToPruneError(f"data file not found: {path}")
     try:
@@ -153,8 +161,12 @@ def read_table(path, column_names=None):
     else:
         # every column as text: labels like "0"/"1" and ids stay strings, "null"/"NA" are not turned into missing
         # index_col=False: else pandas silently takes the extra leading fields of a too-long row as an index
-        options = dict(keep_default_na=False, encoding="utf-8-sig", index_col=False,
-                       features=datasets.Features({c: datasets.Value("string") for c in columns}))
+        options = dict(
+            keep_default_na=False,
+            encoding="utf-8-sig",
+            index_col=False,
+            features=datasets.Features({c: datasets.Value("string") for c in columns}),
+        )
         if fmt == "tsv":
             options.update(sep="\t", quoting=csv.QUOTE_NONE)  # quote characters in TSV text are data
         if column_names:
@@ -163,8 +175,9 @@ def read_table(path, column_names=None):
         with warnings.catch_warnings():
             # ...and with index_col=False it drops those fields with only a warning: make that an error
             warnings.simplefilter("error", pandas.errors.ParserWarning)
-            ds = datasets.load_dataset("csv" if fmt == "tsv" else fmt, data_files={"data": str(path)},
-                                       split="data", **options)
+            ds = datasets.load_dataset(
+                "csv" if fmt == "tsv" else fmt, data_files={"data": str(path)}, split="data", **options
+            )
     except Exception as exc:  # pandas/arrow parse errors come in many types; the user needs one line
         raise ToPruneError(f"cannot read {path}: {_first_line(exc)}") from None
     if ds.num_rows == 0:
@@ -186,8 +199,10 @@ def _infer_label_column(path, columns) -> str:
     for name in _LABEL_CANDIDATES:
         if name in columns:
             return name
-    raise ToPruneError(f"{path}: no label column (looked for {', '.join(_LABEL_CANDIDATES)}); "
-                       f"pass label_column, one of {', '.join(columns)}")
+    raise ToPruneError(
+        f"{path}: no label column (looked for {', '.join(_LABEL_CANDIDATES)}); "
+        f"pass label_column, one of {', '.join(columns)}"
+    )
 
 
 def _infer_text_columns(path, ds, label_column) -> tuple[str, ...]:
@@ -195,12 +210,17 @@ def _infer_text_columns(path, ds, label_column) -> tuple[str, ...]:
         if all(n in ds.column_names for n in names):
             return names
     # no known layout: a file with just one or two text columns beside the label is unambiguous
-    rest = [c for c in ds.column_names
-            if c != label_column and getattr(ds.features[c], "dtype", None) in ("string", "large_string")]
+    rest = [
+        c
+        for c in ds.column_names
+        if c != label_column and getattr(ds.features[c], "dtype", None) in ("string", "large_string")
+    ]
     if 1 <= len(rest) <= 2:
         return tuple(rest)
-    raise ToPruneError(f"{path}: cannot tell the text column(s) among {', '.join(ds.column_names)}; "
-                       f"pass text_columns (one or two names)")
+    raise ToPruneError(
+        f"{path}: cannot tell the text column(s) among {', '.join(ds.column_names)}; "
+        f"pass text_columns (one or two names)"
+    )
 
 
 def _texts(path, ds, column) -> list[str]:
@@ -242,8 +262,10 @@ def _one_spelling(path, labels: list[str]) -> None:
         if number is not None:
             first = seen.setdefault(number, (label, row))
             if first[0] != label:
-                raise ToPruneError(f"{path} row {row}: label {label!r} is the number of {first[0]!r} (row "
-                                   f"{first[1]}) written another way; write each class one way")
+                raise ToPruneError(
+                    f"{path} row {row}: label {label!r} is the number of {first[0]!r} (row "
+                    f"{first[1]}) written another way; write each class one way"
+                )
 
 
 def _as_float(text: str) -> float | None:
@@ -285,8 +307,10 @@ def load_user_validation(path, text_columns: tuple[str, ...], label_column: str,
     ds = read_table(path)
     missing = [c for c in (*text_columns, label_column) if c not in ds.column_names]
     if missing:
-        raise ToPruneError(f"{path} lacks column(s) {', '.join(map(repr, missing))} (the model was trained on "
-                           f"text {', '.join(text_columns)} and label {label_column!r})")
+        raise ToPruneError(
+            f"{path} lacks column(s) {', '.join(map(repr, missing))} (the model was trained on "
+            f"text {', '.join(text_columns)} and label {label_column!r})"
+        )
     texts = [_texts(path, ds, c) for c in text_columns]
     values = _labels(path, ds, label_column)
     if labels is None:
@@ -294,6 +318,8 @@ def load_user_validation(path, text_columns: tuple[str, ...], label_column: str,
     known = set(labels)
     for row, label in enumerate(values, start=1):
         if label not in known:
-            raise ToPruneError(f"{path} row {row}: label {label!r} in column {label_column!r} is not one the model "
-                               f"knows ({', '.join(labels)})")
+            raise ToPruneError(
+                f"{path} row {row}: label {label!r} in column {label_column!r} is not one the model "
+                f"knows ({', '.join(labels)})"
+            )
     return _build(texts, values, False)

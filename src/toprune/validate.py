@@ -17,8 +17,15 @@ from .errors import ToPruneError
 DEFAULT_SEED = 57  # every seeded default (config, commands, data subsets) is this one
 
 # any of these makes a folder's tokenizer real (fast JSON, WordPiece, BPE, SentencePiece)
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model", "sentencepiece.bpe.model",
-                   "tokenizer.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "spm.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 _GENERIC_LABEL = re.compile(r"LABEL_\d+")
 MAX_SEED = 2**32 - 1  # numpy's seed range
 
@@ -26,8 +33,10 @@ MAX_SEED = 2**32 - 1  # numpy's seed range
 def check_tokenizer_files(folder: str | Path, name: str) -> None:
     folder = Path(folder)
     if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
-        raise ToPruneError(f"{name} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...): save the "
-                           f"tokenizer with the model (tokenizer.save_pretrained) or copy it from the base model")
+        raise ToPruneError(
+            f"{name} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...): save the "
+            f"tokenizer with the model (tokenizer.save_pretrained) or copy it from the base model"
+        )
 
 
 def check_tokenizer_fits(tokenizer, config, name: str) -> None:
@@ -36,12 +45,16 @@ def check_tokenizer_fits(tokenizer, config, name: str) -> None:
     vocab = getattr(config, "vocab_size", None)
     size = len(tokenizer)
     if vocab and (size > vocab or size < vocab // 2):
-        raise ToPruneError(f"{name}: the tokenizer has {size} tokens but the model's embeddings {vocab}: the folder "
-                           f"holds another model's tokenizer")
+        raise ToPruneError(
+            f"{name}: the tokenizer has {size} tokens but the model's embeddings {vocab}: the folder "
+            f"holds another model's tokenizer"
+        )
     pad = getattr(config, "pad_token_id", None)
     if pad is not None and tokenizer.pad_token_id is not None and pad != tokenizer.pad_token_id and vocab:
-        raise ToPruneError(f"{name}: the tokenizer pads with id {tokenizer.pad_token_id} but the model with {pad}: "
-                           f"the folder holds another model's tokenizer")
+        raise ToPruneError(
+            f"{name}: the tokenizer pads with id {tokenizer.pad_token_id} but the model with {pad}: "
+            f"the folder holds another model's tokenizer"
+        )
 
 
 def is_generic(names: list[str]) -> bool:
@@ -58,8 +71,10 @@ def check_label_names(config, name: str, labels, task_name: str) -> None:
     names = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(len(labels))]
     if is_generic(names) or names == [str(x) for x in labels]:
         return
-    raise ToPruneError(f"{name} was trained for labels ({', '.join(names)}) but task {task_name} has "
-                       f"({', '.join(map(str, labels))}): use the model of this task")
+    raise ToPruneError(
+        f"{name} was trained for labels ({', '.join(names)}) but task {task_name} has "
+        f"({', '.join(map(str, labels))}): use the model of this task"
+    )
 
 
 def check_finite_loss(loss: float, step: int, hint: str) -> None:
@@ -92,8 +107,10 @@ def check_trained(model, name: str) -> None:
     new = getattr(model, "toprune_new_weights", None)
     if new:
         more = f" and {len(new) - 1} more" if len(new) > 1 else ""
-        raise ToPruneError(f"{name} is not trained for a task ({new[0]}{more} newly initialised at loading): "
-                           f"fine-tune it on the task first (toprune finetune)")
+        raise ToPruneError(
+            f"{name} is not trained for a task ({new[0]}{more} newly initialised at loading): "
+            f"fine-tune it on the task first (toprune finetune)"
+        )
 
 
 def check_encoder_complete(model, name: str) -> None:
