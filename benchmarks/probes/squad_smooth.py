@@ -24,6 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 import toprune.runtime as rt
 from toprune import EncoderDims, apply_pruning, load_model, load_tokenizer
+from toprune.plan import ScoringSpec
 from toprune.qa import prepare_squad
 from toprune.static import static_plan
 from toprune.train import evaluate, make_loader
@@ -37,7 +38,7 @@ loader = make_loader(data.dev, tok, 64, shuffle=False)
 dims = EncoderDims.from_config(model.config)
 lengths = [sum(m) for m in data.dev["attention_mask"]]
 plan = static_plan(dims, [1, 2, 3, 4, 5], [lengths], 0.5)
-plan.meta["scorer"] = "question"
+plan.scoring = ScoringSpec("question")
 G = {}
 orig_scores, orig_attention = rt.token_scores, rt.self_attention
 
@@ -86,7 +87,7 @@ rt.token_scores, rt.self_attention = scores, attention
 for spec in sys.argv[2].split(","):
     kind, pool, r = spec.split(":")
     G["spec"] = (kind, pool, int(r))
-    plan.meta["score_radius"] = int(r) if kind == "lib" else 0
+    plan.scoring = ScoringSpec("question", radius=int(r) if kind == "lib" else 0)
     state.set_plan(plan)
     t = time.time()
     with torch.no_grad():
