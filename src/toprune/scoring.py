@@ -52,8 +52,8 @@ def token_scores(probs: torch.Tensor, query_mask: torch.Tensor | None) -> torch.
     if query_mask is None:
         return probs.mean(dim=(1, 2))
     rows = query_mask.to(probs.dtype)
-    # heads summed first, then one (1 x n) @ (n x n) product per example: on the CPU about 10x cheaper than the
-    # equivalent einsum("bhqk,bq->bk") (0.17 vs 1.5-2.6 ms at B=32, H=12, n=70, one thread)
+    # heads summed first, then one (1 x n) @ (n x n) product per example: on the CPU far cheaper than the
+    # equivalent einsum("bhqk,bq->bk") (measured: benchmarks/README.md section 1)
     received = torch.matmul(rows.unsqueeze(1), probs.sum(dim=1)).squeeze(1)
     return received / (probs.shape[1] * rows.sum(dim=1, keepdim=True).clamp(min=1.0))
 
@@ -63,7 +63,7 @@ def question_rows(segments: torch.Tensor | None, valid: torch.Tensor) -> torch.T
     the separator closing it (BERT-style pairs: token type 0). ``segments`` is ``token_type_ids`` (None: one
     segment, i.e. every real token but CLS and the last one). In extractive QA the context tokens that the
     question attends to are the answer candidates; the attention *every* row gives ranks them worse
-    (benchmarks/README.md §6: zero-shot SQuAD F1 35.3 vs 30.9 at 2x)."""
+    (measured on zero-shot SQuAD: benchmarks/README.md section 6)."""
     first = valid if segments is None else valid & (segments == 0)
     end = first.sum(dim=1, keepdim=True) - 1  # the closing separator's position
     slots = torch.arange(valid.shape[1], device=valid.device)
@@ -87,11 +87,11 @@ def spread_scores(
     (a 1-D max filter), plus a thousandth of its own score so that a peak still ranks above its neighbours.
 
     For extractive QA: the question rows attend to the context words that match the question, and the answer sits
-    next to them, not on them; spreading keeps a window around every match (SQuAD zero-shot at 2x: F1 35.3 -> 41+,
-    benchmarks/README.md §6). ``positions`` (B, n) are the original positions, all below ``length``, of the current
-    slots (the gather path, where the sequence is already shortened; None: the slots are the original positions).
-    Scores must be >= 0, as attention received is: pruned and padding positions count as 0 in both paths alike.
-    """
+    next to them, not on them; spreading keeps a window around every match (measured on zero-shot
+    SQuAD: benchmarks/README.md section 6). ``positions`` (B, n) are the original positions, all below ``length``,
+    of the current slots (the gather path, where the sequence is already shortened; None: the slots are the original
+    positions). Scores must be >= 0, as attention received is: pruned and padding positions count as 0 in both
+    paths alike."""
     if radius <= 0:
         return scores
     # laid out at the original positions (unique per example), filtered there, read back at the slots
