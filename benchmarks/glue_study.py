@@ -41,10 +41,11 @@ METHODS = {  # method name in the results -> `toprune prune` options
     "static_topk": ["--method", "static"],
     "random": ["--method", "random"],
 }
-# Seeds (training seed and data order) per method and target: the two methods the issue compares (ToP, static) get
-# three at the main target; everything else one, to spend the 2 cores where a comparison is decided.
+# Seeds (training seed and data order) per method and target: the methods whose comparison decides something get
+# three at the main target (ToP vs static: the issue's bar; ToP with vs without layer gates: the default variant);
+# everything else one, to spend the 2 cores where a comparison is decided.
 SEEDS = (57, 58, 59)
-MAIN_SEEDED = ("top", "static_topk")
+MAIN_SEEDED = ("top", "top_no_gates", "static_topk")
 EXTRA_TARGET = "3x"  # one more row per task, every method, one seed
 CURVE_TARGETS = ["1.5x", "2x", "3x", "4x"]
 CURVE_METHODS = ["top", "static_topk"]
