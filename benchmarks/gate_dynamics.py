@@ -17,7 +17,7 @@ import torch
 
 from toprune.flops import EncoderDims, expected_relative_macs
 from toprune.gates import HardConcreteGates
-from toprune.losses import anti_windup_, lagrangian
+from toprune.losses import ascend_multipliers_, lagrangian
 
 MINILM = EncoderDims(num_layers=6, hidden=384, ffn=1536, heads=12)
 
@@ -74,12 +74,8 @@ def simulate(
         gate_opt.zero_grad()
         lambda_opt.zero_grad()
         loss.backward()
-        gap = lambdas.grad[0].item()
-        lambdas.grad.neg_()
         gate_opt.step()
-        lambda_opt.step()
-        if anti_windup:
-            anti_windup_(lambdas, gap)
+        ascend_multipliers_(lambdas, lambda_opt, anti_windup)
         gates.clamp_()
         bin_p, gate_p = gates.keep_probs()
         kept, on = gates.deterministic()

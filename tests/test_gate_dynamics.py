@@ -6,7 +6,7 @@ import torch
 
 from toprune.flops import EncoderDims, expected_relative_macs
 from toprune.gates import HardConcreteGates
-from toprune.losses import anti_windup_, lagrangian
+from toprune.losses import anti_windup_, ascend_multipliers_, lagrangian
 
 DIMS = EncoderDims(num_layers=6, hidden=64, ffn=256, heads=4)
 
@@ -37,12 +37,8 @@ def _simulate(scale, steps=160, ramp=80, target=0.5, lr=0.05, anti_windup=True, 
         gate_opt.zero_grad()
         lambda_opt.zero_grad()
         loss.backward()
-        gap = lambdas.grad[0].item()
-        lambdas.grad.neg_()
         gate_opt.step()
-        lambda_opt.step()
-        if anti_windup:
-            anti_windup_(lambdas, gap)
+        ascend_multipliers_(lambdas, lambda_opt, anti_windup)
         gates.clamp_()
         trace.append((1.0 - rel.item() - t, gates.deterministic()[1].clone(), lambdas[0].item()))
     return trace

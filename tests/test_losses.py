@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toprune.losses import distillation_loss, lagrangian
+from toprune.losses import ascend_multipliers_, distillation_loss, lagrangian
 from toprune.qa import qa_distillation_loss
 
 
@@ -21,12 +21,24 @@ def test_lagrangian_multipliers_grow_while_constraint_violated_and_push_sparsity
     for _ in range(5):
         opt.zero_grad()
         lagrangian(sparsity, 0.5, lambdas).backward()
-        lambdas.grad.neg_()  # ascent, as in the run (tests/test_prune.py checks the run's own step)
-        opt.step()
+        assert ascend_multipliers_(lambdas, opt, anti_windup=False) == pytest.approx(0.1 - 0.5)  # the run's step
     assert lambdas[0] < 0 and lambdas[1] > 0  # both terms grew in the direction that penalises the violation
     sparsity.grad = None
     lagrangian(sparsity, 0.5, lambdas.detach()).backward()
     assert sparsity.grad < 0  # descent on the model side increases the sparsity
+
+
+def test_multiplier_ascent_with_anti_windup_keeps_lambda1_on_the_side_of_the_gap():
+    lambdas = torch.nn.Parameter(torch.tensor([-2.0, 1.0]))
+    opt = torch.optim.SGD([lambdas], lr=0.1)
+    sparsity = torch.tensor(0.7)  # above the target 0.5: gap +0.2, so ascent raises both multipliers
+    lagrangian(sparsity, 0.5, lambdas).backward()
+    assert ascend_multipliers_(lambdas, opt, anti_windup=True) == pytest.approx(0.2)
+    assert lambdas.tolist() == pytest.approx([0.0, 1.0 + 0.1 * 0.04])  # -1.98 after the step, clamped to 0
+    lambdas.grad = None
+    lagrangian(sparsity, 0.5, lambdas).backward()
+    ascend_multipliers_(lambdas, opt, anti_windup=False)
+    assert lambdas[0].item() == pytest.approx(0.02)  # plain ascent on its own
 
 
 def test_classification_distillation_is_t_squared_kl_from_the_teacher():

@@ -48,3 +48,16 @@ def anti_windup_(lambdas: torch.Tensor, gap: float) -> None:
         lambdas[0].clamp_(min=0.0)
     elif gap < 0:
         lambdas[0].clamp_(max=0.0)
+
+
+def ascend_multipliers_(lambdas: torch.Tensor, lambda_opt: torch.optim.Optimizer, anti_windup: bool) -> float:
+    """One step of the multipliers, which *maximise* the Lagrangian that the model and the gates minimise: their
+    gradient negated, ``lambda_opt`` stepped, then (``anti_windup``) :func:`anti_windup_`. Call it after the
+    backward pass (and any averaging of the gradient across processes); it touches only ``lambdas``, so the other
+    optimizers may step before or after it. Returns the gap s - t (the gradient of lambda1) it acted on."""
+    gap = lambdas.grad[0].item()
+    lambdas.grad.neg_()  # gradient ascent
+    lambda_opt.step()
+    if anti_windup:
+        anti_windup_(lambdas, gap)
+    return gap

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .embedding import distill_embedding
 from .flops import expected_relative_macs
-from .losses import anti_windup_, distillation_loss, lagrangian
+from .losses import ascend_multipliers_, distillation_loss, lagrangian
 from .plan import PruningPlan
 from .ranking import ranking_distillation_loss
 from .report import WallTimeEstimate, prune_setup, setup_lines
@@ -157,13 +157,11 @@ class TrainingSteps:
         if self.accelerator.num_processes > 1:  # gates and multipliers live outside DDP: average them by hand
             for param in (*self.gates.parameters(), self.lambdas):
                 param.grad = self.accelerator.reduce(param.grad, reduction="mean")
-        gap = self.lambdas.grad[0].item()  # d/d lambda1 = s - t (averaged over processes: the same everywhere)
-        self.lambdas.grad.neg_()  # gradient ascent on the multipliers
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
-        for opt in (self.opt, self.gate_opt, self.lambda_opt):
+        for opt in (self.opt, self.gate_opt):
             opt.step()
-        if cfg.lambda_anti_windup:
-            anti_windup_(self.lambdas, gap)
+        # the multipliers' gradient, averaged above, is the same in every process: so is their step
+        ascend_multipliers_(self.lambdas, self.lambda_opt, cfg.lambda_anti_windup)
         self.schedule.step()
         self.gates.clamp_()
         self.step_seconds.append(time.perf_counter() - started)
