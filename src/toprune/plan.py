@@ -28,7 +28,8 @@ class ScoringSpec:
     scores as the run did), unlike ``PruningPlan.meta``, which is provenance only.
 
     ``kind``: attention received from every row, from the question (first-segment) rows only, or random draws (the
-    floor baseline); ``radius`` [ours]: each score raised to the best within that many positions before ranking;
+    floor baseline); or the name of a scorer registered in :mod:`toprune.strategies` (an experiment's own);
+    ``radius`` [ours]: each score raised to the best within that many positions before ranking;
     ``seed``: the random draws' seed (evaluation and a reload draw the same tokens)."""
 
     kind: str = "attention"
@@ -37,7 +38,11 @@ class ScoringSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in SCORING_KINDS:
-            raise ToPruneError(f"unknown scorer {self.kind!r}; choose one of {', '.join(SCORING_KINDS)}")
+            from .strategies import SCORERS  # a registered scorer of one's own (imported late: it imports this)
+
+            kinds = dict.fromkeys((*SCORING_KINDS, *SCORERS))
+            if self.kind not in kinds:
+                raise ToPruneError(f"unknown scorer {self.kind!r}; choose one of {', '.join(kinds)}")
         if not isinstance(self.radius, int) or self.radius < 0:
             raise ToPruneError(f"score radius must be an integer >= 0, got {self.radius!r}")
         if not isinstance(self.seed, int) or self.seed < 0:

@@ -29,6 +29,7 @@ from .adapters import BlockParts, base_model, block_parts, find_encoder
 from .errors import ToPruneError
 from .plan import PruningPlan, kept_ranks
 from .scoring import question_rows, rank_bins, score_rows, self_attention, sort_indices, spread_scores, token_scores
+from .strategies import Scorer, ScoreView, custom_scorer
 
 
 @dataclass
@@ -69,6 +70,7 @@ class PruningState:
         self.input_segments: torch.Tensor | None = None  # token_type_ids (question scorer)
         self.hidden_states: list[torch.Tensor] | None = None  # output_hidden_states=True: full-length, per layer
         self.question_scores = False  # plans scored "question": attention received from question rows
+        self.scorer: Scorer | None = None  # plans scored by a registered scorer of one's own: it ranks the tokens
         self.last: ForwardRecord | None = None
         self.handles: list = []
         self.set_plan(plan)
@@ -77,7 +79,9 @@ class PruningState:
         plan.validate(len(self.parts))
         self.plan = plan
         scoring = plan.scoring
-        self.question_scores = scoring.kind == "question"
+        if scoring.kind != getattr(self.scorer, "kind", None):  # the same kind keeps its object (and its state)
+            self.scorer = custom_scorer(scoring.kind)
+        self.question_scores = scoring.kind == "question" or (self.scorer is not None and self.scorer.by_question)
         self.score_radius = scoring.radius  # [ours] spread scores before ranking
         # the seed the run evaluated with: reloads score the same (a generator already set keeps drawing)
         random = scoring.kind == "random"
@@ -147,6 +151,14 @@ def _question_rows(state: PruningState, valid: torch.Tensor) -> torch.Tensor | N
     return question_rows(None if segments is None else segments.to(valid.device), valid)
 
 
+def _scores(state: PruningState, layer: int, probs, hidden, query_mask, valid, positions) -> torch.Tensor:
+    """Each slot's score at ``layer``: the attention it receives from the ``query_mask`` rows, or what the plan's
+    registered scorer says (its view is built only then: the built-in path and exported graphs are unchanged)."""
+    if state.scorer is None:
+        return token_scores(probs, query_mask)
+    return state.scorer.token_scores(ScoreView(layer, probs, hidden, query_mask, valid, positions))
+
+
 def _at_positions(scores: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, seq: int):
     """Survivors' scores (B, n) -> (B, seq) at their original positions (0 elsewhere, differentiable), and the
     (B, seq) mask of the positions that were scored."""
@@ -180,7 +192,7 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
             counts.append(valid.sum(dim=1))
             record.computed_lengths.append(hidden.shape[1])
             record.positions.append(torch.where(valid, positions, -1))
-        scores = token_scores(probs, score_rows(rows, key_mask)) if need else None
+        scores = _scores(state, i, probs, hidden, score_rows(rows, key_mask), valid, positions) if need else None
         if i in state.score_layers:  # at original positions: losses compare them with full-length targets
             record.scores[i], record.scored[i] = _at_positions(scores, positions, valid, seq)
         if random:  # the floor baseline: the same counts, random survivors (drawn on the CPU: reproducible)
@@ -246,6 +258,7 @@ def _soft_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor
     is_cls = torch.zeros_like(valid)
     is_cls[:, 0] = True
     rows = _question_rows(state, valid)
+    slots = None if state.scorer is None else torch.arange(valid.shape[1], device=valid.device).expand_as(valid)
     frozen = None
     for i, parts in enumerate(state.parts):
         p = index_of.get(i + 1)
@@ -253,7 +266,7 @@ def _soft_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor
         key_mask = None if bool(alive.all()) else alive
         context, probs = self_attention(parts, hidden, key_mask, need, training)
         after_attn = parts.attn_output(context, hidden)
-        scores = token_scores(probs, score_rows(rows, alive)) if need else None
+        scores = _scores(state, i, probs, after_attn, score_rows(rows, alive), alive, slots) if need else None
         if i in state.score_layers:
             record.scores[i], record.scored[i] = scores, valid  # a dead token scores 0 here
         hidden = parts.ffn(after_attn)

@@ -11,19 +11,57 @@ choice lists from here. Heavy imports stay inside the methods: the CLI builds it
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from .constraint import CONSTRAINTS
 from .errors import ToPruneError
-from .plan import ScoringSpec
+from .plan import SCORING_KINDS, ScoringSpec
+
+if TYPE_CHECKING:  # torch loads with the runtime, never with this module (the CLI's parser is built from it)
+    import torch
 
 
 # -- scorers ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScoreView:
+    """What a scorer sees at one layer, in the current slots (on the inference path: the survivors, re-padded).
+
+    ``layer``: the layer whose attention this is (at a pruning layer l, layer l - 1's scores decide who enters l);
+    ``probs`` (B, H, n, n): its attention probabilities; ``hidden`` (B, n, d): its post-attention states;
+    ``query_mask`` (B, n) bool or None (every row): the rows the library's score averages over (the valid rows, or
+    the question's for a scorer ``by_question``); ``valid`` (B, n) bool: real, surviving slots; ``positions``
+    (B, n): each slot's position in the original input (meaningless where not ``valid``)."""
+
+    layer: int
+    probs: torch.Tensor
+    hidden: torch.Tensor
+    query_mask: torch.Tensor | None
+    valid: torch.Tensor
+    positions: torch.Tensor
+
+
 class Scorer:
-    """How survivors are ranked: the plan's scoring spec, and the random draws of training and evaluation."""
+    """How survivors are ranked: the plan's scoring spec, and the random draws of training and evaluation.
+
+    An experiment's own scorer is a subclass whose ``kind`` is a new name, registered under it
+    (``REGISTRY["scorer"][kind] = cls``) and named by the plan (``ScoringSpec(kind)``, or ``PruneConfig(scorer=kind)``):
+    the runtime then ranks tokens by its :meth:`token_scores` at every layer it scores. A saved plan keeps the name
+    only: register the class before loading it. The built-in kinds (attention, question, random) are scored inline
+    by the runtime and never call it."""
 
     kind = ""
+    by_question = False  # the runtime's query rows are the first segment's (the question's), not every valid row
 
     def spec(self, cfg) -> ScoringSpec:
         return ScoringSpec(self.kind, cfg.score_radius)
+
+    def token_scores(self, view: ScoreView) -> torch.Tensor:
+        """(B, n) scores of the current slots, higher survives (the plan's radius is applied after). This default is
+        the library's: attention received, mean over heads and ``view.query_mask`` rows."""
+        from .scoring import token_scores
+
+        return token_scores(view.probs, view.query_mask)
 
     def check(self, data) -> None:
         """One-line error if the data cannot be scored this way."""
@@ -47,6 +85,7 @@ class QuestionScorer(Scorer):
     """[ours] Attention received from the first segment's (the question's) rows only."""
 
     kind = "question"
+    by_question = True
 
     def check(self, data) -> None:
         if "token_type_ids" not in data.dev.column_names:
@@ -192,6 +231,11 @@ PLAN_SOURCES = _by_name(LearnedGates, StaticSchedule, RandomSchedule)
 RANK_TARGETS = _by_name(AttentionTarget, AnswerTarget)
 # PruneConfig field -> {user-facing name: strategy class}: the only place these names are mapped
 REGISTRY = {"method": PLAN_SOURCES, "scorer": SCORERS, "rank_target": RANK_TARGETS, "constraint": CONSTRAINTS}
+
+
+def custom_scorer(kind: str) -> Scorer | None:
+    """The registered scorer a plan's scoring kind names, when it is an experiment's own (None: a built-in kind)."""
+    return None if kind in SCORING_KINDS else build("scorer", kind)
 
 
 def build(field_name: str, name: str):
