@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-import toprune.runtime as rt
 from toprune import EncoderDims, apply_pruning, load_model, load_tokenizer, remove_pruning
 from toprune.qa import prepare_squad
 from toprune.static import static_plan
+from toprune.strategies import REGISTRY, Scorer
 from toprune.train import evaluate, head_logits, make_loader, split_targets
 
 torch.set_num_threads(2)
@@ -64,32 +64,25 @@ def teacher_span_mask(max_len: int = 30) -> torch.Tensor:
 
 
 G = {"batch": -1}
-original_record = rt.ForwardRecord
-
-
-class Record(original_record):  # exposes the positions entering the current layer to the patched scores
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        G["record"] = self
-
-
-rt.ForwardRecord = Record
 model.base_model.register_forward_pre_hook(lambda *a: G.__setitem__("batch", G["batch"] + 1))
-original_scores = rt.token_scores
 
 
-def protected_scores(probs, key_mask):
-    scores = original_scores(probs, key_mask)
-    positions = G["record"].positions[-1]  # original position of each slot, -1 for padding
-    rows = G["protect"][G["batch"] * BATCH : G["batch"] * BATCH + positions.shape[0]]
-    hit = rows.gather(1, positions.clamp(min=0).clamp(max=rows.shape[1] - 1)) & (positions >= 0)
-    return scores.masked_fill(hit, 1e4)
+class Protected(Scorer):
+    """The library's attention scores, with this batch's protected tokens (by original position) always kept."""
+
+    kind = "oracle_protected"
+
+    def token_scores(self, view):
+        scores = super().token_scores(view)
+        rows = G["protect"][G["batch"] * BATCH : G["batch"] * BATCH + view.positions.shape[0]]
+        hit = rows.gather(1, view.positions.clamp(max=rows.shape[1] - 1)) & view.valid
+        return scores.masked_fill(hit, 1e4)
 
 
+REGISTRY["scorer"][Protected.kind] = Protected  # the plan below names it: the runtime ranks tokens by it
 dims = EncoderDims.from_config(model.config)
-plan = static_plan(dims, [1, 2, 3, 4, 5], [lengths], 0.5)  # geo_1to5 of squad_plans.py: 2.03x unpadded
+plan = static_plan(dims, [1, 2, 3, 4, 5], [lengths], 0.5, scoring=Protected.kind)  # geo_1to5 of squad_plans.py
 masks = {"teacher_span": teacher_span_mask(), "gold": gold_mask()}
-rt.token_scores = protected_scores
 for name, mask in masks.items():
     G["protect"], G["batch"], t = mask, -1, time.time()
     apply_pruning(model, plan)

@@ -1,4 +1,4 @@
-"""Zero-shot probe: question-guided token scores (attention received from question rows only) and/or protected question tokens, by patching toprune.runtime.token_scores for this process. Usage: python benchmarks/probes/squad_qguided.py runs/squad-teacher qguided_protect,protect,qguided geo_1to5,geo_2to5
+"""Zero-shot probe: question-guided token scores (attention received from question rows only) and/or protected question tokens, by a scorer of its own registered for this process (toprune.strategies). Usage: python benchmarks/probes/squad_qguided.py runs/squad-teacher qguided_protect,protect,qguided geo_1to5,geo_2to5
 
 Run from the repo root. Diagnostic scripts of the SQuAD investigation (benchmarks/README.md §6); results in
 benchmarks/results/squad_probe_*.
@@ -7,9 +7,9 @@ benchmarks/results/squad_probe_*.
 import sys, json, time, torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "src"))
-import toprune.runtime as rt
-from toprune import load_model, load_tokenizer, apply_pruning, PruningPlan, EncoderDims
+from toprune import load_model, load_tokenizer, apply_pruning, PruningPlan, EncoderDims, ScoringSpec
 from toprune.qa import prepare_squad
+from toprune.strategies import REGISTRY, Scorer
 from toprune.train import make_loader, evaluate
 from toprune.static import static_plan
 from toprune.adapters import base_model
@@ -36,28 +36,35 @@ def hook(mod, args, kwargs):
 
 
 base_model(model).register_forward_pre_hook(hook, with_kwargs=True)
-orig = rt.token_scores
 
 
-def patched(probs, query_mask):
-    b, h, n, _ = probs.shape
-    q_end = G["q_end"].to(probs.device)
-    idx = torch.arange(n, device=probs.device)
-    rows = (idx[None] >= 1) & (idx[None] < (q_end - 1)[:, None])
-    if G["mode"] in ("qguided", "qguided_protect"):
-        s = torch.einsum("bhqk,bq->bk", probs, rows.to(probs.dtype)) / (h * rows.sum(1, keepdim=True).clamp(min=1))
-    else:
-        s = orig(probs, query_mask)
-    if G["mode"] in ("protect", "qguided_protect"):
-        s = s.masked_fill((idx[None] >= 1) & (idx[None] < q_end[:, None]), 1e4)
-    return s
+class Probe(Scorer):
+    """The mode's scores. Its question rows are the first slots of the current sequence, as this probe always took
+    them; the library's ``--scorer question`` instead follows the surviving question tokens."""
+
+    kind = "probe_qguided"
+
+    def token_scores(self, view):
+        probs = view.probs
+        b, h, n, _ = probs.shape
+        q_end = G["q_end"].to(probs.device)
+        idx = torch.arange(n, device=probs.device)
+        rows = (idx[None] >= 1) & (idx[None] < (q_end - 1)[:, None])
+        if G["mode"] in ("qguided", "qguided_protect"):
+            s = torch.einsum("bhqk,bq->bk", probs, rows.to(probs.dtype)) / (h * rows.sum(1, keepdim=True).clamp(min=1))
+        else:
+            s = super().token_scores(view)  # the library's attention scores
+        if G["mode"] in ("protect", "qguided_protect"):
+            s = s.masked_fill((idx[None] >= 1) & (idx[None] < q_end[:, None]), 1e4)
+        return s
 
 
-rt.token_scores = patched
+REGISTRY["scorer"][Probe.kind] = Probe  # every plan below names it: the runtime ranks tokens by it
+scoring = ScoringSpec(Probe.kind)
 plans = {
-    "geo_1to5": static_plan(dims, [1, 2, 3, 4, 5], [lengths], 0.5),
-    "geo_2to5": static_plan(dims, [2, 3, 4, 5], [lengths], 0.5),
-    "learned_prev": PruningPlan.from_keep_ratios(6, {1: 0.6, 2: 0.75}),
+    "geo_1to5": static_plan(dims, [1, 2, 3, 4, 5], [lengths], 0.5, scoring=scoring),
+    "geo_2to5": static_plan(dims, [2, 3, 4, 5], [lengths], 0.5, scoring=scoring),
+    "learned_prev": PruningPlan.from_keep_ratios(6, {1: 0.6, 2: 0.75}, scoring=scoring),
 }
 for mode in modes:
     G["mode"] = mode

@@ -1,5 +1,6 @@
 """Zero-shot probe of QA token scorers under the same 2x static plan (layers 1-5) as squad_plans.py and
-squad_oracle.py, on the dense SQuAD teacher (no training). Patches toprune.runtime for this process.
+squad_oracle.py, on the dense SQuAD teacher (no training). Its scorer is registered for this process
+(toprune.strategies) and named by the plan.
 
 A spec is SCORE:POOL:RADIUS, e.g. att:max:2
 * SCORE att: question-guided attention (`--scorer question`, the library's); qa: the teacher's own QA head applied
@@ -22,11 +23,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-import toprune.runtime as rt
 from toprune import EncoderDims, apply_pruning, load_model, load_tokenizer
 from toprune.plan import ScoringSpec
 from toprune.qa import prepare_squad
 from toprune.static import static_plan
+from toprune.strategies import REGISTRY, QuestionScorer
 from toprune.train import evaluate, make_loader
 
 torch.set_num_threads(2)
@@ -37,57 +38,45 @@ data = prepare_squad(tok, "squad", Path(__file__).resolve().parents[3] / "shared
 loader = make_loader(data.dev, tok, 64, shuffle=False)
 dims = EncoderDims.from_config(model.config)
 lengths = [sum(m) for m in data.dev["attention_mask"]]
-plan = static_plan(dims, [1, 2, 3, 4, 5], [lengths], 0.5)
-plan.scoring = ScoringSpec("question")
 G = {}
-orig_scores, orig_attention = rt.token_scores, rt.self_attention
 
 
-def attention(parts, hidden, key_mask, need_probs, training):
-    G["key_mask"] = key_mask
-    return orig_attention(parts, hidden, key_mask, need_probs, training)
-
-
-def wrap_output(fn):
-    def out(context, residual):
-        G["hidden"] = fn(context, residual)
-        return G["hidden"]
-
-    return out
-
-
-def early_qa(n):
-    logits = model.qa_outputs(G["hidden"]).float()  # (B, n, 2)
-    mask = G["key_mask"]
-    if mask is not None:
-        logits = logits.masked_fill(~mask.unsqueeze(-1), -1e4)
+def early_qa(view):
+    logits = model.qa_outputs(view.hidden).float()  # (B, n, 2) from the layer's post-attention states
+    logits = logits.masked_fill(~view.valid.unsqueeze(-1), -1e4)
     return logits.softmax(dim=1).sum(dim=-1)
 
 
-def scores(probs, query_mask):
-    kind, pool, r = G["spec"]
-    att = orig_scores(probs, query_mask)
-    if kind in ("att", "lib"):
-        s = att
-    elif kind == "qa":
-        s = early_qa(att.shape[1])
-    else:
-        s = att / att.sum(dim=1, keepdim=True) + early_qa(att.shape[1]) / 2
-    if r == 0 or kind == "lib":
-        return s
-    x = s.unsqueeze(1)
-    y = F.max_pool1d(x, 2 * r + 1, 1, r) if pool == "max" else F.avg_pool1d(x, 2 * r + 1, 1, r, count_include_pad=False)
-    return y.squeeze(1) + 1e-3 * s  # the token's own score breaks ties inside a neighbourhood
+class Probe(QuestionScorer):  # the question's rows, as --scorer question (the spec's SCORE att)
+    kind = "probe_smooth"
+
+    def token_scores(self, view):
+        kind, pool, r = G["spec"]
+        att = super().token_scores(view)
+        if kind in ("att", "lib"):
+            s = att
+        elif kind == "qa":
+            s = early_qa(view)
+        else:
+            s = att / att.sum(dim=1, keepdim=True) + early_qa(view) / 2
+        if r == 0 or kind == "lib":
+            return s
+        x = s.unsqueeze(1)
+        y = (
+            F.max_pool1d(x, 2 * r + 1, 1, r)
+            if pool == "max"
+            else F.avg_pool1d(x, 2 * r + 1, 1, r, count_include_pad=False)
+        )
+        return y.squeeze(1) + 1e-3 * s  # the token's own score breaks ties inside a neighbourhood
 
 
+REGISTRY["scorer"][Probe.kind] = Probe  # the plan names it: the runtime ranks tokens by it
+plan = static_plan(dims, [1, 2, 3, 4, 5], [lengths], 0.5, scoring=Probe.kind)
 state = apply_pruning(model, plan)
-for parts in state.parts:
-    object.__setattr__(parts, "attn_output", wrap_output(parts.attn_output))  # BlockParts is frozen
-rt.token_scores, rt.self_attention = scores, attention
 for spec in sys.argv[2].split(","):
     kind, pool, r = spec.split(":")
     G["spec"] = (kind, pool, int(r))
-    plan.scoring = ScoringSpec("question", radius=int(r) if kind == "lib" else 0)
+    plan.scoring = ScoringSpec(Probe.kind, radius=int(r) if kind == "lib" else 0)  # lib: the library's radius
     state.set_plan(plan)
     t = time.time()
     with torch.no_grad():
