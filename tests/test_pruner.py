@@ -71,3 +71,30 @@ def test_a_new_constraint_is_one_class_in_the_registry(tmp_path, monkeypatch):
     assert len(judged) == 1 and summary["best"] is None and pruner.plan is None
     with pytest.raises(toprune.ToPruneError, match="constraint must be one of flops, latency, stricter"):
         toprune.Pruner(teacher, teacher, tokenizer, data, toprune.PruneConfig(constraint="nope", max_length=64))
+
+
+def test_ramp_starts_at_the_initial_masks_expected_sparsity_when_asked(tmp_path):
+    """--ramp-start initial: the first step's target is the initial masks' expected sparsity on the training lengths
+    (so lambda1 starts at the gap's sign, not pushing the masks up), rising linearly to the final target; the
+    default ramp starts at 0."""
+    teacher, tokenizer = tiny_bert_with_tokenizer()
+    data_dir = write_small_glue(tmp_path / "data", train_rows=64, dev_rows=10)
+    data = prepare_data(tokenizer, "mrpc", data_dir / "glue", 64, seed=57)
+    targets = {}
+    for start in ("zero", "initial"):
+        config = toprune.PruneConfig(max_length=64, target="2x", epochs=2, warmup_epochs=1, ramp_start=start)
+        pruner = toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, config, log=lambda *_: None)
+        batch = next(iter(pruner_batches(pruner)))
+        first = pruner.train_step(batch)
+        targets[start] = (pruner.ramp_start, first["target_sparsity"], first["expected_sparsity"])
+    assert targets["zero"][:2] == (0.0, 0.0)
+    start, first_target, first_expected = targets["initial"]
+    assert 0.0 < start < 0.5  # gates and bins start (almost) on: a few percent
+    assert first_target == pytest.approx(start)
+    assert first_expected == pytest.approx(start, abs=0.02)  # the batch's lengths, not the whole set's
+
+
+def pruner_batches(pruner):
+    from toprune.train import make_loader
+
+    return make_loader(pruner.data.train, pruner.tokenizer, pruner.cfg.batch_size, True, pruner.cfg.seed, 0)

@@ -90,6 +90,13 @@ class PruneConfig:
         5.0, "training epochs (the time is estimated after the first 10 steps)", kind="positive_float"
     )
     warmup_epochs: float = option(2.0, "the target ramps up over these epochs", kind="positive_float")
+    ramp_start: str = option(
+        "zero",
+        "where the target's ramp starts: sparsity 0 (the authors') or [ours] the expected sparsity of the initial "
+        "masks, so that lambda1 never pushes the masks up to their clamp in the first steps, where they stall "
+        "(benchmarks/README.md 'Gate collapse')",
+        choices=("zero", "initial"),
+    )
     hard_epochs: float = option(
         0.0,
         "[ours] the last epochs train with the learned plan frozen and tokens really "

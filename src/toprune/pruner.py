@@ -24,7 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from .constraint import describe
 from .errors import ToPruneError
-from .flops import EncoderDims, min_relative_macs, parse_target
+from .flops import EncoderDims, expected_relative_macs, min_relative_macs, parse_target
 from .gates import HardConcreteGates
 from .plan import PruningPlan
 from .prune_config import PruneConfig, check_config, resolve_layers
@@ -102,6 +102,8 @@ class Pruner(TrainingSteps):
             monotone=cfg.monotone,
             use_layer_gates=cfg.layer_gates,
         ).to(self.device)
+        # the ramp's start, from the initial masks (before any checkpoint is loaded: a resumed run ramps the same)
+        self.ramp_start = self._initial_sparsity() if cfg.ramp_start == "initial" else 0.0
         self.lambdas = torch.nn.Parameter(torch.zeros(2, device=self.device))
         for name, param in self.student.named_parameters():  # embeddings frozen, as the authors do
             param.requires_grad_("embeddings" not in name)
@@ -153,6 +155,13 @@ class Pruner(TrainingSteps):
                 f": with layers before {self.layers[0]} dense, at most {1 / floor:.2f}x is possible "
                 "on this data"
             )
+
+    @torch.no_grad()
+    def _initial_sparsity(self) -> float:
+        """Expected cost sparsity of the current (initial) masks on the training lengths, capped at the target's."""
+        lengths = torch.tensor(self.split_lengths[0], device=self.device)
+        rel = expected_relative_macs(self.cost, self.gates.expected_keep_ratios(), self.layers, lengths, self.reference)
+        return min(max(0.0, 1.0 - float(rel)), 1.0 - self.target_rel)
 
     @functools.cached_property
     def split_lengths(self) -> list[list[int]]:

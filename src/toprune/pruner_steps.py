@@ -148,7 +148,7 @@ class TrainingSteps:
             loss_rank = cfg.rank_alpha * max(0.01, 1.0 - progress) * self._ranking_loss(batch, teacher_logits)
         lengths = batch["attention_mask"].sum(dim=1)
         rel = expected_relative_macs(self.cost, self.gates.expected_keep_ratios(), self.layers, lengths, self.reference)
-        target_sparsity = (1.0 - self.target_rel) * progress
+        target_sparsity = self.ramp_start + (1.0 - self.target_rel - self.ramp_start) * progress
         loss_lag = lagrangian(1.0 - rel, target_sparsity, self.lambdas)
         loss = loss_task + loss_rank + loss_lag
         for opt in (self.opt, self.gate_opt, self.lambda_opt):
