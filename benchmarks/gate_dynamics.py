@@ -48,6 +48,7 @@ def simulate(
     num_bins: int = 20,
     lambda_optimizer: str = "adamw",
     anti_windup: bool = False,
+    ramp_start: str = "zero",
 ) -> dict:
     torch.manual_seed(seed)
     layers = list(range(1, MINILM.num_layers))
@@ -68,8 +69,10 @@ def simulate(
         bins, g = gates.sample(sampler)
         task = fake_task_loss(bins, g, task_scale)
         progress = min(1.0, step / ramp)
-        target = target_sparsity * progress
         rel = expected_relative_macs(MINILM, gates.expected_keep_ratios(), layers, lengths)
+        if step == 0:  # --ramp-start initial: the ramp starts at the initial masks' expected sparsity
+            start = min(1.0 - rel.item(), target_sparsity) if ramp_start == "initial" else 0.0
+        target = start + (target_sparsity - start) * progress
         loss = task + lagrangian(1.0 - rel, target, lambdas)
         gate_opt.zero_grad()
         lambda_opt.zero_grad()
@@ -125,6 +128,7 @@ VARIANTS = {
     "new gate init + plain ascent": {"gate_init": 3.0},
     "no layer gates + anti-windup": {"layer_gates": False, "anti_windup": True},
     "new defaults, ramp x3": {"gate_init": 3.0, "anti_windup": True, "ramp": 285, "steps": 380},
+    "new defaults, ramp from the initial masks": {"gate_init": 3.0, "anti_windup": True, "ramp_start": "initial"},
 }
 SCALES = (0.03, 0.3, 3.0)  # task-loss weight against the constraint: the real one is unknown, so a wide range
 
