@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -121,6 +122,13 @@ def bench_task(task: str, methods: list[str], args) -> list[dict]:
                 run[f"onnx_ms_b{b}"] = lat[f"{key}_ort"][b]
                 run[f"onnx_speedup_b{b}"] = lat["dense_ort"][b] / lat[f"{key}_ort"][b]
     rows = [dense_row]
+    # where and how the task's rows were made: a re-bench of one task must not borrow another run's CPU or protocol
+    dense_row["measured"] = {
+        **environment(args.threads),
+        "date": time.strftime("%Y-%m-%d"),
+        "selection": data.selection_info.describe(),
+        "teacher": str(teacher_dir(task)),
+    }
     for method in methods:
         targets = dict.fromkeys(r["target"] for r in runs if r["method"] == method)
         for target in targets:
@@ -167,12 +175,27 @@ def _merge(path: Path, rows: list[dict]) -> list[dict]:
     return merged
 
 
-def markdown(rows: list[dict], env: dict) -> str:
+def markdown(rows: list[dict]) -> str:
     """The study table; the dense row carries the dense ONNX Runtime latency, the serving competitor."""
     lines = [
-        f"CPU: {env['cpu']}, {env['threads']} threads; torch {env['torch']}, onnxruntime {env['onnxruntime']}. "
-        "ms = median ms per batch (PyTorch eager; ONNX Runtime); speed-ups are against the dense model in the "
-        "same runtime.",
+        "ms = median ms per batch (PyTorch eager; ONNX Runtime); speed-ups are against the dense model in the same "
+        "runtime, measured in the same process. Where each task's rows come from:",
+        "",
+    ]
+    for r in rows:
+        if r["method"] == "dense":
+            m = r.get("measured")
+            lines.append(
+                f"- {r['task']}: "
+                + (
+                    f"{m['date']}, {m['cpu']}, {m['threads']} threads, torch {m['torch']}, onnxruntime "
+                    f"{m['onnxruntime']}; teacher {m['teacher']}; checkpoints {m['selection']}"
+                    if m
+                    else "the earlier study (one seed; CPU AMD EPYC, 2 threads; earlier teachers; checkpoints "
+                    "selected on dev, the paper's convention): not comparable with the rows measured since"
+                )
+            )
+    lines += [
         "",
         "| task | method | FLOPs target | metric (mean ± std, seeds) | FLOPs red. unpadded "
         "| FLOPs red. padded 128 | ms b1 | ms b32 | speed-up b1 "
@@ -203,7 +226,7 @@ def bench_tasks(tasks: list[str], methods: list[str], args) -> None:
             print(f"{task}: no teacher yet, skipped")
             continue
         merged = _merge(RESULTS / "glue_minilm.json", bench_task(task, methods, args))
-        text = markdown(merged, environment(args.threads))
+        text = markdown(merged)
         (RESULTS / "glue_minilm.md").write_text(text)
         print(text)
 
