@@ -54,7 +54,7 @@ def test_export_really_removes_tokens_per_example(tmp_path):
     lengths = state.last.computed_lengths
     assert lengths[0] == 40 and lengths[-1] < lengths[0] / 3  # PyTorch shortened the sequence ...
     graph = open(tmp_path / "pruned" / "model.onnx", "rb").read()
-    assert b"TopK" in graph and b"GatherElements" in graph  # ... and so does the graph: selection and gather
+    assert b"TopK" in graph and b"index_select" in graph  # ... and so does the graph: selection and row gather
 
 
 def test_a_layer_that_keeps_only_cls_exports_and_matches(tmp_path):
@@ -79,12 +79,35 @@ def test_qa_head_gets_every_position_back_inside_the_graph(tmp_path):
     batch = random_batch([9, 3, 17, 12])
     export_onnx(model, None, tmp_path, samples=[batch])
     meta = json.loads((tmp_path / CONFIG_FILENAME).read_text())
-    assert meta["outputs"] == ["start_logits", "end_logits"] and meta["pruned"]
+    assert meta["outputs"] == ["start_logits", "end_logits"] and meta["pruned"] and meta["restores_tokens"]
     session = make_session(tmp_path / "model.onnx")
     other = random_batch([21, 6], seed=5)
     start, end = session.run(None, {k: v.numpy() for k, v in other.items()})
     assert start.shape == end.shape == (2, 21)
     assert check_parity(model, session, [other]) <= 1e-4
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert"])
+def test_first_row_heads_skip_the_restore_and_still_match(family, tmp_path):
+    """Sequence classification reads the CLS row only: the graph drops the restore step (no scatter back)."""
+    model = tiny_model(family)
+    pad = model.config.pad_token_id or 0
+    apply_pruning(model, PLAN)
+    export_onnx(model, None, tmp_path, samples=[random_batch([9, 3, 17, 12], pad_id=pad)])
+    assert json.loads((tmp_path / CONFIG_FILENAME).read_text())["restores_tokens"] is False
+    assert b"ScatterND" not in open(tmp_path / "model.onnx", "rb").read()
+    checks = [random_batch([30, 2, 11, 25, 1], pad_id=pad, seed=1), random_batch([14], pad_id=pad, seed=2)]
+    assert check_parity(model, make_session(tmp_path / "model.onnx"), checks) <= 1e-4
+
+
+def test_token_level_logits_keep_the_restore(tmp_path):
+    """Token classification also outputs "logits", but per token: the head probe sees it and the restore stays."""
+    model = tiny_model(head="AutoModelForTokenClassification")
+    apply_pruning(model, PLAN)
+    export_onnx(model, None, tmp_path, samples=[random_batch([9, 3, 17, 12])])
+    assert json.loads((tmp_path / CONFIG_FILENAME).read_text())["restores_tokens"] is True
+    other = random_batch([21, 6], seed=5)
+    assert check_parity(model, make_session(tmp_path / "model.onnx"), [other]) <= 1e-4
 
 
 def test_transformer_fusions_are_kept_only_with_parity_and_can_be_turned_off(tmp_path, capsys):

@@ -80,6 +80,30 @@ def check_parity(model, session, batches: list[dict]) -> float:
     return worst
 
 
+def reads_first_row_only(model, batch: dict) -> bool:
+    """Whether the model's outputs depend on the encoder output's first row alone (sequence classification and
+    regression heads: a pooler or head that reads the CLS row). Checked, not assumed from the class: the other rows
+    are replaced by noise, twice, and the outputs must not move. Token-level heads (QA) and pooled embeddings fail.
+    Such a model needs no restore step: the dropped tokens' states are never read."""
+    from .adapters import find_encoder
+
+    generator = torch.Generator().manual_seed(0)
+
+    def noise(module, args, output):
+        hidden = output[0].clone()
+        hidden[:, 1:] = torch.randn(hidden[:, 1:].shape, generator=generator, dtype=hidden.dtype) * 10.0
+        output["last_hidden_state"] = hidden
+        return output
+
+    reference = _outputs(model, batch)
+    handle = find_encoder(model).register_forward_hook(noise)
+    try:
+        noisy = [_outputs(model, batch) for _ in range(2)]
+    finally:
+        handle.remove()
+    return all(torch.equal(reference[k], out[k]) for out in noisy for k in reference)
+
+
 def fuse_transformer_ops(model, path: Path, batches: list[dict]) -> dict[str, int]:
     """onnxruntime's transformer optimizer (the fusions Optimum's O2 level applies) on the graph at ``path``, in
     place, kept only if it still matches PyTorch; returns the fused operators' counts ({} when nothing was kept).
@@ -139,8 +163,11 @@ def export_onnx(
     outputs = list(_outputs(model, batches[0]))
     batch_dim = torch.export.Dim("batch")
     seq_dim = torch.export.Dim("sequence", max=model.config.max_position_embeddings)
+    # a head that reads the CLS row only (classification, regression) never sees the restored tokens: no restore step
+    restore = state is None or outputs != ["logits"] or not reads_first_row_only(model, batches[0])
     if state is not None:
         state.traceable = True  # the masked path everywhere, symbolic survivor counts
+        state.restore = restore
     try:
         with warnings.catch_warnings(), torch.no_grad(), _quiet_logs():
             warnings.simplefilter("ignore")
@@ -157,7 +184,7 @@ def export_onnx(
             )
     finally:
         if state is not None:
-            state.traceable = False
+            state.traceable, state.restore = False, True
     tmp = folder / (ONNX_FILENAME + ".tmp")
     try:
         program.save(str(tmp))
@@ -184,6 +211,7 @@ def export_onnx(
         "problem_type": config.problem_type,
         **serving_task(config, outputs, task),
         "plan": state.plan.to_dict() if state is not None else None,
+        "restores_tokens": state is not None and restore,  # False: the graph skips the restore (first-row head)
         "opset": opset,
         "fused_ops": fused,
     }

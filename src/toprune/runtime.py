@@ -63,6 +63,7 @@ class PruningState:
         self.force_scoring = False  # score at pruning layers even when nothing is dropped (to measure its cost)
         self.record = False  # record token counts per layer (FLOPs of real batches)
         self.traceable = False  # for ONNX export: no data-dependent Python branches (always the masked path)
+        self.restore = True  # scatter dropped tokens back at the end; off: the survivors, CLS first (first-row heads)
         self.soft_masks: SoftMasks | None = None
         self.random_scores: torch.Generator | None = None  # plans scored "random": drop random tokens
         # of the current call only (captured by a pre-hook on the base model, cleared by its forward hook)
@@ -175,6 +176,7 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
     key_mask = valid if state.traceable or not bool(valid.all()) else None
     rows = _question_rows(state, valid)  # gathered with the survivors, like their positions
     stash = None
+    restore = state.restore or state.hidden_states is not None
     counts = []
     for i, parts in enumerate(state.parts):
         table = state.tables.get(i + 1)
@@ -201,9 +203,9 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
             scores = spread_scores(scores, state.score_radius, positions, seq)
         if prune_next and key_mask is None:
             # no padding: same survivor count for every example, a handful of ops instead of the masked path
-            if stash is None:
-                stash = hidden.new_zeros(bsz, seq + 1, dim)
-            scatter_rows_(stash, positions, hidden)  # survivors are overwritten later
+            if restore:
+                stash = hidden.new_zeros(bsz, seq + 1, dim) if stash is None else stash
+                scatter_rows_(stash, positions, hidden)  # survivors are overwritten later
             order = _select_unpadded(state, i + 1, scores)
             hidden = gather_rows(hidden, order)
             positions = positions.gather(1, order)
@@ -214,10 +216,9 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
             candidates[:, 0] = False  # CLS is never scored nor pruned
             keep = table.to(hidden.device)[rank_bins(scores, candidates, table.numel() - 1, not state.traceable)]
             keep[:, 0] = True
-            if stash is None:
-                stash = hidden.new_zeros(bsz, seq + 1, dim)  # slot `seq` is a sink for padding writes
-            dropped_at = torch.where(valid & ~keep, positions, seq)
-            scatter_rows_(stash, dropped_at, hidden)
+            if restore:  # slot `seq` of the stash is a sink for padding writes
+                stash = hidden.new_zeros(bsz, seq + 1, dim) if stash is None else stash
+                scatter_rows_(stash, torch.where(valid & ~keep, positions, seq), hidden)
             n_keep = keep.sum(dim=1)
             new_len = _longest(n_keep, hidden.shape[1], state.traceable)
             # kept tokens first, in their original order, then cut to the longest survivor list (a unique sort
