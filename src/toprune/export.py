@@ -3,9 +3,10 @@
 ``export_onnx`` traces the pruned runtime with the torch.export-based ONNX exporter. Per-example token removal
 stays *inside* the graph: each pruning layer's survivor count is a symbolic length computed from the data (the
 longest survivor list of the batch), so later layers really run on fewer tokens in ONNX Runtime too, and the
-restore step scatters every token back for token-level heads (QA start/end logits). Batch and sequence axes are
-dynamic. The folder gets ``model.onnx``, the tokenizer and ``toprune_onnx.json`` (inputs, outputs, labels, plan),
-so it serves with onnxruntime and tokenizers alone (see :class:`OnnxModel`). Every export is checked against
+restore step scatters every token back for token-level heads (QA start/end logits; a head that reads the CLS row
+only gets a graph without it, see :func:`reads_first_row_only`). Batch and sequence axes are dynamic. The folder
+gets ``model.onnx``, the tokenizer and ``toprune_onnx.json`` (inputs, outputs, labels, plan), so it serves with
+onnxruntime and tokenizers alone (see :class:`OnnxModel`). Every export is checked against
 PyTorch on a mixed-length padded batch and on a batch of one before it is kept.
 """
 
@@ -168,6 +169,7 @@ def export_onnx(
     if state is not None:
         state.traceable = True  # the masked path everywhere, symbolic survivor counts
         state.restore = restore
+        state.rank_table_size = model.config.max_position_embeddings  # the longest input the graph takes
     try:
         with warnings.catch_warnings(), torch.no_grad(), _quiet_logs():
             warnings.simplefilter("ignore")
@@ -184,7 +186,7 @@ def export_onnx(
             )
     finally:
         if state is not None:
-            state.traceable, state.restore = False, True
+            state.traceable, state.restore, state.rank_table_size = False, True, None
     tmp = folder / (ONNX_FILENAME + ".tmp")
     try:
         program.save(str(tmp))

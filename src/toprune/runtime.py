@@ -28,8 +28,9 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from .adapters import BlockParts, base_model, block_parts, find_encoder
 from .errors import ToPruneError
 from .plan import PruningPlan, kept_ranks
-from .scoring import question_rows, rank_bins, score_rows, self_attention, sort_indices, spread_scores, token_scores
+from .scoring import question_rows, rank_bins, score_rows, self_attention, spread_scores, token_scores
 from .strategies import Scorer, ScoreView, custom_scorer
+from .survivors import keep_at_slots, rank_keep, survivor_slots
 
 
 @dataclass
@@ -64,6 +65,7 @@ class PruningState:
         self.record = False  # record token counts per layer (FLOPs of real batches)
         self.traceable = False  # for ONNX export: no data-dependent Python branches (always the masked path)
         self.restore = True  # scatter dropped tokens back at the end; off: the survivors, CLS first (first-row heads)
+        self.rank_table_size: int | None = None  # export: the longest input; survivors read from a table that size
         self.soft_masks: SoftMasks | None = None
         self.random_scores: torch.Generator | None = None  # plans scored "random": drop random tokens
         # of the current call only (captured by a pre-hook on the base model, cleared by its forward hook)
@@ -212,24 +214,19 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
             rows = None if rows is None else rows.gather(1, order)
             valid = torch.ones_like(order, dtype=torch.bool)
         elif prune_next:
-            candidates = valid.clone()
-            candidates[:, 0] = False  # CLS is never scored nor pruned
-            keep = table.to(hidden.device)[rank_bins(scores, candidates, table.numel() - 1, not state.traceable)]
-            keep[:, 0] = True
+            # CLS survives; the others by rank bin (rank order throughout: few ops in exported graphs)
+            bins = state.plan.kept_bins[i + 1]
+            order, kept = rank_keep(scores, valid, bins, not state.traceable, state.rank_table_size)
             if restore:  # slot `seq` of the stash is a sink for padding writes
                 stash = hidden.new_zeros(bsz, seq + 1, dim) if stash is None else stash
-                scatter_rows_(stash, torch.where(valid & ~keep, positions, seq), hidden)
-            n_keep = keep.sum(dim=1)
+                scatter_rows_(stash, torch.where(valid & ~keep_at_slots(order, kept), positions, seq), hidden)
+            n_keep = kept.sum(dim=1)
             new_len = _longest(n_keep, hidden.shape[1], state.traceable)
-            # kept tokens first, in their original order, then cut to the longest survivor list (a unique sort
-            # key per slot: no reliance on a stable sort, which exported graphs do not promise)
-            slots = torch.arange(hidden.shape[1], device=hidden.device)
-            order = sort_indices(torch.where(keep, slots, slots + hidden.shape[1]), False, not state.traceable)
-            order = order[:, :new_len]
+            order = survivor_slots(order, kept, new_len, not state.traceable)  # original order, cut to new_len
             hidden = gather_rows(hidden, order)
             positions = positions.gather(1, order)
             rows = None if rows is None else rows.gather(1, order)
-            valid = torch.arange(new_len, device=hidden.device).expand(bsz, new_len) < n_keep.unsqueeze(1)
+            valid = torch.arange(new_len, device=hidden.device) < n_keep.unsqueeze(1)
             key_mask = valid if state.traceable or not bool((n_keep == new_len).all()) else None
         hidden = parts.ffn(hidden)
         if state.hidden_states is not None and i + 1 < len(state.parts):  # the last one is the output itself
