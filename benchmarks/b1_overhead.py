@@ -19,9 +19,10 @@ Layers: a node belongs to the layer whose LayerNormalization count it sits behin
 layer): "prologue" before the embeddings' LN (masks, shapes), ``L<i>`` for encoder layer i (its pruning decision
 included: it is made after layer i's attention), "head" after the last LN (restore scatter, pooler, classifier).
 
-OpenVINO checks (``openvino_checks``): the dynamic-shape model against the same graph reshaped to a fixed [1, L]
-(one compile per length, for the most frequent length), with and without ``PERFORMANCE_HINT=LATENCY``, and which
-nodes run reference (``ref``) kernels.
+OpenVINO checks (``checks``): the dynamic-shape model against the same graph reshaped to a fixed [1, L] (one
+compile per length, for the most frequent length), without ``PERFORMANCE_HINT=LATENCY``, and without the CPU
+plugin's per-shape kernel cache (``CPU_RUNTIME_CACHE_CAPACITY=0``); ``reference_kernels_ms``: the nodes that run
+OpenVINO's reference (``ref``) kernels instead of JIT ones.
 """
 
 from __future__ import annotations
@@ -139,10 +140,15 @@ def summarise(events: list[tuple[str, str, float]], labels, groups, examples: in
 # ---------------------------------------------------------------- ONNX Runtime
 
 
+ORT_CONFIG: dict[str, str] = {}  # --ort-config: session config entries to try (e.g. session.intra_op.allow_spinning)
+
+
 def ort_session(path: Path, threads: int, profile: bool = False, optimized: Path | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()  # as toprune.serve.make_session
+    for key, value in ORT_CONFIG.items():
+        options.add_session_config_entry(key, value)
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -206,10 +212,10 @@ def ort_backend(path: Path, data: list[dict], threads: int, repeats: int) -> dic
 OV_HINTS = {"f32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
-def ov_compile(model, precision: str, threads: int, latency: bool = True, perf: bool = False):
+def ov_compile(model, precision: str, threads: int, latency: bool = True, perf: bool = False, **extra):
     import openvino as ov
 
-    config = {"INFERENCE_PRECISION_HINT": OV_HINTS[precision], "INFERENCE_NUM_THREADS": threads}
+    config = {"INFERENCE_PRECISION_HINT": OV_HINTS[precision], "INFERENCE_NUM_THREADS": threads, **extra}
     if latency:
         config["PERFORMANCE_HINT"] = "LATENCY"
     if perf:
@@ -301,6 +307,10 @@ def ov_checks(path: Path, precision: str, data: list[dict], threads: int, repeat
             "ms_b1"
         ],
         "fixed_shape": timed(ov_runner(ov_compile(fixed, precision, threads)), same, reps)["ms_b1"],
+        # the CPU plugin caches kernels per input shape: without the cache, every call with new shapes re-plans
+        "dynamic_no_kernel_cache": timed(
+            ov_runner(ov_compile(dynamic, precision, threads, CPU_RUNTIME_CACHE_CAPACITY=0)), same, reps
+        )["ms_b1"],
     }
 
 
@@ -356,13 +366,18 @@ def main(argv=None) -> dict:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--backends", default="ort_f32,ort_int8,ov_f32,ov_bf16,ov_int8")
     p.add_argument("--no-ov-checks", action="store_true", help="skip the fixed-shape / hint comparison")
+    p.add_argument("--ort-config", action="append", default=[], help="KEY=VALUE ONNX Runtime session config entry")
     p.add_argument("--output", default=str(HERE / "results" / "b1_overhead.json"))
     args = p.parse_args(argv)
+    ORT_CONFIG.update(entry.split("=", 1) for entry in args.ort_config)
     for spec in args.export:
         export(spec, args.export_task, args.int8_variant)
+    if not args.model:
+        return {}
     pairs = dev_pairs(Path(args.task_dir), args.examples)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    result = {"examples": len(pairs), "threads": args.threads, "repeats": args.repeats, "models": {}}
+    result = {"examples": len(pairs), "threads": args.threads, "repeats": args.repeats, "ort_config": ORT_CONFIG}
+    result["models"] = {}
     models = dict(spec.split("=", 1) for spec in args.model)
     data = {label: feeds(Path(folder), pairs, args.max_length) for label, folder in models.items()}
     import onnx
