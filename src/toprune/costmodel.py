@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import ToPruneError
 
-PROFILE_VERSION = 2  # 2: whole-model fit with a per-token pruning overhead (v1 profiles are measured again)
+PROFILE_VERSION = 3  # 2: whole-model fit with a per-token pruning overhead; 3: leaner exported selection (re-measured)
 
 
 @dataclass(frozen=True)

@@ -17,21 +17,26 @@ from .plan import kept_ranks
 from .scoring import sort_indices
 
 
-@functools.lru_cache(maxsize=64)
 def _bin_table(kept_bins: tuple[bool, ...]) -> torch.Tensor:
     return torch.tensor([*kept_bins, False], dtype=torch.bool)  # entry K: not a candidate
 
 
+# The caches hold Python data, never tensors: a tensor made while one export traces the model is a fake tensor of
+# that trace, and handing it to the next export makes torch.export fall back to its (minutes slower) strict tracer.
 @functools.lru_cache(maxsize=64)
-def rank_table(kept_bins: tuple[bool, ...], size: int) -> torch.Tensor:
-    """(size + 1, size) bool: row m (candidates), column r (rank position, 0 = CLS): does r survive. The plan's own
-    rule (:func:`toprune.plan.kept_ranks`) for every m at once: an exported graph reads one row per example instead
-    of computing the bins (a chain of a dozen small ops per layer)."""
+def _rank_rows(kept_bins: tuple[bool, ...], size: int) -> tuple[tuple[bool, ...], ...]:
     rows = [[True] + [False] * (size - 1) for _ in range(size + 1)]
     for m in range(1, size):  # m candidates fill rank positions 1..m
         for r in kept_ranks(list(kept_bins), m):
             rows[m][r + 1] = True
-    return torch.tensor(rows, dtype=torch.bool)  # from Python data: a constant, also while a graph is traced
+    return tuple(tuple(row) for row in rows)
+
+
+def rank_table(kept_bins: tuple[bool, ...], size: int) -> torch.Tensor:
+    """(size + 1, size) bool: row m (candidates), column r (rank position, 0 = CLS): does r survive. The plan's own
+    rule (:func:`toprune.plan.kept_ranks`) for every m at once: an exported graph reads one row per example instead
+    of computing the bins (a chain of a dozen small ops per layer)."""
+    return torch.tensor(_rank_rows(kept_bins, size), dtype=torch.bool)  # Python data: a constant in a traced graph
 
 
 def rank_keep(
