@@ -4,6 +4,7 @@ import copy
 import json
 
 import pytest
+import torch
 
 import toprune
 from toprune.train import prepare_data, seed_everything
@@ -98,3 +99,33 @@ def pruner_batches(pruner):
     from toprune.train import make_loader
 
     return make_loader(pruner.data.train, pruner.tokenizer, pruner.cfg.batch_size, True, pruner.cfg.seed, 0)
+
+
+def test_latency_overhead_is_charged_by_the_gates_but_never_pushes_them_off(tmp_path):
+    """A latency profile's pruning overhead counts in the soft plan's expected cost (by P(gate on)), but gives the
+    layer gates no gradient: from the dense start, switching a gate off would shed the overhead before the bins have
+    saved anything, and the run would learn to prune nothing (benchmarks/README.md, section 8)."""
+    from toprune.costmodel import LatencyCost, profile_key
+
+    teacher, tokenizer = tiny_bert_with_tokenizer()
+    data_dir = write_small_glue(tmp_path / "data", train_rows=40, dev_rows=10)
+    data = prepare_data(tokenizer, "mrpc", data_dir / "glue", 64, seed=57)
+    layers = teacher.config.num_hidden_layers
+    key = profile_key(teacher, "pytorch", 1, 1)
+    costs = {}
+    for overhead in (0.0, 0.5):
+        profile = LatencyCost(layers, (0.3, 0.01, 1e-4), (0.2, 0.02), 0.4, overhead, key, 0.01)
+        config = toprune.PruneConfig(
+            max_length=64,
+            target="1.3x",
+            constraint="latency",
+            inference_threads=1,
+            latency_profile=str(profile.save(tmp_path / f"profile-{overhead}.json")),
+        )
+        pruner = toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, config, log=lambda *_: None)
+        rel = pruner.expected_relative_cost(torch.tensor([12.0, 30.0, 50.0]))
+        rel.backward()
+        costs[overhead] = rel.item()
+        assert (pruner.gates.gate_log_alpha.grad <= 0).all()  # a gate on never costs more in the gradient
+        assert (pruner.gates.bin_log_alpha.grad > 0).all()  # dropping tokens saves
+    assert costs[0.5] > costs[0.0] + 0.05  # ... while the value pays the overhead of every layer that is on

@@ -38,13 +38,17 @@ class LatencyCost:
     def fixed_cost(self) -> float:
         return self.fixed
 
-    def layer_cost(self, n_attn, n_ffn):
+    def layer_cost(self, n_attn, n_ffn, prunes=None):
         """ms of one layer; a layer whose tokens drop between its attention and its FFN (it scores, ranks and
-        gathers for the next one) pays the pruning overhead, smoothly in fractional expected counts."""
+        gathers for the next one) pays the pruning overhead: in proportion to ``prunes`` when given (a soft plan:
+        the probability that the layer prunes), else iff its FFN runs on fewer tokens than its attention."""
         a0, a1, a2 = self.attention
         f0, f1 = self.ffn
-        drops = n_attn - n_ffn
-        drops = drops.clamp(0.0, 1.0) if hasattr(drops, "clamp") else min(1.0, max(0.0, drops))
+        if prunes is not None:
+            drops = prunes
+        else:
+            drops = n_attn - n_ffn
+            drops = drops.clamp(0.0, 1.0) if hasattr(drops, "clamp") else min(1.0, max(0.0, drops))
         overhead = (self.prune_overhead + self.prune_overhead_per_token * n_attn) * drops
         return a0 + a1 * n_attn + a2 * n_attn * n_attn + f0 + f1 * n_ffn + overhead
 

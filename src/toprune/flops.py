@@ -26,8 +26,9 @@ class EncoderDims:
 
     fixed_cost = 0  # MACs outside the layers (embeddings, head) do not change with pruning: not counted
 
-    def layer_cost(self, n_attn, n_ffn):
-        """The constraint's cost interface (see :mod:`toprune.costmodel`): for FLOPs, a layer's MACs."""
+    def layer_cost(self, n_attn, n_ffn, prunes=None):
+        """The constraint's cost interface (see :mod:`toprune.costmodel`): for FLOPs, a layer's MACs (``prunes``, the
+        probability that the layer drops tokens, costs nothing in MACs)."""
         return layer_macs(self, n_attn, n_ffn)
 
     @classmethod
@@ -43,17 +44,19 @@ def layer_macs(dims: EncoderDims, n_attn, n_ffn):
     return 4 * n_attn * d * d + n_attn * n_attn * (2 * d + dims.heads) + 2 * n_ffn * d * dims.ffn
 
 
-def encoder_cost(cost, attn_counts):
+def encoder_cost(cost, attn_counts, prunes=None):
     """Cost of the whole encoder given the tokens entering each layer's attention (length L, ints or tensors), for
-    any cost model with ``num_layers``, ``layer_cost(n_attn, n_ffn)`` and ``fixed_cost``: MACs for
+    any cost model with ``num_layers``, ``layer_cost(n_attn, n_ffn, prunes)`` and ``fixed_cost``: MACs for
     :class:`EncoderDims`, measured milliseconds for :class:`toprune.costmodel.LatencyCost`.
 
     The FFN of layer l runs on the tokens entering layer l+1 (the last layer's FFN on its own attention count).
+    ``prunes`` (length L, optional): whether layer l drops tokens (it pays the pruning overhead), e.g. a soft plan's
+    probability; by default a layer drops iff its FFN runs on fewer tokens than its attention.
     """
     total = cost.fixed_cost
     for layer in range(cost.num_layers):
         n_ffn = attn_counts[layer + 1] if layer + 1 < cost.num_layers else attn_counts[layer]
-        total = total + cost.layer_cost(attn_counts[layer], n_ffn)
+        total = total + cost.layer_cost(attn_counts[layer], n_ffn, None if prunes is None else prunes[layer])
     return total
 
 
@@ -71,7 +74,12 @@ def dense_macs(dims: EncoderDims, seq_len):
 
 
 def expected_relative_macs(
-    dims: EncoderDims, keep_ratios: torch.Tensor, pruning_layers, lengths: torch.Tensor, reference_lengths=None
+    dims: EncoderDims,
+    keep_ratios: torch.Tensor,
+    pruning_layers,
+    lengths: torch.Tensor,
+    reference_lengths=None,
+    prune_probs: torch.Tensor | None = None,
 ):
     """Expected pruned cost / dense cost (MACs for :class:`EncoderDims`, or any cost model of :func:`encoder_cost`),
     averaged over examples; differentiable in ``keep_ratios``.
@@ -79,6 +87,8 @@ def expected_relative_macs(
     ``keep_ratios`` (P,) are the expected keep ratios of the pruning layers; an example of N real tokens has
     (N - 1) * R_l + 1 tokens at layer l, with R_l the cumulative product of the ratios up to l. The dense reference
     is each example at its own length (unpadded, the default) or ``reference_lengths`` (e.g. a padded max length).
+    ``prune_probs`` (P,): the probability that each pruning layer drops tokens; the layer before it pays the cost
+    model's pruning overhead in that proportion (see :meth:`toprune.costmodel.LatencyCost.layer_cost`).
     """
     lengths = lengths.to(keep_ratios.dtype)
     cumulative = torch.ones((), dtype=keep_ratios.dtype, device=keep_ratios.device)
@@ -88,8 +98,12 @@ def expected_relative_macs(
         if layer in ratio_of_layer:
             cumulative = cumulative * ratio_of_layer[layer]
         counts.append((lengths - 1.0) * cumulative + 1.0)
+    prunes = None
+    if prune_probs is not None:
+        prob_of_layer = dict(zip(pruning_layers, prune_probs.unbind(0)))
+        prunes = [prob_of_layer.get(layer + 1, 0.0) for layer in range(dims.num_layers)]
     reference = lengths if reference_lengths is None else torch.as_tensor(reference_lengths, dtype=lengths.dtype)
-    return (encoder_cost(dims, counts) / dense_cost(dims, reference)).mean()
+    return (encoder_cost(dims, counts, prunes) / dense_cost(dims, reference)).mean()
 
 
 @dataclass

@@ -24,7 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from .constraint import describe
 from .errors import ToPruneError
-from .flops import EncoderDims, expected_relative_macs, min_relative_macs, parse_target
+from .flops import EncoderDims, min_relative_macs, parse_target
 from .gates import HardConcreteGates
 from .plan import PruningPlan
 from .prune_config import PruneConfig, check_config, resolve_layers
@@ -160,7 +160,7 @@ class Pruner(TrainingSteps):
     def _initial_sparsity(self) -> float:
         """Expected cost sparsity of the current (initial) masks on the training lengths, capped at the target's."""
         lengths = torch.tensor(self.split_lengths[0], device=self.device)
-        rel = expected_relative_macs(self.cost, self.gates.expected_keep_ratios(), self.layers, lengths, self.reference)
+        rel = self.expected_relative_cost(lengths)
         return min(max(0.0, 1.0 - float(rel)), 1.0 - self.target_rel)
 
     @functools.cached_property

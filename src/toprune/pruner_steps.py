@@ -126,6 +126,15 @@ class TrainingSteps:
             "lambda2": 0.0,
         }
 
+    def expected_relative_cost(self, lengths: torch.Tensor) -> torch.Tensor:
+        """The soft plan's expected cost relative to dense on examples of these lengths, differentiable in the gates.
+        A latency cost model's pruning overhead is charged by P(layer gate on), without a gradient: with one, the
+        cheapest first move from the dense start is to switch the layer gates off (the overhead goes at once, the
+        bins have saved nothing yet), which traps the run (measured: benchmarks/README.md, section 8)."""
+        prunes = self.gates.keep_probs()[1].detach()
+        keep = self.gates.expected_keep_ratios()
+        return expected_relative_macs(self.cost, keep, self.layers, lengths, self.reference, prunes)
+
     def train_step(self, batch: dict) -> dict:
         cfg = self.cfg
         batch, targets = split_targets({k: v.to(self.device) for k, v in batch.items()})
@@ -147,7 +156,7 @@ class TrainingSteps:
         if cfg.ranking:
             loss_rank = cfg.rank_alpha * max(0.01, 1.0 - progress) * self._ranking_loss(batch, teacher_logits)
         lengths = batch["attention_mask"].sum(dim=1)
-        rel = expected_relative_macs(self.cost, self.gates.expected_keep_ratios(), self.layers, lengths, self.reference)
+        rel = self.expected_relative_cost(lengths)
         target_sparsity = self.ramp_start + (1.0 - self.target_rel - self.ramp_start) * progress
         loss_lag = lagrangian(1.0 - rel, target_sparsity, self.lambdas)
         loss = loss_task + loss_rank + loss_lag
