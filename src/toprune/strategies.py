@@ -238,6 +238,13 @@ def custom_scorer(kind: str) -> Scorer | None:
     return None if kind in SCORING_KINDS else build("scorer", kind)
 
 
+def scores_by_question(kind: str) -> bool:
+    """Whether plans scored ``kind`` (built in, or an experiment's registered scorer) rank by the question's rows:
+    the one place the runtime learns it."""
+    scorer = {**_by_name(AttentionScorer, QuestionScorer, RandomScorer), **SCORERS}.get(kind)
+    return bool(scorer is not None and scorer.by_question)
+
+
 def build(field_name: str, name: str):
     """The strategy object a config value names (one-line error for an unknown name)."""
     choices = REGISTRY[field_name]
