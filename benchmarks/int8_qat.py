@@ -77,6 +77,7 @@ def fine_tune(args, folder: Path, arm: str, out: Path) -> dict:
     summary = pruner.fit()
     model = pruner.model
     undo()
+    label_plan(toprune.pruning_state(model).plan, folder, arm, args)
     save_pruned(model, out, tokenizer)
     shutil.copy(folder / "toprune_task.json", out / "toprune_task.json")
     return {
@@ -85,6 +86,19 @@ def fine_tune(args, folder: Path, arm: str, out: Path) -> dict:
         "kept_selection_metric": summary["best"]["metric"],
         "simulated_dev_metric": summary["dev"]["metric"] if arm == "qat" else None,
     }
+
+
+def label_plan(plan, folder: Path, arm: str, args) -> None:
+    """The kept plan's provenance: the source run's method (not "given"), and for the qat arm the dev metric it was
+    evaluated with moved aside (it is the simulated INT8 model's, not the float model's)."""
+    from toprune.plan import PruningPlan
+
+    meta = dict(plan.meta)
+    simulated = meta.pop("dev_metric", None) if arm == "qat" else None
+    source = PruningPlan.load(folder).meta
+    tuned = {"arm": arm, "from": str(folder), "epochs": args.epochs, "lr": args.lr, "simulated_int8_dev": simulated}
+    qat = {"qat": "onnxruntime dynamic INT8, per channel (selection simulated it)"} if arm == "qat" else {}
+    plan.meta = {**meta, "method": source.get("method", "top"), "fine_tuned": tuned, **qat}
 
 
 def export_int8(args, model: Path, out: Path) -> dict:

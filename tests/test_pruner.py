@@ -36,7 +36,7 @@ def test_pruner_refuses_a_pruned_teacher_and_a_bad_strategy_name(tmp_path):
     teacher, tokenizer = tiny_bert_with_tokenizer()
     data_dir = write_small_glue(tmp_path / "data", train_rows=40, dev_rows=10)
     data = prepare_data(tokenizer, "mrpc", data_dir / "glue", 64, seed=57)
-    with pytest.raises(toprune.ToPruneError, match="method must be one of top, static, random, got 'magic'"):
+    with pytest.raises(toprune.ToPruneError, match="method must be one of top, static, random, given, got 'magic'"):
         toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, toprune.PruneConfig(method="magic"))
     toprune.apply_pruning(teacher, toprune.PruningPlan.from_keep_ratios(4, {2: 0.5}))
     with pytest.raises(toprune.ToPruneError, match="already pruned"):
@@ -129,3 +129,51 @@ def test_latency_overhead_is_charged_by_the_gates_but_never_pushes_them_off(tmp_
         assert (pruner.gates.gate_log_alpha.grad <= 0).all()  # a gate on never costs more in the gradient
         assert (pruner.gates.bin_log_alpha.grad > 0).all()  # dropping tokens saves
     assert costs[0.5] > costs[0.0] + 0.05  # ... while the value pays the overhead of every layer that is on
+
+
+def test_a_pruned_start_trains_its_plan_as_int8_and_keeps_a_float_model(tmp_path):
+    """--init-from + --qat: the run starts from a pruned model's weights and plan (kept fixed); while it trains and
+    selects, every encoder Linear computes ONNX Runtime's dynamic INT8; the kept model is plain float again, with the
+    same plan, still labelled with the method that found it."""
+    from torch import nn
+
+    from toprune.adapters import find_encoder
+    from toprune.prune_config import check_config
+
+    teacher, tokenizer = tiny_bert_with_tokenizer()
+    data_dir = write_small_glue(tmp_path / "data", train_rows=40, dev_rows=10)
+    data = prepare_data(tokenizer, "mrpc", data_dir / "glue", 64, seed=57)
+    quiet = dict(log=lambda *_: None)
+    common = dict(max_length=64, target="1.5x", batch_size=8, eval_every=2)
+    start = toprune.Pruner(
+        copy.deepcopy(teacher),
+        teacher,
+        tokenizer,
+        data,
+        toprune.PruneConfig(method="static", max_steps=2, **common),
+        **quiet,
+    )
+    start.fit()
+    config = toprune.PruneConfig(init_from="static-run/best", qat=True, max_steps=4, **common)
+    assert config.method == "given"
+    pruner = toprune.Pruner(copy.deepcopy(start.model), teacher, tokenizer, data, config, **quiet)
+    linears = [m for m in find_encoder(pruner.student).modules() if isinstance(m, nn.Linear)]
+    assert linears and all("forward" in m.__dict__ for m in linears)  # simulated INT8 while it trains
+    pruner.fit()
+    assert not any("forward" in m.__dict__ for m in linears)  # the kept model is float
+    assert pruner.plan.kept_bins == start.plan.kept_bins
+    assert pruner.plan.meta["method"] == "static" and "qat" in pruner.plan.meta
+    assert pruner.plan.meta["init_from"] == "static-run/best"
+    with pytest.raises(toprune.ToPruneError, match="short of --target 3x"):
+        toprune.Pruner(
+            copy.deepcopy(start.model),
+            teacher,
+            tokenizer,
+            data,
+            toprune.PruneConfig(init_from="x", max_length=64, target="3x"),
+            **quiet,
+        )
+    with pytest.raises(toprune.ToPruneError, match="--init-from FOLDER"):
+        check_config(toprune.PruneConfig(method="given"))
+    with pytest.raises(toprune.ToPruneError, match="--hard-epochs"):
+        check_config(toprune.PruneConfig(qat=True))

@@ -71,8 +71,9 @@ def _precisions(text: str) -> list[str]:
     return wanted
 
 
-def model_kind(folder: str | Path) -> tuple[str, str | None]:
-    """("top" | "static" | "random", target) of a pruned folder: its plan's meta, else its run's summary.json."""
+def model_kind(folder: str | Path) -> tuple[str, str | None, bool]:
+    """("top" | "static" | "random", target, INT8-aware fine-tuned) of a pruned folder: its plan's meta, else its
+    run's summary.json."""
     from .plan import PruningPlan
 
     meta = PruningPlan.load(folder).meta
@@ -81,7 +82,7 @@ def model_kind(folder: str | Path) -> tuple[str, str | None]:
     if (method is None or target is None) and summary.is_file():
         config = json.loads(summary.read_text()).get("config", {})
         method, target = method or config.get("method"), target or config.get("target")
-    return method or "top", target
+    return method or "top", target, bool(meta.get("qat"))
 
 
 def padded_batches(tokenizer, texts_a, texts_b, batch_size: int, length: int) -> list[dict]:
@@ -238,8 +239,8 @@ class Frontier:
 
         jobs = [(self.args.dense, {"model": "dense", "target": None}, False)]
         for folder in self.args.pruned:
-            kind, target = model_kind(folder)
-            jobs.append((folder, {"model": kind, "target": target}, True))
+            kind, target, qat = model_kind(folder)
+            jobs.append((folder, {"model": kind, "target": target, "qat": qat}, True))
         for folder, base, pruned in tqdm(jobs, desc="frontier: models"):
             self.measure(folder, base, pruned)
         teacher = self.rows[0]["metric"]
@@ -287,7 +288,7 @@ def markdown(result: dict) -> str:
         mark = " *" if r["within_teacher"] else ""
         precision = r["precision"] + (f" ({r['int8_variant']})" if r.get("int8_variant") else "")
         lines.append(
-            f"| {r['model']} | {r['target'] or '-'} | {r['backend']} | {precision} | "
+            f"| {r['model']}{' +QAT' if r.get('qat') else ''} | {r['target'] or '-'} | {r['backend']} | {precision} | "
             f"{r['metric']:.2f}{mark} | "
             + " | ".join(f"{r[f'ms_b{b}']:.2f}" for b in sizes)
             + " | "
@@ -323,7 +324,7 @@ def plot(result: dict, path: str | Path) -> Path:
                 edgecolors=color,
             )
             ax.annotate(
-                f"{r['target'] or ''} {r['precision']}".strip(),
+                f"{r['target'] or ''}{' QAT' if r.get('qat') else ''} {r['precision']}".strip(),
                 (r[f"ms_b{bs}"], r["metric"]),
                 fontsize=6,
                 xytext=(3, 2),

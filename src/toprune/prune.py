@@ -20,6 +20,7 @@ from .prune_config import PruneConfig, check_config
 from .pruner import Pruner
 from .report import finish_run
 from .run_state import Checkpointed
+from .runtime import pruning_state
 from .runfolder import check_run_folder, clear_run, make_folder
 from .safeio import atomic_write_text, run_lock
 from .task_spec import task_spec, write_task
@@ -57,12 +58,23 @@ def load_inputs(cfg: PruneConfig, accelerator: Accelerator, log=print):
     if Path(cfg.teacher, "toprune_plan.json").exists():
         raise ToPruneError(f"teacher {cfg.teacher} is already pruned: start from the dense teacher")
     teacher = load_model(cfg.teacher, data.auto_class).to(accelerator.device)
-    student = load_model(cfg.teacher, data.auto_class).to(accelerator.device)
+    student = load_model(cfg.init_from or cfg.teacher, data.auto_class).to(accelerator.device)
+    if cfg.init_from:
+        check_pruned_start(student, teacher, cfg.init_from)
     check_same_task(resolve_model(cfg.teacher), f"teacher {cfg.teacher}", data.name, KNOWN_TASKS)
     if data.kind == "embedding":  # pooled as the model's sentence-transformers config says
         data.embedding = read_pooling(resolve_model(cfg.teacher), cfg.pooling_tokens, cfg.embedding_loss)
         attach_teacher_embeddings(data, teacher, tokenizer)
     return student, teacher, tokenizer, data
+
+
+def check_pruned_start(student, teacher, folder) -> None:
+    """--init-from: a pruned model of the teacher's shape (its weights and plan are the run's start)."""
+    if pruning_state(student) is None:
+        raise ToPruneError(f"--init-from {folder} is not a pruned model (no toprune_plan.json): use a run's best/")
+    shape = ("num_hidden_layers", "hidden_size", "num_attention_heads")
+    if any(getattr(student.config, k, None) != getattr(teacher.config, k, None) for k in shape):
+        raise ToPruneError(f"--init-from {folder} does not have the teacher's shape (layers, width, heads)")
 
 
 class ToPRun(Checkpointed, Pruner):

@@ -196,8 +196,21 @@ class PruneConfig:
     method: str = option(
         "top",
         "top: learned ToP masks; baselines at the same FLOPs, fine-tuned the same way: "
-        "static (each layer keeps a fixed share of the most-attended tokens) or random",
+        "static (each layer keeps a fixed share of the most-attended tokens) or random; "
+        "given: the plan of --init-from (set by it)",
         choices=tuple(REGISTRY["method"]),
+    )
+    init_from: str | None = option(
+        None,
+        "[ours] start from this pruned model (a run's best/) instead of the teacher: its weights and its plan, kept "
+        "fixed (the method 'given'); with --qat, the short fine-tuning that makes its INT8 export accurate",
+        metavar="FOLDER",
+    )
+    qat: bool = option(
+        False,
+        "[ours] quantisation-aware training wherever the plan is fixed (--init-from, --method static, ToP's "
+        "--hard-epochs): every encoder Linear computes ONNX Runtime's dynamic INT8 and checkpoints are chosen so, "
+        "for `toprune export --int8` (benchmarks/README.md 'INT8-aware fine-tuning')",
     )
     eval_every: int = option(
         50, "steps between evaluations (and checkpoints)", kind="positive_int", also=("save_every",)
@@ -230,6 +243,8 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         self.max_length, self.padded_length = task_defaults(self.task, self.max_length, self.padded_length)
+        if self.init_from and self.method == "top":  # the default method: a pruned start trains its own plan
+            self.method = "given"
 
 
 def task_defaults(task: str | None, max_length: int | None, padded_length: int | None = None) -> tuple[int, int]:
@@ -299,3 +314,9 @@ def check_config(cfg: PruneConfig) -> None:
     if cfg.convention not in ("unpadded", "padded"):
         raise ToPruneError(f"convention must be 'unpadded' or 'padded', got {cfg.convention!r}")
     build("rank_target", cfg.rank_target).check(cfg)
+    if (cfg.method == "given") != bool(cfg.init_from):
+        raise ToPruneError("--method given trains the plan of the model given with --init-from FOLDER: use both")
+    if cfg.qat and build("method", cfg.method).learned and cfg.hard_epochs <= 0:
+        raise ToPruneError(
+            "--qat trains under a fixed plan: add --hard-epochs N to ToP, or use --method static or --init-from"
+        )

@@ -29,6 +29,7 @@ from .gates import HardConcreteGates
 from .plan import PruningPlan
 from .prune_config import PruneConfig, check_config, resolve_layers
 from .pruner_steps import DIVERGED, TrainingSteps
+from .qat import fake_int8
 from .runtime import apply_pruning, pruning_state
 from .strategies import SCORERS, build
 from .train import TaskData, check_qa_head, evaluate, make_loader, seed_everything
@@ -86,6 +87,8 @@ class Pruner(TrainingSteps):
         # scores like the student, so the attention target ranks the way the student is asked to
         self.scoring = self.scorer.spec(cfg)
         num_layers = config_.num_hidden_layers
+        start = pruning_state(self.student)  # a pruned start (--init-from): its plan, before it is reset below
+        self.init_plan = copy.deepcopy(start.plan) if start is not None else None
         self.teacher_state = apply_pruning(self.teacher, PruningPlan.keep_all(num_layers, scoring=self.scoring))
         # the attention target needs the teacher's last attention; the answer target only its logits
         self.teacher_state.score_layers = self.target.teacher_score_layers(num_layers)
@@ -95,6 +98,7 @@ class Pruner(TrainingSteps):
         self.fixed_plan = self.source.fixed_plan(self)
         if self.fixed_plan is not None:
             self.state.set_plan(self.fixed_plan)  # once: evaluation re-sets the same plan
+        self.undo_qat = fake_int8(self.student) if cfg.qat and self.fixed_plan is not None else None
         self.gates = HardConcreteGates(
             len(self.layers),
             cfg.num_bins,
@@ -209,7 +213,8 @@ class Pruner(TrainingSteps):
             self.best = dict(result, step=self.step)
             plan.meta = {
                 **plan.meta,
-                "method": self.cfg.method,
+                "method": self.source.method_label(self),
+                **({"qat": "onnxruntime dynamic INT8, per channel (selection simulated it)"} if self.cfg.qat else {}),
                 "task": self.data.name,
                 "target": self.cfg.target,
                 "convention": self.cfg.convention,
@@ -240,7 +245,11 @@ class Pruner(TrainingSteps):
         """Record the final provenance of the kept plan (a run folder also saves it)."""
 
     def evaluate_kept_on_dev(self) -> dict:
-        """The one dev evaluation: the kept model (as saved), recorded in its plan's provenance."""
+        """The one dev evaluation: the kept model (as saved: float, whatever --qat simulated), recorded in its plan's
+        provenance."""
+        if self.undo_qat is not None:
+            self.undo_qat()
+            self.undo_qat = None
         model = self.kept_model()
         loader = make_loader(self.data.dev, self.tokenizer, 64, False)
         result = evaluate(model, loader, self.data, self.cfg.padded_length, return_kept=True)

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .embedding import distill_embedding
 from .flops import expected_relative_macs
+from .qat import fake_int8
 from .losses import ascend_multipliers_, distillation_loss, lagrangian
 from .plan import PruningPlan
 from .ranking import ranking_distillation_loss
@@ -44,6 +45,8 @@ class TrainingSteps:
             self.state.score_layers = set()
         self.teacher_state.score_layers = set()  # no attention target any more: the teacher runs plain SDPA
         self.state.set_plan(self.fixed_plan)
+        if self.cfg.qat and self.undo_qat is None:  # the plan is fixed from here: train for the INT8 graph
+            self.undo_qat = fake_int8(self.student)
 
     def rounded_plan(self) -> PruningPlan:
         """The authors' deterministic masks (METHOD.md §4): per layer, the round(K - sum P(z>0)) lowest-logit bins

@@ -11,6 +11,8 @@ choice lists from here. Heavy imports stay inside the methods: the CLI builds it
 
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -129,6 +131,10 @@ class PlanSource:
         """The plan trained from the first step (None: learned)."""
         return None
 
+    def method_label(self, run) -> str:
+        """The method a kept plan records (its provenance; `toprune frontier` labels rows by it)."""
+        return self.name
+
 
 class LearnedGates(PlanSource):
     """ToP: hard-concrete gates learned under the constraint, then a deterministic plan (rounded or fitted)."""
@@ -148,6 +154,29 @@ class StaticSchedule(PlanSource):
         return static_plan(
             run.cost, run.layers, run.split_lengths, run.target_rel, run.reference, self.scorer(run.cfg).spec(run.cfg)
         )
+
+
+class GivenPlan(PlanSource):
+    """[ours] The plan of the pruned model the run starts from (``--init-from``), fixed: a further fine-tuning of a
+    kept model, e.g. quantisation-aware (``--qat``)."""
+
+    name = "given"
+
+    def fixed_plan(self, run):
+        from .static import plan_relative_macs
+
+        plan = copy.deepcopy(run.init_plan)
+        plan.meta = {**plan.meta, "init_from": run.cfg.init_from}
+        rel = plan_relative_macs(run.cost, plan, run.selection_lengths, run.reference)
+        if rel > run.target_rel * (1 + 1e-6):  # else no checkpoint could ever be kept
+            raise ToPruneError(
+                f"the plan of {run.cfg.init_from} reaches {1 / rel:.2f}x on this data, short of --target "
+                f"{run.cfg.target}: pass a target it meets"
+            )
+        return plan
+
+    def method_label(self, run) -> str:
+        return run.init_plan.meta.get("method", self.name)  # still the method that found the plan
 
 
 class RandomSchedule(StaticSchedule):
@@ -227,7 +256,7 @@ def _by_name(*classes) -> dict:
 
 
 SCORERS = _by_name(AttentionScorer, QuestionScorer)  # user choices; RandomScorer comes with --method random
-PLAN_SOURCES = _by_name(LearnedGates, StaticSchedule, RandomSchedule)
+PLAN_SOURCES = _by_name(LearnedGates, StaticSchedule, RandomSchedule, GivenPlan)
 RANK_TARGETS = _by_name(AttentionTarget, AnswerTarget)
 # PruneConfig field -> {user-facing name: strategy class}: the only place these names are mapped
 REGISTRY = {"method": PLAN_SOURCES, "scorer": SCORERS, "rank_target": RANK_TARGETS, "constraint": CONSTRAINTS}
