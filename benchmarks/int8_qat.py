@@ -2,7 +2,7 @@
 
 Per pruned folder (a ToP or static run's ``best``), two arms from the same weights, each one fine-tuning of
 ``--epochs`` under the model's own fixed plan, distilled from the dense teacher as ToP's hard phase is:
-* ``qat``: every encoder Linear computes ONNX Runtime's dynamic INT8 (``toprune.qat.fake_int8``, per channel), so
+* ``qat``: every encoder Linear computes ONNX Runtime's dynamic INT8 (``--qat``: ``toprune.qat.fake_int8``), so
   the checkpoint is chosen on the held-out training slice *as the INT8 graph will score it* (the starting weights
   are a candidate too);
 * ``float``: the same fine-tuning without the rounding: the control that says whether a gain is the
@@ -27,41 +27,22 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-class GivenPlan:
-    """A plan source (``toprune.strategies``) that trains the student's own plan: the one it was pruned with."""
-
-    name = "given"
-    learned = False
-    ranks_fixed = False
-    current = None  # the plan to train: set before the Pruner is made
-
-    def scorer(self, cfg):
-        from toprune.strategies import SCORERS
-
-        return SCORERS[cfg.scorer]()
-
-    def fixed_plan(self, run):
-        return GivenPlan.current
-
-
 def fine_tune(args, folder: Path, arm: str, out: Path) -> dict:
+    """One arm through the library: ``--init-from folder`` (its plan, fixed) with or without ``--qat``."""
     import toprune
-    from toprune.pretrained import load_model, load_tokenizer, save_pruned
-    from toprune.qat import fake_int8
-    from toprune.strategies import REGISTRY
     from toprune.data import default_glue_dir
+    from toprune.pretrained import load_model, load_tokenizer, save_pruned
     from toprune.train import prepare_data
 
     tokenizer = load_tokenizer(args.teacher)
     teacher = load_model(args.teacher)
     student = load_model(folder)
     plan = toprune.pruning_state(student).plan
-    GivenPlan.current = plan
-    REGISTRY["method"]["given"] = GivenPlan
     data = prepare_data(tokenizer, args.task, args.data_dir or default_glue_dir(), args.max_length, seed=args.seed)
     config = toprune.PruneConfig(
         task=args.task,
-        method="given",
+        init_from=str(folder),
+        qat=arm == "qat",
         target=plan.meta.get("target", "2x"),
         epochs=args.epochs,
         warmup_epochs=args.epochs,  # the constraint ramp: no part in a fixed plan
@@ -70,35 +51,16 @@ def fine_tune(args, folder: Path, arm: str, out: Path) -> dict:
         seed=args.seed,
         max_length=args.max_length,
     )
-    undo = fake_int8(student) if arm == "qat" else (lambda: None)
     pruner = toprune.Pruner(student, teacher, tokenizer, data, config)
-    pruner.state.set_plan(plan)
     start = pruner.evaluate()  # step 0: the untouched weights compete too
-    summary = pruner.fit()
-    model = pruner.model
-    undo()
-    label_plan(toprune.pruning_state(model).plan, folder, arm, args)
-    save_pruned(model, out, tokenizer)
+    summary = pruner.fit()  # the kept model comes back float (--qat only simulated INT8)
+    save_pruned(pruner.model, out, tokenizer)
     shutil.copy(folder / "toprune_task.json", out / "toprune_task.json")
     return {
         "start_selection_metric": start["metric"],
         "kept_step": summary["best"]["step"],
         "kept_selection_metric": summary["best"]["metric"],
-        "simulated_dev_metric": summary["dev"]["metric"] if arm == "qat" else None,
     }
-
-
-def label_plan(plan, folder: Path, arm: str, args) -> None:
-    """The kept plan's provenance: the source run's method (not "given"), and for the qat arm the dev metric it was
-    evaluated with moved aside (it is the simulated INT8 model's, not the float model's)."""
-    from toprune.plan import PruningPlan
-
-    meta = dict(plan.meta)
-    simulated = meta.pop("dev_metric", None) if arm == "qat" else None
-    source = PruningPlan.load(folder).meta
-    tuned = {"arm": arm, "from": str(folder), "epochs": args.epochs, "lr": args.lr, "simulated_int8_dev": simulated}
-    qat = {"qat": "onnxruntime dynamic INT8, per channel (selection simulated it)"} if arm == "qat" else {}
-    plan.meta = {**meta, "method": source.get("method", "top"), "fine_tuned": tuned, **qat}
 
 
 def export_int8(args, model: Path, out: Path) -> dict:
