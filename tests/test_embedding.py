@@ -138,6 +138,9 @@ def test_unlabelled_text_sources(tmp_path):
         load_texts(str(tmp_path / "t.csv"))
     (tmp_path / "t.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n')
     assert load_texts(str(tmp_path / "t.jsonl")) == ["one", "two"]
+    # several sources joined by +: concatenated in order, duplicates across them dropped
+    joined = f"{tmp_path / 't.jsonl'}+{tmp_path / 't.txt'}+{tmp_path / 't.jsonl'}"
+    assert load_texts(joined) == ["one", "two", "first line", "second line"]
 
 
 def test_squad_training_text_never_includes_held_out_articles(tmp_path):
@@ -194,8 +197,13 @@ def test_a_short_pruning_run_on_unlabelled_sentences_completes(tmp_path, method)
         method=method,
         pooling_tokens="survivors",
     )
-    summary = ToPRun(cfg, log=lambda *_: None).run()
+    logged = []
+    summary = ToPRun(cfg, log=logged.append).run()
     assert summary["steps"] > 0 and summary["task"] == "embedding"
+    # the setup names the text and the kind of task, not GLUE's columns and labels
+    setup = "\n".join(str(line) for line in logged)
+    assert f"data: unlabelled text from {tmp_path / 'texts.txt'}" in setup and "sentence embedding" in setup
+    assert "label column" not in setup and "hub dataset" not in setup
     if method == "static":  # a fixed plan meets the target at once: a model is kept and judged on held-out text
         assert 0 < summary["dev"]["teacher_cosine"] <= 100 + 1e-6
         assert summary["dev"]["flops_reduction_unpadded"] > 1.1  # plan fitted on train and selection lengths
@@ -312,6 +320,32 @@ def test_soft_training_path_pools_the_same_survivors_as_the_gather_path():
     state.soft_masks = SoftMasks([1, 2, 3], bins, gates)
     embed(model, batch, pooling, state).sum().backward()
     assert gates.grad is not None and gates.grad[0] != 0
+
+
+def test_relational_loss_is_the_kl_of_in_batch_similarities_and_scale_free():
+    """Zero when the student equals the teacher; positive when two texts' embeddings are swapped (the cosine to
+    the teacher and the ranking both break); equal to the KL computed by hand; gradients reach the student only."""
+    from toprune.embedding import RELATIONAL_TEMPERATURE, relational_loss
+
+    torch.manual_seed(0)
+    teacher = torch.randn(5, 16)
+    assert relational_loss(teacher.clone(), teacher).item() == pytest.approx(0.0, abs=1e-6)
+    assert relational_loss(3.0 * teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)  # scale-free
+    student = (teacher + 0.3 * torch.randn(5, 16)).requires_grad_()
+    target = teacher.clone().requires_grad_()
+    loss = relational_loss(student, target)
+    t = torch.nn.functional.normalize(teacher, dim=-1)
+    s = torch.nn.functional.normalize(student.detach(), dim=-1)
+    p = (t @ t.T / RELATIONAL_TEMPERATURE).softmax(-1)
+    q = (s @ t.T / RELATIONAL_TEMPERATURE).softmax(-1)
+    assert loss.item() == pytest.approx(float((p * (p.log() - q.log())).sum(-1).mean()), rel=1e-4)
+    loss.backward()
+    assert student.grad.abs().sum() > 0 and target.grad is None
+    swapped = teacher[[1, 0, 2, 3, 4]]
+    assert relational_loss(swapped, teacher).item() > 1.0
+    both = embedding_loss(student.detach(), teacher, "cosine+relational")
+    cosine = embedding_loss(student.detach(), teacher, "cosine")
+    assert both.item() == pytest.approx(cosine.item() + relational_loss(student.detach(), teacher).item(), rel=1e-5)
 
 
 def test_token_loss_is_relative_error_over_the_pooled_tokens_only():

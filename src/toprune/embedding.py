@@ -24,7 +24,10 @@ from .errors import ToPruneError
 
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
 POOLING_TOKENS = ("restored", "survivors")
-LOSSES = ("cosine", "mse", "cosine+mse", "cosine+tokens")  # "+tokens": every pooled token state, see token_loss
+# "+tokens": every pooled token state (token_loss); "+relational": the batch's similarity structure (relational_loss)
+LOSSES = ("cosine", "mse", "cosine+mse", "cosine+tokens", "cosine+relational")
+# softmax temperature of relational_loss: sentence-transformers' MultipleNegativesRankingLoss scale 20 = 1 / 0.05
+RELATIONAL_TEMPERATURE = 0.05
 _OLD_KEYS = {
     "pooling_mode_mean_tokens": "mean",
     "pooling_mode_cls_token": "cls",
@@ -148,11 +151,25 @@ def token_states(model, batch: dict, pooling: Pooling, state=None) -> tuple[torc
 def embedding_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
     """``cosine``: mean (1 - cos); ``mse``: mean squared L2 distance (per example, summed over dimensions: on unit
     vectors it is 2 (1 - cos)); ``cosine+mse``: their sum; ``cosine+tokens``: the cosine term here, the token term
-    added by :func:`distill_embedding`."""
+    added by :func:`distill_embedding`; ``cosine+relational``: plus :func:`relational_loss`."""
     teacher = teacher.detach()
     cosine = (1.0 - F.cosine_similarity(student, teacher, dim=-1)).mean()
+    if kind == "cosine+relational":
+        return cosine + relational_loss(student, teacher)
     mse = (student - teacher).pow(2).sum(dim=-1).mean()
     return {"cosine": cosine, "mse": mse, "cosine+mse": cosine + mse, "cosine+tokens": cosine}[kind]
+
+
+def relational_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = RELATIONAL_TEMPERATURE):
+    """KL divergence between each text's softmax similarities to the batch's *teacher* embeddings, as the teacher
+    sees them and as the student sees them. Why: retrieval and STS rank texts against each other; a pooled-cosine
+    loss pays mostly for the direction texts share, this one for what tells them apart (measured:
+    benchmarks/README.md section 11)."""
+    teacher = F.normalize(teacher.detach(), dim=-1)
+    student = F.normalize(student, dim=-1)
+    target = (teacher @ teacher.T / temperature).softmax(dim=-1)
+    log_probs = (student @ teacher.T / temperature).log_softmax(dim=-1)
+    return F.kl_div(log_probs, target, reduction="batchmean")
 
 
 def token_loss(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -184,10 +201,12 @@ def _unique(texts) -> list[str]:
 
 
 def load_texts(source: str, data_dir=None, column: str | None = None) -> list[str]:
-    """Unique non-empty texts, in file order: ``glue:TASK`` (the training sentences of a local GLUE task, both
-    sides of pairs), ``squad:FILE.json`` (paragraphs and questions of its training articles), a ``.txt`` file
-    (one text a line), or a CSV/TSV/JSON Lines column (``column``, else ``text`` or ``sentence``, else the only
-    column)."""
+    """Unique non-empty texts, in file order, of one source or several joined by ``+``: ``glue:TASK`` (the
+    training sentences of a local GLUE task, both sides of pairs), ``squad:FILE.json`` (paragraphs and questions
+    of its training articles), a ``.txt`` file (one text a line), or a CSV/TSV/JSON Lines column (``column``, else
+    ``text`` or ``sentence``, else the only column)."""
+    if "+" in source and not Path(source).exists():
+        return _unique(t for part in source.split("+") for t in load_texts(part, data_dir, column))
     if source.startswith("squad:"):  # the training articles of a SQuAD file (never the held-out ones)
         from .embedding_eval import squad_training_texts
 
@@ -261,6 +280,7 @@ def prepare_embedding(
         selection=tokenise(selection),
         selection_info=info,
         embedding=pooling or Pooling(),
+        source={"texts": source},
     )
 
 

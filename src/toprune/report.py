@@ -25,6 +25,8 @@ def pretty_metric(metric: str) -> str:
 def task_type(data) -> str:
     if data.kind == "qa":
         return "question answering"
+    if data.kind == "embedding":
+        return "sentence embedding (unlabelled text; the target is the dense teacher's pooled embedding)"
     return "regression" if data.labels is None else "classification"
 
 
@@ -79,7 +81,7 @@ def setup_facts(data, schedule: dict | None = None, max_length: int | None = Non
     info = getattr(data, "selection_info", None)
     if info is not None and data.train is not None:
         facts["selection"] = {**info.as_dict(), "label": selection_label(data), "described": info.describe()}
-    if data.kind != "qa":
+    if data.kind not in ("qa", "embedding"):
         facts["text_columns"] = list(source.get("text_columns") or ())
         facts["label_column"] = source.get("label_column")
     if data.kind != "qa" and data.labels is not None:
@@ -122,12 +124,14 @@ def _label_line(labels: list[dict], with_train: bool) -> str:
 def setup_lines(facts: dict) -> list[str]:
     """The setup as a few lines for a person: what was read, how, and what will be done with it."""
     data = facts["data"]
-    if data.get("train_file") or data.get("validation_file"):
+    if data.get("texts"):
+        lines = [f"data: unlabelled text from {data['texts']}"]
+    elif data.get("train_file") or data.get("validation_file"):
         files = [f"{v} ({k.split('_')[0]})" for k, v in data.items() if k.endswith("_file") and v]
         lines = [f"data: your files {' and '.join(files)}{data.get('note', '')}"]
     else:
         lines = [f"data: {data.get('task')} ({data.get('data_dir') or 'hub dataset'})"]
-    if facts["task_type"] != "question answering":
+    if facts["task_type"] != "question answering" and not data.get("texts"):
         columns = facts["text_columns"]
         lines.append(
             f"  text columns: {', '.join(columns)}{' (a sentence pair)' if len(columns) == 2 else ''}; "

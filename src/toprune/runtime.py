@@ -30,7 +30,7 @@ from .errors import ToPruneError
 from .plan import PruningPlan, kept_ranks
 from .scoring import question_rows, rank_bins, score_rows, self_attention, spread_scores, token_scores
 from .strategies import Scorer, ScoreView, custom_scorer, scores_by_question
-from .survivors import keep_at_slots, rank_keep, survivor_slots
+from .survivors import bin_table, keep_at_slots, rank_keep, survivor_slots
 
 
 @dataclass
@@ -89,8 +89,7 @@ class PruningState:
         # the seed the run evaluated with: reloads score the same (a generator already set keeps drawing)
         random = scoring.kind == "random"
         self.random_scores = (self.random_scores or torch.Generator().manual_seed(scoring.seed)) if random else None
-        # layer -> bool table of K+1 entries; entry K (non-candidates: padding, already pruned) is False
-        self.tables = {layer: torch.tensor(bins + [False], dtype=torch.bool) for layer, bins in plan.kept_bins.items()}
+        self.tables = {layer: bin_table(bins) for layer, bins in plan.kept_bins.items()}  # layer -> (K + 1,) bool
         self._kept_ranks: dict[tuple[int, int], torch.Tensor] = {}
 
     def kept_ranks(self, layer: int, m: int, device) -> torch.Tensor:
@@ -216,7 +215,7 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
         elif prune_next:
             # CLS survives; the others by rank bin (rank order throughout: few ops in exported graphs)
             bins = state.plan.kept_bins[i + 1]
-            order, kept = rank_keep(scores, valid, bins, not state.traceable, state.rank_table_size)
+            order, kept = rank_keep(scores, valid, bins, not state.traceable, state.rank_table_size, table)
             if restore:  # slot `seq` of the stash is a sink for padding writes
                 stash = hidden.new_zeros(bsz, seq + 1, dim) if stash is None else stash
                 scatter_rows_(stash, torch.where(valid & ~keep_at_slots(order, kept), positions, seq), hidden)

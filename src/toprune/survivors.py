@@ -17,8 +17,9 @@ from .plan import kept_ranks
 from .scoring import sort_indices
 
 
-def _bin_table(kept_bins: tuple[bool, ...]) -> torch.Tensor:
-    return torch.tensor([*kept_bins, False], dtype=torch.bool)  # entry K: not a candidate
+def bin_table(kept_bins) -> torch.Tensor:
+    """(K + 1,) bool: is bin b kept; entry K (non-candidates: padding, already pruned) is False."""
+    return torch.tensor([*kept_bins, False], dtype=torch.bool)
 
 
 # The caches hold Python data, never tensors: a tensor made while one export traces the model is a fake tensor of
@@ -40,7 +41,12 @@ def rank_table(kept_bins: tuple[bool, ...], size: int) -> torch.Tensor:
 
 
 def rank_keep(
-    scores: torch.Tensor, valid: torch.Tensor, kept_bins: list[bool], stable: bool = True, size: int | None = None
+    scores: torch.Tensor,
+    valid: torch.Tensor,
+    kept_bins: list[bool],
+    stable: bool = True,
+    size: int | None = None,
+    table: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Slots by rank and whether each rank position survives: (B, n) scores, (B, n) bool valid, a layer's kept bins
     -> order (B, n) slot indices (CLS first, then the candidates best first, then padding), kept (B, n) bool per rank
@@ -60,7 +66,7 @@ def rank_keep(
     num_bins = len(kept_bins)
     candidate = (slots >= 1) & (slots <= m)  # rank position r >= 1 is the candidate of rank r - 1
     bins = torch.where(candidate, torch.div((slots - 1) * num_bins, m.clamp(min=1), rounding_mode="floor"), num_bins)
-    table = _bin_table(tuple(kept_bins)).to(scores.device)
+    table = (bin_table(kept_bins) if table is None else table).to(scores.device)
     kept = table.index_select(0, bins.reshape(-1)).view(bins.shape) | (slots == 0)
     return order, kept
 

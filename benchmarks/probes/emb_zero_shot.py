@@ -1,0 +1,198 @@
+"""Issue 23 probe (zero-shot, no training): which token scorer and which plan shape keep all-MiniLM-L6-v2's
+mean-pooled embedding closest to the dense one at a FLOPs target?
+
+Proxy metrics, cheap enough to try many variants: mean cosine to the dense embedding on paragraphs of the SQuAD
+*training* articles (never the held-out retrieval articles), and STS-B dev Spearman. The best variants then get the
+full retrieval evaluation (``--retrieval``). Scorers are registered through the public hook
+(``toprune.strategies.REGISTRY["scorer"]``):
+
+* ``attention``: the library's (attention received, mean over heads and valid rows);
+* ``value_norm``: attention received weighted by the norm of the value vector it carries (Kobayashi et al. 2020:
+  tokens that absorb attention but carry little, such as separators, rank lower);
+* ``no_sep``: attention received, the closing separator always dropped first (it is the main attention sink).
+
+    python benchmarks/probes/emb_zero_shot.py --threads 1 --output runs/emb_zero_shot.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import toprune
+from toprune.embedding import read_pooling
+from toprune.embedding_eval import _squad, encode_with_flops, spearman_of, squad_retrieval, stsb_dev
+from toprune.flops import EncoderDims
+from toprune.plan import PruningPlan, ScoringSpec
+from toprune.pretrained import resolve_model
+from toprune.static import plan_relative_macs
+from toprune.strategies import REGISTRY, Scorer
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+VALUES: dict[int, torch.Tensor] = {}  # layer -> its value projection's output in the current forward
+
+
+class ValueNormScorer(Scorer):
+    kind = "value_norm"
+
+    def token_scores(self, view):
+        v = VALUES[view.layer]  # (B, n, d) in the current slots
+        bsz, n, _ = v.shape
+        heads = view.probs.shape[1]
+        vnorm = v.view(bsz, n, heads, -1).norm(dim=-1).transpose(1, 2)  # (B, H, n)
+        rows = (view.valid if view.query_mask is None else view.query_mask).to(view.probs.dtype)
+        received = torch.einsum("bq,bhqk->bhk", rows, view.probs)
+        return (received * vnorm).sum(1) / rows.sum(1, keepdim=True).clamp(min=1)
+
+
+class NoSepScorer(Scorer):
+    kind = "no_sep"
+
+    def token_scores(self, view):
+        scores = super().token_scores(view)
+        last = torch.where(view.valid, view.positions, -1).amax(dim=1, keepdim=True)
+        return scores.masked_fill(view.positions == last, 0.0)
+
+
+for cls in (ValueNormScorer, NoSepScorer):
+    REGISTRY["scorer"][cls.kind] = cls
+
+
+@torch.no_grad()
+def encode_delta(model, tokenizer, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    """Mean pooling over *every* token, a dropped token's last-layer state estimated as its state when dropped plus
+    the mean change the survivors went through from that layer to the last (cheap: O(n d) per layer)."""
+    state = toprune.pruning_state(model)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        ids = order[start : start + batch_size]
+        batch = tokenizer([texts[i] for i in ids], padding=True, truncation=True, max_length=256, return_tensors="pt")
+        state.record = True
+        outputs = model(**batch, output_hidden_states=True)
+        final = outputs.last_hidden_state  # (B, N, d): survivors' last state, dropped tokens' when dropped
+        layers = list(outputs.hidden_states[1:])  # full-length outputs of every layer
+        if len(layers) < model.config.num_hidden_layers:
+            layers.append(final)
+        present = []  # (B, N) bool per layer: computed in that layer
+        for positions in state.last.positions:
+            mask = torch.zeros(final.shape[:2], dtype=torch.bool)
+            rows, cols = torch.nonzero(positions >= 0, as_tuple=True)
+            mask[rows, positions[rows, cols]] = True
+            present.append(mask)
+        state.record = False
+        real = batch["attention_mask"].bool()
+        survivors = present[-1] & real
+        estimate = final.clone()
+        for layer in range(len(layers) - 1):
+            dropped_after = present[layer] & ~present[layer + 1] & real  # computed in `layer`, not in the next
+            if not dropped_after.any():
+                continue
+            w = survivors.unsqueeze(-1).float()
+            delta = ((final - layers[layer]) * w).sum(1) / w.sum(1).clamp(min=1)  # (B, d)
+            estimate = torch.where(dropped_after.unsqueeze(-1), layers[layer] + delta.unsqueeze(1), estimate)
+        w = real.unsqueeze(-1).float()
+        out[ids] = ((estimate * w).sum(1) / w.sum(1)).numpy()
+    return out
+
+
+def shaped_plan(dims, layers: int, start: int, lengths, target: float, kind: str, mode: str) -> PruningPlan:
+    """The largest keep ratio r meeting the target: ``geometric`` keeps r of the survivors at every layer from
+    ``start``; ``once`` keeps r at ``start`` only."""
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        r = (lo + hi) / 2
+        ratios = {layer: r for layer in range(start, layers)} if mode == "geometric" else {start: r}
+        plan = PruningPlan.from_keep_ratios(layers, ratios, scoring=ScoringSpec(kind))
+        if plan_relative_macs(dims, plan, lengths) <= 1 / target:
+            lo = r
+        else:
+            hi = r
+    ratios = {layer: lo for layer in range(start, layers)} if mode == "geometric" else {start: lo}
+    return PruningPlan.from_keep_ratios(layers, ratios, scoring=ScoringSpec(kind))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", type=float, default=2.0)
+    parser.add_argument("--paragraphs", type=int, default=384)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variants", default="", help="comma list scorer:start:mode (default: the grid below)")
+    parser.add_argument("--delta", action="store_true", help="delta-restored mean pooling instead of survivors")
+    parser.add_argument("--retrieval", action="store_true", help="also the full SQuAD retrieval (slow)")
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    folder = resolve_model("minilm")
+    model = toprune.load_model(folder, "AutoModel")
+    tokenizer = toprune.load_tokenizer(folder)
+    for index, layer in enumerate(model.encoder.layer):
+        layer.attention.self.value.register_forward_hook(lambda m, i, o, index=index: VALUES.__setitem__(index, o))
+    dims = EncoderDims.from_config(model.config)
+    layers = model.config.num_hidden_layers
+    examples, paragraphs, train_articles = _squad(DATA / "squad" / "dev-v1.1.json")
+    train = sorted({e["article"] for e in examples})[:train_articles]
+    pool_texts = list(dict.fromkeys(e["context"] for e in examples if e["article"] in set(train)))
+    texts = random.Random(0).sample(pool_texts, args.paragraphs)
+    lengths = [len(t) for t in tokenizer(paragraphs, truncation=True, max_length=256)["input_ids"]]
+    sts_a, sts_b, gold = stsb_dev(DATA / "glue")
+    pooling = read_pooling(folder, "survivors")
+
+    def measure(plan) -> dict:
+        if plan is None:
+            toprune.remove_pruning(model)
+        else:
+            toprune.apply_pruning(model, plan)
+        started = time.perf_counter()
+        emb, flops = encode_with_flops(model, tokenizer, texts, pooling, batch_size=32)
+        left, _ = encode_with_flops(model, tokenizer, sts_a, pooling)
+        right, _ = encode_with_flops(model, tokenizer, sts_b, pooling)
+        if args.delta and plan is not None:
+            emb, left, right = (encode_delta(model, tokenizer, t) for t in (texts, sts_a, sts_b))
+        row = {"flops_reduction_unpadded": flops, "stsb_spearman": spearman_of(left, right, gold)}
+        row["emb"] = emb
+        if args.retrieval:
+            row.update(squad_retrieval(model, tokenizer, pooling, DATA / "squad" / "dev-v1.1.json", 256))
+        row["seconds"] = round(time.perf_counter() - started, 1)
+        return row
+
+    dense = measure(None)
+    ref = dense.pop("emb")
+    ref = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    variants = (
+        args.variants.split(",")
+        if args.variants
+        else [
+            "attention:1:geometric",
+            "value_norm:1:geometric",
+            "no_sep:1:geometric",
+            "random:1:geometric",
+            "attention:2:geometric",
+            "attention:3:geometric",
+            "attention:1:once",
+            "attention:2:once",
+        ]
+    )
+    with open(args.output, "a") as out:
+        out.write(json.dumps({"variant": "dense", **dense}) + "\n")
+        for variant in variants:
+            kind, start, mode = variant.split(":")
+            plan = shaped_plan(dims, layers, int(start), lengths, args.target, kind, mode)
+            row = measure(plan)
+            emb = row.pop("emb")
+            emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+            row["teacher_cosine"] = 100 * float((emb * ref).sum(1).mean())
+            row = {"variant": variant + (":delta" if args.delta else ""), "target": args.target, "plan": plan.describe(), **row}
+            print(json.dumps(row), flush=True)
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+
+
+if __name__ == "__main__":
+    main()
