@@ -188,7 +188,12 @@ def main() -> None:
             emb = row.pop("emb")
             emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
             row["teacher_cosine"] = 100 * float((emb * ref).sum(1).mean())
-            row = {"variant": variant + (":delta" if args.delta else ""), "target": args.target, "plan": plan.describe(), **row}
+            row = {
+                "variant": variant + (":delta" if args.delta else ""),
+                "target": args.target,
+                "plan": plan.describe(),
+                **row,
+            }
             print(json.dumps(row), flush=True)
             out.write(json.dumps(row) + "\n")
             out.flush()
