@@ -67,6 +67,7 @@ class Inputs:
         if args.speed_passages and args.speed_passages < len(self.timed):  # evenly spaced: the same length spread
             step = len(self.timed) / args.speed_passages
             self.timed = [self.timed[int(i * step)] for i in range(args.speed_passages)]
+        self.dense_queries = None  # the dense PyTorch model's question embeddings (set by main)
         self.stsb_a, self.stsb_b, self.stsb_gold = stsb_dev(args.glue_dir)
         if args.max_pairs:
             self.stsb_a, self.stsb_b = self.stsb_a[: args.max_pairs], self.stsb_b[: args.max_pairs]
@@ -87,6 +88,9 @@ class Inputs:
 
         out = retrieval_metrics(arrays["queries"], arrays["passages"], self.gold)
         out["stsb_spearman"] = spearman_of(arrays["stsb_a"], arrays["stsb_b"], self.stsb_gold)
+        if self.dense_queries is not None:  # the asymmetric use: the corpus encoded by this row, the queries dense
+            asym = retrieval_metrics(self.dense_queries, arrays["passages"], self.gold)
+            out.update({f"{k}_dense_queries": v for k, v in asym.items()})
         return out
 
     def encode_all(self, encode) -> dict:
@@ -181,6 +185,11 @@ def parse_args(argv=None):
         help="which tokens the static plans' mean pools (default %(default)s)",
     )
     parser.add_argument(
+        "--static-scorer",
+        default="attention",
+        help="how the static plans rank tokens (a ScoringSpec kind: attention, value, random; default %(default)s)",
+    )
+    parser.add_argument(
         "--backends",
         default="pytorch,sentence-transformers,onnxruntime,onnxruntime-int8,openvino," + ",".join(ST_BACKENDS),
         help="which runtimes (rows) to run; the default: all",
@@ -239,12 +248,14 @@ def model_specs(args, dims, lengths):
 
         def static(target=target):
             model = toprune.load_model(dense, "AutoModel")
-            plan = static_plan(dims, default_pruning_layers(dims.num_layers), [lengths], parse_target(target))
+            layers = default_pruning_layers(dims.num_layers)
+            plan = static_plan(dims, layers, [lengths], parse_target(target), scoring=args.static_scorer)
             plan.meta = {**plan.meta, "pooling_tokens": args.static_pooling}
             toprune.apply_pruning(model, plan)
             return model
 
-        yield "static", target, f"static-{target} (no training)", dense, args.static_pooling, static
+        scored = "" if args.static_scorer == "attention" else f", {args.static_scorer} scorer"
+        yield "static", target, f"static-{target} (no training{scored})", dense, args.static_pooling, static
     for folder in filter(None, args.models.split(",")):
         meta = (
             PruningPlan.load(folder, num_layers=dims.num_layers).meta if Path(folder, PLAN_FILENAME).is_file() else {}
@@ -430,7 +441,13 @@ def main(argv=None) -> None:
         "timing": f"median of {args.repeats} passes after a warm-up of 3 batches",
         "environment": {**environment(args.threads), "openvino": _version("openvino")},
     }
+    if args.skip_speed:  # accuracy only: the file's description of how its speed rows were timed stays
+        meta = {k: v for k, v in meta.items() if k not in ("corpus", "timing", "environment")}
     output = Path(args.output)
+    if not args.skip_accuracy:
+        dense_model = toprune.load_model(dense_folder, "AutoModel")
+        encode = torch_encoder(dense_model, tokenizer, read_pooling(dense_folder), args.max_length)["encode"]
+        inputs.dense_queries = encode(inputs.questions)
     for method, target, name, folder, tokens, load in model_specs(args, dims, inputs.all_lengths):
         model = load()
         pooling = read_pooling(folder, tokens or "restored")

@@ -236,6 +236,14 @@ def test_question_scorer_exports_and_matches(tmp_path, radius):
     assert check_parity(model, make_session(tmp_path / "model.onnx"), [other]) <= 1e-4
 
 
+def test_value_scorer_exports_and_matches(tmp_path):
+    model = tiny_model()
+    apply_pruning(model, PruningPlan.from_keep_ratios(4, {1: 0.5, 3: 0.5}, scoring=ScoringSpec("value")))
+    export_onnx(model, None, tmp_path, samples=[random_batch([9, 3, 17, 12])])
+    others = [random_batch([21, 6, 14], seed=5), random_batch([11], seed=6)]
+    assert check_parity(model, make_session(tmp_path / "model.onnx"), others) <= 1e-4
+
+
 def test_serving_imports_neither_torch_nor_transformers(tiny_text_model):
     """README: serving needs ONNX Runtime and a tokenizer only. A fresh interpreter loads and runs an export."""
     import subprocess

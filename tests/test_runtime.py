@@ -67,6 +67,25 @@ def test_batched_equals_one_by_one_and_counts_follow_plan(family):
             assert counts[b].tolist() == plan.token_counts(length)
 
 
+def test_value_scored_plans_batch_like_one_by_one_and_choose_other_tokens():
+    """The value-weighted scorer on the gather path: a padded batch equals its examples one by one, and it keeps
+    other tokens than plain attention (the plan's kind is really used)."""
+    model = tiny_model("bert", head="AutoModelForTokenClassification")
+    plan = PruningPlan.from_keep_ratios(4, {1: 0.5, 2: 0.6}, num_bins=10, scoring=ScoringSpec("value"))
+    state = apply_pruning(model, plan)
+    state.record = True
+    batch = random_batch(LENGTHS, seed=4)
+    with torch.no_grad():
+        batched = model(**batch).logits
+        kept_value = [p.clone() for p in state.last.positions]
+        for b, length in enumerate(LENGTHS):
+            single = {k: v[b : b + 1, :length] for k, v in batch.items()}
+            assert (model(**single).logits[0] - batched[b, :length]).abs().max() <= 1e-4
+        state.set_plan(PruningPlan.from_keep_ratios(4, {1: 0.5, 2: 0.6}, num_bins=10))
+        model(**batch)
+    assert any(not torch.equal(a.sort(1).values, b.sort(1).values) for a, b in zip(kept_value, state.last.positions))
+
+
 def test_tokens_really_removed_sequence_gets_shorter(minilm):
     model, tokenizer = minilm
     state = apply_pruning(model, PruningPlan.from_keep_ratios(6, {layer: 0.5 for layer in range(2, 6)}))

@@ -11,6 +11,22 @@ def test_token_scores_average_over_heads_and_valid_rows_only():
     assert torch.allclose(token_scores(probs, mask)[0], expected)
 
 
+def test_value_weighted_scores_weigh_each_heads_attention_by_the_keys_value_norm():
+    """Oracle: sum over heads and valid rows of p[h, i, j] * |v[h, j]|, over (heads x valid rows); uniform value
+    norms give the plain score times that norm; a key with a zero value vector scores 0 however much it is seen."""
+    torch.manual_seed(0)
+    probs = torch.rand(2, 3, 5, 5).softmax(-1)
+    norms = torch.rand(2, 3, 5) + 0.1
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    expected = torch.einsum("bq,bhqk,bhk->bk", mask.float(), probs, norms) / (3 * mask.sum(1, keepdim=True))
+    torch.testing.assert_close(token_scores(probs, mask, norms), expected)
+    torch.testing.assert_close(token_scores(probs, None, norms), torch.einsum("bhqk,bhk->bk", probs, norms) / 15)
+    torch.testing.assert_close(token_scores(probs, mask, torch.full_like(norms, 2.0)), 2 * token_scores(probs, mask))
+    probs[:, :, :, 4] += 10.0  # key 4 absorbs the attention ...
+    norms[:, :, 4] = 0.0  # ... and carries nothing
+    assert (token_scores(probs, mask, norms)[:, 4] == 0).all() and (token_scores(probs, mask)[:, 4] > 0.5).all()
+
+
 def test_token_scores_unaffected_by_extra_padding():
     torch.manual_seed(0)
     logits = torch.randn(1, 3, 5, 5)

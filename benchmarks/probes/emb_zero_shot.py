@@ -27,7 +27,7 @@ import torch
 
 import toprune
 from toprune.embedding import read_pooling
-from toprune.embedding_eval import _squad, encode_with_flops, spearman_of, squad_retrieval, stsb_dev
+from toprune.embedding_eval import _squad, encode_with_flops, retrieval_metrics, retrieval_task, spearman_of, stsb_dev
 from toprune.flops import EncoderDims
 from toprune.plan import PruningPlan, ScoringSpec
 from toprune.pretrained import resolve_model
@@ -35,6 +35,8 @@ from toprune.static import plan_relative_macs
 from toprune.strategies import REGISTRY, Scorer
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DENSE_QUERIES: dict[str, np.ndarray] = {}
+MAPS: dict[str, dict] = {}
 VALUES: dict[int, torch.Tensor] = {}  # layer -> its value projection's output in the current forward
 
 
@@ -51,6 +53,24 @@ class ValueNormScorer(Scorer):
         return (received * vnorm).sum(1) / rows.sum(1, keepdim=True).clamp(min=1)
 
 
+class InverseScorer(Scorer):
+    """The least-attended first: a probe of whether attention received picks what a mean-pooled embedding needs."""
+
+    kind = "inverse"
+
+    def token_scores(self, view):
+        return -super().token_scores(view)
+
+
+class NormScorer(Scorer):
+    """The norm of the token's post-attention state: tokens the layer changed the most survive."""
+
+    kind = "state_norm"
+
+    def token_scores(self, view):
+        return view.hidden.norm(dim=-1)
+
+
 class NoSepScorer(Scorer):
     kind = "no_sep"
 
@@ -60,14 +80,39 @@ class NoSepScorer(Scorer):
         return scores.masked_fill(view.positions == last, 0.0)
 
 
-for cls in (ValueNormScorer, NoSepScorer):
+for cls in (ValueNormScorer, NoSepScorer, InverseScorer, NormScorer):
     REGISTRY["scorer"][cls.kind] = cls
 
 
 @torch.no_grad()
-def encode_delta(model, tokenizer, texts: list[str], batch_size: int = 32) -> np.ndarray:
-    """Mean pooling over *every* token, a dropped token's last-layer state estimated as its state when dropped plus
-    the mean change the survivors went through from that layer to the last (cheap: O(n d) per layer)."""
+def fit_maps(model, tokenizer, texts: list[str], ridge: float = 1.0) -> dict[int, torch.Tensor]:
+    """Per layer l, the ridge-regression map ([h_l, 1] @ W) from a token's output of layer l to its last-layer state,
+    fitted on the *dense* model's states of every real token of ``texts``."""
+    xs: dict[int, list] = {}
+    ys = []
+    toprune.remove_pruning(model)
+    for start in range(0, len(texts), 32):
+        batch = tokenizer(texts[start : start + 32], padding=True, truncation=True, max_length=256, return_tensors="pt")
+        states = model(**batch, output_hidden_states=True).hidden_states[1:]
+        real = batch["attention_mask"].bool()
+        ys.append(states[-1][real])
+        for layer, h in enumerate(states[:-1]):
+            xs.setdefault(layer, []).append(h[real])
+    y = torch.cat(ys).double()
+    maps = {}
+    for layer, parts in xs.items():
+        x = torch.cat(parts).double()
+        x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+        gram = x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype)
+        maps[layer] = torch.linalg.solve(gram, x.T @ y).float()
+    return maps
+
+
+@torch.no_grad()
+def encode_restored(model, tokenizer, texts: list[str], maps=None, batch_size: int = 32) -> np.ndarray:
+    """Mean pooling over *every* token; a dropped token's last-layer state estimated from its state when dropped:
+    ``maps`` None: that state plus the mean change the survivors went through from that layer to the last; else
+    the layer's fitted linear map (:func:`fit_maps`). Cheap: O(n d) or O(n d^2) once per dropped token."""
     state = toprune.pruning_state(model)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
@@ -76,17 +121,15 @@ def encode_delta(model, tokenizer, texts: list[str], batch_size: int = 32) -> np
         batch = tokenizer([texts[i] for i in ids], padding=True, truncation=True, max_length=256, return_tensors="pt")
         state.record = True
         outputs = model(**batch, output_hidden_states=True)
+        state.record = False
         final = outputs.last_hidden_state  # (B, N, d): survivors' last state, dropped tokens' when dropped
         layers = list(outputs.hidden_states[1:])  # full-length outputs of every layer
-        if len(layers) < model.config.num_hidden_layers:
-            layers.append(final)
         present = []  # (B, N) bool per layer: computed in that layer
         for positions in state.last.positions:
             mask = torch.zeros(final.shape[:2], dtype=torch.bool)
             rows, cols = torch.nonzero(positions >= 0, as_tuple=True)
             mask[rows, positions[rows, cols]] = True
             present.append(mask)
-        state.record = False
         real = batch["attention_mask"].bool()
         survivors = present[-1] & real
         estimate = final.clone()
@@ -94,9 +137,14 @@ def encode_delta(model, tokenizer, texts: list[str], batch_size: int = 32) -> np
             dropped_after = present[layer] & ~present[layer + 1] & real  # computed in `layer`, not in the next
             if not dropped_after.any():
                 continue
-            w = survivors.unsqueeze(-1).float()
-            delta = ((final - layers[layer]) * w).sum(1) / w.sum(1).clamp(min=1)  # (B, d)
-            estimate = torch.where(dropped_after.unsqueeze(-1), layers[layer] + delta.unsqueeze(1), estimate)
+            if maps is None:
+                w = survivors.unsqueeze(-1).float()
+                delta = ((final - layers[layer]) * w).sum(1) / w.sum(1).clamp(min=1)  # (B, d)
+                guess = layers[layer] + delta.unsqueeze(1)
+            else:
+                h = layers[layer]
+                guess = torch.cat([h, torch.ones(*h.shape[:2], 1)], dim=-1) @ maps[layer]
+            estimate = torch.where(dropped_after.unsqueeze(-1), guess, estimate)
         w = real.unsqueeze(-1).float()
         out[ids] = ((estimate * w).sum(1) / w.sum(1)).numpy()
     return out
@@ -124,7 +172,11 @@ def main() -> None:
     parser.add_argument("--paragraphs", type=int, default=384)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", default="", help="comma list scorer:start:mode (default: the grid below)")
-    parser.add_argument("--delta", action="store_true", help="delta-restored mean pooling instead of survivors")
+    parser.add_argument(
+        "--restore",
+        choices=["delta", "mapped"],
+        help="pool every token, a dropped one estimated from its state when dropped (encode_restored)",
+    )
     parser.add_argument("--retrieval", action="store_true", help="also the full SQuAD retrieval (slow)")
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
@@ -140,6 +192,9 @@ def main() -> None:
     train = sorted({e["article"] for e in examples})[:train_articles]
     pool_texts = list(dict.fromkeys(e["context"] for e in examples if e["article"] in set(train)))
     texts = random.Random(0).sample(pool_texts, args.paragraphs)
+    if args.restore == "mapped":  # fitted on other training paragraphs than the ones judged
+        rest = sorted(set(pool_texts) - set(texts))
+        MAPS["maps"] = fit_maps(model, tokenizer, random.Random(1).sample(rest, 256))
     lengths = [len(t) for t in tokenizer(paragraphs, truncation=True, max_length=256)["input_ids"]]
     sts_a, sts_b, gold = stsb_dev(DATA / "glue")
     pooling = read_pooling(folder, "survivors")
@@ -153,12 +208,24 @@ def main() -> None:
         emb, flops = encode_with_flops(model, tokenizer, texts, pooling, batch_size=32)
         left, _ = encode_with_flops(model, tokenizer, sts_a, pooling)
         right, _ = encode_with_flops(model, tokenizer, sts_b, pooling)
-        if args.delta and plan is not None:
-            emb, left, right = (encode_delta(model, tokenizer, t) for t in (texts, sts_a, sts_b))
+        if args.restore and plan is not None:
+            maps = MAPS.get("maps") if args.restore == "mapped" else None
+            emb, left, right = (encode_restored(model, tokenizer, t, maps) for t in (texts, sts_a, sts_b))
         row = {"flops_reduction_unpadded": flops, "stsb_spearman": spearman_of(left, right, gold)}
         row["emb"] = emb
-        if args.retrieval:
-            row.update(squad_retrieval(model, tokenizer, pooling, DATA / "squad" / "dev-v1.1.json", 256))
+        if args.retrieval:  # the questions encoded by the dense model: the corpus is what pruning speeds up
+            paragraphs, questions, truth, _ = retrieval_task(DATA / "squad" / "dev-v1.1.json")
+            if "queries" not in DENSE_QUERIES:
+                toprune.remove_pruning(model)
+                DENSE_QUERIES["queries"] = encode_with_flops(model, tokenizer, questions, pooling)[0]
+                if plan is not None:
+                    toprune.apply_pruning(model, plan)
+            if args.restore and plan is not None:
+                docs = encode_restored(model, tokenizer, paragraphs, MAPS.get("maps"))
+            else:
+                docs = encode_with_flops(model, tokenizer, paragraphs, pooling)[0]
+            metrics = retrieval_metrics(DENSE_QUERIES["queries"], docs, truth)
+            row.update({f"{k}_dense_queries": v for k, v in metrics.items()})
         row["seconds"] = round(time.perf_counter() - started, 1)
         return row
 
@@ -189,7 +256,7 @@ def main() -> None:
             emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
             row["teacher_cosine"] = 100 * float((emb * ref).sum(1).mean())
             row = {
-                "variant": variant + (":delta" if args.delta else ""),
+                "variant": variant + (f":{args.restore}" if args.restore else ""),
                 "target": args.target,
                 "plan": plan.describe(),
                 **row,

@@ -32,7 +32,7 @@ def restore_last_layer(model) -> None:
         mask = kwargs.get("attention_mask")
         entering = output.hidden_states[-2]  # the input of the last layer, every token at its position
         valid = None if mask is None or bool(mask.all()) else mask.bool()
-        context, _ = self_attention(last, entering, valid, False, False)
+        context, _, _ = self_attention(last, entering, valid, False, False)
         output.last_hidden_state = last.ffn(last.attn_output(context, entering))
         record = pruning_state(model).last
         if record.attn_counts is not None:  # the last layer's count: every real token

@@ -17,7 +17,7 @@ from .safeio import atomic_write_text
 
 PLAN_FILENAME = "toprune_plan.json"
 FORMAT_VERSION = 1
-SCORING_KINDS = ("attention", "question", "random")
+SCORING_KINDS = ("attention", "question", "random", "value")
 # plans written before ScoringSpec carried these in ``meta``; they are read back into the spec
 _LEGACY_META = {"scorer": "kind", "score_radius": "radius", "random_seed": "seed"}
 
@@ -27,8 +27,9 @@ class ScoringSpec:
     """How a plan ranks the survivors at inference: part of the plan's behaviour (saved with it, so a reloaded model
     scores as the run did), unlike ``PruningPlan.meta``, which is provenance only.
 
-    ``kind``: attention received from every row, from the question (first-segment) rows only, or random draws (the
-    floor baseline); or the name of a scorer registered in :mod:`toprune.strategies` (an experiment's own);
+    ``kind``: attention received from every row, from the question (first-segment) rows only, attention received
+    weighted by the norm of the value vector the token carries (``value``), or random draws (the floor baseline);
+    or the name of a scorer registered in :mod:`toprune.strategies` (an experiment's own);
     ``radius`` [ours]: each score raised to the best within that many positions before ranking;
     ``seed``: the random draws' seed (evaluation and a reload draw the same tokens)."""
 

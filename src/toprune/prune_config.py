@@ -162,9 +162,10 @@ class PruneConfig:
     )
     scorer: str = option(
         "attention",
-        "token importance: attention received from every row or, [ours] for QA and "
+        "token importance: attention received from every row; [ours] 'question': for QA and "
         "other pairs, from the first segment's rows only (needs token_type_ids: BERT, "
-        "ELECTRA, MiniLM)",
+        "ELECTRA, MiniLM); [ours] 'value': weighted by the norm of each token's value "
+        "vector (for mean-pooled embeddings)",
         choices=tuple(REGISTRY["scorer"]),
     )
     score_radius: int = option(

@@ -73,6 +73,7 @@ class PruningState:
         self.input_segments: torch.Tensor | None = None  # token_type_ids (question scorer)
         self.hidden_states: list[torch.Tensor] | None = None  # output_hidden_states=True: full-length, per layer
         self.question_scores = False  # plans scored "question": attention received from question rows
+        self.value_scores = False  # plans scored "value": attention received, weighted by the value norms
         self.scorer: Scorer | None = None  # plans scored by a registered scorer of one's own: it ranks the tokens
         self.last: ForwardRecord | None = None
         self.handles: list = []
@@ -85,6 +86,7 @@ class PruningState:
         if scoring.kind != getattr(self.scorer, "kind", None):  # the same kind keeps its object (and its state)
             self.scorer = custom_scorer(scoring.kind)
         self.question_scores = scores_by_question(scoring.kind)
+        self.value_scores = scoring.kind == "value"  # attention weighted by the value norms (scoring.token_scores)
         self.score_radius = scoring.radius  # [ours] spread scores before ranking
         # the seed the run evaluated with: reloads score the same (a generator already set keeps drawing)
         random = scoring.kind == "random"
@@ -153,11 +155,11 @@ def _question_rows(state: PruningState, valid: torch.Tensor) -> torch.Tensor | N
     return question_rows(None if segments is None else segments.to(valid.device), valid)
 
 
-def _scores(state: PruningState, layer: int, probs, hidden, query_mask, valid, positions) -> torch.Tensor:
+def _scores(state: PruningState, layer: int, probs, values, hidden, query_mask, valid, positions) -> torch.Tensor:
     """Each slot's score at ``layer``: the attention it receives from the ``query_mask`` rows, or what the plan's
     registered scorer says (its view is built only then: the built-in path and exported graphs are unchanged)."""
     if state.scorer is None:
-        return token_scores(probs, query_mask)
+        return token_scores(probs, query_mask, values.norm(dim=-1) if state.value_scores else None)
     return state.scorer.token_scores(ScoreView(layer, probs, hidden, query_mask, valid, positions))
 
 
@@ -189,13 +191,15 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
             or (state.force_scoring and (i + 1) < len(state.parts))
         )
         # exported graphs use the explicit attention everywhere: SDPA's shape checks cannot take a symbolic length
-        context, probs = self_attention(parts, hidden, key_mask, need or state.traceable, training)
+        context, probs, values = self_attention(parts, hidden, key_mask, need or state.traceable, training)
         hidden = parts.attn_output(context, hidden)
         if state.record:
             counts.append(valid.sum(dim=1))
             record.computed_lengths.append(hidden.shape[1])
             record.positions.append(torch.where(valid, positions, -1))
-        scores = _scores(state, i, probs, hidden, score_rows(rows, key_mask), valid, positions) if need else None
+        scores = None
+        if need:
+            scores = _scores(state, i, probs, values, hidden, score_rows(rows, key_mask), valid, positions)
         if i in state.score_layers:  # at original positions: losses compare them with full-length targets
             record.scores[i], record.scored[i] = _at_positions(scores, positions, valid, seq)
         if random:  # the floor baseline: the same counts, random survivors (drawn on the CPU: reproducible)
@@ -261,9 +265,9 @@ def _soft_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tensor
         p = index_of.get(i + 1)
         need = p is not None or i in state.score_layers
         key_mask = None if bool(alive.all()) else alive
-        context, probs = self_attention(parts, hidden, key_mask, need, training)
+        context, probs, values = self_attention(parts, hidden, key_mask, need, training)
         after_attn = parts.attn_output(context, hidden)
-        scores = _scores(state, i, probs, after_attn, score_rows(rows, alive), alive, slots) if need else None
+        scores = _scores(state, i, probs, values, after_attn, score_rows(rows, alive), alive, slots) if need else None
         if i in state.score_layers:
             record.scores[i], record.scored[i] = scores, valid  # a dead token scores 0 here
         hidden = parts.ffn(after_attn)

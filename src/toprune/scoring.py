@@ -20,8 +20,9 @@ def self_attention(
     key_mask: torch.Tensor | None,
     need_probs: bool,
     training: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Multi-head self-attention context of ``hidden`` (B, n, d); probabilities only when asked for.
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Multi-head self-attention context of ``hidden`` (B, n, d); probabilities only when asked for; the values
+    (B, H, n, d_head), for scores that weigh attention by what a token carries.
 
     ``key_mask`` is a bool (B, n) tensor of keys that may be attended (None: all). Without ``need_probs`` this is
     SDPA, the same kernel the dense Hugging Face baseline uses; with it, an explicit softmax whose probabilities
@@ -44,11 +45,25 @@ def self_attention(
     else:
         probs = None
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask4d, dropout_p=dropout)
-    return context.transpose(1, 2).reshape(bsz, n, -1), probs
+    return context.transpose(1, 2).reshape(bsz, n, -1), probs, v
 
 
-def token_scores(probs: torch.Tensor, query_mask: torch.Tensor | None) -> torch.Tensor:
-    """Attention received by each key, mean over heads and valid query rows: (B, H, n, n) -> (B, n)."""
+def token_scores(
+    probs: torch.Tensor, query_mask: torch.Tensor | None, value_norms: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Attention received by each key, mean over heads and valid query rows: (B, H, n, n) -> (B, n).
+
+    ``value_norms`` (B, H, n) [ours]: each head's attention to a key weighted by the norm of the key's value vector,
+    i.e. the size of what the key actually adds to the rows' context (Kobayashi et al., EMNLP 2020). Separators and
+    punctuation absorb much attention and add little; for mean-pooled sentence embeddings this ranks the tokens the
+    mean needs higher (measured: benchmarks/README.md section 11)."""
+    if value_norms is not None:
+        if query_mask is None:
+            return (probs.mean(dim=2) * value_norms).mean(dim=1)
+        rows = query_mask.to(probs.dtype)
+        received = torch.matmul(rows[:, None, None, :], probs).squeeze(2)  # (B, H, n), per head
+        weighted = (received * value_norms).sum(dim=1)
+        return weighted / (probs.shape[1] * rows.sum(dim=1, keepdim=True).clamp(min=1.0))
     if query_mask is None:
         return probs.mean(dim=(1, 2))
     rows = query_mask.to(probs.dtype)

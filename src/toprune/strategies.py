@@ -49,8 +49,8 @@ class Scorer:
     An experiment's own scorer is a subclass whose ``kind`` is a new name, registered under it
     (``REGISTRY["scorer"][kind] = cls``) and named by the plan (``ScoringSpec(kind)``, or ``PruneConfig(scorer=kind)``):
     the runtime then ranks tokens by its :meth:`token_scores` at every layer it scores. A saved plan keeps the name
-    only: register the class before loading it. The built-in kinds (attention, question, random) are scored inline
-    by the runtime and never call it."""
+    only: register the class before loading it. The built-in kinds (attention, question, value, random) are scored
+    inline by the runtime and never call it."""
 
     kind = ""
     by_question = False  # the runtime's query rows are the first segment's (the question's), not every valid row
@@ -95,6 +95,13 @@ class QuestionScorer(Scorer):
                 "--scorer question needs token_type_ids to find the question's rows; this tokenizer "
                 "does not make them (RoBERTa, XLM-R, DistilBERT): use the attention scorer"
             )
+
+
+class ValueScorer(Scorer):
+    """[ours] Attention received weighted by the norm of the value vector the token carries (what it adds to the
+    context, not how much it is looked at); the better ranking for mean-pooled sentence embeddings."""
+
+    kind = "value"
 
 
 class RandomScorer(Scorer):
@@ -255,7 +262,8 @@ def _by_name(*classes) -> dict:
     return {getattr(c, "name", None) or c.kind: c for c in classes}
 
 
-SCORERS = _by_name(AttentionScorer, QuestionScorer)  # user choices; RandomScorer comes with --method random
+# user choices; RandomScorer comes with --method random
+SCORERS = _by_name(AttentionScorer, QuestionScorer, ValueScorer)
 PLAN_SOURCES = _by_name(LearnedGates, StaticSchedule, RandomSchedule, GivenPlan)
 RANK_TARGETS = _by_name(AttentionTarget, AnswerTarget)
 # PruneConfig field -> {user-facing name: strategy class}: the only place these names are mapped
@@ -270,7 +278,7 @@ def custom_scorer(kind: str) -> Scorer | None:
 def scores_by_question(kind: str) -> bool:
     """Whether plans scored ``kind`` (built in, or an experiment's registered scorer) rank by the question's rows:
     the one place the runtime learns it."""
-    scorer = {**_by_name(AttentionScorer, QuestionScorer, RandomScorer), **SCORERS}.get(kind)
+    scorer = {**_by_name(AttentionScorer, QuestionScorer, ValueScorer, RandomScorer), **SCORERS}.get(kind)
     return bool(scorer is not None and scorer.by_question)
 
 
