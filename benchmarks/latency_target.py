@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     out, workdir = Path(args.output), Path(args.workdir)
     doc = json.loads(out.read_text()) if out.is_file() else {}
     runs = doc.get("runs", [])
-    done = {(r["task"], r["constraint"], r["backend"], r["batch_size"], r["target_speedup"], r["seed"]) for r in runs}
+    done = {_key(r) for r in runs}
     teachers = dict(item.split("=", 1) for item in args.teachers)
     data = ["--data-dir", args.data_dir] if args.data_dir else []
     for setting in args.settings.split(","):
@@ -206,7 +206,8 @@ def main(argv=None) -> int:
                         }
                     )
                     write(out, args, runs)
-    write(out, args, runs)
+    if args.stage != "train":  # a training-only pass measured nothing: it must not rewrite the file
+        write(out, args, runs)
     return 0
 
 
@@ -235,7 +236,16 @@ def cost_model_error(path: str, settings: str) -> float | None:
     return max(errors) if errors else None
 
 
+def _key(run: dict) -> tuple:
+    return tuple(run[k] for k in ("task", "constraint", "backend", "batch_size", "target_speedup", "seed"))
+
+
 def write(out: Path, args: argparse.Namespace, runs: list[dict]) -> None:
+    """The file's rows merged with ours by (task, constraint, setting, seed), ours winning: another process (a
+    bench of other seeds) may have written rows since this one read the file."""
+    merged = {_key(r): r for r in (json.loads(out.read_text()).get("runs", []) if out.is_file() else [])}
+    merged.update({_key(r): r for r in runs})
+    runs = sorted(merged.values(), key=lambda r: (r["task"], r["backend"], r["batch_size"], r["seed"], r["constraint"]))
     doc = {
         "cost_model_median_abs_error": cost_model_error(args.costmodel, args.settings),
         "what": "ToP with the latency constraint vs the FLOPs constraint (target matched by the cost model: "
