@@ -7,8 +7,8 @@ full retrieval evaluation (``--retrieval``). Scorers are registered through the 
 (``toprune.strategies.REGISTRY["scorer"]``):
 
 * ``attention``: the library's (attention received, mean over heads and valid rows);
-* ``value_norm``: attention received weighted by the norm of the value vector it carries (Kobayashi et al. 2020:
-  tokens that absorb attention but carry little, such as separators, rank lower);
+* ``value``: the library's ``--scorer value`` (attention weighted by the norm of the value vector a token carries;
+  first tried here as a registered scorer, then built in: the same rankings, the same numbers);
 * ``no_sep``: attention received, the closing separator always dropped first (it is the main attention sink).
 
     python benchmarks/probes/emb_zero_shot.py --threads 1 --output runs/emb_zero_shot.jsonl
@@ -37,20 +37,6 @@ from toprune.strategies import REGISTRY, Scorer
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 DENSE_QUERIES: dict[str, np.ndarray] = {}
 MAPS: dict[str, dict] = {}
-VALUES: dict[int, torch.Tensor] = {}  # layer -> its value projection's output in the current forward
-
-
-class ValueNormScorer(Scorer):
-    kind = "value_norm"
-
-    def token_scores(self, view):
-        v = VALUES[view.layer]  # (B, n, d) in the current slots
-        bsz, n, _ = v.shape
-        heads = view.probs.shape[1]
-        vnorm = v.view(bsz, n, heads, -1).norm(dim=-1).transpose(1, 2)  # (B, H, n)
-        rows = (view.valid if view.query_mask is None else view.query_mask).to(view.probs.dtype)
-        received = torch.einsum("bq,bhqk->bhk", rows, view.probs)
-        return (received * vnorm).sum(1) / rows.sum(1, keepdim=True).clamp(min=1)
 
 
 class InverseScorer(Scorer):
@@ -80,7 +66,7 @@ class NoSepScorer(Scorer):
         return scores.masked_fill(view.positions == last, 0.0)
 
 
-for cls in (ValueNormScorer, NoSepScorer, InverseScorer, NormScorer):
+for cls in (NoSepScorer, InverseScorer, NormScorer):
     REGISTRY["scorer"][cls.kind] = cls
 
 
@@ -184,8 +170,6 @@ def main() -> None:
     folder = resolve_model("minilm")
     model = toprune.load_model(folder, "AutoModel")
     tokenizer = toprune.load_tokenizer(folder)
-    for index, layer in enumerate(model.encoder.layer):
-        layer.attention.self.value.register_forward_hook(lambda m, i, o, index=index: VALUES.__setitem__(index, o))
     dims = EncoderDims.from_config(model.config)
     layers = model.config.num_hidden_layers
     examples, paragraphs, train_articles = _squad(DATA / "squad" / "dev-v1.1.json")
@@ -237,7 +221,7 @@ def main() -> None:
         if args.variants
         else [
             "attention:1:geometric",
-            "value_norm:1:geometric",
+            "value:1:geometric",
             "no_sep:1:geometric",
             "random:1:geometric",
             "attention:2:geometric",
