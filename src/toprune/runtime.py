@@ -29,7 +29,7 @@ from .adapters import BlockParts, base_model, block_parts, find_encoder
 from .errors import ToPruneError
 from .plan import PruningPlan, kept_ranks
 from .scoring import question_rows, rank_bins, score_rows, self_attention, spread_scores, token_scores
-from .strategies import Scorer, ScoreView, custom_scorer, scores_by_question
+from .strategies import Scorer, ScoreView, custom_scorer, scorer_class
 from .survivors import bin_table, keep_at_slots, rank_keep, survivor_slots
 
 
@@ -85,8 +85,9 @@ class PruningState:
         scoring = plan.scoring
         if scoring.kind != getattr(self.scorer, "kind", None):  # the same kind keeps its object (and its state)
             self.scorer = custom_scorer(scoring.kind)
-        self.question_scores = scores_by_question(scoring.kind)
-        self.value_scores = scoring.kind == "value"  # attention weighted by the value norms (scoring.token_scores)
+        traits = scorer_class(scoring.kind)
+        self.question_scores = traits.by_question
+        self.value_scores = traits.by_value  # attention weighted by the value norms (scoring.token_scores)
         self.score_radius = scoring.radius  # [ours] spread scores before ranking
         # the seed the run evaluated with: reloads score the same (a generator already set keeps drawing)
         random = scoring.kind == "random"

@@ -54,6 +54,7 @@ class Scorer:
 
     kind = ""
     by_question = False  # the runtime's query rows are the first segment's (the question's), not every valid row
+    by_value = False  # the runtime weights attention received by the norms of the tokens' value vectors
 
     def spec(self, cfg) -> ScoringSpec:
         return ScoringSpec(self.kind, cfg.score_radius)
@@ -102,6 +103,7 @@ class ValueScorer(Scorer):
     context, not how much it is looked at); the better ranking for mean-pooled sentence embeddings."""
 
     kind = "value"
+    by_value = True
 
 
 class RandomScorer(Scorer):
@@ -275,11 +277,10 @@ def custom_scorer(kind: str) -> Scorer | None:
     return None if kind in SCORING_KINDS else build("scorer", kind)
 
 
-def scores_by_question(kind: str) -> bool:
-    """Whether plans scored ``kind`` (built in, or an experiment's registered scorer) rank by the question's rows:
-    the one place the runtime learns it."""
-    scorer = {**_by_name(AttentionScorer, QuestionScorer, ValueScorer, RandomScorer), **SCORERS}.get(kind)
-    return bool(scorer is not None and scorer.by_question)
+def scorer_class(kind: str) -> type[Scorer]:
+    """The scorer class plans scored ``kind`` name (built in, or an experiment's registered one): the one place the
+    runtime learns its traits (``by_question``, ``by_value``). An unknown kind reads as the plain base class."""
+    return {**_by_name(AttentionScorer, QuestionScorer, ValueScorer, RandomScorer), **SCORERS}.get(kind, Scorer)
 
 
 def build(field_name: str, name: str):
