@@ -202,6 +202,7 @@ def main(argv=None) -> int:
                             "predicted_speedup": (summary.get("best") or {}).get("predicted_speedup"),
                             "dense_metric": bench["dense"]["metric"],
                             "run": str(folder),
+                            "prune_args": args.prune_args,  # tasks may be trained on different schedules
                             **extra,
                         }
                     )
