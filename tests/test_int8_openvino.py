@@ -244,3 +244,31 @@ def test_frontier_writes_rows_table_and_plot(tiny, tmp_path, capsys):
     assert main(bad[:-1] + [str(tmp_path / "bad.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a pruned model" in err[0]
+
+
+def test_frontier_verdict_charges_precision_beyond_dense_and_finds_the_fastest_model_within_the_margin():
+    from toprune.frontier_verdict import verdict, verdict_markdown
+
+    def row(model, backend, precision, metric, ms1, ms32, within):
+        folder = f"runs/{model}"
+        target = None if model == "dense" else "2x"
+        return dict(model=model, target=target, folder=folder, backend=backend, precision=precision, metric=metric,
+                    ms_b1=ms1, ms_b32=ms32, within_teacher=within)  # fmt: skip
+
+    rows = [
+        row("dense", "onnxruntime", "f32", 85.0, 2.0, 80.0, True),
+        row("dense", "onnxruntime", "int8", 84.0, 1.5, 40.0, True),
+        row("top", "onnxruntime", "f32", 84.5, 1.8, 40.0, True),
+        row("top", "onnxruntime", "int8", 82.5, 1.4, 20.0, False),
+        row("static", "onnxruntime", "f32", 84.2, 1.7, 38.0, True),
+    ]
+    summary = verdict(rows, [1, 32])
+    (cost,) = [c for c in summary["precision_costs"] if c["row"].startswith("top")]
+    assert cost["change"] == -2.0 and cost["dense_change"] == -1.0 and cost["beyond_dense"] == -1.0
+    best = summary["fastest_within_teacher"]
+    # the INT8 ToP graph is fastest but outside the margin: the fastest inside it is static f32 at b1 and b32
+    assert best["b1"]["row"] == "static 2x onnxruntime f32" and best["b32"]["ms"] == 38.0
+    assert best["b32"]["speedup_vs_dense"]["dense onnxruntime int8"] == 40.0 / 38.0
+    assert "-1.00 beyond" in verdict_markdown(summary, 1.0)
+    rows = [r for r in rows if r["model"] == "dense" or not r["within_teacher"]]
+    assert verdict(rows, [1])["fastest_within_teacher"] == {"b1": None}

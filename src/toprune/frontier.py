@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from .errors import ToPruneError
+from .frontier_verdict import verdict, verdict_markdown
 
 WITHIN = 1.0  # points of the metric below the teacher that still count as "keeps the accuracy"
 OPENVINO_PRECISIONS = ("f32", "bf16", "int8")
@@ -254,6 +255,7 @@ class Frontier:
             "teacher_metric": teacher,
             "within": WITHIN,
             "rows": self.rows,
+            "verdict": verdict(self.rows, list(self.args.batch_sizes)),
             "environment": environment(self.args.threads),
             "protocol": {
                 "examples_timed": len(self.texts[0]),
@@ -299,7 +301,8 @@ def markdown(result: dict) -> str:
         f"\n\\* within {result['within']:g} point of the teacher ({result['teacher_metric']:.2f}). Paper "
         f"convention: against {result['paper_convention']['reference']}, not the honest comparison."
     )
-    return "\n".join(lines) + "\n"
+    summary = verdict(result["rows"], sizes)  # from the rows, so that a file written before it existed renders too
+    return "\n".join(lines) + "\n" + verdict_markdown(summary, result["within"])
 
 
 def plot(result: dict, path: str | Path) -> Path:
