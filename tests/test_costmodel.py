@@ -133,6 +133,13 @@ def test_a_latency_constrained_static_run_meets_its_predicted_target(tiny_teache
     summary = ToPRun(cfg, log=said.append).run()
     assert any("constraint: latency (pytorch, batch 1, 1 threads)" in line for line in said)
     assert summary["best"] is not None and summary["best"]["predicted_speedup"] >= 1.3 - 1e-6
+    # the kept plan is then timed against the dense model on the selection slice, beside the same prediction
+    check = summary["latency_check"]
+    assert check["examples"] == summary["selection"]["examples"] and check["backend"] == "pytorch"
+    assert check["measured_ms"]["kept"] > 0 and check["measured_speedup"] > 0
+    assert check["predicted_speedup"] == pytest.approx(check["predicted_ms"]["dense"] / check["predicted_ms"]["kept"])
+    assert check["predicted_speedup"] > 1.0 and any(line.startswith("latency check on") for line in said)
+    assert json.loads((tmp_path / "top" / "summary.json").read_text())["latency_check"] == check
     flops = ToPRun(
         PruneConfig(**{**cfg.__dict__, "constraint": "flops", "output_dir": str(tmp_path / "f")}), log=said.append
     )

@@ -29,6 +29,13 @@ def seed_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or a positive integer, got {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0 or value == float("inf"):
@@ -57,6 +64,7 @@ def index_list(text: str) -> list[int]:
 
 KINDS = {
     "positive_int": positive_int,
+    "non_negative_int": non_negative_int,
     "positive_float": positive_float,
     "non_negative_float": non_negative_float,
     "int_list": int_list,

@@ -60,6 +60,10 @@ class Constraint:
     def judge(self, result: dict, plan, run) -> None:
         raise NotImplementedError
 
+    def check_kept(self, run) -> dict | None:
+        """After training: the kept plan checked by measurement (None: this constraint predicts nothing to time)."""
+        return None
+
 
 class FlopsConstraint(Constraint):
     """The paper's: the FLOPs reduction measured on the selection set, in the run's convention."""
@@ -100,6 +104,17 @@ class LatencyConstraint(Constraint):
         rel = plan_relative_macs(run.cost, plan, run.selection_lengths, run.reference)
         result["predicted_speedup"] = 1.0 / rel
         result["meets_target"] = rel <= run.target_rel + 1e-9
+
+    def check_kept(self, run) -> dict | None:
+        """The kept plan against the dense model, both timed on the first selection examples in the profile's
+        setting (issue 22: predicted latency checked by measured latency on the training slice's lengths)."""
+        from .latency_check import measure_plan
+
+        if run.cfg.latency_check_examples == 0:
+            return None
+        return measure_plan(
+            run.teacher, run.cost, run.plan, run.data.select_set, run.tokenizer, run.cfg.latency_check_examples
+        )
 
 
 CONSTRAINTS = {c.name: c for c in (FlopsConstraint, LatencyConstraint)}

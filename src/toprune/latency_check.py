@@ -119,3 +119,40 @@ def check_real_batches(
         robust = [{**r, "measured_ms": r["measured_ms_per_batch"]} for r in rows if r["kind"] == "random"]
         out["median_abs_error_per_batch"] = statistics.median(relative_errors(robust)) if robust else None
     return out
+
+
+def tokenised_batches(dataset, tokenizer, batch_size: int, examples: int = EXAMPLES) -> list[dict]:
+    """The first ``examples`` of a tokenised split (e.g. the held-out selection slice) in batches of ``batch_size``,
+    each padded to its own longest example, as served."""
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
+    rows = dataset.select(range(min(examples, len(dataset)))).select_columns(columns)
+    rows = [dict(r) for r in rows]
+    return [tokenizer.pad(rows[i : i + batch_size], return_tensors="pt") for i in range(0, len(rows), batch_size)]
+
+
+def measure_plan(dense_model, cost: LatencyCost, plan: PruningPlan, dataset, tokenizer, examples: int = EXAMPLES):
+    """Predicted vs measured speed-up of ``plan`` over the dense model on the first ``examples`` of ``dataset``, in
+    the profile's backend, batch size and threads (the dense model is copied: plans are put on the copy). The
+    timing is as quiet as the machine is: the returned ``line`` says so."""
+    import copy
+
+    batches = tokenised_batches(dataset, tokenizer, int(cost.key.get("batch_size", 1)), examples)
+    check = check_real_batches(copy.deepcopy(dense_model), cost, batches, plans=0, learned={"kept": plan}, repeats=3,
+                               progress=False)  # fmt: skip
+    dense, kept = check["plans"]
+    out = {
+        "examples": check["examples"],
+        "backend": cost.key.get("backend"),
+        "batch_size": cost.key.get("batch_size"),
+        "threads": cost.key.get("threads"),
+        "predicted_ms": {"dense": dense["predicted_ms"], "kept": kept["predicted_ms"]},
+        "measured_ms": {"dense": dense["measured_ms"], "kept": kept["measured_ms"]},
+        "predicted_speedup": dense["predicted_ms"] / kept["predicted_ms"],
+        "measured_speedup": dense["measured_ms"] / kept["measured_ms"],
+    }
+    out["line"] = (
+        f"latency check on {out['examples']} selection examples ({out['backend']}, batch {out['batch_size']}, "
+        f"{out['threads']} threads): predicted {out['predicted_speedup']:.2f}x, measured "
+        f"{out['measured_speedup']:.2f}x (timed now, beside whatever else runs on this machine)"
+    )
+    return out

@@ -83,6 +83,12 @@ class PruneConfig:
     latency_profile: str | None = option(
         None, "a saved `toprune profile` JSON to use instead of measuring", group=_LATENCY
     )
+    latency_check_examples: int = option(
+        256,
+        "latency: after training, time the kept plan against the dense model on this many selection examples (0: skip)",
+        kind="non_negative_int",
+        group=_LATENCY,
+    )
     padded_length: int | None = option(
         None, "length of the padded-FLOPs convention (default: --max-length)", kind="positive_int"
     )
@@ -310,8 +316,8 @@ def check_config(cfg: PruneConfig) -> None:
         raise ToPruneError(
             f"inference_backend must be one of {', '.join(BACKENDS)} (latency profiles), got {cfg.inference_backend!r}"
         )
-    if cfg.inference_batch_size < 1 or cfg.inference_threads < 0:
-        raise ToPruneError("inference_batch_size must be >= 1 and inference_threads >= 0")
+    if cfg.inference_batch_size < 1 or cfg.inference_threads < 0 or cfg.latency_check_examples < 0:
+        raise ToPruneError("inference_batch_size must be >= 1, inference_threads and latency_check_examples >= 0")
     if cfg.convention not in ("unpadded", "padded"):
         raise ToPruneError(f"convention must be 'unpadded' or 'padded', got {cfg.convention!r}")
     build("rank_target", cfg.rank_target).check(cfg)

@@ -262,6 +262,9 @@ class TrainingSteps:
         bar.close()
         self.accelerator.wait_for_everyone()  # no process leaves while another may still be in a collective
         dev = self.evaluate_kept_on_dev() if self.best is not None else None
+        measured = self.constraint.check_kept(self) if dev is not None and self.accelerator.is_main_process else None
+        if measured:
+            self.log(measured.pop("line"))
         return {
             "task": self.data.name,
             "target": cfg.target,
@@ -273,4 +276,5 @@ class TrainingSteps:
             "selection": self.data.selection_info.as_dict(),
             "mean_step_ms": 1000 * sum(self.step_seconds) / max(1, len(self.step_seconds)),
             "config": asdict(cfg),
+            **({"latency_check": measured} if measured else {}),
         }
