@@ -120,3 +120,12 @@ def test_a_second_finetune_into_a_folder_in_use_refuses(tiny_teacher, tmp_path):
     with pytest.raises(ToPruneError, match="in use by another toprune run"):
         finetune_teacher(tiny_teacher, None, None, out, epochs=1, batch_size=8, log=lambda *_: None, **_files(tmp_path))
     assert [p.name for p in out.iterdir()] == [LOCK_FILENAME]  # nothing written beside the other run's lock
+
+
+def test_teacher_recipe_is_the_searched_one_with_the_callers_choices_on_top():
+    from toprune.recipes import DEFAULT_TEACHER, TEACHER_RECIPES, teacher_recipe
+
+    assert teacher_recipe("SST2") == TEACHER_RECIPES["sst2"] != DEFAULT_TEACHER  # task names in any case
+    assert teacher_recipe("sst2", lr=3e-5, epochs=None).lr == 3e-5  # None keeps the recipe's
+    assert teacher_recipe("sst2", epochs=None).epochs == TEACHER_RECIPES["sst2"].epochs
+    assert teacher_recipe(None) == teacher_recipe("my-own-data") == DEFAULT_TEACHER
