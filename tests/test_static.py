@@ -20,11 +20,27 @@ DIMS = EncoderDims(num_layers=6, hidden=384, ffn=1536, heads=12)
 def test_static_plan_is_the_largest_geometric_schedule_meeting_the_target():
     lengths = [12, 40, 75, 128, 33]
     plan = static_plan(DIMS, [1, 2, 3, 4, 5], [lengths], 0.5)
-    (ratio,) = {plan.keep_ratio(layer) for layer in range(1, 6)}  # one shared ratio
+    ratios = [plan.keep_ratio(layer) for layer in range(1, 6)]
+    ratio = min(ratios)
     assert plan.keep_ratio(0) == 1.0 and 0 < ratio < 1  # layer 0 never prunes
+    assert all(r in (ratio, round(ratio + 0.01, 2)) for r in ratios)  # one shared ratio, within one bin
     assert plan_relative_macs(DIMS, plan, lengths) <= 0.5
     looser = PruningPlan.from_keep_ratios(6, {layer: ratio + 0.01 for layer in range(1, 6)})
-    assert plan_relative_macs(DIMS, looser, lengths) > 0.5  # one step more keeps too much
+    assert plan_relative_macs(DIMS, looser, lengths) > 0.5  # one step more everywhere keeps too much
+    for layer in range(1, 6):  # and no layer can take one more bin: the plan is as close to the budget as it gets
+        if plan.keep_ratio(layer) == ratio:
+            more = PruningPlan.from_keep_ratios(6, {i: plan.keep_ratio(i) + 0.01 * (i == layer) for i in range(1, 6)})
+            assert plan_relative_macs(DIMS, more, lengths) > 0.5
+
+
+def test_static_plan_gives_back_what_one_shared_ratio_overshoots_on_short_inputs():
+    lengths = [5, 7, 8, 9, 11, 12, 13, 14, 16, 18, 21, 25]  # short phrases: kept counts are ceilings, costs jump
+    shared = {k: PruningPlan.from_keep_ratios(6, {i: k / 100 for i in range(1, 6)}) for k in range(1, 100)}
+    best_shared = max((k for k, p in shared.items() if plan_relative_macs(DIMS, p, lengths) <= 0.5))
+    plan = static_plan(DIMS, [1, 2, 3, 4, 5], [lengths], 0.5)
+    cost, cost_shared = plan_relative_macs(DIMS, plan, lengths), plan_relative_macs(DIMS, shared[best_shared], lengths)
+    assert cost_shared < cost <= 0.5  # closer to the budget than the shared ratio, never past it
+    assert min(plan.keep_ratio(i) for i in range(1, 6)) == best_shared / 100
 
 
 def test_static_plan_padded_reference_and_unreachable_target():
