@@ -145,7 +145,11 @@ def test_int8_variant_is_chosen_on_heldout_and_dev_is_reported(tiny, tmp_path, c
     assert data is not None and data.selection is not None, why
     report = choose_variant(folder, data, load_tokenizer(tiny / "top"))
     assert set(report["heldout_metric"]) == {"fp32", *VARIANTS} and report["variant"] in VARIANTS
-    assert report["heldout_metric"][report["variant"]] == max(report["heldout_metric"][v] for v in VARIANTS)
+    incumbent = report["heldout_metric"]["per_channel"]
+    assert report["variant"] == "per_channel" or report["win_rate_vs_incumbent"][report["variant"]] >= 0.95
+    assert all(
+        rate >= 0 and report["heldout_metric"][v] > incumbent for v, rate in report["win_rate_vs_incumbent"].items()
+    )
     assert "held-out" in report["selected_on"] and 0 <= report["dev_metric_int8"] <= 100
     assert (folder / "model.int8.onnx").is_file()
     # the command: one variant measured, fp32 and INT8 dev metrics printed and saved in the export folder
@@ -272,3 +276,31 @@ def test_frontier_verdict_charges_precision_beyond_dense_and_finds_the_fastest_m
     assert "-1.00 beyond" in verdict_markdown(summary, 1.0)
     rows = [r for r in rows if r["model"] == "dense" or not r["within_teacher"]]
     assert verdict(rows, [1])["fastest_within_teacher"] == {"b1": None}
+
+
+def test_an_int8_variant_replaces_per_channel_only_when_it_wins_on_most_resamples_of_the_slice():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from toprune.quantize import pick_variant
+
+    data = SimpleNamespace(metric="accuracy", labels=("no", "yes"))
+    golds = np.arange(400) % 2
+    right, wrong = np.eye(2)[golds], np.eye(2)[1 - golds]
+
+    def logits(errors):  # one-hot logits wrong on the given examples
+        out = right.copy()
+        out[errors] = wrong[errors]
+        return out, golds
+
+    incumbent = logits(np.arange(0, 400, 5))  # 80 errors
+    lucky = logits(np.arange(5, 400, 5))  # 79 errors: one example better, a tie on most resamples
+    better = logits(np.arange(0, 400, 10))  # 40 errors: better on every resample
+    variants = ["dynamic", "per_channel", "static"]
+    kept, rates = pick_variant(data, {"dynamic": lucky, "per_channel": incumbent, "static": incumbent}, variants)
+    assert kept == "per_channel" and rates["dynamic"] < 0.95 and "static" not in rates  # not better: not bootstrapped
+    kept, rates = pick_variant(data, {"dynamic": lucky, "per_channel": incumbent, "static": better}, variants)
+    assert kept == "static" and rates["static"] == 1.0
+    kept, rates = pick_variant(data, {"dynamic": lucky, "static": better}, ["dynamic", "static"])
+    assert kept == "static" and rates == {}  # no incumbent among the variants: the best score
