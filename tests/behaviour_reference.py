@@ -3,7 +3,7 @@
 the same cases with the code of today and compares.
 
 Re-record only for an intended change of behaviour (say which in the commit):
-    PYTHONPATH=src OMP_NUM_THREADS=1 python -m tests.behaviour_reference --write
+    PYTHONPATH=src OMP_NUM_THREADS=1 python -m tests.behaviour_reference --write [CASE ...]
 (the cases use only ``PruneConfig`` and ``ToPRun(cfg).run()``, which exist before and after the refactor).
 """
 
@@ -96,6 +96,6 @@ if __name__ == "__main__":
         names = [a for a in sys.argv[1:] if a in CASES] or list(CASES)
         results = {name: run_case(name, teacher, data, Path(tmp) / "runs") for name in names}
     text = json.dumps(results, indent=1) + "\n"
-    if "--write" in sys.argv:
-        REFERENCE.write_text(text)
+    if "--write" in sys.argv:  # the cases named are re-recorded, the others kept
+        REFERENCE.write_text(json.dumps({**json.loads(REFERENCE.read_text()), **results}, indent=1) + "\n")
     print(text)
