@@ -47,9 +47,9 @@ def fastest_within(rows: list[dict], batch_sizes: list[int]) -> dict:
     """Per batch size: the fastest non-dense row within the teacher's margin, with its speed-up over every dense row
     (None when no pruned model is within the margin)."""
     out = {}
+    candidates = [r for r in rows if r["model"] != "dense" and r["within_teacher"]]
     for bs in batch_sizes:
         key = f"ms_b{bs}"
-        candidates = [r for r in rows if r["model"] != "dense" and r["within_teacher"]]
         if not candidates:
             out[f"b{bs}"] = None
             continue

@@ -307,8 +307,12 @@ def pick_variant(data, outputs: dict, variants: list[str], resamples: int = 1000
     import numpy as np
 
     scores = {v: metric_of(data, *outputs[v]) for v in variants}
+
+    def best_of(candidates: list[str]) -> str:  # the best score; ties: the earlier variant
+        return max(candidates, key=lambda v: (round(scores[v], 6), -variants.index(v)))
+
     if INCUMBENT not in variants:
-        return max(variants, key=lambda v: (round(scores[v], 6), -variants.index(v))), {}
+        return best_of(variants), {}
     golds = outputs[INCUMBENT][1]
     draws = np.random.default_rng(seed).integers(0, len(golds), size=(resamples, len(golds)))
 
@@ -318,8 +322,7 @@ def pick_variant(data, outputs: dict, variants: list[str], resamples: int = 1000
 
     rates = {v: wins(v) for v in variants if v != INCUMBENT and scores[v] > scores[INCUMBENT]}
     winners = [v for v in variants if rates.get(v, 0.0) >= WIN_RATE]
-    best = max(winners, key=lambda v: (round(scores[v], 6), -variants.index(v)), default=INCUMBENT)
-    return best, rates
+    return (best_of(winners) if winners else INCUMBENT), rates
 
 
 def int8_data(tokenizer, task: str | None, spec: dict | None, data_dir, calibration: int = 300):
