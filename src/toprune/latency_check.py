@@ -123,11 +123,12 @@ def check_real_batches(
 
 def tokenised_batches(dataset, tokenizer, batch_size: int, examples: int = EXAMPLES) -> list[dict]:
     """The first ``examples`` of a tokenised split (e.g. the held-out selection slice) in batches of ``batch_size``,
-    each padded to its own longest example, as served."""
+    each padded to its own longest example, as served (the training loader's collation, without the labels)."""
+    from .train import make_loader
+
     columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
     rows = dataset.select(range(min(examples, len(dataset)))).select_columns(columns)
-    rows = [dict(r) for r in rows]
-    return [tokenizer.pad(rows[i : i + batch_size], return_tensors="pt") for i in range(0, len(rows), batch_size)]
+    return list(make_loader(rows, tokenizer, batch_size, shuffle=False))
 
 
 def measure_plan(dense_model, cost: LatencyCost, plan: PruningPlan, dataset, tokenizer, examples: int = EXAMPLES):

@@ -282,7 +282,7 @@ def choose_variant(folder: Path, data, tokenizer, variants=VARIANTS, calibration
             heldout[variant] = metric_of(data, *outputs[variant])
         finally:
             path.unlink(missing_ok=True)
-    best, win_rates = pick_variant(data, outputs, list(variants))
+    best, win_rates = pick_variant(data, outputs, list(variants), scores=heldout)
     quantize_variant(folder / ONNX_FILENAME, folder / INT8_FILENAME, best, feeds)
     int8 = session_runner(make_session(folder / INT8_FILENAME, threads=1), inputs)
     return {
@@ -301,12 +301,15 @@ def choose_variant(folder: Path, data, tokenizer, variants=VARIANTS, calibration
     }
 
 
-def pick_variant(data, outputs: dict, variants: list[str], resamples: int = 1000, seed: int = 0) -> tuple:
+def pick_variant(
+    data, outputs: dict, variants: list[str], scores: dict | None = None, resamples: int = 1000, seed: int = 0
+) -> tuple:
     """(the kept variant, {challenger: share of paired bootstrap resamples of the slice it wins}) from each variant's
-    (logits, labels) on the held-out slice. Without the incumbent among them: the best score (ties: the earlier)."""
+    (logits, labels) on the held-out slice (``scores``: their slice metrics, if already read). Without the incumbent
+    among them: the best score (ties: the earlier)."""
     import numpy as np
 
-    scores = {v: metric_of(data, *outputs[v]) for v in variants}
+    scores = scores or {v: metric_of(data, *outputs[v]) for v in variants}
 
     def best_of(candidates: list[str]) -> str:  # the best score; ties: the earlier variant
         return max(candidates, key=lambda v: (round(scores[v], 6), -variants.index(v)))
