@@ -167,19 +167,38 @@ def bench_task(task: str, methods: list[str], args) -> list[dict]:
             rows.append(row)
     for row in rows:
         row["metric_name"] = data.metric
+        row["measured"] = dense_row["measured"]  # each row says where it was timed: a re-bench may cover some methods
     return rows
 
 
 def _merge(path: Path, rows: list[dict]) -> list[dict]:
-    """Fresh rows replace the old rows of their task (a re-bench of a task is the whole task)."""
+    """Fresh rows replace the old rows of the same (task, method, FLOPs target); the task's other rows stay, each
+    with its own speed-ups (against the dense model of the run that timed it) and its own ``measured`` record."""
     old = json.loads(path.read_text()) if path.exists() else []
-    fresh = {r["task"] for r in rows}
-    merged = [r for r in old if r["task"] not in fresh] + rows
+
+    def key(r: dict) -> tuple:  # the earlier study's rows carry no target: they were at the task's main one
+        target = r.get("flops_target") or (None if r["method"] == "dense" else TASKS[r["task"]]["target"])
+        return r["task"], r["method"], target
+
+    fresh = {key(r) for r in rows}
+    merged = [r for r in old if key(r) not in fresh] + rows
     order = {t: i for i, t in enumerate(TASKS)}
     methods = ["dense", "top", "top_no_rank", "top_no_gates", "static_topk", "random"]
     merged.sort(key=lambda r: (order[r["task"]], methods.index(r["method"]), float(r.get("flops_target", "0x")[:-1])))
     path.write_text(json.dumps(merged, indent=1) + "\n")
     return merged
+
+
+def _where(m: dict | None) -> str:
+    if not m:
+        return (
+            "the earlier study (one seed; CPU AMD EPYC, 2 threads; earlier teachers; checkpoints selected on dev, "
+            "the paper's convention): not comparable with the rows measured since"
+        )
+    return (
+        f"{m['date']}, {m['cpu']}, {m['threads']} threads, torch {m['torch']}, onnxruntime {m['onnxruntime']}; "
+        f"teacher {m['teacher']}; checkpoints {m['selection']}"
+    )
 
 
 def markdown(rows: list[dict]) -> str:
@@ -189,19 +208,18 @@ def markdown(rows: list[dict]) -> str:
         "runtime, measured in the same process. Where each task's rows come from:",
         "",
     ]
-    for r in rows:
-        if r["method"] == "dense":
-            m = r.get("measured")
-            lines.append(
-                f"- {r['task']}: "
-                + (
-                    f"{m['date']}, {m['cpu']}, {m['threads']} threads, torch {m['torch']}, onnxruntime "
-                    f"{m['onnxruntime']}; teacher {m['teacher']}; checkpoints {m['selection']}"
-                    if m
-                    else "the earlier study (one seed; CPU AMD EPYC, 2 threads; earlier teachers; checkpoints "
-                    "selected on dev, the paper's convention): not comparable with the rows measured since"
-                )
-            )
+    for task in dict.fromkeys(r["task"] for r in rows):
+        # rows without a record of their own: timed with the task's dense row (benches before per-row records), or,
+        # without a FLOPs target either, the earlier study's
+        dense = next((r.get("measured") for r in rows if r["task"] == task and r["method"] == "dense"), None)
+        groups: dict[str, list[str]] = {}
+        for r in rows:
+            if r["task"] == task:
+                label = r["method"] + (f" {r['flops_target']}" if r.get("flops_target") else "")
+                where = r.get("measured", dense if r.get("flops_target") or r["method"] == "dense" else None)
+                groups.setdefault(_where(where), []).append(label)
+        for where, labels in groups.items():
+            lines.append(f"- {task} ({', '.join(labels)}): {where}")
     lines += [
         "",
         "| task | method | FLOPs target | metric (mean ± std, seeds) | FLOPs red. unpadded "
