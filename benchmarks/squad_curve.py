@@ -36,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--targets", default=TARGETS, help=f"comma-separated reductions (default: {TARGETS})")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", default=str(HERE / "results" / "squad_curve.json"))
+    parser.add_argument(
+        "--add", action="store_true", help="keep the output's rows of other (recipe, target) pairs (same teacher)"
+    )
     return parser.parse_args(argv)
 
 
@@ -43,6 +46,15 @@ def largest_within(rows: list[dict], teacher_f1: float, recipe: str) -> float | 
     """The largest measured unpadded reduction of ``recipe`` whose F1 is within WITHIN of the teacher's."""
     ok = [r["flops_reduction_unpadded"] for r in rows if r["recipe"] == recipe and r["f1"] >= teacher_f1 - WITHIN]
     return max(ok) if ok else None
+
+
+def plot(result: dict, path: Path) -> None:
+    """F1 vs unpadded FLOPs reduction, one line per recipe, the teacher dashed."""
+    from toprune.plots import plot_metric_vs_flops
+
+    rows = [{"method": r["recipe"], "metric": r["f1"], **r} for r in result["rows"]]
+    title = "SQuAD v1.1, MiniLM-L6: static plans, zero-shot on the teacher"
+    plot_metric_vs_flops(rows, path, "F1 (10 held-out articles)", title, reference=result["teacher"]["f1"])
 
 
 def main(argv=None) -> None:
@@ -93,6 +105,12 @@ def main(argv=None) -> None:
                     "kept_fraction_per_layer": out["kept_fraction_per_layer"],
                 }
             )
+    if args.add and Path(args.output).exists():
+        old = json.loads(Path(args.output).read_text())
+        if old["teacher"]["folder"] == args.teacher:
+            fresh = {(r["recipe"], r["target"]) for r in rows}
+            rows = [r for r in old["rows"] if (r["recipe"], r["target"]) not in fresh] + rows
+            rows.sort(key=lambda r: (float(r["target"].rstrip("x")), list(RECIPES).index(r["recipe"])))
     result = {
         "what": "SQuAD v1.1 F1 vs unpadded FLOPs reduction, static plans fitted on the training windows, zero-shot "
         "on the dense teacher (benchmarks/squad_curve.py)",
@@ -102,6 +120,7 @@ def main(argv=None) -> None:
         "largest_within_2_f1": {r: largest_within(rows, teacher["f1"], r) for r in RECIPES},
     }
     Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+    plot(result, Path(args.output).with_suffix(".png"))
     print(json.dumps(result["largest_within_2_f1"]), "->", args.output)
 
 
