@@ -61,6 +61,7 @@ def main(argv=None) -> None:
     import torch
 
     from toprune import EncoderDims, apply_pruning, load_model, load_tokenizer, remove_pruning
+    from toprune.flops import parse_target
     from toprune.plan import ScoringSpec
     from toprune.qa import prepare_squad
     from toprune.static import static_plan
@@ -86,8 +87,8 @@ def main(argv=None) -> None:
     rows = []
     layers = list(range(1, dims.num_layers))
     for target in args.targets.split(","):
+        relative_macs = parse_target(target)
         for recipe, spec in RECIPES.items():
-            relative_macs = 1 / float(target.rstrip("x"))
             plan = static_plan(dims, layers, [train_lengths], relative_macs, scoring=ScoringSpec(**spec))
             apply_pruning(model, plan)
             out = read(f"{recipe} {target}")
@@ -110,7 +111,7 @@ def main(argv=None) -> None:
         if old["teacher"]["folder"] == args.teacher:
             fresh = {(r["recipe"], r["target"]) for r in rows}
             rows = [r for r in old["rows"] if (r["recipe"], r["target"]) not in fresh] + rows
-            rows.sort(key=lambda r: (float(r["target"].rstrip("x")), list(RECIPES).index(r["recipe"])))
+            rows.sort(key=lambda r: (-parse_target(r["target"]), list(RECIPES).index(r["recipe"])))
     result = {
         "what": "SQuAD v1.1 F1 vs unpadded FLOPs reduction, static plans fitted on the training windows, zero-shot "
         "on the dense teacher (benchmarks/squad_curve.py)",
