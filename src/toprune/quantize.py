@@ -319,11 +319,14 @@ def pick_variant(
     golds = outputs[INCUMBENT][1]
     draws = np.random.default_rng(seed).integers(0, len(golds), size=(resamples, len(golds)))
 
-    def wins(challenger: str) -> float:  # the same resampled examples for both: a paired comparison
-        a, b = outputs[challenger][0], outputs[INCUMBENT][0]
-        return float(np.mean([metric_of(data, a[i], golds[i]) > metric_of(data, b[i], golds[i]) for i in draws]))
+    def resampled(variant: str) -> np.ndarray:  # the metric on each resample (the same examples for every variant)
+        logits = outputs[variant][0]
+        return np.array([metric_of(data, logits[i], golds[i]) for i in draws])
 
-    rates = {v: wins(v) for v in variants if v != INCUMBENT and scores[v] > scores[INCUMBENT]}
+    challengers = [v for v in variants if v != INCUMBENT and scores[v] > scores[INCUMBENT]]
+    incumbent = resampled(INCUMBENT) if challengers else None  # read once, not once per challenger
+    # a paired comparison: each challenger against the incumbent on the same resample
+    rates = {v: float(np.mean(resampled(v) > incumbent)) for v in challengers}
     winners = [v for v in variants if rates.get(v, 0.0) >= WIN_RATE]
     return (best_of(winners) if winners else INCUMBENT), rates
 
