@@ -213,15 +213,11 @@ def markdown(rows: list[dict]) -> str:
         "",
     ]
     for task in dict.fromkeys(r["task"] for r in rows):
-        # rows without a record of their own: timed with the task's dense row (benches before per-row records), or,
-        # without a FLOPs target either, the earlier study's
-        dense = next((r.get("measured") for r in rows if r["task"] == task and r["method"] == "dense"), None)
-        groups: dict[str, list[str]] = {}
+        groups: dict[str, list[str]] = {}  # rows without a record (after _merge): the earlier study's
         for r in rows:
             if r["task"] == task:
                 label = r["method"] + (f" {r['flops_target']}" if r.get("flops_target") else "")
-                where = r.get("measured", dense if r.get("flops_target") or r["method"] == "dense" else None)
-                groups.setdefault(_where(where), []).append(label)
+                groups.setdefault(_where(r.get("measured")), []).append(label)
         for where, labels in groups.items():
             lines.append(f"- {task} ({', '.join(labels)}): {where}")
     lines += [
