@@ -197,6 +197,36 @@ def test_official_layout_v2_and_article_split(tmp_path):
         read_squad_json(tmp_path / "missing.json")
 
 
+def test_selection_holds_out_whole_training_paragraphs_and_decodes_their_own_questions(tmp_path, tokenizer):
+    from toprune.qa import prepare_squad
+    from toprune.selection import split_heldout_paragraphs
+
+    examples = [
+        {"id": f"{a}-{c}-{q}", "article": a, "context": f"paragraph {c}"}
+        for a in range(10)
+        for c in range(3)
+        for q in range((a + c) % 3 + 1)
+    ]  # 60 questions: the slice wants 6
+    train, held = split_heldout_paragraphs(examples)
+    pairs = lambda part: {(e["article"], e["context"]) for e in part}  # noqa: E731
+    assert not pairs(train) & pairs(held)  # no trained context is judged
+    assert len(train) + len(held) == len(examples) and 6 <= len(held) <= 6 + 2  # whole paragraphs of <= 3
+    assert split_heldout_paragraphs(examples) == (train, held)  # fixed: seeded, not by the run's seed
+    with pytest.raises(toprune.ToPruneError, match="--select-on dev"):
+        split_heldout_paragraphs(examples[:1])
+    files = dict(
+        train_file=str(_write_squad(tmp_path / "train.json", 4)),
+        validation_file=str(_write_squad(tmp_path / "d.json", 2)),
+    )
+    data = prepare_squad(tokenizer, "squad", None, 64, **files)
+    assert data.selection_info.on == "heldout" and data.selection_info.paragraphs == 1
+    assert len(data.selection_qa.examples) == 1 and len(data.qa.examples) == 2  # slice and dev decode their own
+    assert data.on_selection().qa is data.selection_qa and data.on_selection().dev is data.dev
+    assert "1 paragraphs" in data.selection_info.describe()
+    paper = prepare_squad(tokenizer, "squad", None, 64, select_on="dev", **files)
+    assert paper.selection is None and paper.on_selection() is paper and paper.selection_info.on == "dev"
+
+
 def test_the_real_dev_set_is_split_38_to_10_articles(real_data_dir):
     train, held_out, split = load_squad("squad", real_data_dir / "glue")
     assert len(train) + len(held_out) == 10570 and "first 38 articles" in split

@@ -190,7 +190,7 @@ def _finetune(
             if step >= total:
                 break
         epoch += 1
-        score = evaluate(model, select_loader, data, padded_length=max_length)["metric"]
+        score = evaluate(model, select_loader, data.on_selection(), padded_length=max_length)["metric"]
         curve.append({"epoch": round(step / steps_per_epoch, 3), "step": step, "selection_metric": score})
         if best is None or score > best[0]:
             best = (score, step, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})

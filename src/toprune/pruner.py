@@ -206,7 +206,7 @@ class Pruner(TrainingSteps):
         if draws is not None:
             self.state.random_scores = draws
         loader = make_loader(self.data.select_set, self.tokenizer, 64, False)
-        result = evaluate(self.student, loader, self.data, self.cfg.padded_length)
+        result = evaluate(self.student, loader, self.data.on_selection(), self.cfg.padded_length)
         self.constraint.judge(result, plan, self)
         result["keep_ratio_per_layer"] = [round(plan.keep_ratio(layer), 3) for layer in range(self.dims.num_layers)]
         if result["meets_target"] and (self.best is None or result["metric"] > self.best["metric"]):

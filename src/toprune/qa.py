@@ -43,29 +43,48 @@ def prepare_squad(
     dev_only: bool = False,
     train_file=None,
     validation_file=None,
+    select_on: str = "heldout",
 ):
     """A :class:`toprune.train.TaskData` of kind "qa": train windows with answer positions, evaluation windows.
-    ``stride`` (tokens shared by consecutive windows) defaults to a third of the window: 128 for 384."""
+    ``stride`` (tokens shared by consecutive windows) defaults to a third of the window: 128 for 384.
+    ``select_on="heldout"``: whole training paragraphs are held out as the selection set (``selection``, decoded with
+    ``selection_qa``), taken before any subsetting; ``"dev"``: checkpoints are chosen on dev (the paper's way)."""
     import random
 
     from datasets import Dataset
 
+    from .selection import Selection, check_select_on, split_heldout_paragraphs
     from .squad import SQUAD_TASKS, eval_features, load_squad, train_features
     from .train import TaskData
 
+    check_select_on(select_on)
     train, dev, split = load_squad(task, data_dir, train_file, validation_file)
     stride = max_length // 3 if stride is None else stride
+    version = SQUAD_TASKS[task.lower()]
     features = eval_features(dev, tokenizer, max_length, stride)
-    train_ds = None
+    train_ds = selection = selection_qa = info = None
     if not dev_only and not train:
         raise ToPruneError("--validation-file alone only evaluates; training needs --train-file too")
     if not dev_only:
+        if select_on == "heldout":
+            train, held = split_heldout_paragraphs(train)
+            held_features = eval_features(held, tokenizer, max_length, stride)
+            selection = Dataset.from_dict(held_features.inputs)
+            selection_qa = QAInfo(version, held, held_features, f"{split}; selection: held-out training paragraphs")
+            info = Selection(
+                "heldout", len(held), len(train), paragraphs=len({(e["article"], e["context"]) for e in held})
+            )
+        else:
+            info = Selection("dev", len(dev), len(train))
         if max_train_samples and max_train_samples < len(train):
             train = random.Random(seed).sample(train, max_train_samples)
         train_ds = Dataset.from_dict(train_features(train, tokenizer, max_length, stride))
     dev_raw = Dataset.from_dict({"text_a": [e["question"] for e in dev], "text_b": [e["context"] for e in dev]})
-    info = QAInfo(SQUAD_TASKS[task.lower()], dev, features, split)
-    return TaskData(task.lower(), "f1", None, train_ds, Dataset.from_dict(features.inputs), dev_raw, kind="qa", qa=info)
+    qa = QAInfo(version, dev, features, split)
+    dev_ds = Dataset.from_dict(features.inputs)
+    data = TaskData(task.lower(), "f1", None, train_ds, dev_ds, dev_raw, kind="qa", qa=qa, selection=selection)
+    data.selection_info, data.selection_qa = info, selection_qa
+    return data
 
 
 def survivors(state, batch_shape) -> torch.Tensor | None:

@@ -25,12 +25,14 @@ class Selection:
     on: str  # "heldout" or "dev"
     examples: int  # size of the selection set
     train_examples: int  # training examples left after the slice was taken (before any subsetting)
+    paragraphs: int | None = None  # QA: the slice is whole paragraphs (this many), never a trained context
 
     def describe(self) -> str:
         if self.on == "dev":
             return f"selected on dev ({self.examples} examples; the paper's convention: dev is not held out)"
+        unit = "training examples" if self.paragraphs is None else f"training questions ({self.paragraphs} paragraphs)"
         return (
-            f"selected on a held-out {self.examples} of {self.examples + self.train_examples} training examples "
+            f"selected on a held-out {self.examples} of {self.examples + self.train_examples} {unit} "
             f"(fraction {HELDOUT_FRACTION:g}, at most {HELDOUT_MAX}, seed {HELDOUT_SEED}); dev evaluated once"
         )
 
@@ -42,6 +44,7 @@ class Selection:
             "fraction": HELDOUT_FRACTION,
             "max": HELDOUT_MAX,
             "seed": HELDOUT_SEED,
+            **({} if self.paragraphs is None else {"paragraphs": self.paragraphs}),
         }
 
 
@@ -59,6 +62,30 @@ def split_heldout(train):
         )
     split = train.train_test_split(test_size=heldout_size(n), seed=HELDOUT_SEED, shuffle=True)
     return split["train"], split["test"]
+
+
+def split_heldout_paragraphs(examples: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(training questions, held-out questions) of QA examples (dicts with ``article`` and ``context``): whole
+    paragraphs, in a seeded order, are held out until the slice has :func:`heldout_size` questions, so no context
+    the selection judges was trained on (paragraphs, not articles: the slice spans many topics); one always trains."""
+    import random
+    from collections import Counter
+
+    sizes = Counter((e["article"], e["context"]) for e in examples)
+    paragraphs = sorted(sizes)
+    if len(paragraphs) < 2:
+        raise ToPruneError(
+            f"the QA training data has {len(paragraphs)} paragraph(s): too few to hold out whole paragraphs for "
+            f"selection; pass --select-on dev to select on the dev set instead"
+        )
+    random.Random(HELDOUT_SEED).shuffle(paragraphs)
+    wanted, held = heldout_size(len(examples)), set()
+    for paragraph in paragraphs[:-1]:
+        if sum(sizes[p] for p in held) >= wanted:
+            break
+        held.add(paragraph)
+    is_held = [(e["article"], e["context"]) in held for e in examples]
+    return [e for e, h in zip(examples, is_held) if not h], [e for e, h in zip(examples, is_held) if h]
 
 
 def check_select_on(value: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +39,18 @@ class TaskData:
     # train_file/validation_file (the user's), and text_columns/label_column
     source: dict = field(default_factory=dict)
     embedding: object = None  # embedding.Pooling of kind "embedding" (pooled sentence embeddings, no labels)
+    selection_qa: object = None  # qa.QAInfo of the held-out QA articles (QA decodes a set with its own examples)
 
     @property
     def select_set(self):
         """The examples checkpoints are chosen on: the held-out training slice, or dev when none was held out."""
         return self.dev if self.selection is None else self.selection
+
+    def on_selection(self) -> "TaskData":
+        """This task as :func:`evaluate` must see it on ``select_set``: QA decodes the slice's own questions."""
+        if self.kind != "qa" or self.selection is None:
+            return self
+        return replace(self, qa=self.selection_qa)
 
     @property
     def num_labels(self) -> int:
@@ -273,7 +280,6 @@ def prepare_data(
     if is_squad(task):
         from .qa import prepare_squad
 
-        # QA selects on its evaluation articles (no held-out training slice yet): stated in every output
         data = prepare_squad(
             tokenizer,
             task,
@@ -284,9 +290,8 @@ def prepare_data(
             dev_only=dev_only,
             train_file=train_file,
             validation_file=validation_file,
+            select_on=select_on,
         )
-        if not dev_only:
-            data.selection_info = Selection("dev", len(data.dev), len(data.train))
         data.source = {
             "task": data.name,
             "data_dir": None if data_dir is None else str(data_dir),
