@@ -121,6 +121,8 @@ def matched_flops_target(
 
 
 def main(argv=None) -> int:
+    from toprune.costmodel import cpu_name
+
     args = parse_args(argv)
     out, workdir = Path(args.output), Path(args.workdir)
     doc = json.loads(out.read_text()) if out.is_file() else {}
@@ -202,6 +204,7 @@ def main(argv=None) -> int:
                             "predicted_speedup": (summary.get("best") or {}).get("predicted_speedup"),
                             "dense_metric": bench["dense"]["metric"],
                             "run": str(folder),
+                            "cpu": cpu_name(),  # a fresh machine may be another CPU: ratios compare within one
                             "prune_args": args.prune_args,  # tasks may be trained on different schedules
                             **extra,
                         }
