@@ -5,6 +5,9 @@ the same cases with the code of today and compares.
 Re-record only for an intended change of behaviour (say which in the commit):
     PYTHONPATH=src OMP_NUM_THREADS=1 python -m tests.behaviour_reference --write [CASE ...]
 (the cases use only ``PruneConfig`` and ``ToPRun(cfg).run()``, which exist before and after the refactor).
+The file holds one reference per CPU model (``toprune.costmodel.cpu_name()``): the same code gives other floats,
+hence other plans, on another CPU. ``--write`` records this CPU's; for a new CPU, record from a commit whose
+behaviour matched a recorded CPU's reference (an AMD EPYC's was recorded from ce2edc0, green on the Intel Xeon).
 """
 
 from __future__ import annotations
@@ -96,6 +99,10 @@ if __name__ == "__main__":
         names = [a for a in sys.argv[1:] if a in CASES] or list(CASES)
         results = {name: run_case(name, teacher, data, Path(tmp) / "runs") for name in names}
     text = json.dumps(results, indent=1) + "\n"
-    if "--write" in sys.argv:  # the cases named are re-recorded, the others kept
-        REFERENCE.write_text(json.dumps({**json.loads(REFERENCE.read_text()), **results}, indent=1) + "\n")
+    if "--write" in sys.argv:  # this CPU's cases named are re-recorded, the others (and other CPUs') kept
+        from toprune.costmodel import cpu_name
+
+        every = json.loads(REFERENCE.read_text())
+        every[cpu_name()] = {**every.get(cpu_name(), {}), **results}
+        REFERENCE.write_text(json.dumps(every, indent=1) + "\n")
     print(text)

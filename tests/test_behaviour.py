@@ -6,8 +6,10 @@ import json
 import pytest
 
 from tests.behaviour_reference import CASES, REFERENCE, make_inputs, run_case
+from toprune.costmodel import cpu_name
 
-REF = json.loads(REFERENCE.read_text())
+# a seeded run's floats (hence its plan) differ between CPUs: one reference per CPU model
+REF = json.loads(REFERENCE.read_text()).get(cpu_name())
 
 
 @pytest.fixture(scope="module")
@@ -27,5 +29,7 @@ def assert_same(got: dict, want: dict) -> None:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_seeded_run_matches_the_code_before_the_refactor(name, inputs, tmp_path):
+    if REF is None:  # a new CPU: record one from a commit whose behaviour was checked elsewhere
+        pytest.skip(f"no behaviour reference for CPU {cpu_name()!r} (tests/behaviour_reference.py says how to record)")
     teacher, data = inputs
     assert_same(run_case(name, teacher, data, tmp_path), REF[name])

@@ -170,8 +170,8 @@ def test_squad_training_text_never_includes_held_out_articles(tmp_path):
     assert load_texts(f"squad:{path}") == texts
 
 
-@pytest.mark.parametrize("method", ["top", "static"])
-def test_a_short_pruning_run_on_unlabelled_sentences_completes(tmp_path, method):
+@pytest.mark.parametrize("method, merge", [("top", False), ("static", False), ("static", True)])
+def test_a_short_pruning_run_on_unlabelled_sentences_completes(tmp_path, method, merge):
     model, tokenizer = _tiny_encoder()
     model.save_pretrained(tmp_path / "teacher")
     tokenizer.save_pretrained(tmp_path / "teacher")
@@ -196,6 +196,7 @@ def test_a_short_pruning_run_on_unlabelled_sentences_completes(tmp_path, method)
         topk=4,
         method=method,
         pooling_tokens="survivors",
+        merge=merge,
     )
     logged = []
     summary = ToPRun(cfg, log=logged.append).run()
@@ -209,6 +210,10 @@ def test_a_short_pruning_run_on_unlabelled_sentences_completes(tmp_path, method)
         assert summary["dev"]["flops_reduction_unpadded"] > 1.1  # plan fitted on train and selection lengths
         st = load_sentence_transformer(tmp_path / "run" / "best")
         assert st.encode(lines[:3]).shape == (3, 32)
+        assert PruningPlan.load(tmp_path / "run" / "best").scoring.merge == merge  # saved with the model
+    if merge:  # the model was trained with merged survivors on the real path; ToP's soft phase cannot merge
+        with pytest.raises(ToPruneError, match="--merge runs on the real"):
+            ToPRun(PruneConfig(**{**cfg.__dict__, "method": "top", "output_dir": str(tmp_path / "t")}))
 
 
 def test_onnx_export_serves_the_pruned_embedding(tmp_path):

@@ -46,6 +46,7 @@ def demo_fingerprint(args) -> dict:
         "no_fit_plan",
         "score_radius",
         "rank_alpha",
+        "merge",
     ):
         if getattr(args, name) not in (None, option_default(name)):
             settings[name] = getattr(args, name)

@@ -106,7 +106,8 @@ def pool(hidden: torch.Tensor, weights: torch.Tensor, pooling: Pooling) -> torch
 def survivor_mask(state, mask: torch.Tensor) -> torch.Tensor:
     """(B, N) weights of the tokens that reached the last layer in the state's last forward: on the soft (training)
     path the product of the keep values (differentiable in the gates), on the gather path the recorded positions
-    (``state.record`` must have been on). The real-token mask when nothing was pruned."""
+    (``state.record`` must have been on), or a merging plan's sizes (each survivor weighs the tokens merged into
+    it). The real-token mask when nothing was pruned."""
     mask = mask.to(torch.float32)
     last = None if state is None else state.last
     if last is None:
@@ -116,6 +117,8 @@ def survivor_mask(state, mask: torch.Tensor) -> torch.Tensor:
         for keep in last.keep.values():
             weight = weight * keep.to(mask.device, mask.dtype)
         return weight
+    if last.sizes is not None:  # merged survivors weigh as many tokens as they stand for
+        return last.sizes.to(mask.device, mask.dtype) * mask
     if not last.positions:
         if state.plan.kept_bins:
             raise ToPruneError("survivor pooling needs the token positions: set state.record = True first")

@@ -31,11 +31,14 @@ class ScoringSpec:
     weighted by the norm of the value vector the token carries (``value``), or random draws (the floor baseline);
     or the name of a scorer registered in :mod:`toprune.strategies` (an experiment's own);
     ``radius`` [ours]: each score raised to the best within that many positions before ranking;
-    ``seed``: the random draws' seed (evaluation and a reload draw the same tokens)."""
+    ``seed``: the random draws' seed (evaluation and a reload draw the same tokens);
+    ``merge`` [ours, after ToMe]: removed tokens are merged into their most similar survivor instead of dropped
+    (:mod:`toprune.merging`; inference and fixed plans: the gather path)."""
 
     kind: str = "attention"
     radius: int = 0
     seed: int = 0
+    merge: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in SCORING_KINDS:
@@ -50,11 +53,15 @@ class ScoringSpec:
             raise ToPruneError(f"scoring seed must be an integer >= 0, got {self.seed!r}")
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "radius": self.radius, "seed": self.seed}
+        return {"kind": self.kind, "radius": self.radius, "seed": self.seed, **({"merge": True} if self.merge else {})}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ScoringSpec":
-        return cls(str(data.get("kind", "attention")), int(data.get("radius", 0)), int(data.get("seed", 0)))
+        merge = data.get("merge", False)
+        if not isinstance(merge, bool):
+            raise ToPruneError(f"scoring merge must be true or false, got {merge!r}")
+        kind, radius, seed = str(data.get("kind", "attention")), int(data.get("radius", 0)), int(data.get("seed", 0))
+        return cls(kind, radius, seed, merge)
 
     @classmethod
     def from_legacy_meta(cls, meta: dict) -> "ScoringSpec":
@@ -215,7 +222,8 @@ class PruningPlan:
 
     def describe(self) -> str:
         ratios = ", ".join(f"L{layer}:{self.keep_ratio(layer):.2f}" for layer in range(self.num_layers))
-        return f"PruningPlan({self.num_layers} layers, K={self.num_bins}; keep ratio per layer {ratios})"
+        merged = "; removed tokens merged" if self.scoring.merge else ""
+        return f"PruningPlan({self.num_layers} layers, K={self.num_bins}; keep ratio per layer {ratios}{merged})"
 
 
 def long_input_keep_fraction(plan: PruningPlan) -> float:

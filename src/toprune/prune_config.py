@@ -182,6 +182,12 @@ class PruneConfig:
         kind="int",
         metavar="R",
     )
+    merge: bool = option(
+        False,
+        "[ours, after ToMe] merge each removed token into its most similar survivor instead of "
+        "dropping it (same FLOPs; for mean-pooled embeddings, benchmarks/README.md section 11); "
+        "fixed plans only: --method static, or given with --init-from",
+    )
     layer_gates: bool = option(
         True, "fine (rank-bin) masks only, no layer gates (benchmarks/README.md compares both)", negate=True
     )
@@ -323,6 +329,11 @@ def check_config(cfg: PruneConfig) -> None:
     build("rank_target", cfg.rank_target).check(cfg)
     if (cfg.method == "given") != bool(cfg.init_from):
         raise ToPruneError("--method given trains the plan of the model given with --init-from FOLDER: use both")
+    if cfg.merge and build("method", cfg.method).learned:
+        raise ToPruneError(
+            "--merge runs on the real (gather) path: use it with a fixed plan (--method static, or given with "
+            "--init-from); ToP's soft phase has no merge"
+        )
     if cfg.qat and build("method", cfg.method).learned and cfg.hard_epochs <= 0:
         raise ToPruneError(
             "--qat trains under a fixed plan: add --hard-epochs N to ToP, or use --method static or --init-from"

@@ -27,6 +27,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 
 from .adapters import BlockParts, base_model, block_parts, find_encoder
 from .errors import ToPruneError
+from .merging import attention_bias, merge_into_survivors
 from .plan import PruningPlan, kept_ranks
 from .scoring import question_rows, rank_bins, score_rows, self_attention, spread_scores, token_scores
 from .strategies import Scorer, ScoreView, custom_scorer, scorer_class
@@ -52,6 +53,7 @@ class ForwardRecord:
     attn_counts: torch.Tensor | None = None  # gather path: (B, L) tokens entering each layer, per example
     computed_lengths: list[int] = field(default_factory=list)  # gather path: padded length run at each layer
     positions: list[torch.Tensor] = field(default_factory=list)  # gather path: original positions entering each layer
+    sizes: torch.Tensor | None = None  # merging plans: (B, N) input tokens each survivor stands for, 0 elsewhere
 
 
 class PruningState:
@@ -89,6 +91,7 @@ class PruningState:
         self.question_scores = traits.by_question
         self.value_scores = traits.by_value  # attention weighted by the value norms (scoring.token_scores)
         self.score_radius = scoring.radius  # [ours] spread scores before ranking
+        self.merge = scoring.merge  # [ours] removed tokens merged into survivors (toprune.merging)
         # the seed the run evaluated with: reloads score the same (a generator already set keeps drawing)
         random = scoring.kind == "random"
         self.random_scores = (self.random_scores or torch.Generator().manual_seed(scoring.seed)) if random else None
@@ -179,6 +182,7 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
     positions = torch.arange(seq, device=hidden.device).expand(bsz, seq)
     key_mask = valid if state.traceable or not bool(valid.all()) else None
     rows = _question_rows(state, valid)  # gathered with the survivors, like their positions
+    sizes = None  # merging plans: how many input tokens each slot stands for
     stash = None
     restore = state.restore or state.hidden_states is not None
     counts = []
@@ -192,7 +196,8 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
             or (state.force_scoring and (i + 1) < len(state.parts))
         )
         # exported graphs use the explicit attention everywhere: SDPA's shape checks cannot take a symbolic length
-        context, probs, values = self_attention(parts, hidden, key_mask, need or state.traceable, training)
+        bias = attention_bias(sizes)
+        context, probs, values = self_attention(parts, hidden, key_mask, need or state.traceable, training, bias)
         hidden = parts.attn_output(context, hidden)
         if state.record:
             counts.append(valid.sum(dim=1))
@@ -213,7 +218,11 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
                 stash = hidden.new_zeros(bsz, seq + 1, dim) if stash is None else stash
                 scatter_rows_(stash, positions, hidden)  # survivors are overwritten later
             order = _select_unpadded(state, i + 1, scores)
+            if state.merge:
+                survivors = torch.zeros_like(valid).scatter(1, order, True)
+                hidden, sizes = merge_into_survivors(hidden, survivors, valid, sizes)
             hidden = gather_rows(hidden, order)
+            sizes = None if sizes is None else sizes.gather(1, order)
             positions = positions.gather(1, order)
             rows = None if rows is None else rows.gather(1, order)
             valid = torch.ones_like(order, dtype=torch.bool)
@@ -224,10 +233,13 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
             if restore:  # slot `seq` of the stash is a sink for padding writes
                 stash = hidden.new_zeros(bsz, seq + 1, dim) if stash is None else stash
                 scatter_rows_(stash, torch.where(valid & ~keep_at_slots(order, kept), positions, seq), hidden)
+            if state.merge:
+                hidden, sizes = merge_into_survivors(hidden, valid & keep_at_slots(order, kept), valid, sizes)
             n_keep = kept.sum(dim=1)
             new_len = _longest(n_keep, hidden.shape[1], state.traceable)
             order = survivor_slots(order, kept, new_len, not state.traceable)  # original order, cut to new_len
             hidden = gather_rows(hidden, order)
+            sizes = None if sizes is None else sizes.gather(1, order)
             positions = positions.gather(1, order)
             rows = None if rows is None else rows.gather(1, order)
             valid = torch.arange(new_len, device=hidden.device) < n_keep.unsqueeze(1)
@@ -237,6 +249,9 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
             state.hidden_states.append(_full_length(stash, hidden, valid, positions, seq))
     if state.record:
         record.attn_counts = torch.stack(counts, dim=1)
+    if sizes is not None:  # at original positions (padding and removed tokens 0): survivor pooling weighs by them
+        slots = torch.where(valid, positions, seq)
+        record.sizes = sizes.new_zeros(bsz, seq + 1).scatter(1, slots, sizes * valid)[:, :seq]
     state.last = record
     if stash is None:
         return hidden
@@ -310,6 +325,8 @@ def _pruned_encoder_forward(self, hidden_states=None, *args, **kwargs):
     if state.soft_masks is not None:
         if state.hidden_states is not None:
             raise ToPruneError("output_hidden_states is not available on the soft (training) path")
+        if state.merge:
+            raise ToPruneError("merging removed tokens runs on the gather path: train it with a fixed plan (static)")
         out = _soft_forward(state, hidden_states, valid, training)
     else:
         out = _gather_forward(state, hidden_states, valid, training)

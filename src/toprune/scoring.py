@@ -20,11 +20,13 @@ def self_attention(
     key_mask: torch.Tensor | None,
     need_probs: bool,
     training: bool,
+    key_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Multi-head self-attention context of ``hidden`` (B, n, d); probabilities only when asked for; the values
     (B, H, n, d_head), for scores that weigh attention by what a token carries.
 
-    ``key_mask`` is a bool (B, n) tensor of keys that may be attended (None: all). Without ``need_probs`` this is
+    ``key_mask`` is a bool (B, n) tensor of keys that may be attended (None: all); ``key_bias`` (B, n) is added to
+    every row's logits for that key (merged tokens' log sizes, :mod:`toprune.merging`). Without ``need_probs`` this is
     SDPA, the same kernel the dense Hugging Face baseline uses; with it, an explicit softmax whose probabilities
     are returned for scoring.
     """
@@ -35,15 +37,20 @@ def self_attention(
     v = parts.value(hidden).view(bsz, n, heads, -1).transpose(1, 2)
     dropout = parts.attn_dropout if training else 0.0
     mask4d = None if key_mask is None else key_mask[:, None, None, :]
+    bias4d = None if key_bias is None else key_bias[:, None, None, :].to(q.dtype)
     if need_probs:
         # scaled and masked in place: one (B, H, n, n) buffer instead of three (same values, bit for bit)
         logits = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
+        if bias4d is not None:
+            logits.add_(bias4d)
         if mask4d is not None:
             logits.masked_fill_(~mask4d, torch.finfo(logits.dtype).min)
         probs = logits.softmax(dim=-1)
         context = torch.matmul(F.dropout(probs, dropout, training) if dropout else probs, v)
     else:
         probs = None
+        if bias4d is not None:  # a float mask: the bias, and the lowest value where a key may not be attended
+            mask4d = bias4d if mask4d is None else bias4d.masked_fill(~mask4d, torch.finfo(q.dtype).min)
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask4d, dropout_p=dropout)
     return context.transpose(1, 2).reshape(bsz, n, -1), probs, v
 

@@ -57,7 +57,7 @@ class Scorer:
     by_value = False  # the runtime weights attention received by the norms of the tokens' value vectors
 
     def spec(self, cfg) -> ScoringSpec:
-        return ScoringSpec(self.kind, cfg.score_radius)
+        return ScoringSpec(self.kind, cfg.score_radius, merge=cfg.merge)
 
     def token_scores(self, view: ScoreView) -> torch.Tensor:
         """(B, n) scores of the current slots, higher survives (the plan's radius is applied after). This default is
@@ -113,7 +113,7 @@ class RandomScorer(Scorer):
     kind = "random"
 
     def spec(self, cfg) -> ScoringSpec:
-        return ScoringSpec(self.kind, 0, cfg.seed)
+        return ScoringSpec(self.kind, 0, cfg.seed, merge=cfg.merge)
 
     def training_draws(self, sampler):
         return sampler
