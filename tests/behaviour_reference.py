@@ -47,6 +47,13 @@ BASE = dict(
 # the defaults after the refactor: gates start on, lambda1 anti-windup)
 
 
+def this_cpu_reference() -> dict | None:
+    """The recorded cases of this CPU model, or None where none was recorded."""
+    from toprune.costmodel import cpu_name
+
+    return json.loads(REFERENCE.read_text()).get(cpu_name())
+
+
 def run_case(name: str, teacher: str, data_dir: Path, out: Path) -> dict:
     """The kept plan's bins, the summary's numbers and every logged loss of one case."""
     import torch

@@ -1,15 +1,13 @@
 """The refactor into a Pruner object changed no behaviour: short seeded runs (every plan source, both scorers, the
 hard phase, regression) give the plans and numbers recorded from the code before it (behaviour_reference.py)."""
 
-import json
-
 import pytest
 
-from tests.behaviour_reference import CASES, REFERENCE, make_inputs, run_case
+from tests.behaviour_reference import CASES, make_inputs, run_case, this_cpu_reference
 from toprune.costmodel import cpu_name
 
 # a seeded run's floats (hence its plan) differ between CPUs: one reference per CPU model
-REF = json.loads(REFERENCE.read_text()).get(cpu_name())
+REF = this_cpu_reference()
 
 
 @pytest.fixture(scope="module")
