@@ -181,10 +181,10 @@ def _merge(path: Path, rows: list[dict]) -> list[dict]:
         return r["task"], r["method"], target
 
     fresh = {key(r) for r in rows}
+    dense = {d["task"]: d["measured"] for d in old if d["method"] == "dense" and "measured" in d}
     for r in old:  # a kept row timed before rows carried their own record: it was timed with its task's dense row
-        dense = next((d for d in old if d["task"] == r["task"] and d["method"] == "dense"), {})
-        if "measured" not in r and r.get("flops_target") and "measured" in dense:
-            r["measured"] = dense["measured"]
+        if "measured" not in r and r.get("flops_target") and r["task"] in dense:
+            r["measured"] = dense[r["task"]]
     merged = [r for r in old if key(r) not in fresh] + rows
     order = {t: i for i, t in enumerate(TASKS)}
     methods = ["dense", "top", "top_no_rank", "top_no_gates", "static_topk", "random"]

@@ -4,10 +4,6 @@ hard phase, regression) give the plans and numbers recorded from the code before
 import pytest
 
 from tests.behaviour_reference import CASES, make_inputs, run_case, this_cpu_reference
-from toprune.costmodel import cpu_name
-
-# a seeded run's floats (hence its plan) differ between CPUs: one reference per CPU model
-REF = this_cpu_reference()
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +23,6 @@ def assert_same(got: dict, want: dict) -> None:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_seeded_run_matches_the_code_before_the_refactor(name, inputs, tmp_path):
-    if REF is None:  # a new CPU: record one from a commit whose behaviour was checked elsewhere
-        pytest.skip(f"no behaviour reference for CPU {cpu_name()!r} (tests/behaviour_reference.py says how to record)")
+    want = this_cpu_reference()[name]  # a seeded run's floats (hence its plan) differ between CPUs: one per model
     teacher, data = inputs
-    assert_same(run_case(name, teacher, data, tmp_path), REF[name])
+    assert_same(run_case(name, teacher, data, tmp_path), want)

@@ -10,24 +10,20 @@ variant; no training. (CLS-reading heads: a merged token changes what CLS attend
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import sys
+from pathlib import Path
 
 import torch
 
 import toprune
 from toprune.flops import EncoderDims
-from toprune.plan import PruningPlan, ScoringSpec, default_pruning_layers
-from toprune.static import plan_relative_macs
+from toprune.plan import ScoringSpec, default_pruning_layers
 from toprune.train import evaluate, make_loader, prepare_data
 
-
-def fitted(dims, layers, lengths, target: float, scoring: ScoringSpec) -> PruningPlan:
-    lo, hi = 0.0, 1.0
-    for _ in range(30):
-        r = (lo + hi) / 2
-        plan = PruningPlan.from_keep_ratios(dims.num_layers, {layer: r for layer in layers}, scoring=scoring)
-        lo, hi = (r, hi) if plan_relative_macs(dims, plan, lengths) <= 1 / target else (lo, r)
-    return PruningPlan.from_keep_ratios(dims.num_layers, {layer: lo for layer in layers}, scoring=scoring)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from emb_zero_shot import shaped_plan  # noqa: E402  (the embedding probes' fitted geometric plan)
 
 
 def main() -> None:
@@ -52,7 +48,8 @@ def main() -> None:
         for target in [float(t) for t in args.targets.split(",")]:
             for kind in args.scorers.split(","):
                 for merge in (False, True):
-                    plan = fitted(dims, layers, lengths, target, ScoringSpec(kind, merge=merge))
+                    plan = shaped_plan(dims, dims.num_layers, layers[0], lengths, target, kind, "geometric")
+                    plan = dataclasses.replace(plan, scoring=ScoringSpec(kind, merge=merge))
                     toprune.apply_pruning(model, plan)
                     result = evaluate(model, loader, data)
                     toprune.remove_pruning(model)

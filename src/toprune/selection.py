@@ -79,11 +79,12 @@ def split_heldout_paragraphs(examples: list[dict]) -> tuple[list[dict], list[dic
             f"selection; pass --select-on dev to select on the dev set instead"
         )
     random.Random(HELDOUT_SEED).shuffle(paragraphs)
-    wanted, held = heldout_size(len(examples)), set()
+    wanted, held, count = heldout_size(len(examples)), set(), 0
     for paragraph in paragraphs[:-1]:
-        if sum(sizes[p] for p in held) >= wanted:
+        if count >= wanted:
             break
         held.add(paragraph)
+        count += sizes[paragraph]
     is_held = [(e["article"], e["context"]) in held for e in examples]
     return [e for e, h in zip(examples, is_held) if not h], [e for e, h in zip(examples, is_held) if h]
 

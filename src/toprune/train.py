@@ -39,7 +39,7 @@ class TaskData:
     # train_file/validation_file (the user's), and text_columns/label_column
     source: dict = field(default_factory=dict)
     embedding: object = None  # embedding.Pooling of kind "embedding" (pooled sentence embeddings, no labels)
-    selection_qa: object = None  # qa.QAInfo of the held-out QA articles (QA decodes a set with its own examples)
+    selection_qa: object = None  # qa.QAInfo of the held-out QA paragraphs (QA decodes a set with its own examples)
 
     @property
     def select_set(self):
