@@ -4,12 +4,14 @@ own commands. Two phases, both resumable (a killed run continues from its checkp
     python benchmarks/glue_study.py train [--jobs 2]    # teachers + every method on every task (about a day, 2 cores)
     python benchmarks/glue_study.py bench               # dev metric, measured FLOPs and latency of every finished run
     python benchmarks/glue_study.py budget              # the plan of runs and its estimated core-hours
+    python benchmarks/glue_study.py seeds               # dev metric and FLOPs per seed of finished runs (no timing)
     python benchmarks/glue_study.py train --curve stsb  # the metric-vs-FLOPs curve (ToP and static at 1.5x..4x)
     python benchmarks/glue_study.py bench --curve stsb
 
 Run the bench phase on an otherwise idle machine (or with --pause-training, which stops the running trainings while
 timing): latency ratios are taken within one process, one task at a time.
-Results: benchmarks/results/glue_minilm.{json,md} (and glue_curve_<task>.{json,png}). Runs go to runs/study/.
+Results: benchmarks/results/glue_minilm.{json,md} (and glue_curve_<task>.{json,png}; glue_seeds.json from `seeds`).
+Runs go to runs/study/.
 """
 
 from __future__ import annotations
@@ -40,12 +42,15 @@ METHODS = {  # method name in the results -> `toprune prune` options
     "top_no_gates": ["--no-layer-gates"],
     "static_topk": ["--method", "static"],
     "random": ["--method", "random"],
+    # [ours] the value scorer (attention received weighted by value norms; section 11, session 17's zero-shot probe)
+    "top_value": ["--scorer", "value"],
+    "static_value": ["--method", "static", "--scorer", "value"],
 }
 # Seeds (training seed and data order) per method and target: the methods whose comparison decides something get
 # three at the main target (ToP vs static: the issue's bar; ToP with vs without layer gates: the default variant);
 # everything else one, to spend the 2 cores where a comparison is decided.
 SEEDS = (57, 58, 59)
-MAIN_SEEDED = ("top", "top_no_gates", "static_topk")
+MAIN_SEEDED = ("top", "top_no_gates", "static_topk", "top_value", "static_value")
 EXTRA_TARGET = "3x"  # one more row per task, every method, one seed
 CURVE_TARGETS = ["1.5x", "2x", "3x", "4x"]
 CURVE_METHODS = ["top", "static_topk"]
@@ -180,6 +185,64 @@ def print_budget(plan: dict[str, list[tuple[str, str, int]]]) -> None:
     print(f"total: {total:.1f} core-hours, about {total / 2:.1f} h on 2 cores with --jobs 2")
 
 
+def seed_rows(plan: dict[str, list[tuple[str, str, int]]]) -> list[dict]:
+    """Per (task, method, target): the dev metric of every finished seed (each run's summary.json: chosen on the
+    held-out slice, dev read once), mean and sample std, and FLOPs both conventions. Nothing is timed."""
+    import json
+    import statistics
+
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for task, runs in plan.items():
+        for method, target, seed in runs:
+            summary = ROOT / run_dir(task, method, target, seed) / "summary.json"
+            if summary.exists():
+                dev = json.loads(summary.read_text())["dev"]
+                groups.setdefault((task, method, target), []).append({"seed": seed, **dev})
+    rows = []
+    for (task, method, target), done in groups.items():
+        metrics = [d["metric"] for d in done]
+        rows.append(
+            {
+                "task": task,
+                "method": method,
+                "flops_target": target,
+                "seeds": [d["seed"] for d in done],
+                "metric_per_seed": [round(m, 2) for m in metrics],
+                "metric": round(statistics.mean(metrics), 2),
+                "std": round(statistics.stdev(metrics), 2) if len(metrics) > 1 else None,
+                "flops_reduction_unpadded": round(statistics.mean(d["flops_reduction_unpadded"] for d in done), 3),
+                "flops_reduction_padded": round(statistics.mean(d["flops_reduction_padded"] for d in done), 2),
+                "kept_fraction_per_layer": [
+                    round(statistics.mean(d["kept_fraction_per_layer"][i] for d in done), 3)
+                    for i in range(len(done[0]["kept_fraction_per_layer"]))
+                ],
+            }
+        )
+    return rows
+
+
+def write_seed_rows(rows: list[dict], path: Path) -> None:
+    """Fresh rows replace the file's rows of the same (task, method, target); the others stay."""
+    import json
+
+    key = lambda r: (r["task"], r["method"], r["flops_target"])  # noqa: E731
+    old = json.loads(path.read_text())["rows"] if path.exists() else []
+    fresh = {key(r) for r in rows}
+    merged = sorted([r for r in old if key(r) not in fresh] + rows, key=key)
+    path.write_text(
+        json.dumps(
+            {"what": "dev metric per seed of finished study runs (glue_study.py seeds)", "rows": merged}, indent=1
+        )
+        + "\n"
+    )
+    for r in rows:
+        spread = f" ± {r['std']:.2f}" if r["std"] is not None else ""
+        print(
+            f"{r['task']} {r['method']} {r['flops_target']}: {r['metric']:.2f}{spread} (seeds {r['seeds']}: "
+            f"{r['metric_per_seed']}), FLOPs {r['flops_reduction_unpadded']:.2f}x / {r['flops_reduction_padded']:.2f}x"
+        )
+
+
 @contextmanager
 def trainings_paused():
     """SIGSTOP every `toprune prune`/`toprune finetune` process of this machine (e.g. the study's own training
@@ -194,7 +257,7 @@ def trainings_paused():
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["train", "bench", "budget"])
+    parser.add_argument("phase", choices=["train", "bench", "budget", "seeds"])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--curve", choices=list(TASKS), help="the metric-vs-FLOPs curve of this task instead")
@@ -223,6 +286,9 @@ def main(argv=None) -> int:
         return 0
     if args.phase == "train":
         train(plan, args.jobs)
+        return 0
+    if args.phase == "seeds":
+        write_seed_rows(seed_rows(plan), HERE / "results" / "glue_seeds.json")
         return 0
     from study_bench import bench_curve, bench_tasks  # imports torch: only for the bench phase
 

@@ -87,23 +87,20 @@ def matched_flops_target(
     threads: int,
     target: float,
     data_dir: str | None,
-    samples: int = 2000,
 ) -> float:
     """The FLOPs reduction whose geometric static plan the (cached) latency profile predicts to be ``target``x
-    faster on the first ``samples`` training examples' lengths."""
+    faster on the training examples' lengths (as `prune` reads them: the profile is the one its runs use)."""
     from toprune.constraint import latency_cost
-    from toprune.data import default_glue_dir, load_glue_split
+    from toprune.data import default_glue_dir
     from toprune.flops import EncoderDims
     from toprune.plan import default_pruning_layers
-    from toprune.pretrained import load_model, load_tokenizer
+    from toprune.pretrained import load_model
+    from toprune.profile import training_lengths
     from toprune.static import plan_relative_macs, static_plan
 
-    model, tokenizer = load_model(teacher), load_tokenizer(teacher)
-    train_set = load_glue_split(data_dir or default_glue_dir(), task, "train")
-    train_set = train_set.select(range(min(samples, len(train_set))))
-    pairs = (list(train_set["text_a"]),) + ((list(train_set["text_b"]),) if "text_b" in train_set.column_names else ())
-    lengths = [len(ids) for ids in tokenizer(*pairs, truncation=True, max_length=128)["input_ids"]]
-    cost = latency_cost(model, backend, batch, threads, log=lambda line: print(line, file=sys.stderr))
+    model = load_model(teacher)
+    lengths = training_lengths(teacher, task, data_dir or default_glue_dir())
+    cost = latency_cost(model, backend, batch, threads, log=lambda line: print(line, file=sys.stderr), lengths=lengths)
     dims = EncoderDims.from_config(model.config)
     layers = default_pruning_layers(dims.num_layers)
 

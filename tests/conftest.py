@@ -15,6 +15,14 @@ import toprune
 
 DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
+# parallel workers (`pytest -n auto`, pytest-xdist) share the cores: each gets its share of torch and OpenMP threads
+# (its CLI subprocesses too), not every core per worker
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+    torch.set_num_threads(_THREADS)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+
 TINY = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, vocab_size=120)
 FAMILIES = {
     "bert": lambda: transformers.BertConfig(**TINY, max_position_embeddings=520),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from toprune.constraint import cached_profile_path, latency_cost
-from toprune.costmodel import LatencyCost, fit_polynomial, profile_key
+from toprune.costmodel import LatencyCost, fit_polynomial, median_length, profile_key, profiled_length
 from toprune.errors import ToPruneError
 from toprune.flops import EncoderDims, dense_cost, expected_relative_macs, min_relative_macs
 from toprune.plan import PruningPlan
@@ -93,6 +93,13 @@ def test_profiles_are_refused_for_another_setting_and_reused_for_the_same(tmp_pa
     cost.save(cached_profile_path(key))  # cached for this setting: reused, nothing measured
     said = []
     assert latency_cost(model, "pytorch", 32, 2, log=said.append) == cost and "reusing" in said[0]
+    # the range of lengths timed is part of the setting: a profile of 8-128 tokens is not reused for 27-token data,
+    # but a file the user names is theirs to apply (its range is not checked)
+    short = profile_key(model, "pytorch", 32, 2, max_tokens=32)
+    assert cached_profile_path(short) != cached_profile_path(key)
+    with pytest.raises(ToPruneError, match="max_tokens 128"):
+        LatencyCost.load(path, expect=short)
+    assert latency_cost(model, "pytorch", 32, 2, profile_path=path, lengths=[20] * 50) == cost
     (tmp_path / "bad.json").write_text(json.dumps({"num_layers": 2}))
     with pytest.raises(ToPruneError, match="not a latency profile"):
         LatencyCost.load(tmp_path / "bad.json")
@@ -149,3 +156,32 @@ def test_a_latency_constrained_static_run_meets_its_predicted_target(tiny_teache
     assert summary["dev"]["flops_reduction_unpadded"] > 1.0  # FLOPs still measured and reported
     with pytest.raises(ToPruneError, match="unreachable target 50x"):
         ToPRun(PruneConfig(**{**cfg.__dict__, "target": "50x", "output_dir": str(tmp_path / "x")}))
+
+
+def test_the_length_profiled_is_the_datas_99th_percentile_in_steps_of_16():
+    assert profiled_length([27] * 99 + [200], 512) == 32  # one outlier does not stretch the range
+    assert profiled_length([27] * 50 + [200] * 50, 512) == 208
+    assert profiled_length([5, 6, 7], 512) == 16  # never under 16
+    assert profiled_length([300] * 10, 128) == 128  # never past the limit (the model's positions, or the default)
+    assert profiled_length([], 512) == 128
+
+
+def test_calibration_and_checks_time_the_lengths_the_data_has():
+    """Given the data's lengths, every timed length is one of them (clipped to [8, max_tokens]) and the dense model
+    is timed at their percentiles; without data, uniform in [8, max_tokens] and the token grid."""
+    import torch
+
+    from toprune.profile import calibration_configs, dense_lengths, draw_length
+
+    data = [12] * 60 + [30] * 30 + [70] * 9 + [400]
+    configs = calibration_configs(4, 1, 80, plans=6, lengths_per_plan=5, lengths=data)
+    timed = [lengths[0] for plan, lengths in configs if plan is not None]
+    assert set(timed) <= {12, 30, 70, 80} and timed.count(12) > timed.count(70)
+    assert dense_lengths(80, data) == [12, 12, 12, 30, 70, 80] and dense_lengths(80) == [16, 24, 32, 48, 64, 80]
+    generator = torch.Generator().manual_seed(0)
+    uniform = [draw_length(generator, 80) for _ in range(200)]
+    assert min(uniform) >= 8 and max(uniform) <= 80 and len(set(uniform)) > 30
+    assert draw_length(generator, 80, [3]) == 8 and draw_length(generator, 80, [900]) == 80
+    batches = [draw_length(generator, 80, data, batch_size=32) for _ in range(50)]  # a batch runs at its longest
+    assert sum(n >= 30 for n in batches) > 45 and set(batches) <= {12, 30, 70, 80}
+    assert median_length(data) == 16 and median_length(None) is None

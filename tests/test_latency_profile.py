@@ -120,14 +120,15 @@ def test_onnxruntime_profile_is_fitted_cached_and_refused_for_another_setting(tm
     said = []
     cost = latency_cost(model, "onnxruntime", 2, 1, log=said.append)
     assert "measuring onnxruntime" in said[0]
-    assert cost.key == profile_key(model, "onnxruntime", 2, 1) and cost.num_layers == 2
+    positions = min(128, model.config.max_position_embeddings)  # the longest input timed: no longer than the model's
+    assert cost.key == profile_key(model, "onnxruntime", 2, 1, positions) and cost.num_layers == 2
     assert cost.predict_ms([30, 30]) > cost.predict_ms([4, 4]) > 0  # more tokens, more time
     cached = cached_profile_path(cost.key)
     assert cached.is_file() and cached != cached_profile_path(profile_key(model, "pytorch", 2, 1))
     assert latency_cost(model, "onnxruntime", 2, 1, log=said.append) == cost and "reusing" in said[-1]
     for backend, batch, threads in (("pytorch", 2, 1), ("onnxruntime", 1, 1), ("onnxruntime", 2, 2)):
         with pytest.raises(ToPruneError, match="run `toprune profile` again"):
-            LatencyCost.load(cached, expect=profile_key(model, backend, batch, threads))
+            LatencyCost.load(cached, expect=profile_key(model, backend, batch, threads, positions))
     old = json.loads(cached.read_text())  # a profile of the previous fitting method is measured again
     old["key"].pop("version")
     (tmp_path / "v1.json").write_text(json.dumps(old))
@@ -168,7 +169,7 @@ def test_profile_command_fits_caches_and_checks(tmp_path, monkeypatch, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["check"]["median_abs_error"] >= 0 and len(result["check"]["plans"]) == 2
     assert max(row["tokens"] for row in result["check"]["plans"]) <= 24
-    saved = LatencyCost.load(tmp_path / "p.json", expect=profile_key(tiny_bert(), "pytorch", 2, 1))
+    saved = LatencyCost.load(tmp_path / "p.json", expect=profile_key(tiny_bert(), "pytorch", 2, 1, max_tokens=24))
     assert saved == LatencyCost.load(result["profile"]["cached_at"])
     with pytest.raises(SystemExit) as exit_code:  # argparse's own one-line error
         main(["profile", str(tmp_path / "model"), "--backend", "tensorrt"])

@@ -130,6 +130,37 @@ def test_latency_overhead_is_charged_by_the_gates_but_never_pushes_them_off(tmp_
     assert costs[0.5] > costs[0.0] + 0.05  # ... while the value pays the overhead of every layer that is on
 
 
+def test_a_latency_run_profiles_the_lengths_of_its_own_training_data(tmp_path, monkeypatch):
+    """Without a saved profile, `prune --constraint latency` measures one timed on its training data's lengths (up
+    to their 99th percentile: a line fitted over 8-128 tokens mispredicted 27-token STS-B pairs, benchmarks/README.md
+    section 8, session 18), and caches it under that range and median."""
+    import toprune.profile as profile_module
+    from toprune.constraint import cached_profile_path
+    from toprune.costmodel import LatencyCost, median_length, profile_key, profiled_length
+
+    monkeypatch.setenv("TOPRUNE_CACHE", str(tmp_path / "cache"))
+    teacher, tokenizer = tiny_bert_with_tokenizer()
+    data = prepare_data(tokenizer, "mrpc", write_small_glue(tmp_path / "data", 40, 10) / "glue", 64, seed=57)
+    asked = []
+
+    def fake_profile(model, backend, batch_size, threads, max_tokens, lengths):
+        asked.append(max_tokens)
+        assert sorted(lengths) == sorted(pruner_lengths(lengths))
+        key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths))
+        return LatencyCost(model.config.num_hidden_layers, (0.3, 0.01, 1e-4), (0.2, 0.02), 0.4, 0.0, key)
+
+    def pruner_lengths(lengths):  # the training split's lengths, as the pruner reads them
+        return [len(ids) for ids in data.train["input_ids"]]
+
+    monkeypatch.setattr(profile_module, "profile", fake_profile)
+    config = toprune.PruneConfig(max_length=64, target="1.2x", constraint="latency", inference_threads=1)
+    pruner = toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, config, log=lambda *_: None)
+    limit = min(128, teacher.config.max_position_embeddings)
+    assert asked == [profiled_length(pruner.split_lengths[0], limit)] and asked[0] < limit
+    assert cached_profile_path(pruner.cost.key).is_file() and pruner.cost.key["max_tokens"] == asked[0]
+    assert pruner.cost.key["median_tokens"] == median_length(pruner.split_lengths[0])
+
+
 def test_a_pruned_start_trains_its_plan_as_int8_and_keeps_a_float_model(tmp_path):
     """--init-from + --qat: the run starts from a pruned model's weights and plan (kept fixed); while it trains and
     selects, every encoder Linear computes ONNX Runtime's dynamic INT8; the kept model is plain float again, with the

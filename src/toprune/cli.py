@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .costmodel import PROFILE_MAX_TOKENS
 from .cli_types import HelpFormatter, Parser, int_list, positive_float, positive_int, seed_int
 from .errors import ToPruneError
 from .validate import DEFAULT_SEED
@@ -29,7 +30,7 @@ EXAMPLES = {
     "export": "toprune export runs/mrpc-top/best --output exports/mrpc-top   # then: toprune.serve.OnnxModel",
     "demo": "toprune demo            # MiniLM + MRPC: teacher -> prune -> eval -> bench, one table",
     "plot": "toprune plot runs/mrpc-top runs/mrpc-top-no-rank --output mrpc.png",
-    "profile": "toprune profile runs/mrpc-teacher --batch-size 1 --output mrpc-b1.json",
+    "profile": "toprune profile runs/stsb-teacher --task stsb --backend onnxruntime --output stsb-ort-b1.json",
     "show": 'toprune show runs/mrpc-top/best "The cat sat on the mat." --pair "A cat was sitting." --html s.html',
     "frontier": "toprune frontier --task mrpc --dense runs/mrpc-teacher --pruned runs/mrpc-top/best runs/mrpc-st/best",
 }
@@ -252,7 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="pytorch",
         help="eager PyTorch, or ONNX Runtime on the exported graphs (each plan timed is one export)",
     )
-    p.add_argument("--max-tokens", type=positive_int, default=128, help="longest input profiled (default 128)")
+    p.add_argument(
+        "--task",
+        help="time the lengths of this task's training data (GLUE or SQuAD, read from --data-dir), as "
+        "`prune --constraint latency` does: the profile it caches is the one that run reuses",
+    )
+    p.add_argument("--data-dir", help="GLUE folder for --task (default: ../shared/data/glue if it exists)")
+    p.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        help=f"longest input profiled, lengths uniform up to it (default {PROFILE_MAX_TOKENS}; with --task: the "
+        "data's 99th percentile)",
+    )
     p.add_argument(
         "--check-plans",
         type=int,

@@ -305,20 +305,25 @@ def cmd_profile(args, data_dir):
     import torch
 
     from .constraint import cached_profile_path
-    from .costmodel import profile_key
+    from .costmodel import PROFILE_MAX_TOKENS, profiled_length
     from .pretrained import load_model
-    from .profile import check_predictions, profile
+    from .profile import check_predictions, longest_input, profile, training_lengths
 
     _quiet()
+    if args.task and args.max_tokens:
+        raise ToPruneError("--task times its data's own lengths (up to their 99th percentile): drop --max-tokens")
     model = load_model(args.model)
     threads = args.threads or torch.get_num_threads()
-    cost = profile(model, args.backend, args.batch_size, threads, max_tokens=args.max_tokens)
-    cached = cost.save(cached_profile_path(profile_key(model, args.backend, args.batch_size, threads)))
+    lengths = training_lengths(args.model, args.task, data_dir) if args.task else None
+    limit = longest_input(model, PROFILE_MAX_TOKENS)
+    max_tokens = profiled_length(lengths, limit) if lengths else args.max_tokens or PROFILE_MAX_TOKENS
+    cost = profile(model, args.backend, args.batch_size, threads, max_tokens=max_tokens, lengths=lengths)
+    cached = cost.save(cached_profile_path(cost.key))
     if args.output:
         cost.save(args.output)
     result = {"profile": cost.__dict__ | {"cached_at": str(cached)}}
     if args.check_plans:
-        result["check"] = check_predictions(model, cost, args.check_plans, args.max_tokens)
+        result["check"] = check_predictions(model, cost, args.check_plans, max_tokens, lengths=lengths)
     if not args.json:
         a0, a1, a2 = cost.attention
         print(f"{cost.key['machine']}: {args.backend}, batch {args.batch_size}, {threads} threads")

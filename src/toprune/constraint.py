@@ -15,8 +15,11 @@ import json
 import os
 from pathlib import Path
 
-from .costmodel import LatencyCost, profile_key
+from .costmodel import PROFILE_MAX_TOKENS, LatencyCost, median_length, profile_key, profiled_length
 from .errors import ToPruneError
+
+
+LENGTH_KEYS = ("max_tokens", "median_tokens")  # where a profile's timed lengths are recorded in its key
 
 
 def profile_cache_dir() -> Path:
@@ -28,21 +31,31 @@ def cached_profile_path(key: dict) -> Path:
     return profile_cache_dir() / f"{digest}.json"
 
 
-def latency_cost(model, backend: str, batch_size: int, threads: int, profile_path=None, log=print) -> LatencyCost:
-    """The model's latency profile for this backend, batch size and thread count: the given file (refused if it
-    was measured for another setting), else the cache of this machine, else measured now and cached."""
-    from .profile import profile
+def latency_cost(
+    model, backend: str, batch_size: int, threads: int, profile_path=None, log=print, lengths=None
+) -> LatencyCost:
+    """The model's latency profile for this backend, batch size and thread count, timed on inputs up to the
+    :func:`~toprune.costmodel.profiled_length` of ``lengths`` (the examples it will predict for; None: 128 tokens):
+    the given file (refused if it was measured for another setting; its length range is the user's call), else the
+    cache of this machine, else measured now and cached."""
+    from .profile import longest_input, profile
 
-    key = profile_key(model, backend, batch_size, threads)
-    if profile_path:
-        return LatencyCost.load(profile_path, expect=key)
+    limit = longest_input(model, PROFILE_MAX_TOKENS)
+    max_tokens = limit if lengths is None else profiled_length(lengths, limit)
+    key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths))
+    if profile_path:  # the user's file: any range of lengths
+        return LatencyCost.load(profile_path, expect={k: v for k, v in key.items() if k not in LENGTH_KEYS})
     cached = cached_profile_path(key)
     if cached.is_file():
         log(f"latency profile: reusing {cached}")
         return LatencyCost.load(cached, expect=key)
     exports = ", one ONNX export per plan timed" if backend == "onnxruntime" else ""
-    log(f"latency profile: measuring {backend}, batch {batch_size}, {threads} threads (a few minutes{exports})")
-    cost = profile(model, backend, batch_size, threads)
+    drawn = " drawn from the training data's lengths" if lengths is not None else ""
+    log(
+        f"latency profile: measuring {backend}, batch {batch_size}, {threads} threads, inputs up to {max_tokens} "
+        f"tokens{drawn} (a few minutes{exports})"
+    )
+    cost = profile(model, backend, batch_size, threads, max_tokens=max_tokens, lengths=lengths)
     cost.save(cached)
     return cost
 
@@ -54,7 +67,8 @@ class Constraint:
 
     name = ""
 
-    def cost(self, model, cfg, log=print):
+    def cost(self, model, cfg, log=print, lengths=None):
+        """``lengths``: the training examples' token counts (what a measured cost model is fitted for)."""
         raise NotImplementedError
 
     def judge(self, result: dict, plan, run) -> None:
@@ -70,7 +84,7 @@ class FlopsConstraint(Constraint):
 
     name = "flops"
 
-    def cost(self, model, cfg, log=print):
+    def cost(self, model, cfg, log=print, lengths=None):
         from .flops import EncoderDims
 
         return EncoderDims.from_config(model.config)
@@ -85,7 +99,7 @@ class LatencyConstraint(Constraint):
 
     name = "latency"
 
-    def cost(self, model, cfg, log=print):
+    def cost(self, model, cfg, log=print, lengths=None):
         import torch
 
         threads = cfg.inference_threads or torch.get_num_threads()
@@ -96,6 +110,7 @@ class LatencyConstraint(Constraint):
             threads=threads,
             profile_path=cfg.latency_profile,
             log=log,
+            lengths=lengths,
         )
 
     def judge(self, result: dict, plan, run) -> None:

