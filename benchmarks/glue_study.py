@@ -195,8 +195,8 @@ def seed_rows(plan: dict[str, list[tuple[str, str, int]]]) -> list[dict]:
     for task, runs in plan.items():
         for method, target, seed in runs:
             summary = ROOT / run_dir(task, method, target, seed) / "summary.json"
-            if summary.exists():
-                dev = json.loads(summary.read_text())["dev"]
+            dev = json.loads(summary.read_text())["dev"] if summary.exists() else None
+            if dev is not None:  # None: not finished, or never met its target (its summary says so)
                 groups.setdefault((task, method, target), []).append({"seed": seed, **dev})
     rows = []
     for (task, method, target), done in groups.items():

@@ -174,3 +174,31 @@ def test_profile_command_fits_caches_and_checks(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_code:  # argparse's own one-line error
         main(["profile", str(tmp_path / "model"), "--backend", "tensorrt"])
     assert exit_code.value.code == 2
+
+
+def test_profile_command_with_a_task_caches_the_profile_a_latency_run_reuses(tmp_path, monkeypatch, capsys):
+    """`toprune profile MODEL --task stsb` times the task's training lengths and caches under the key a
+    `prune --constraint latency` run of that task computes (so the run reuses it); without --task no task is
+    assumed (uniform lengths)."""
+    from .conftest import tiny_bert_with_tokenizer, write_small_glue
+
+    from toprune.cli import main
+    from toprune.costmodel import median_length, profiled_length
+    from toprune.profile import training_lengths
+
+    monkeypatch.setenv("TOPRUNE_CACHE", str(tmp_path / "cache"))
+    model, tokenizer = tiny_bert_with_tokenizer()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    glue = write_small_glue(tmp_path / "data", train_rows=40, dev_rows=10) / "glue"
+    folder = str(tmp_path / "model")
+    common = ["--threads", "1", "--check-plans", "1", "--json"]
+    assert main(["profile", folder, "--task", "stsb", "--data-dir", str(glue), *common]) == 0
+    key = json.loads(capsys.readouterr().out)["profile"]["key"]
+    lengths = training_lengths(folder, "stsb", str(glue))
+    assert key["median_tokens"] == median_length(lengths) and key["max_tokens"] == profiled_length(lengths, 128)
+    said = []
+    latency_cost(model, "pytorch", 1, 1, log=said.append, lengths=lengths)
+    assert "reusing" in said[0]
+    assert main(["profile", folder, "--max-tokens", "16", *common]) == 0  # no task: uniform, no median in its key
+    assert "median_tokens" not in json.loads(capsys.readouterr().out)["profile"]["key"]

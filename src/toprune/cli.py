@@ -255,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--task",
+        dest="profile_task",  # not `task`: commands with a task default it to mrpc; a profile without one is uniform
+        metavar="TASK",
         help="time the lengths of this task's training data (GLUE or SQuAD, read from --data-dir), as "
         "`prune --constraint latency` does: the profile it caches is the one that run reuses",
     )

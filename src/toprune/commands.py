@@ -310,12 +310,12 @@ def cmd_profile(args, data_dir):
     from .profile import check_predictions, longest_input, profile, training_lengths
 
     _quiet()
-    if args.task and args.max_tokens:
+    if args.profile_task and args.max_tokens:
         raise ToPruneError("--task times its data's own lengths (up to their 99th percentile): drop --max-tokens")
     model = load_model(args.model)
     threads = args.threads or torch.get_num_threads()
-    lengths = training_lengths(args.model, args.task, data_dir) if args.task else None
-    limit = longest_input(model, PROFILE_MAX_TOKENS)
+    lengths = training_lengths(args.model, args.profile_task, data_dir) if args.profile_task else None
+    limit = longest_input(model, max([PROFILE_MAX_TOKENS, *(lengths or [])]))  # SQuAD windows: up to 384
     max_tokens = profiled_length(lengths, limit) if lengths else args.max_tokens or PROFILE_MAX_TOKENS
     cost = profile(model, args.backend, args.batch_size, threads, max_tokens=max_tokens, lengths=lengths)
     cached = cost.save(cached_profile_path(cost.key))

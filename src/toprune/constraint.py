@@ -40,7 +40,7 @@ def latency_cost(
     cache of this machine, else measured now and cached."""
     from .profile import longest_input, profile
 
-    limit = longest_input(model, PROFILE_MAX_TOKENS)
+    limit = longest_input(model, max([PROFILE_MAX_TOKENS, *(lengths or [])]))  # SQuAD windows: up to 384
     max_tokens = limit if lengths is None else profiled_length(lengths, limit)
     key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths))
     if profile_path:  # the user's file: any range of lengths
