@@ -17,7 +17,9 @@ Runs go to runs/study/.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -188,9 +190,6 @@ def print_budget(plan: dict[str, list[tuple[str, str, int]]]) -> None:
 def seed_rows(plan: dict[str, list[tuple[str, str, int]]]) -> list[dict]:
     """Per (task, method, target): the dev metric of every finished seed (each run's summary.json: chosen on the
     held-out slice, dev read once), mean and sample std, and FLOPs both conventions. Nothing is timed."""
-    import json
-    import statistics
-
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for task, runs in plan.items():
         for method, target, seed in runs:
@@ -223,8 +222,6 @@ def seed_rows(plan: dict[str, list[tuple[str, str, int]]]) -> list[dict]:
 
 def write_seed_rows(rows: list[dict], path: Path) -> None:
     """Fresh rows replace the file's rows of the same (task, method, target); the others stay."""
-    import json
-
     key = lambda r: (r["task"], r["method"], r["flops_target"])  # noqa: E731
     old = json.loads(path.read_text())["rows"] if path.exists() else []
     fresh = {key(r) for r in rows}

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import toprune
-from glue_study import CURVE_METHODS, CURVE_TARGETS, ROOT, TASKS, run_dir, study_plan, teacher_dir
+from glue_study import CURVE_METHODS, CURVE_TARGETS, METHODS, ROOT, TASKS, run_dir, study_plan, teacher_dir
 from toprune import ToPruneError
 from toprune.benchmark import compare_latency, environment, ort_runner, torch_runner
 from toprune.export import export_onnx
@@ -187,7 +187,7 @@ def _merge(path: Path, rows: list[dict]) -> list[dict]:
             r["measured"] = dense[r["task"]]
     merged = [r for r in old if key(r) not in fresh] + rows
     order = {t: i for i, t in enumerate(TASKS)}
-    methods = ["dense", "top", "top_no_rank", "top_no_gates", "static_topk", "random", "top_value", "static_value"]
+    methods = ["dense", *METHODS]  # the study's order
     merged.sort(key=lambda r: (order[r["task"]], methods.index(r["method"]), float(r.get("flops_target", "0x")[:-1])))
     path.write_text(json.dumps(merged, indent=1) + "\n")
     return merged

@@ -305,9 +305,8 @@ def cmd_profile(args, data_dir):
     import torch
 
     from .constraint import cached_profile_path
-    from .costmodel import PROFILE_MAX_TOKENS, profiled_length
     from .pretrained import load_model
-    from .profile import check_predictions, longest_input, profile, training_lengths
+    from .profile import check_predictions, profile, timed_length, training_lengths
 
     _quiet()
     if args.profile_task and args.max_tokens:
@@ -315,8 +314,7 @@ def cmd_profile(args, data_dir):
     model = load_model(args.model)
     threads = args.threads or torch.get_num_threads()
     lengths = training_lengths(args.model, args.profile_task, data_dir) if args.profile_task else None
-    limit = longest_input(model, max([PROFILE_MAX_TOKENS, *(lengths or [])]))  # SQuAD windows: up to 384
-    max_tokens = profiled_length(lengths, limit) if lengths else args.max_tokens or PROFILE_MAX_TOKENS
+    max_tokens = timed_length(model, lengths, args.max_tokens)
     cost = profile(model, args.backend, args.batch_size, threads, max_tokens=max_tokens, lengths=lengths)
     cached = cost.save(cached_profile_path(cost.key))
     if args.output:

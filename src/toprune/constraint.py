@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from .costmodel import PROFILE_MAX_TOKENS, LatencyCost, median_length, profile_key, profiled_length
+from .costmodel import LatencyCost, median_length, profile_key
 from .errors import ToPruneError
 
 
@@ -38,10 +38,9 @@ def latency_cost(
     :func:`~toprune.costmodel.profiled_length` of ``lengths`` (the examples it will predict for; None: 128 tokens):
     the given file (refused if it was measured for another setting; its length range is the user's call), else the
     cache of this machine, else measured now and cached."""
-    from .profile import longest_input, profile
+    from .profile import profile, timed_length
 
-    limit = longest_input(model, max([PROFILE_MAX_TOKENS, *(lengths or [])]))  # SQuAD windows: up to 384
-    max_tokens = limit if lengths is None else profiled_length(lengths, limit)
+    max_tokens = timed_length(model, lengths)
     key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths))
     if profile_path:  # the user's file: any range of lengths
         return LatencyCost.load(profile_path, expect={k: v for k, v in key.items() if k not in LENGTH_KEYS})

