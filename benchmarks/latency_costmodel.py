@@ -7,8 +7,10 @@ calibration's), two ways:
 * real: the first ``--examples`` dev examples of ``--task``, dynamically padded batches, the project's latency
   protocol, each batch predicted from its own lengths (``latency_check.check_real_batches``); ``--learned`` adds
   the plans of pruned model folders.
-The headline is the median |predicted - measured| / measured per (backend, batch size, inputs). ONNX Runtime
-graphs (one export per plan) are kept in ``--workdir`` and reused across batch sizes and reruns. ``--resume``
+The headline is the median |predicted - measured| / measured per (backend, batch size, inputs). ``--data-lengths``:
+the profile is fitted, and the uniform inputs drawn, at the task's training lengths, as ``prune --constraint
+latency`` profiles. ONNX Runtime graphs (one export per plan) are kept in ``--workdir`` and reused across batch sizes
+and reruns. ``--resume``
 skips the (backend, batch size) entries already in the output file. Timings need a quiet machine.
 
     python benchmarks/latency_costmodel.py --threads 2 --plans 12
@@ -26,9 +28,18 @@ import torch
 
 import toprune
 from toprune.benchmark import environment
-from toprune.latency_check import EXAMPLES, check_real_batches, task_batches
+from toprune.latency_check import EXAMPLES, check_real_batches, median_speedup_error, task_batches
 from toprune.plan import PruningPlan
-from toprune.profile import BACKENDS, CALIBRATION, Timer, check_plans, check_predictions, profile
+from toprune.profile import (
+    BACKENDS,
+    CALIBRATION,
+    Timer,
+    check_plans,
+    check_predictions,
+    profile,
+    timed_length,
+    training_lengths,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,6 +52,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--examples", type=int, default=EXAMPLES, help="first N dev examples (dataset order)")
     parser.add_argument("--max-length", type=int, default=128, help="truncation of the real inputs")
     parser.add_argument("--max-tokens", type=int, default=128, help="longest uniform input profiled and checked")
+    parser.add_argument(
+        "--data-lengths",
+        action="store_true",
+        help="profile and check the uniform inputs at --task's training lengths (what `prune --constraint latency` "
+        "does), not uniform 8..--max-tokens",
+    )
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--batch-sizes", default="1,32")
     parser.add_argument("--threads", type=int, default=2)
@@ -82,6 +99,8 @@ def summary_rows(results: dict) -> list[dict]:
                     "real_median_abs_error": entry["real"]["median_abs_error"],
                     "real_learned_median_abs_error": entry["real"]["median_abs_error_learned"],
                     "real_dense_error": entry["real"]["dense_error"],
+                    "real_speedup_median_abs_error": median_speedup_error(entry["real"]["plans"], "random"),
+                    "real_speedup_median_abs_error_learned": median_speedup_error(entry["real"]["plans"], "learned"),
                     "real_per_batch_median_abs_error": entry["real"].get("median_abs_error_per_batch"),
                 }
             )
@@ -96,6 +115,8 @@ def main(argv=None) -> int:
     model, tokenizer = toprune.load_model(args.model), toprune.load_tokenizer(args.model)
     learned = {Path(f).as_posix(): PruningPlan.load(f, model.config.num_hidden_layers) for f in args.learned}
     workdir = Path(args.workdir)
+    lengths = training_lengths(args.model, args.task, args.data_dir) if args.data_lengths else None
+    max_tokens = timed_length(model, lengths, args.max_tokens)
     if args.prepare:
         return prepare(model, args, learned, workdir)
     for backend in args.backends.split(","):
@@ -109,12 +130,15 @@ def main(argv=None) -> int:
                 backend,
                 bs,
                 args.threads,
-                max_tokens=args.max_tokens,
+                max_tokens=max_tokens,
                 repeats=args.repeats,
                 plans=args.calibration_plans,
                 workdir=workdir,
+                lengths=lengths,
             )
-            uniform = check_predictions(model, cost, args.plans, args.max_tokens, args.repeats, workdir=workdir)
+            uniform = check_predictions(
+                model, cost, args.plans, max_tokens, args.repeats, workdir=workdir, lengths=lengths
+            )
             batches = task_batches(tokenizer, args.task, args.data_dir, bs, args.examples, args.max_length)
             real = check_real_batches(
                 model, cost, batches, args.plans, learned, args.passes, workdir=workdir, per_batch=args.per_batch
@@ -163,10 +187,14 @@ def write(out: Path, args: argparse.Namespace, results: dict) -> None:
     doc = {
         "version": 2,
         "what": f"toprune.profile cost model vs measured whole-model latency of {args.plans} random plans (seed 1, "
-        "not the calibration's): uniform random inputs, and the first "
+        "not the calibration's): uniform inputs of random lengths "
+        f"({f'drawn from {args.task} training lengths' if args.data_lengths else f'8..{args.max_tokens} tokens'}; "
+        "the profile is fitted on the same kind), and the first "
         f"{args.examples} {args.task} dev examples in dynamically padded batches (median of {args.passes} "
         "passes, ms per batch)",
         "model": args.model,
+        "task": args.task,
+        "data_lengths": args.data_lengths,
         "threads": args.threads,
         "environment": environment(args.threads),
         "worst_median_abs_error": max(errors) if errors else None,

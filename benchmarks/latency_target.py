@@ -7,8 +7,9 @@ Per task, setting (backend, serving batch size, speed-up target) and seed:
    same latency (``--flops-target matched``: the geometric static plan of that FLOPs budget, predicted on the
    task's training lengths; a learned plan of the same FLOPs may run faster or slower: the measured speed-ups show
    it), or the latency target's number itself (``same``), or a given reduction ("2.4x");
-3. ``toprune bench --backend B --batch-sizes b --json`` on both: measured speed-up against the dense model in the
-   same backend, dev metric (in ONNX Runtime for that backend), tokens kept per layer.
+3. ``toprune bench --backend B --batch-sizes b --int8 --json`` on both: measured speed-up against the dense model in
+   the same backend, dev metric (in ONNX Runtime for that backend), tokens kept per layer, and the ms of the dense
+   ONNX Runtime fp32 and INT8 graphs (and the pruned INT8 graph) on the same batches.
 ``--stage train`` trains every run (the machine may be busy), ``--stage bench`` then measures them (quiet). Runs
 resume: a finished (task, constraint, setting, seed) is skipped, a killed training run continues
 (``--resume``), and the JSON is rewritten after every run. Timings need a quiet machine.
@@ -56,8 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workdir", default="runs/latency_target", help="run folders")
     parser.add_argument(
         "--costmodel",
-        default=str(HERE / "results" / "latency_costmodel.json"),
-        help="latency_costmodel.py's output: the cost model's error is copied from it",
+        nargs="+",
+        default=[str(HERE / "results" / name) for name in ("latency_costmodel.json", "latency_costmodel_epyc.json")],
+        help="latency_costmodel.py's outputs (one per CPU the runs were made on): the worst error is copied",
     )
     parser.add_argument("--output", default=str(HERE / "results" / "latency_target.json"))
     return parser.parse_args(argv)
@@ -177,6 +179,7 @@ def main(argv=None) -> int:
                                 str(batch),
                                 "--threads",
                                 str(args.threads),
+                                "--int8",  # the dense ONNX Runtime fp32/INT8 rows: what a CPU user already runs
                                 "--json",
                                 *data,
                                 *shlex.split(args.bench_args),
@@ -185,6 +188,9 @@ def main(argv=None) -> int:
                         )
                     )
                     summary = json.loads((folder / "summary.json").read_text())
+                    pruned_ms = bench["pruned"][f"latency_ms_b{batch}"]
+                    dense_ort = bench["dense_onnxruntime"][f"latency_ms_b{batch}"]
+                    int8 = bench.get("int8", {})
                     runs.append(
                         {
                             "task": task,
@@ -200,6 +206,12 @@ def main(argv=None) -> int:
                             "flops_reduction_unpadded": bench["pruned"]["flops_reduction_unpadded"],
                             "predicted_speedup": (summary.get("best") or {}).get("predicted_speedup"),
                             "dense_metric": bench["dense"]["metric"],
+                            "pruned_ms": pruned_ms,
+                            "dense_ms": bench["dense"][f"latency_ms_b{batch}"],
+                            "dense_onnxruntime_ms": dense_ort,
+                            "speedup_vs_dense_onnxruntime": dense_ort / pruned_ms,
+                            "dense_onnxruntime_int8_ms": int8.get(f"dense_ms_b{batch}"),
+                            "pruned_onnxruntime_int8_ms": int8.get(f"pruned_ms_b{batch}"),
                             "run": str(folder),
                             "cpu": cpu_name(),  # a fresh machine may be another CPU: ratios compare within one
                             "prune_args": args.prune_args,  # tasks may be trained on different schedules
@@ -220,21 +232,28 @@ def flops_target(args, teacher: str, task: str, backend: str, batch: int, target
     return float(args.flops_target.rstrip("x"))
 
 
-def cost_model_error(path: str, settings: str) -> float | None:
-    """The worst median abs error of the cost model (uniform and real batches) over the settings' backends and
-    batch sizes, from latency_costmodel.py's output."""
-    if not Path(path).is_file():
-        return None
-    rows = json.loads(Path(path).read_text()).get("summary", [])
-    wanted = {(s.split(":")[0], int(s.split(":")[1])) for s in settings.split(",")}
-    errors = [
-        e
-        for r in rows
-        if (r["backend"], r["batch_size"]) in wanted
-        for e in (r["uniform_median_abs_error"], r["real_median_abs_error"])
-        if e is not None
-    ]
-    return max(errors) if errors else None
+def cost_model_error(paths: list[str], wanted: set[tuple[str, int]]) -> dict:
+    """The worst median abs error of the cost model (uniform and real batches) over the ``wanted`` (backend, batch
+    size) settings, from latency_costmodel.py's outputs, per file (its CPU) and over all of them."""
+    per_file = {}
+    for path in paths:
+        if not Path(path).is_file():
+            continue
+        doc = json.loads(Path(path).read_text())
+        errors = [
+            e
+            for r in doc.get("summary", [])
+            if (r["backend"], r["batch_size"]) in wanted
+            for e in (r["uniform_median_abs_error"], r["real_median_abs_error"])
+            if e is not None
+        ]
+        if errors:
+            per_file[Path(path).name] = {"cpu": doc.get("environment", {}).get("cpu"), "worst": max(errors)}
+    return {"worst": max((v["worst"] for v in per_file.values()), default=None), "per_file": per_file}
+
+
+def _cpu_of(path: str) -> str | None:
+    return json.loads(Path(path).read_text()).get("environment", {}).get("cpu") if Path(path).is_file() else None
 
 
 def _key(run: dict) -> tuple:
@@ -247,8 +266,12 @@ def write(out: Path, args: argparse.Namespace, runs: list[dict]) -> None:
     merged = {_key(r): r for r in (json.loads(out.read_text()).get("runs", []) if out.is_file() else [])}
     merged.update({_key(r): r for r in runs})
     runs = sorted(merged.values(), key=lambda r: (r["task"], r["backend"], r["batch_size"], r["seed"], r["constraint"]))
+    cpus = {r.get("cpu") for r in runs}  # the files of the CPUs the runs were made on (all when one is unknown)
+    files = [f for f in args.costmodel if None in cpus or _cpu_of(f) in cpus]
+    errors = cost_model_error(files, {(r["backend"], r["batch_size"]) for r in runs})
     doc = {
-        "cost_model_median_abs_error": cost_model_error(args.costmodel, args.settings),
+        "cost_model_median_abs_error": errors["worst"],
+        "cost_model_errors_per_cpu": errors["per_file"],
         "what": "ToP with the latency constraint vs the FLOPs constraint (target matched by the cost model: "
         f"--flops-target {args.flops_target}); measured by `toprune bench` in the setting's backend and "
         "batch size, metric on the full dev set",

@@ -116,12 +116,14 @@ def test_eval_and_bench_json_on_tiny_models(tmp_path, data_dir, capsys):
                 "1,4",
                 "--repeats",
                 "1",
+                "--int8",
                 "--json",
             ]
         )
         == 0
     )
     result = json.loads(capsys.readouterr().out)
+    assert set(result["int8"]) == {"dense_ms_b1", "dense_ms_b4", "pruned_ms_b1", "pruned_ms_b4"}  # eager + INT8 rows
     for key in ("task", "metric_name", "speedup_b1", "speedup_b4"):
         assert key in result
     for key in ("metric", "latency_ms_b1", "latency_ms_b4"):

@@ -2,6 +2,7 @@
 cached, refused for another setting), and predictions on dynamically padded batches computed batch by batch."""
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -112,6 +113,39 @@ def test_check_on_real_batches_times_each_plan_and_refuses_another_batch_size(tm
         check_real_batches(model, cost, [make_batch(model, [5])], plans=1, progress=False)
 
 
+def test_real_batch_checks_time_every_plan_once_a_round_and_keep_the_median(monkeypatch):
+    import toprune.benchmark as benchmark
+
+    model = tiny_bert()
+    cost = LatencyCost(2, (0.01, 0.001, 0.0), (0.01, 0.001), 0.05, key={**profile_key(model, "pytorch", 2, 1)})
+    order, clock = [], iter(range(1, 100))  # the machine slows down steadily during the check
+
+    def fake_time_batches(run, batches, name, repeats):
+        order.append(name)
+        return types.SimpleNamespace(ms_median=float(next(clock)))
+
+    monkeypatch.setattr(benchmark, "time_batches", fake_time_batches)
+    out = check_real_batches(model, cost, [make_batch(model, [20, 7])], plans=2, repeats=3, progress=False)
+    assert order == ["dense", "random 0", "random 1"] * 3  # round-robin, not plan after plan
+    assert [r["measured_ms"] for r in out["plans"]] == [4.0, 5.0, 6.0]  # medians of (1,4,7), (2,5,8), (3,6,9)
+
+
+def test_uniform_checks_time_every_plan_once_a_round_and_keep_the_median(monkeypatch):
+    model = tiny_bert()
+    cost = LatencyCost(2, (0.01, 0.001, 0.0), (0.01, 0.001), 0.05, key={**profile_key(model, "pytorch", 1, 1)})
+    order, clock = [], iter(range(1, 100))  # the machine slows down steadily during the check
+
+    def fake_time_batch(timer, plan, lengths, repeats):
+        order.append(plan.keep_ratio(1))
+        return float(next(clock))
+
+    monkeypatch.setattr(profile_module, "time_batch", fake_time_batch)
+    out = profile_module.check_predictions(model, cost, plans=2, max_tokens=30, rounds=3, progress=False)
+    first, second = [r["keep_ratios"][1] for r in out["plans"]]
+    assert order == pytest.approx([first, second] * 3, abs=1e-3)  # round-robin, not plan after plan
+    assert [r["measured_ms"] for r in out["plans"]] == [3.0, 4.0]  # medians of (1,3,5) and (2,4,6)
+
+
 def test_onnxruntime_profile_is_fitted_cached_and_refused_for_another_setting(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     monkeypatch.setenv("TOPRUNE_CACHE", str(tmp_path / "cache"))
@@ -202,3 +236,35 @@ def test_profile_command_with_a_task_caches_the_profile_a_latency_run_reuses(tmp
     assert "reusing" in said[0]
     assert main(["profile", folder, "--max-tokens", "16", *common]) == 0  # no task: uniform, no median in its key
     assert "median_tokens" not in json.loads(capsys.readouterr().out)["profile"]["key"]
+
+
+def test_fast_timings_repeat_until_the_minimum_time_is_spent(monkeypatch):
+    clock = types.SimpleNamespace(now=0.0)
+    clock.perf_counter = lambda: clock.now
+    monkeypatch.setattr(profile_module, "time", clock)  # a fake clock: the arithmetic, not this machine's timings
+    calls = []
+
+    def one_ms():  # 2**-10 s: exact in binary, so the sums below are exact
+        calls.append(1)
+        clock.now += 2**-10
+
+    profile_module.median_ms(one_ms, repeats=3, min_seconds=0.0)
+    assert len(calls) == profile_module.WARMUP + 3  # no minimum: exactly the repeats asked for
+    calls.clear()
+    ms = profile_module.median_ms(one_ms, repeats=3, min_seconds=0.03)
+    assert len(calls) == profile_module.WARMUP + 31  # 31 runs of 0.977 ms are the first to fill 30 ms
+    assert ms == 1000 * 2**-10
+
+
+def test_speedup_error_compares_ratios_to_the_dense_model_timed_beside_them():
+    from toprune.latency_check import median_speedup_error
+
+    rows = [
+        {"kind": "dense", "predicted_ms": 10.0, "measured_ms": 12.0},  # the machine runs 20% slower than profiled
+        {"kind": "random", "predicted_ms": 5.0, "measured_ms": 6.0},  # 2x predicted, 2x measured: no error
+        {"kind": "random", "predicted_ms": 5.0, "measured_ms": 8.0},  # 2x predicted, 1.5x measured: 1/3
+        {"kind": "learned", "predicted_ms": 4.0, "measured_ms": 4.0},  # 2.5x predicted, 3x measured: 1/6
+    ]
+    assert median_speedup_error(rows, "random") == pytest.approx((0 + 1 / 3) / 2)
+    assert median_speedup_error(rows, "learned") == pytest.approx(1 / 6)
+    assert median_speedup_error(rows[:1], "learned") is None

@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--int8",
         action="store_true",
-        help="with --backend onnxruntime: also time INT8 graphs (toprune.quantize's default variant)",
+        help="also time both models' INT8 ONNX Runtime graphs (toprune.quantize's default variant)",
     )
     _bench_options(p)
 

@@ -225,7 +225,7 @@ def _bench(dense_path, pruned_path, args, data_dir, dense_metric=None, say: bool
             "examples_timed": len(dev),
             "padding": "dynamic (per batch)",
             "dense_attention": "sdpa",
-            "statistic": "median of passes",
+            "statistic": "median of passes (the rows' passes interleaved)",
             "padded_length": args.padded_length,
             "compared": f"{runners[compared[0]][0]} vs {runners[compared[1]][0]}",
         },
@@ -276,6 +276,8 @@ def print_table(result: dict, padded_length: int) -> None:
             + " | ".join(f"{dense_ms[b] / ms[b]:.2f}x" for b in sizes)
             + " |"
         )
+    if "int8" in result:
+        lines.append("\nINT8 rows: latency only; their dev metric: `toprune export --int8` or `toprune frontier`")
     print("\n".join(lines))
 
 

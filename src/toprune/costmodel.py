@@ -21,8 +21,9 @@ import numpy as np
 
 from .errors import ToPruneError
 
-PROFILE_VERSION = 4  # 2: whole-model fit with a per-token pruning overhead; 3: leaner exported selection (re-measured);
-# 4: the key records the input lengths profiled (a fit over 8-128 tokens mispredicted 27-token STS-B at batch 1)
+PROFILE_VERSION = 5  # 2: whole-model fit with a per-token pruning overhead; 3: leaner exported selection (re-measured);
+# 4: the key records the input lengths profiled (a fit over 8-128 tokens mispredicted 27-token STS-B at batch 1);
+# 5: every timing lasts at least profile.MIN_TIMED_SECONDS, made in rounds (a shared VM is noisy and drifts)
 PROFILE_MAX_TOKENS = 128  # longest input `toprune profile` times unless told; `prune` profiles its data's lengths
 
 

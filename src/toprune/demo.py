@@ -108,6 +108,7 @@ def cmd_demo(args, data_dir):
     if not (top / "best").is_dir():
         raise ToPruneError("the pruning run met the target at no evaluation; try more --epochs or a lower --target")
     say("[3/4] evaluating and [4/4] timing dense vs pruned")
+    args.int8 = True  # dense INT8 in ONNX Runtime is what a CPU user already runs; the pruned INT8 row beside it
     result, kept = _bench(
         str(teacher), str(top / "best"), args, data_dir, dense_metric=teacher_result["metric"], say=False
     )  # the setup was said by the steps above

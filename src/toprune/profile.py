@@ -12,9 +12,11 @@ Backends: ``pytorch`` (eager, the pruned runtime's own code path) and ``onnxrunt
    least squares on the cost model's own terms. The pruning overhead has a per-token term because a dropping layer
    computes its attention explicitly (the scores need the probabilities) instead of the fused kernel, and ranks and
    gathers: a constant per layer under-predicts long inputs and over-predicts short ones.
-Timings are the median of ``repeats`` runs after warm-up runs at the same shape (first runs at a new shape pay the
-allocator, and ONNX Runtime's shape-specific caches), with ``threads`` intra-op threads: the median is the
-statistic the project's latency protocol reports (``toprune.benchmark``), so the model predicts what is checked.
+Timings are the median of ``repeats`` runs (more for fast models: ``MIN_TIMED_SECONDS`` at least) after warm-up
+runs at the same shape (first runs at a new shape pay the allocator, and ONNX Runtime's shape-specific caches),
+with ``threads`` intra-op threads: the median is the statistic the project's latency protocol reports
+(``toprune.benchmark``), so the model predicts what is checked. Calibrations and checks time every configuration
+once per round, over ``ROUNDS`` rounds, and keep the medians: a shared machine's speed drifts.
 """
 
 from __future__ import annotations
@@ -50,13 +52,20 @@ BACKENDS = ("pytorch", "onnxruntime")
 # (random plans, lengths timed per plan): an ONNX Runtime plan costs an export, so fewer plans, more lengths each
 CALIBRATION = {"pytorch": (12, 2), "onnxruntime": (4, 5)}
 WARMUP = 2
+# each timing runs at least this long: ten runs of a 4 ms batch-1 model are 40 ms, which one burst of another
+# tenant's work on a shared VM moves by 10-15%; a quarter of a second of them is steady (big batches: unchanged)
+MIN_TIMED_SECONDS = 0.25
+ROUNDS = 3  # calibration and check timings are made in rounds (:func:`in_rounds`), their medians kept
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
+def median_ms(fn: Callable[[], object], repeats: int, min_seconds: float | None = None) -> float:
+    """Median ms of at least ``repeats`` runs, more until ``min_seconds`` (default ``MIN_TIMED_SECONDS``) have been
+    timed, after warm-up runs."""
+    min_seconds = MIN_TIMED_SECONDS if min_seconds is None else min_seconds
     for _ in range(WARMUP):
         fn()
     samples = []
-    for _ in range(repeats):
+    while len(samples) < repeats or sum(samples) < min_seconds * 1000.0:
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1000.0)
@@ -163,7 +172,7 @@ class Timer:
         self.repeats = 10  # timed runs per calibration timing
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="toprune-profile-")
         self.workdir = Path(workdir if workdir is not None else self._tmp.name)
-        self._session: tuple[Path, Callable] | None = None  # the last graph's session: plans are timed in a row
+        self._session: tuple[Path, Callable] | None = None  # the last graph's session (checks alternate plans: rebuilt)
 
     def close(self) -> None:
         self._session = None
@@ -279,14 +288,25 @@ def calibration_configs(
     return configs
 
 
-def calibrate(timer: Timer, configs, progress: bool = True) -> tuple[list[list[int]], list[float]]:
-    """Whole-model timings of ``configs``: (tokens each layer ran at, median ms)."""
+def in_rounds(timings: list[Callable[[], float]], rounds: int, desc: str, progress: bool = True) -> list[float]:
+    """The median of each of ``timings`` (calls returning ms) made once per round, all of them in order, ``rounds``
+    times: on a machine whose speed drifts (one AMD EPYC VM check: 30% within two minutes) a slow spell then
+    touches every timing alike instead of the ones made during it."""
+    samples = [[] for _ in timings]
+    with tqdm(total=rounds * len(timings), desc=desc, disable=not progress) as bar:
+        for _ in range(rounds):
+            for timing, out in zip(timings, samples):
+                out.append(timing())
+                bar.update()
+    return [statistics.median(s) for s in samples]
+
+
+def calibrate(timer: Timer, configs, progress: bool = True, rounds: int = ROUNDS) -> tuple[list, list[float]]:
+    """Whole-model timings of ``configs``: (tokens each layer ran at, median ms over the rounds)."""
     num_layers = int(timer.model.config.num_hidden_layers)
-    counts, times = [], []
-    for plan, lengths in tqdm(configs, desc=f"calibrating {timer.backend} b{len(configs[0][1])}", disable=not progress):
-        counts.append(batch_counts(plan, lengths, num_layers))
-        times.append(time_batch(timer, plan, lengths, timer.repeats))
-    return counts, times
+    counts = [batch_counts(plan, lengths, num_layers) for plan, lengths in configs]
+    timings = [lambda p=plan, n=lengths: time_batch(timer, p, n, timer.repeats) for plan, lengths in configs]
+    return counts, in_rounds(timings, rounds, f"calibrating {timer.backend} b{len(configs[0][1])}", progress)
 
 
 def profile(
@@ -353,32 +373,35 @@ def check_predictions(
     workdir: str | Path | None = None,
     progress: bool = True,
     lengths=None,
+    rounds: int = ROUNDS,
 ) -> dict:
     """Predicted vs measured latency of :func:`check_plans` on uniform inputs of random lengths (uniform in
     [8, ``max_tokens``], or drawn from the data's ``lengths``), at the profile's own backend, batch size and
-    threads: the cost model's error, a fraction of the measured time."""
+    threads: the cost model's error, a fraction of the measured time. Every plan is timed once per round and its
+    median over the ``rounds`` kept: a machine whose speed drifts during the check slows every plan alike."""
     batch_size = int(cost.key.get("batch_size", 1))
     max_tokens = longest_input(model, max_tokens)
     generator = torch.Generator().manual_seed(seed + 1)
-    rows = []
+    todo = [
+        (plan, draw_length(generator, max_tokens, lengths, batch_size))
+        for plan in check_plans(cost.num_layers, plans, seed)
+    ]
     before = torch.get_num_threads()
     threads = int(cost.key.get("threads", before))
     torch.set_num_threads(threads)
     try:
         with Timer(model, cost.key.get("backend", "pytorch"), threads, workdir) as timer:
-            for plan in tqdm(
-                check_plans(cost.num_layers, plans, seed), desc="checking predictions", disable=not progress
-            ):
-                n = draw_length(generator, max_tokens, lengths, batch_size)
-                measured = time_batch(timer, plan, [n] * batch_size, repeats)
-                rows.append(
-                    {
-                        "tokens": n,
-                        "keep_ratios": [round(plan.keep_ratio(i), 3) for i in range(cost.num_layers)],
-                        "predicted_ms": cost.predict_ms(plan.token_counts(n)),
-                        "measured_ms": measured,
-                    }
-                )
+            timings = [lambda p=plan, n=n: time_batch(timer, p, [n] * batch_size, repeats) for plan, n in todo]
+            measured = in_rounds(timings, rounds, "checking predictions", progress)
     finally:
         torch.set_num_threads(before)
+    rows = [
+        {
+            "tokens": n,
+            "keep_ratios": [round(plan.keep_ratio(i), 3) for i in range(cost.num_layers)],
+            "predicted_ms": cost.predict_ms(plan.token_counts(n)),
+            "measured_ms": ms,
+        }
+        for (plan, n), ms in zip(todo, measured)
+    ]
     return {"median_abs_error": statistics.median(relative_errors(rows)) if rows else None, "plans": rows}
