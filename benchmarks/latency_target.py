@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -278,10 +279,30 @@ def write(out: Path, args: argparse.Namespace, runs: list[dict]) -> None:
         "settings": args.settings,
         "threads": args.threads,
         "prune_args": args.prune_args,
+        "summary": summarise(runs),
         "runs": runs,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Mean and std over seeds per (task, CPU, backend, batch, target, constraint): what the issue compares."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        key = (r["task"], r.get("cpu"), r["backend"], r["batch_size"], r["target_speedup"], r["constraint"])
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (task, cpu, backend, batch, target, constraint), group in groups.items():
+        row = {"task": task, "cpu": cpu, "backend": backend, "batch_size": batch, "target_speedup": target}
+        row |= {"constraint": constraint, "seeds": sorted(r["seed"] for r in group)}
+        for name in ("metric", "measured_speedup", "flops_reduction_unpadded", "speedup_vs_dense_onnxruntime"):
+            values = [r[name] for r in group if r.get(name) is not None]
+            if values:
+                row[f"{name}_mean"] = statistics.mean(values)
+                row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":
