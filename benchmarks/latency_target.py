@@ -233,14 +233,20 @@ def flops_target(args, teacher: str, task: str, backend: str, batch: int, target
     return float(args.flops_target.rstrip("x"))
 
 
-def cost_model_error(paths: list[str], wanted: set[tuple[str, int]]) -> dict:
-    """The worst median abs error of the cost model (uniform and real batches) over the ``wanted`` (backend, batch
-    size) settings, from latency_costmodel.py's outputs, per file (its CPU) and over all of them."""
+def cost_model_error(paths: list[str], runs: list[dict]) -> dict:
+    """The worst median abs error of the cost model (uniform and real batches) over the runs' (backend, batch size)
+    settings, from latency_costmodel.py's outputs of the CPUs the runs were made on (all files when a run's CPU is
+    unknown), per file and over all of them."""
+    wanted = {(r["backend"], r["batch_size"]) for r in runs}
+    cpus = {r.get("cpu") for r in runs}
     per_file = {}
     for path in paths:
         if not Path(path).is_file():
             continue
         doc = json.loads(Path(path).read_text())
+        cpu = doc.get("environment", {}).get("cpu")
+        if None not in cpus and cpu not in cpus:
+            continue
         errors = [
             e
             for r in doc.get("summary", [])
@@ -249,12 +255,8 @@ def cost_model_error(paths: list[str], wanted: set[tuple[str, int]]) -> dict:
             if e is not None
         ]
         if errors:
-            per_file[Path(path).name] = {"cpu": doc.get("environment", {}).get("cpu"), "worst": max(errors)}
+            per_file[Path(path).name] = {"cpu": cpu, "worst": max(errors)}
     return {"worst": max((v["worst"] for v in per_file.values()), default=None), "per_file": per_file}
-
-
-def _cpu_of(path: str) -> str | None:
-    return json.loads(Path(path).read_text()).get("environment", {}).get("cpu") if Path(path).is_file() else None
 
 
 def _key(run: dict) -> tuple:
@@ -267,9 +269,7 @@ def write(out: Path, args: argparse.Namespace, runs: list[dict]) -> None:
     merged = {_key(r): r for r in (json.loads(out.read_text()).get("runs", []) if out.is_file() else [])}
     merged.update({_key(r): r for r in runs})
     runs = sorted(merged.values(), key=lambda r: (r["task"], r["backend"], r["batch_size"], r["seed"], r["constraint"]))
-    cpus = {r.get("cpu") for r in runs}  # the files of the CPUs the runs were made on (all when one is unknown)
-    files = [f for f in args.costmodel if None in cpus or _cpu_of(f) in cpus]
-    errors = cost_model_error(files, {(r["backend"], r["batch_size"]) for r in runs})
+    errors = cost_model_error(args.costmodel, runs)
     doc = {
         "cost_model_median_abs_error": errors["worst"],
         "cost_model_errors_per_cpu": errors["per_file"],

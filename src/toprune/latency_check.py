@@ -15,12 +15,11 @@ import statistics
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .costmodel import LatencyCost
 from .errors import ToPruneError
 from .plan import PruningPlan
-from .profile import Timer, batch_counts, check_plans, median_ms, relative_errors
+from .profile import Timer, batch_counts, check_plans, in_rounds, median_ms, relative_errors
 
 EXAMPLES = 256  # dev examples checked: enough batches at b32 (8) without making b1 passes long
 
@@ -65,12 +64,13 @@ def check_real_batches(
 ) -> dict:
     """Predicted vs measured ms per batch of the dense model, ``plans`` random plans (``seed``) and the ``learned``
     plans ({name: plan}) on ``batches``, on the profile's backend and threads. The batches should have the
-    profile's batch size (the last one may be shorter; it is predicted as it is). Timed in ``repeats`` rounds, each
-    timing every plan once (a warm-up pass, a timed pass); a plan's time is its median over the rounds, so a machine
-    whose speed drifts during the check slows every plan alike (plan after plan, one AMD EPYC VM check timed the
-    dense model at 5.3 ms first and near-dense learned plans at 3.1-3.3 ms last). ``per_batch``: also the mean of
-    each batch's own median (``measured_ms_per_batch``, first round): on a loaded machine a pass's mean carries every
-    preempted call, a per-batch median much less, which tells a wrong model from a busy machine."""
+    profile's batch size (the last one may be shorter; it is predicted as it is). Timed in ``repeats`` rounds
+    (:func:`toprune.profile.in_rounds`), each timing every plan once (a warm-up pass, a timed pass); a plan's time
+    is its median over the rounds, so a machine whose speed drifts during the check slows every plan alike (plan
+    after plan, one AMD EPYC VM check timed the dense model at 5.3 ms first and near-dense learned plans at 3.1-3.3
+    ms last). ``per_batch``: also the mean of each batch's own median (``measured_ms_per_batch``, after the
+    rounds): on a loaded machine a pass's mean carries every preempted call, a per-batch median much less, which
+    tells a wrong model from a busy machine."""
     from .benchmark import time_batches
 
     profiled = int(cost.key.get("batch_size", 1))
@@ -84,24 +84,24 @@ def check_real_batches(
     before = torch.get_num_threads()
     threads = int(cost.key.get("threads", before))
     torch.set_num_threads(threads)
-    timed, robust = [[] for _ in todo], [None] * len(todo)  # by position: a learned plan may be named "dense"
+
+    def timed(timer: Timer, name: str, plan) -> float:  # one warm-up pass, one timed pass: ms per batch
+        with timer.runner(plan) as run:
+            return time_batches(run, batches, name, 1).ms_median
+
+    def timed_per_batch(timer: Timer, plan) -> float:  # ``repeats`` runs of each batch, no minimum time (256 at b1)
+        with timer.runner(plan) as run:
+            return statistics.mean(median_ms(lambda b=b: run(b), repeats, min_seconds=0.0) for b in batches)
+
     try:
-        with (
-            Timer(model, cost.key.get("backend", "pytorch"), threads, workdir) as timer,
-            tqdm(total=repeats * len(todo), desc="checking on real batches", disable=not progress) as bar,
-        ):
-            for round_ in range(repeats):
-                for i, (name, _, plan) in enumerate(todo):
-                    with timer.runner(plan) as run:
-                        timed[i].append(time_batches(run, batches, name, 1).ms_median)
-                        if per_batch and round_ == 0:  # per batch: repeats runs each, no minimum time (256 at b1)
-                            runs = (median_ms(lambda b=b: run(b), repeats, min_seconds=0.0) for b in batches)
-                            robust[i] = statistics.mean(runs)
-                    bar.update()
+        with Timer(model, cost.key.get("backend", "pytorch"), threads, workdir) as timer:
+            timings = [lambda n=name, p=plan: timed(timer, n, p) for name, _, plan in todo]
+            measured = in_rounds(timings, repeats, "checking on real batches", progress)
+            robust = [timed_per_batch(timer, plan) for _, _, plan in todo] if per_batch else None
     finally:
         torch.set_num_threads(before)
     rows = []
-    for i, (name, kind, plan) in enumerate(todo):
+    for j, (name, kind, plan) in enumerate(todo):  # by position: a learned plan may be named "dense"
         keep = [1.0] * cost.num_layers if plan is None else [plan.keep_ratio(i) for i in range(cost.num_layers)]
         rows.append(
             {
@@ -109,8 +109,8 @@ def check_real_batches(
                 "kind": kind,
                 "keep_ratios": [round(r, 3) for r in keep],
                 "predicted_ms": predict_batches(cost, plan, batches),
-                "measured_ms": statistics.median(timed[i]),
-                **({"measured_ms_per_batch": robust[i]} if per_batch else {}),
+                "measured_ms": measured[j],
+                **({"measured_ms_per_batch": robust[j]} if per_batch else {}),
             }
         )
 
