@@ -11,7 +11,7 @@ Per task, setting (backend, serving batch size, speed-up target) and seed:
    the same backend, dev metric (in ONNX Runtime for that backend), tokens kept per layer, and the ms of the dense
    ONNX Runtime fp32 and INT8 graphs (and the pruned INT8 graph) on the same batches.
 ``--stage train`` trains every run (the machine may be busy), ``--stage bench`` then measures them (quiet). Runs
-resume: a finished (task, constraint, setting, seed) is skipped, a killed training run continues
+resume: a finished (task, constraint, setting, seed, FLOPs target) is skipped, a killed training run continues
 (``--resume``), and the JSON is rewritten after every run. Timings need a quiet machine.
 
     python benchmarks/latency_target.py --teachers mrpc=runs/mrpc-teacher sst2=runs/sst2-teacher \\
@@ -134,12 +134,16 @@ def main(argv=None) -> int:
         backend, batch, target = setting.split(":")
         batch, target_x = int(batch), float(target.rstrip("x"))
         for task, teacher in teachers.items():
+            twin = None  # the FLOPs target of the twins, computed once per setting (matched reads the profile)
             for seed in [int(s) for s in args.seeds.split(",")]:
                 for constraint in ("latency", "flops"):
-                    key = (task, constraint, backend, batch, target_x, seed)
+                    if constraint == "flops" and twin is None:
+                        twin = flops_target(args, teacher, task, backend, batch, target_x)
+                    flops = twin if constraint == "flops" else None
+                    key = (task, constraint, backend, batch, target_x, seed, flops)
                     if key in done:
                         continue
-                    folder = workdir / f"{task}-{constraint}-{backend}-b{batch}-{target}-s{seed}"
+                    folder = workdir / run_name(task, constraint, backend, batch, target, seed, flops)
                     common = ["--seed", str(seed), *data, *shlex.split(args.prune_args)]
                     extra = {}
                     if constraint == "latency":
@@ -156,7 +160,6 @@ def main(argv=None) -> int:
                             str(args.threads),
                         ]
                     else:
-                        flops = flops_target(args, teacher, task, backend, batch, target_x)
                         options, extra = ["--target", f"{flops}x"], {"flops_target": flops}
                     if args.stage != "bench":
                         train(teacher, task, folder, options, common)
@@ -259,23 +262,32 @@ def cost_model_error(paths: list[str], runs: list[dict]) -> dict:
     return {"worst": max((v["worst"] for v in per_file.values()), default=None), "per_file": per_file}
 
 
+def run_name(task: str, constraint: str, backend: str, batch: int, target: str, seed: int, flops: float | None) -> str:
+    """A FLOPs twin's folder names its FLOPs target: one setting may have twins at several (an equal-latency pair
+    needs the twin whose *measured* latency matches)."""
+    kind = constraint if flops is None else f"{constraint}{flops:g}x"
+    return f"{task}-{kind}-{backend}-b{batch}-{target}-s{seed}"
+
+
 def _key(run: dict) -> tuple:
-    return tuple(run[k] for k in ("task", "constraint", "backend", "batch_size", "target_speedup", "seed"))
+    fields = ("task", "constraint", "backend", "batch_size", "target_speedup", "seed", "flops_target")
+    return tuple(run.get(k) for k in fields)
 
 
 def write(out: Path, args: argparse.Namespace, runs: list[dict]) -> None:
-    """The file's rows merged with ours by (task, constraint, setting, seed), ours winning: another process (a
-    bench of other seeds) may have written rows since this one read the file."""
+    """The file's rows merged with ours by (task, constraint, setting, seed, FLOPs target), ours winning: another
+    process (a bench of other seeds) may have written rows since this one read the file."""
     merged = {_key(r): r for r in (json.loads(out.read_text()).get("runs", []) if out.is_file() else [])}
     merged.update({_key(r): r for r in runs})
-    runs = sorted(merged.values(), key=lambda r: (r["task"], r["backend"], r["batch_size"], r["seed"], r["constraint"]))
+    order = ("task", "backend", "batch_size", "seed", "constraint")
+    runs = sorted(merged.values(), key=lambda r: (*(r[k] for k in order), r.get("flops_target") or 0.0))
     errors = cost_model_error(args.costmodel, runs)
     doc = {
         "cost_model_median_abs_error": errors["worst"],
         "cost_model_errors_per_cpu": errors["per_file"],
-        "what": "ToP with the latency constraint vs the FLOPs constraint (target matched by the cost model: "
-        f"--flops-target {args.flops_target}); measured by `toprune bench` in the setting's backend and "
-        "batch size, metric on the full dev set",
+        "what": "ToP with the latency constraint vs the FLOPs constraint (each FLOPs row's target in its "
+        "flops_target: matched by the cost model, or given to find the twin of equal measured latency); measured "
+        "by `toprune bench` in the setting's backend and batch size, metric on the full dev set",
         "settings": args.settings,
         "threads": args.threads,
         "prune_args": args.prune_args,
@@ -291,11 +303,12 @@ def summarise(runs: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         key = (r["task"], r.get("cpu"), r["backend"], r["batch_size"], r["target_speedup"], r["constraint"])
-        groups.setdefault(key, []).append(r)
+        groups.setdefault((*key, r.get("flops_target")), []).append(r)
     rows = []
-    for (task, cpu, backend, batch, target, constraint), group in groups.items():
+    for (task, cpu, backend, batch, target, constraint, flops), group in groups.items():
         row = {"task": task, "cpu": cpu, "backend": backend, "batch_size": batch, "target_speedup": target}
         row |= {"constraint": constraint, "seeds": sorted(r["seed"] for r in group)}
+        row |= {"flops_target": flops} if flops is not None else {}
         for name in ("metric", "measured_speedup", "flops_reduction_unpadded", "speedup_vs_dense_onnxruntime"):
             values = [r[name] for r in group if r.get(name) is not None]
             if values:
