@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+EQUAL_SPEED = 0.05  # two measured speed-ups within 5% are "the same latency": the run-to-run spread of one bench
 SETTINGS = "onnxruntime:1:1.5x,pytorch:32:2x"  # the issue's: b1 ONNX Runtime at 1.5x, b32 eager at 2x
 
 
@@ -291,7 +292,8 @@ def write(out: Path, args: argparse.Namespace, runs: list[dict]) -> None:
         "settings": args.settings,
         "threads": args.threads,
         "prune_args": args.prune_args,
-        "summary": summarise(runs),
+        "summary": (summary := summarise(runs)),
+        "pairs": equal_latency_pairs(summary),
         "runs": runs,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -316,6 +318,38 @@ def summarise(runs: list[dict]) -> list[dict]:
                 row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         rows.append(row)
     return rows
+
+
+def equal_latency_pairs(summary: list[dict]) -> list[dict]:
+    """Per setting, the latency-constrained mean beside the FLOPs twin whose mean *measured* speed-up is closest: the
+    issue compares accuracy at the same measured latency, and a twin trained at the matched FLOPs may run faster or
+    slower than the latency runs (``speed_ratio`` says by how much; within ``EQUAL_SPEED`` counts as equal)."""
+    pairs = []
+    for row in (r for r in summary if r["constraint"] == "latency" and "measured_speedup_mean" in r):
+        setting = ("task", "cpu", "backend", "batch_size", "target_speedup")
+        twins = [
+            r
+            for r in summary
+            if r["constraint"] == "flops" and "measured_speedup_mean" in r and all(r[k] == row[k] for k in setting)
+        ]
+        if not twins:
+            continue
+        twin = min(twins, key=lambda r: abs(r["measured_speedup_mean"] / row["measured_speedup_mean"] - 1))
+        ratio = row["measured_speedup_mean"] / twin["measured_speedup_mean"]
+        pairs.append(
+            {k: row[k] for k in setting}
+            | {
+                "latency_metric": row["metric_mean"],
+                "latency_seeds": row["seeds"],
+                "twin_flops_target": twin.get("flops_target"),
+                "twin_metric": twin["metric_mean"],
+                "twin_seeds": twin["seeds"],
+                "metric_gain": row["metric_mean"] - twin["metric_mean"],
+                "speed_ratio": ratio,
+                "equal_speed": abs(ratio - 1) <= EQUAL_SPEED,
+            }
+        )
+    return pairs
 
 
 if __name__ == "__main__":
