@@ -289,9 +289,7 @@ def write(out: Path, args: argparse.Namespace, runs: list[dict]) -> None:
         "what": "ToP with the latency constraint vs the FLOPs constraint (each FLOPs row's target in its "
         "flops_target: matched by the cost model, or given to find the twin of equal measured latency); measured "
         "by `toprune bench` in the setting's backend and batch size, metric on the full dev set",
-        "settings": args.settings,
-        "threads": args.threads,
-        "prune_args": args.prune_args,
+        "threads": args.threads,  # settings and training options are per row: runs of several invocations merge
         "summary": (summary := summarise(runs)),
         "pairs": equal_latency_pairs(summary),
         "runs": runs,
