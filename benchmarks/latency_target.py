@@ -1,4 +1,6 @@
-"""Latency-constrained vs FLOPs-constrained ToP (issue 22) -> results/latency_target.json
+"""Latency-constrained vs FLOPs-constrained ToP (issue 22) -> results/latency_target.json (runs, mean ± std per
+setting, equal-latency pairs) and one plot per setting (tokens kept per layer; dev metric vs measured speed-up),
+results/latency_target_<task>_<backend>_b<batch>_<target>_<cpu>.png
 
 Per task, setting (backend, serving batch size, speed-up target) and seed:
 1. ``toprune prune --constraint latency --target T --inference-backend B --inference-batch-size b`` (the profile is
@@ -296,6 +298,8 @@ def write(out: Path, args: argparse.Namespace, runs: list[dict]) -> None:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
+    for setting, path in plot_settings(runs, out).items():
+        print(f"plot of {setting}: {path}", file=sys.stderr)
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -313,7 +317,7 @@ def summarise(runs: list[dict]) -> list[dict]:
             values = [r[name] for r in group if r.get(name) is not None]
             if values:
                 row[f"{name}_mean"] = statistics.mean(values)
-                row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+                row[f"{name}_std"] = _std(values)
         rows.append(row)
     return rows
 
@@ -348,6 +352,64 @@ def equal_latency_pairs(summary: list[dict]) -> list[dict]:
             }
         )
     return pairs
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _series(run: dict) -> str:
+    return "latency" if run["constraint"] == "latency" else f"FLOPs {run['flops_target']:g}x"
+
+
+def plot_settings(runs: list[dict], out: Path) -> dict[tuple, Path]:
+    """One figure per (task, CPU, backend, batch, target): left, tokens kept per layer of every run (thin) and the
+    mean per series (thick): where the two constraints prune differently; right, dev metric vs measured speed-up,
+    every seed and the series means with their std, the dense teacher dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings: dict[tuple, list[dict]] = {}
+    for r in runs:
+        settings.setdefault((r["task"], r.get("cpu"), r["backend"], r["batch_size"], r["target_speedup"]), []).append(r)
+    paths = {}
+    for (task, cpu, backend, batch, target), group in settings.items():
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+        for i, name in enumerate(sorted({_series(r) for r in group})):
+            color, rows = f"C{i}", [r for r in group if _series(r) == name]
+            kept = [r["keep_per_layer"] for r in rows]
+            for k in kept:
+                left.plot(range(len(k)), k, color=color, alpha=0.3, linewidth=1)
+            left.plot(range(len(kept[0])), [statistics.mean(c) for c in zip(*kept)], "o-", color=color, label=name)
+            x, y = [r["measured_speedup"] for r in rows], [r["metric"] for r in rows]
+            right.scatter(x, y, color=color, alpha=0.4)
+            right.errorbar(
+                statistics.mean(x),
+                statistics.mean(y),
+                xerr=_std(x),
+                yerr=_std(y),
+                fmt="s",
+                color=color,
+                capsize=4,
+                label=f"{name}: {statistics.mean(y):.2f} at {statistics.mean(x):.2f}x ({len(rows)} seeds)",
+            )
+        right.axhline(group[0]["dense_metric"], color="grey", linestyle="--", label="dense teacher")
+        right.axvline(target * 0.9, color="grey", linestyle=":", label=f"0.9 x the {target:g}x target")
+        left.set(xlabel="layer", ylabel="share of the example's tokens entering the layer (dev)", ylim=(0, 1.05))
+        right.set(xlabel=f"measured speed-up, {backend} b{batch} (x)", ylabel=f"dev {group[0]['metric_name']}")
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{task}: latency vs FLOPs constraint, {backend} b{batch}, {target:g}x target ({cpu})")
+        fig.tight_layout()
+        maker = "".join(c for c in (cpu or "cpu").split()[0].lower() if c.isalnum()).removesuffix("r")  # amd, intel
+        path = out.with_name(f"{out.stem}_{task}_{backend}_b{batch}_{target:g}x_{maker}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths[(task, cpu, backend, batch, target)] = path
+    return paths
 
 
 if __name__ == "__main__":
