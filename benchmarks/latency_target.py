@@ -377,8 +377,11 @@ def plot_settings(runs: list[dict], out: Path) -> dict[tuple, Path]:
     paths = {}
     for (task, cpu, backend, batch, target), group in settings.items():
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-        for i, name in enumerate(sorted({_series(r) for r in group})):
-            color, rows = f"C{i}", [r for r in group if _series(r) == name]
+        twins = sorted({_series(r) for r in group} - {"latency"})
+        for name in ["latency", *twins]:  # the latency runs keep one colour in every figure, twins the next ones
+            color, rows = f"C{twins.index(name) + 1 if name in twins else 0}", [r for r in group if _series(r) == name]
+            if not rows:
+                continue
             kept = [r["keep_per_layer"] for r in rows]
             for k in kept:
                 left.plot(range(len(k)), k, color=color, alpha=0.3, linewidth=1)
