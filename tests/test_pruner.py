@@ -73,6 +73,35 @@ def test_a_new_constraint_is_one_class_in_the_registry(tmp_path, monkeypatch):
         toprune.Pruner(teacher, teacher, tokenizer, data, toprune.PruneConfig(constraint="nope", max_length=64))
 
 
+def test_a_constraint_written_before_cost_took_lengths_still_works(tmp_path, monkeypatch):
+    """A user's constraint whose ``cost(self, model, cfg, log=print)`` has no ``lengths`` (the signature before
+    issue 22) is called without it; the built-in ones get the training lengths."""
+    from toprune.constraint import Constraint, FlopsConstraint, constraint_cost
+    from toprune.strategies import REGISTRY
+
+    calls = []
+
+    class Older(FlopsConstraint):
+        name = "older"
+
+        def cost(self, model, cfg, log=print):
+            calls.append(cfg)
+            return super().cost(model, cfg, log)
+
+    class Newer(Constraint):
+        def cost(self, model, cfg, log=print, **options):
+            return options
+
+    assert constraint_cost(Newer(), None, None, lengths=[3, 4]) == {"lengths": [3, 4]}
+    monkeypatch.setitem(REGISTRY["constraint"], "older", Older)
+    data_dir = write_small_glue(tmp_path / "data", train_rows=40, dev_rows=10)
+    teacher, tokenizer = tiny_bert_with_tokenizer()
+    data = prepare_data(tokenizer, "mrpc", data_dir / "glue", 64, seed=57)
+    config = toprune.PruneConfig(task="mrpc", constraint="older", max_length=64, batch_size=8, target="1.2x")
+    pruner = toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, config, log=lambda *_: None)
+    assert calls == [config] and pruner.cost.num_layers == 4
+
+
 def test_ramp_starts_at_the_initial_masks_expected_sparsity_when_asked(tmp_path):
     """--ramp-start initial: the first step's target is the initial masks' expected sparsity on the training lengths
     (so lambda1 starts at the gap's sign, not pushing the masks up), rising linearly to the final target; the

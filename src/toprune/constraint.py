@@ -11,12 +11,12 @@ target. ``CONSTRAINTS`` maps the user-facing names (``--constraint``) to them.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from pathlib import Path
 
 from .costmodel import LatencyCost, median_length, profile_key
-from .errors import ToPruneError
 
 
 LENGTH_KEYS = ("max_tokens", "median_tokens")  # where a profile's timed lengths are recorded in its key
@@ -57,6 +57,14 @@ def latency_cost(
     cost = profile(model, backend, batch_size, threads, max_tokens=max_tokens, lengths=lengths)
     cost.save(cached)
     return cost
+
+
+def constraint_cost(constraint, model, cfg, log=print, lengths=None):
+    """``constraint.cost`` with the training lengths when it takes them: a user's constraint written before
+    ``cost`` gained ``lengths`` (its signature ``cost(self, model, cfg, log=print)``) keeps working."""
+    params = inspect.signature(constraint.cost).parameters
+    takes = "lengths" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return constraint.cost(model, cfg, log, lengths=lengths) if takes else constraint.cost(model, cfg, log)
 
 
 class Constraint:
@@ -132,15 +140,6 @@ class LatencyConstraint(Constraint):
 
 
 CONSTRAINTS = {c.name: c for c in (FlopsConstraint, LatencyConstraint)}
-
-
-def constraint_cost(kind: str, model, **latency):
-    """The cost model of the constraint ``kind`` (``latency``: the keywords of :func:`latency_cost`)."""
-    if kind not in CONSTRAINTS:
-        raise ToPruneError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {kind!r}")
-    if kind == "flops":
-        return FlopsConstraint().cost(model, None)
-    return latency_cost(model, **latency)
 
 
 def describe(cost) -> str:

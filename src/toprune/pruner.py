@@ -22,7 +22,7 @@ import torch
 from accelerate import Accelerator
 from transformers import get_linear_schedule_with_warmup
 
-from .constraint import describe
+from .constraint import constraint_cost, describe
 from .errors import ToPruneError
 from .flops import EncoderDims, min_relative_macs, parse_target
 from .gates import HardConcreteGates
@@ -77,7 +77,7 @@ class Pruner(TrainingSteps):
         config_ = self.student.config
         self.dims = EncoderDims.from_config(config_)
         # what the constraint counts: MACs (self.dims) or measured milliseconds; FLOPs are reported either way
-        self.cost = self.constraint.cost(self.teacher, cfg, log, lengths=self.split_lengths[0])
+        self.cost = constraint_cost(self.constraint, self.teacher, cfg, log, lengths=self.split_lengths[0])
         self.regression = self.data.kind != "qa" and self.data.labels is None
         self.layers, self.rank_layers = resolve_layers(cfg, config_.num_hidden_layers)
         # the dense reference of the constraint: each example at its own length, or the padded length
