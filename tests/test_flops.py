@@ -4,6 +4,7 @@ import torch
 from toprune import EncoderDims, PruningPlan, apply_pruning, batch_flops, encoder_macs, expected_relative_macs
 from toprune import ToPruneError
 from toprune.flops import count_flops, dense_macs, layer_macs, min_relative_macs, parse_target
+from toprune.static import plan_relative_macs
 
 from .conftest import SENTENCES
 
@@ -87,11 +88,16 @@ def test_expected_macs_against_a_padded_reference():
 
 
 def test_min_relative_macs_keeps_only_cls_from_the_first_pruning_layer():
+    """Total over total, as plans are judged (plan_relative_macs of the CLS-only plan), not the mean of ratios."""
     dims = EncoderDims(4, 16, 64, 2)
-    lengths = torch.tensor([30, 50])
-    expected = sum(encoder_macs(dims, [n, n, 1, 1]) / dense_macs(dims, n) for n in (30, 50)) / 2
-    assert min_relative_macs(dims, [2, 3], lengths) == pytest.approx(expected, rel=1e-12)  # computed in float64
-    padded = sum(encoder_macs(dims, [n, n, 1, 1]) / dense_macs(dims, 128) for n in (30, 50)) / 2
+    lengths = torch.tensor([3, 50])
+    expected = sum(encoder_macs(dims, [n, n, 1, 1]) for n in (3, 50)) / sum(dense_macs(dims, n) for n in (3, 50))
+    assert min_relative_macs(dims, [2, 3], lengths) == pytest.approx(expected, rel=1e-12)
+    mean_of_ratios = sum(encoder_macs(dims, [n, n, 1, 1]) / dense_macs(dims, n) for n in (3, 50)) / 2
+    assert min_relative_macs(dims, [2, 3], lengths) < mean_of_ratios  # the long example weighs in by its cost
+    cls_only = PruningPlan.from_keep_ratios(4, {2: 0.0})
+    assert min_relative_macs(dims, [2, 3], [3, 50]) == pytest.approx(plan_relative_macs(dims, cls_only, [3, 50]))
+    padded = sum(encoder_macs(dims, [n, n, 1, 1]) for n in (3, 50)) / (2 * dense_macs(dims, 128))
     assert min_relative_macs(dims, [2, 3], lengths, 128) == pytest.approx(padded)
 
 

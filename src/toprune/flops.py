@@ -187,7 +187,13 @@ def parse_target(text: str) -> float:
         raise ToPruneError(f"bad FLOPs target {text!r}: give a reduction like 2.5x or a sparsity in [0, 1)") from None
 
 
-def min_relative_macs(dims: EncoderDims, pruning_layers, lengths: torch.Tensor, reference_lengths=None) -> float:
-    """The smallest relative MACs reachable when every pruning layer keeps only CLS (dense layers cap savings)."""
-    zeros = torch.zeros(len(pruning_layers), dtype=torch.float64)
-    return float(expected_relative_macs(dims, zeros, pruning_layers, lengths.double(), reference_lengths))
+def min_relative_macs(dims: EncoderDims, pruning_layers, lengths, reference_length: int | None = None) -> float:
+    """The smallest relative cost reachable when every pruning layer keeps only CLS (dense layers cap savings), as
+    plans are judged: total pruned cost / total dense cost over the examples (not the mean of per-example ratios,
+    which on short inputs understates what is reachable). ``reference_length``: dense padded to it."""
+    first = min(pruning_layers)
+    pruned = dense = 0.0
+    for n in (int(n) for n in lengths):
+        pruned += float(encoder_cost(dims, [n] * first + [1] * (dims.num_layers - first)))
+        dense += float(dense_cost(dims, n if reference_length is None else reference_length))
+    return pruned / dense

@@ -147,8 +147,8 @@ class Pruner(TrainingSteps):
             raise ToPruneError(f"{name} is already pruned: start from the dense teacher")
 
     def _check_reachable(self) -> None:
-        lengths = torch.tensor(self.split_lengths[0])  # the train lengths, read once for every plan search
-        floor = min_relative_macs(self.cost, self.layers, lengths, self.reference)
+        # a kept plan must meet the target on the training and the selection lengths alike
+        floor = max(min_relative_macs(self.cost, self.layers, n, self.reference) for n in self.split_lengths)
         self.log(
             f"constraint: {describe(self.cost)}; at most {1 / floor:.2f}x is reachable on this data "
             f"(every token but CLS dropped from layer {self.layers[0]})"
