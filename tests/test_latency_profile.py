@@ -85,6 +85,40 @@ def test_whole_model_fit_recovers_synthetic_timings_despite_disturbed_ones():
         fit_latency_cost(counts[:3], ms[:3], key={})
 
 
+def test_the_overhead_is_charged_where_the_runtime_scores_even_when_no_token_drops(monkeypatch):
+    """The runtime scores, ranks and gathers before every pruning layer whatever the input's length; the cost model
+    charges its overhead on the same layers (PruningPlan.drop_flags), also for a 4-token input whose count never
+    falls (keeping 90% of 3 candidates keeps all 3), where counting falls would charge nothing."""
+    import toprune
+    import toprune.runtime as runtime
+
+    plan = PruningPlan.from_keep_ratios(6, {2: 0.9, 4: 0.9}, num_bins=10)
+    scored = []
+    real_scores = runtime._scores
+    monkeypatch.setattr(
+        runtime, "_scores", lambda state, layer, *a: scored.append(layer) or real_scores(state, layer, *a)
+    )
+    model = tiny_bert(6)
+    toprune.apply_pruning(model, plan)
+    with torch.inference_mode():
+        model(**make_batch(model, [4]))
+    assert plan.token_counts(4) == [4] * 6  # nothing drops ...
+    assert sorted(set(scored)) == [i for i, flag in enumerate(plan.drop_flags()) if flag] == [1, 3]  # ... yet it scores
+    free = LatencyCost(6, TRUE.attention, TRUE.ffn, TRUE.fixed)
+    charged = TRUE.predict_ms([4] * 6, plan.drop_flags()) - free.predict_ms([4] * 6)
+    assert charged == pytest.approx(2 * (0.15 + 0.004 * 4))
+    assert cost_features([4] * 6, plan.drop_flags())[4:] == [2.0, 8.0] and cost_features([4] * 6)[4:] == [0.0, 0.0]
+    # a fit on such timings finds the overhead only when told where it was paid
+    counts, _ = synthetic_calibration()
+    counts = [[min(c, 6) for c in row] for row in counts]  # short inputs: most pruning layers drop nothing
+    drops = [[0.0] * 6 if i < 6 else plan.drop_flags() for i in range(len(counts))]
+    ms = [TRUE.predict_ms(c, d) for c, d in zip(counts, drops)]
+    fit = fit_latency_cost(counts, ms, key={}, drops=drops)
+    assert fit.predict_ms([5] * 6, plan.drop_flags()) == pytest.approx(
+        TRUE.predict_ms([5] * 6, plan.drop_flags()), rel=1e-3
+    )
+
+
 def test_padded_batches_are_predicted_batch_by_batch_at_their_longest_survivors():
     plan = PruningPlan.from_keep_ratios(6, {2: 0.5, 4: 0.5}, num_bins=10)
     lengths = [41, 9, 23]

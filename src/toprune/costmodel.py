@@ -21,9 +21,10 @@ import numpy as np
 
 from .errors import ToPruneError
 
-PROFILE_VERSION = 5  # 2: whole-model fit with a per-token pruning overhead; 3: leaner exported selection (re-measured);
+PROFILE_VERSION = 6  # 2: whole-model fit with a per-token pruning overhead; 3: leaner exported selection (re-measured);
 # 4: the key records the input lengths profiled (a fit over 8-128 tokens mispredicted 27-token STS-B at batch 1);
-# 5: every timing lasts at least profile.MIN_TIMED_SECONDS, made in rounds (a shared VM is noisy and drifts)
+# 5: every timing lasts at least profile.MIN_TIMED_SECONDS, made in rounds (a shared VM is noisy and drifts);
+# 6: the overhead is fitted on the plan's pruning layers (PruningPlan.drop_flags), not on the layers whose count fell
 PROFILE_MAX_TOKENS = 128  # longest input `toprune profile` times unless told; `prune` profiles its data's lengths
 
 
@@ -55,12 +56,13 @@ class LatencyCost:
         overhead = (self.prune_overhead + self.prune_overhead_per_token * n_attn) * drops
         return a0 + a1 * n_attn + a2 * n_attn * n_attn + f0 + f1 * n_ffn + overhead
 
-    def predict_ms(self, attn_counts) -> float:
+    def predict_ms(self, attn_counts, drops=None) -> float:
         """Predicted latency of one batch whose examples all carry ``attn_counts`` tokens into each layer (for a
-        dynamically padded batch: the longest example's counts)."""
+        dynamically padded batch: the longest example's counts); ``drops``: the plan's
+        :meth:`~toprune.plan.PruningPlan.drop_flags` (default: the layers whose count falls)."""
         from .flops import encoder_cost
 
-        return float(encoder_cost(self, attn_counts))
+        return float(encoder_cost(self, attn_counts, drops))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -184,12 +186,15 @@ FEATURES = (
 )
 
 
-def cost_features(attn_counts) -> list[float]:
+def cost_features(attn_counts, drops=None) -> list[float]:
     """The sums that :meth:`LatencyCost.predict_ms` is linear in, for tokens ``attn_counts`` entering each layer
-    (for a padded batch: the padded length each layer runs at)."""
+    (for a padded batch: the padded length each layer runs at) and the layers that pay the pruning overhead
+    (``drops``, a plan's :meth:`~toprune.plan.PruningPlan.drop_flags`; default: the layers whose count falls)."""
     counts = [float(c) for c in attn_counts]
     ffn = counts[1:] + counts[-1:]
-    drops = [1.0 if f < c else 0.0 for c, f in zip(counts, ffn)]
+    if drops is None:
+        drops = [1.0 if f < c else 0.0 for c, f in zip(counts, ffn)]
+    drops = [float(d) for d in drops]
     return [
         1.0,
         sum(counts),
@@ -228,7 +233,9 @@ def robust_nnls(design, ms, iterations: int = 20, huber: float = 1.345) -> np.nd
     return coef / scale
 
 
-def fit_latency_cost(attn_counts, ms, key: dict, layer_constants: tuple[float, float] = (0.0, 0.0)) -> LatencyCost:
+def fit_latency_cost(
+    attn_counts, ms, key: dict, layer_constants: tuple[float, float] = (0.0, 0.0), drops=None
+) -> LatencyCost:
     """:class:`LatencyCost` fitted to whole-model timings (``ms[i]`` of a batch whose layers ran ``attn_counts[i]``
     tokens) by :func:`robust_nnls` on :func:`cost_features`.
 
@@ -238,7 +245,9 @@ def fit_latency_cost(attn_counts, ms, key: dict, layer_constants: tuple[float, f
     num_layers = len(attn_counts[0])
     if any(len(c) != num_layers for c in attn_counts):
         raise ToPruneError("every calibration batch needs one token count per layer")
-    c0, c1, c2, c3, c4, c5 = (float(c) for c in robust_nnls([cost_features(c) for c in attn_counts], ms))
+    drops = drops or [None] * len(attn_counts)  # per batch: the plan's drop_flags (None: the layers whose count falls)
+    features = [cost_features(c, d) for c, d in zip(attn_counts, drops)]
+    c0, c1, c2, c3, c4, c5 = (float(c) for c in robust_nnls(features, ms))
     a0, f0 = (max(0.0, float(v)) for v in layer_constants)
     share = min(1.0, c0 / (num_layers * (a0 + f0))) if a0 + f0 > 0 else 0.0
     a0, f0 = a0 * share, f0 * share

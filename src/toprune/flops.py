@@ -192,8 +192,9 @@ def min_relative_macs(dims: EncoderDims, pruning_layers, lengths, reference_leng
     plans are judged: total pruned cost / total dense cost over the examples (not the mean of per-example ratios,
     which on short inputs understates what is reachable). ``reference_length``: dense padded to it."""
     first = min(pruning_layers)
+    drops = [1.0 if layer == first - 1 else 0.0 for layer in range(dims.num_layers)]  # the CLS-only plan's
     pruned = dense = 0.0
     for n in (int(n) for n in lengths):
-        pruned += float(encoder_cost(dims, [n] * first + [1] * (dims.num_layers - first)))
+        pruned += float(encoder_cost(dims, [n] * first + [1] * (dims.num_layers - first), drops))
         dense += float(dense_cost(dims, n if reference_length is None else reference_length))
     return pruned / dense

@@ -19,7 +19,7 @@ import torch
 from .costmodel import LatencyCost
 from .errors import ToPruneError
 from .plan import PruningPlan
-from .profile import Timer, batch_counts, check_plans, in_rounds, median_ms, relative_errors
+from .profile import Timer, batch_counts, check_plans, in_rounds, median_ms, plan_drops, relative_errors
 
 EXAMPLES = 256  # dev examples checked: enough batches at b32 (8) without making b1 passes long
 
@@ -46,7 +46,8 @@ def predict_batches(cost: LatencyCost, plan: PruningPlan | None, batches: list[d
     latency protocol reports: a pass over all batches divided by their number)."""
     if not batches:
         raise ToPruneError("no batches to predict")
-    total = sum(cost.predict_ms(batch_counts(plan, batch_lengths_of(b), cost.num_layers)) for b in batches)
+    drops = plan_drops(plan, cost.num_layers)
+    total = sum(cost.predict_ms(batch_counts(plan, batch_lengths_of(b), cost.num_layers), drops) for b in batches)
     return total / len(batches)
 
 

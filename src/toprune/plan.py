@@ -146,6 +146,12 @@ class PruningPlan:
     def prunes(self, layer: int) -> bool:
         return layer in self.kept_bins
 
+    def drop_flags(self) -> list[float]:
+        """Per layer, 1.0 where the runtime scores, ranks and gathers after it (the next layer prunes), 0.0 elsewhere:
+        the pruning overhead a latency model charges. Plan-wide, not per input: a short input whose count does not
+        fall at a pruning layer still pays for the scoring and the gather."""
+        return [1.0 if self.prunes(layer + 1) else 0.0 for layer in range(self.num_layers)]
+
     def keep_ratio(self, layer: int) -> float:
         """Fraction of bins kept at ``layer`` (1.0 where it does not prune): the keep ratio for long inputs."""
         bins = self.kept_bins.get(layer)

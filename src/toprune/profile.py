@@ -301,12 +301,19 @@ def in_rounds(timings: list[Callable[[], float]], rounds: int, desc: str, progre
     return [statistics.median(s) for s in samples]
 
 
-def calibrate(timer: Timer, configs, progress: bool = True, rounds: int = ROUNDS) -> tuple[list, list[float]]:
-    """Whole-model timings of ``configs``: (tokens each layer ran at, median ms over the rounds)."""
+def plan_drops(plan: PruningPlan | None, num_layers: int) -> list[float]:
+    """The layers that pay the pruning overhead under ``plan`` (none for the dense model)."""
+    return [0.0] * num_layers if plan is None else plan.drop_flags()
+
+
+def calibrate(timer: Timer, configs, progress: bool = True, rounds: int = ROUNDS) -> tuple[list, list, list[float]]:
+    """Whole-model timings of ``configs``: (tokens each layer ran at, the layers that paid the pruning overhead,
+    median ms over the rounds)."""
     num_layers = int(timer.model.config.num_hidden_layers)
     counts = [batch_counts(plan, lengths, num_layers) for plan, lengths in configs]
+    drops = [plan_drops(plan, num_layers) for plan, _ in configs]
     timings = [lambda p=plan, n=lengths: time_batch(timer, p, n, timer.repeats) for plan, lengths in configs]
-    return counts, in_rounds(timings, rounds, f"calibrating {timer.backend} b{len(configs[0][1])}", progress)
+    return counts, drops, in_rounds(timings, rounds, f"calibrating {timer.backend} b{len(configs[0][1])}", progress)
 
 
 def profile(
@@ -345,9 +352,9 @@ def profile(
                 lengths_per_plan or default_lengths,
                 lengths=lengths,
             )
-            counts, times = calibrate(timer, configs, progress)
+            counts, drops, times = calibrate(timer, configs, progress)
         key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths))
-        return fit_latency_cost(counts, times, key, constants)
+        return fit_latency_cost(counts, times, key, constants, drops)
     finally:
         torch.set_num_threads(before)  # the caller (e.g. a training run) keeps its own thread count
 
@@ -399,7 +406,7 @@ def check_predictions(
         {
             "tokens": n,
             "keep_ratios": [round(plan.keep_ratio(i), 3) for i in range(cost.num_layers)],
-            "predicted_ms": cost.predict_ms(plan.token_counts(n)),
+            "predicted_ms": cost.predict_ms(plan.token_counts(n), plan.drop_flags()),
             "measured_ms": ms,
         }
         for (plan, n), ms in zip(todo, measured)

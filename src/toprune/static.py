@@ -26,7 +26,8 @@ def plan_relative_macs(dims: EncoderDims, plan: PruningPlan, lengths, reference_
     ``dims`` may be any cost model of :func:`toprune.flops.encoder_cost` (e.g. measured latency).
     ``lengths`` may be a ``Counter`` of lengths already: callers that try many plans on the same data count once."""
     histogram = _histogram(lengths)
-    pruned = sum(c * encoder_cost(dims, plan.token_counts(n)) for n, c in histogram.items())
+    drops = plan.drop_flags()  # a latency model's pruning overhead, paid by the plan's layers whatever the length
+    pruned = sum(c * encoder_cost(dims, plan.token_counts(n), drops) for n, c in histogram.items())
     if reference_length is None:
         dense = sum(c * dense_cost(dims, n) for n, c in histogram.items())
     else:
