@@ -105,6 +105,44 @@ def test_profiles_are_refused_for_another_setting_and_reused_for_the_same(tmp_pa
         LatencyCost.load(tmp_path / "bad.json")
 
 
+def test_measuring_a_profile_leaves_the_callers_random_state_and_model_alone(tmp_path, monkeypatch):
+    """A run that measures its profile trains like one that reuses it: the timing's random inputs do not advance
+    the caller's torch RNG; the profile is timed on a model on the CPU (a copy if the caller's is elsewhere)."""
+    import transformers
+
+    import toprune.profile as profile_module
+    from toprune.constraint import on_cpu
+
+    monkeypatch.setenv("TOPRUNE_CACHE", str(tmp_path))
+    model = transformers.BertForSequenceClassification(
+        transformers.BertConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=100
+        )
+    )
+    timed = []
+
+    def fake_profile(m, *args, **kwargs):
+        timed.append(next(m.parameters()).device.type)
+        torch.randn(1000)  # what timing with random inputs does to the global generator
+        return LatencyCost(2, (0.1, 0.01, 0.0), (0.1, 0.01), 0.5)
+
+    monkeypatch.setattr(profile_module, "profile", fake_profile)
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    latency_cost(model, "pytorch", 1, 1, log=lambda *_: None)
+    assert torch.equal(torch.rand(3), expected) and timed == ["cpu"]
+    assert on_cpu(model) is model  # already on the CPU: no copy
+
+
+def test_the_after_training_check_is_skipped_with_a_line_when_the_slice_is_smaller_than_a_batch():
+    from toprune.latency_check import measure_plan
+
+    cost = LatencyCost(2, (0.1, 0.01, 0.0), (0.1, 0.01), 0.5, key={"batch_size": 32, "backend": "pytorch"})
+    out = measure_plan(None, cost, PruningPlan.keep_all(2), list(range(30)), tokenizer=None)
+    assert out == {"line": out["line"]} and "skipped: 30 selection examples, fewer than one batch of 32" in out["line"]
+
+
 def test_a_latency_constrained_static_run_meets_its_predicted_target(tiny_teacher, tmp_path):
     from toprune.pretrained import load_model
     from toprune.prune import PruneConfig, ToPRun

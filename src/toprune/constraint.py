@@ -38,6 +38,8 @@ def latency_cost(
     :func:`~toprune.costmodel.profiled_length` of ``lengths`` (the examples it will predict for; None: 128 tokens):
     the given file (refused if it was measured for another setting; its length range is the user's call), else the
     cache of this machine, else measured now and cached."""
+    import torch
+
     from .profile import profile, timed_length
 
     max_tokens = timed_length(model, lengths)
@@ -54,9 +56,21 @@ def latency_cost(
         f"latency profile: measuring {backend}, batch {batch_size}, {threads} threads, inputs up to {max_tokens} "
         f"tokens{drawn} (a few minutes{exports})"
     )
-    cost = profile(model, backend, batch_size, threads, max_tokens=max_tokens, lengths=lengths)
+    # timed on a CPU copy (a run training on a GPU serves its CPU users; the profile's tensors are CPU tensors), and
+    # with the caller's random state kept: a run that measures its profile trains like one that reuses it
+    with torch.random.fork_rng(devices=[]):
+        cost = profile(on_cpu(model), backend, batch_size, threads, max_tokens=max_tokens, lengths=lengths)
     cost.save(cached)
     return cost
+
+
+def on_cpu(model):
+    """``model`` itself when it is on the CPU, else a CPU copy (the caller's model stays where it is)."""
+    import copy
+
+    if all(p.device.type == "cpu" for p in model.parameters()):
+        return model
+    return copy.deepcopy(model).to("cpu")
 
 
 def constraint_cost(constraint, model, cfg, log=print, lengths=None):

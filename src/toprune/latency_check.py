@@ -161,9 +161,13 @@ def measure_plan(dense_model, cost: LatencyCost, plan: PruningPlan, dataset, tok
     timing is as quiet as the machine is: the returned ``line`` says so."""
     import copy
 
-    batches = tokenised_batches(dataset, tokenizer, int(cost.key.get("batch_size", 1)), examples)
-    check = check_real_batches(copy.deepcopy(dense_model), cost, batches, plans=0, learned={"kept": plan}, repeats=3,
-                               progress=False)  # fmt: skip
+    batch_size = int(cost.key.get("batch_size", 1))
+    if min(examples, len(dataset)) < batch_size:  # nothing to time at the profile's batch size: said, not fatal
+        return {"line": f"latency check skipped: {min(examples, len(dataset))} selection examples, fewer than one "
+                        f"batch of {batch_size} (--latency-check-examples, or a larger selection slice)"}  # fmt: skip
+    batches = tokenised_batches(dataset, tokenizer, batch_size, examples)
+    dense = copy.deepcopy(dense_model).to("cpu")  # the profile timed the CPU
+    check = check_real_batches(dense, cost, batches, plans=0, learned={"kept": plan}, repeats=3, progress=False)
     dense, kept = check["plans"]
     out = {
         "examples": check["examples"],
