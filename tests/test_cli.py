@@ -254,6 +254,7 @@ def test_bad_numbers_are_rejected_by_the_parser(capsys):
     for argv in (
         ["bench", "--dense", "a", "--pruned", "b", "--batch-sizes", "1,x"],
         ["prune", "--teacher", "a", "--output", "b", "--eval-every", "0"],
+        ["profile", "minilm", "--check-plans", "-1"],
     ):
         with pytest.raises(SystemExit) as info:
             main(argv)

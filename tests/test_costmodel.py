@@ -135,6 +135,16 @@ def test_measuring_a_profile_leaves_the_callers_random_state_and_model_alone(tmp
     assert on_cpu(model) is model  # already on the CPU: no copy
 
 
+def test_a_malformed_profile_file_is_refused_in_one_line(tmp_path):
+    good = LatencyCost(2, (0.1, 0.01, 0.0), (0.1, 0.01), 0.5, key={"shape": [2, 32, 4, 64]}).save(tmp_path / "p.json")
+    assert LatencyCost.load(good).attention == (0.1, 0.01, 0.0)
+    for broken in ({"attention": [0.1, 0.01]}, {"ffn": ["fast", 1]}, {"num_layers": 3}):
+        data = {**json.loads(good.read_text()), **broken}
+        (tmp_path / "bad.json").write_text(json.dumps(data))
+        with pytest.raises(ToPruneError, match="bad.json: not a latency profile"):
+            LatencyCost.load(tmp_path / "bad.json")
+
+
 def test_the_after_training_check_is_skipped_with_a_line_when_the_slice_is_smaller_than_a_batch():
     from toprune.latency_check import measure_plan
 

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from .costmodel import PROFILE_MAX_TOKENS
-from .cli_types import HelpFormatter, Parser, int_list, positive_float, positive_int, seed_int
+from .cli_types import HelpFormatter, Parser, int_list, non_negative_int, positive_float, positive_int, seed_int
 from .errors import ToPruneError
 from .validate import DEFAULT_SEED
 from .quantize import VARIANTS as INT8_VARIANTS  # torch-free
@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--check-plans",
-        type=int,
+        type=non_negative_int,
         default=12,
         help="random plans whose measured latency is compared with the prediction (default 12; 0: none)",
     )

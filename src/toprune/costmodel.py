@@ -65,10 +65,12 @@ class LatencyCost:
         return float(encoder_cost(self, attn_counts, drops))
 
     def save(self, path: str | Path) -> Path:
+        """Written atomically: two runs caching the same profile never leave a half-written file to the next."""
+        from .safeio import atomic_write_text
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"version": PROFILE_VERSION, **asdict(self)}, indent=1) + "\n")
-        return path
+        return atomic_write_text(path, json.dumps({"version": PROFILE_VERSION, **asdict(self)}, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | Path, expect: dict | None = None) -> LatencyCost:
@@ -78,13 +80,18 @@ class LatencyCost:
             data = json.loads(Path(path).read_text())
             cost = cls(
                 int(data["num_layers"]),
-                tuple(data["attention"]),
-                tuple(data["ffn"]),
+                tuple(float(x) for x in data["attention"]),
+                tuple(float(x) for x in data["ffn"]),
                 float(data["fixed"]),
                 float(data.get("prune_overhead", 0.0)),
                 dict(data.get("key", {})),
                 float(data.get("prune_overhead_per_token", 0.0)),
             )
+            if len(cost.attention) != 3 or len(cost.ffn) != 2 or cost.num_layers < 1:
+                raise ValueError("attention needs 3 coefficients, ffn 2, num_layers >= 1")
+            shape = cost.key.get("shape")
+            if shape and int(shape[0]) != cost.num_layers:
+                raise ValueError(f"num_layers {cost.num_layers} but the key's model has {shape[0]} layers")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ToPruneError(f"{path}: not a latency profile ({type(exc).__name__}: {exc})") from None
         stale = cost.mismatch(expect or {})
