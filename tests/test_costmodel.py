@@ -90,6 +90,18 @@ def test_profiles_are_refused_for_another_setting_and_reused_for_the_same(tmp_pa
         2,
     )
     assert cached_profile_path(other_shape) != cached_profile_path(key)
+    # how plans score is part of the setting (value norms cost more per pruning layer), a random scorer's seed is not;
+    # so are the runtime's versions
+    from toprune.plan import ScoringSpec
+
+    value = profile_key(model, "pytorch", 32, 2, scoring=ScoringSpec("value"))
+    assert cached_profile_path(value) != cached_profile_path(key) and key["scoring"] == {
+        "kind": "attention",
+        "radius": 0,
+    }
+    seeds = [profile_key(model, "pytorch", 32, 2, scoring=ScoringSpec("random", seed=s)) for s in (1, 2)]
+    assert seeds[0] == seeds[1] and key["runtime"].startswith("torch ")
+    assert "onnxruntime" in profile_key(model, "onnxruntime", 32, 2)["runtime"]
     cost.save(cached_profile_path(key))  # cached for this setting: reused, nothing measured
     said = []
     assert latency_cost(model, "pytorch", 32, 2, log=said.append) == cost and "reusing" in said[0]

@@ -273,6 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=12,
         help="random plans whose measured latency is compared with the prediction (default 12; 0: none)",
     )
+    from .prune_config import SCORERS
+
+    p.add_argument(
+        "--scorer",
+        default="attention",
+        choices=SCORERS,
+        help="how the plans timed score tokens, as the `prune --scorer` the profile is for (default attention; "
+        "value-weighted scoring costs more per pruning layer)",
+    )
     p.add_argument("--output", help="also save the profile here (it is always cached for `prune`)")
     p.add_argument("--json", action="store_true")
 

@@ -307,6 +307,7 @@ def cmd_profile(args, data_dir):
     import torch
 
     from .constraint import cached_profile_path
+    from .plan import ScoringSpec
     from .pretrained import load_model
     from .profile import check_predictions, profile, timed_length, training_lengths
 
@@ -317,7 +318,10 @@ def cmd_profile(args, data_dir):
     threads = args.threads or torch.get_num_threads()
     lengths = training_lengths(args.model, args.profile_task, data_dir) if args.profile_task else None
     max_tokens = timed_length(model, lengths, args.max_tokens)
-    cost = profile(model, args.backend, args.batch_size, threads, max_tokens=max_tokens, lengths=lengths)
+    scoring = ScoringSpec(args.scorer)
+    cost = profile(
+        model, args.backend, args.batch_size, threads, max_tokens=max_tokens, lengths=lengths, scoring=scoring
+    )
     cached = cost.save(cached_profile_path(cost.key))
     if args.output:
         cost.save(args.output)

@@ -32,10 +32,11 @@ def cached_profile_path(key: dict) -> Path:
 
 
 def latency_cost(
-    model, backend: str, batch_size: int, threads: int, profile_path=None, log=print, lengths=None
+    model, backend: str, batch_size: int, threads: int, profile_path=None, log=print, lengths=None, scoring=None
 ) -> LatencyCost:
     """The model's latency profile for this backend, batch size and thread count, timed on inputs up to the
-    :func:`~toprune.costmodel.profiled_length` of ``lengths`` (the examples it will predict for; None: 128 tokens):
+    :func:`~toprune.costmodel.profiled_length` of ``lengths`` (the examples it will predict for; None: 128 tokens),
+    with plans that score tokens as ``scoring`` (a :class:`~toprune.plan.ScoringSpec`; default attention) says:
     the given file (refused if it was measured for another setting; its length range is the user's call), else the
     cache of this machine, else measured now and cached."""
     import torch
@@ -43,7 +44,7 @@ def latency_cost(
     from .profile import profile, timed_length
 
     max_tokens = timed_length(model, lengths)
-    key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths))
+    key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths), scoring)
     if profile_path:  # the user's file: any range of lengths
         return LatencyCost.load(profile_path, expect={k: v for k, v in key.items() if k not in LENGTH_KEYS})
     cached = cached_profile_path(key)
@@ -59,7 +60,8 @@ def latency_cost(
     # timed on a CPU copy (a run training on a GPU serves its CPU users; the profile's tensors are CPU tensors), and
     # with the caller's random state kept: a run that measures its profile trains like one that reuses it
     with torch.random.fork_rng(devices=[]):
-        cost = profile(on_cpu(model), backend, batch_size, threads, max_tokens=max_tokens, lengths=lengths)
+        cost = profile(on_cpu(model), backend, batch_size, threads, max_tokens=max_tokens, lengths=lengths,
+                       scoring=scoring)  # fmt: skip
     cost.save(cached)
     return cost
 
@@ -123,6 +125,8 @@ class LatencyConstraint(Constraint):
     def cost(self, model, cfg, log=print, lengths=None):
         import torch
 
+        from .strategies import SCORERS
+
         threads = cfg.inference_threads or torch.get_num_threads()
         return latency_cost(
             model,
@@ -132,6 +136,7 @@ class LatencyConstraint(Constraint):
             profile_path=cfg.latency_profile,
             log=log,
             lengths=lengths,
+            scoring=SCORERS[cfg.scorer]().spec(cfg),  # how the run's plans will score: what the runtime pays
         )
 
     def judge(self, result: dict, plan, run) -> None:

@@ -112,10 +112,15 @@ def profile_key(
     threads: int,
     max_tokens: int = PROFILE_MAX_TOKENS,
     median_tokens: int | None = None,
+    scoring=None,
 ) -> dict:
     """What a profile is valid for: the model's shape (not its weights), backend, batch, threads, machine, the
     longest input it timed and, when its lengths were drawn from data, their :func:`median_length` (the fit is a
-    line through the lengths profiled: it extrapolates poorly outside them and is weighted where they lie)."""
+    line through the lengths profiled: it extrapolates poorly outside them and is weighted where they lie); how the
+    plans score tokens (``scoring``, a :class:`~toprune.plan.ScoringSpec`: value norms, merging and a score radius
+    cost more per pruning layer than attention alone) and the versions of the runtimes timed."""
+    from .plan import ScoringSpec
+
     c = model.config
     shape = [int(getattr(c, name, 0) or 0) for name in ("num_hidden_layers", "hidden_size", "num_attention_heads")]
     shape.append(int(getattr(c, "intermediate_size", 0) or getattr(c, "hidden_dim", 0)))
@@ -128,7 +133,28 @@ def profile_key(
         "max_tokens": int(max_tokens),
         "machine": machine(),
         "version": PROFILE_VERSION,
+        "scoring": scoring_key(scoring or ScoringSpec()),
+        "runtime": runtime_versions(backend),
     } | ({} if median_tokens is None else {"median_tokens": int(median_tokens)})
+
+
+def scoring_key(scoring) -> dict:
+    """What of a plan's scoring the runtime's cost depends on (not the random draws' seed)."""
+    return {k: v for k, v in scoring.to_dict().items() if k != "seed"}
+
+
+def runtime_versions(backend: str) -> str:
+    """torch (and onnxruntime for its backend) versions: an upgrade changes kernels, so timings do not carry over."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["torch"] + (["onnxruntime"] if backend == "onnxruntime" else [])
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} ?")
+    return ", ".join(found)
 
 
 def profiled_length(lengths, limit: int) -> int:

@@ -19,7 +19,7 @@ import torch
 from .costmodel import LatencyCost
 from .errors import ToPruneError
 from .plan import PruningPlan
-from .profile import Timer, batch_counts, check_plans, in_rounds, median_ms, plan_drops, relative_errors
+from .profile import Timer, batch_counts, check_plans, in_rounds, key_scoring, median_ms, plan_drops, relative_errors
 
 EXAMPLES = 256  # dev examples checked: enough batches at b32 (8) without making b1 passes long
 
@@ -80,7 +80,10 @@ def check_real_batches(
             f"batches of {batches[0]['input_ids'].shape[0]} checked against a profile measured at batch size {profiled}"
         )
     todo = [("dense", "dense", None)]
-    todo += [(f"random {i}", "random", plan) for i, plan in enumerate(check_plans(cost.num_layers, plans, seed))]
+    todo += [
+        (f"random {i}", "random", plan)
+        for i, plan in enumerate(check_plans(cost.num_layers, plans, seed, key_scoring(cost)))
+    ]
     todo += [(name, "learned", plan) for name, plan in (learned or {}).items()]
     before = torch.get_num_threads()
     threads = int(cost.key.get("threads", before))

@@ -45,7 +45,7 @@ from .costmodel import (
     profiled_length,
 )
 from .errors import ToPruneError
-from .plan import PruningPlan, default_pruning_layers
+from .plan import PruningPlan, ScoringSpec, default_pruning_layers
 from .scoring import self_attention
 
 BACKENDS = ("pytorch", "onnxruntime")
@@ -154,9 +154,14 @@ def training_lengths(model: str, task: str, data_dir) -> list[int]:
     return [len(ids) for ids in data.train["input_ids"]]
 
 
-def random_plan(num_layers: int, pruning_layers: list[int], generator: torch.Generator) -> PruningPlan:
+def random_plan(num_layers: int, pruning_layers: list[int], generator: torch.Generator, scoring=None) -> PruningPlan:
     ratios = {layer: float(torch.empty(()).uniform_(0.2, 1.0, generator=generator)) for layer in pruning_layers}
-    return PruningPlan.from_keep_ratios(num_layers, ratios, num_bins=20)
+    return PruningPlan.from_keep_ratios(num_layers, ratios, num_bins=20, scoring=scoring)
+
+
+def key_scoring(cost: LatencyCost) -> ScoringSpec | None:
+    """The scoring a profile was timed with (its key), for the checks that time more plans against it."""
+    return ScoringSpec.from_dict(cost.key["scoring"]) if "scoring" in cost.key else None
 
 
 class Timer:
@@ -274,6 +279,7 @@ def calibration_configs(
     lengths_per_plan: int,
     seed: int = 0,
     lengths=None,
+    scoring=None,
 ) -> list[tuple[PruningPlan | None, list[int]]]:
     """(plan, example lengths of one batch) of every calibration timing: the dense model at several lengths, then
     random plans at random lengths, drawn from the data's ``lengths`` when given (deterministic in ``seed``: the
@@ -281,7 +287,7 @@ def calibration_configs(
     generator = torch.Generator().manual_seed(seed + 1000)  # lengths; the plans do not depend on the batch size
     dense = dense_lengths(max_tokens, lengths)
     configs = [(None, batch_lengths(batch_size, n, i % 3 == 2, generator)) for i, n in enumerate(dense)]
-    for plan in check_plans(num_layers, plans, seed):
+    for plan in check_plans(num_layers, plans, seed, scoring):
         for j in range(lengths_per_plan):
             n = draw_length(generator, max_tokens, lengths, batch_size)
             configs.append((plan, batch_lengths(batch_size, n, j % 2 == 1, generator)))
@@ -328,10 +334,12 @@ def profile(
     workdir: str | Path | None = None,
     progress: bool = True,
     lengths=None,
+    scoring: ScoringSpec | None = None,
 ) -> LatencyCost:
     """The fitted cost model of ``model`` on this machine for this backend, batch size and thread count, timed on
     inputs up to ``max_tokens``: uniform lengths, or drawn from the data's ``lengths`` (its key then records their
-    median). ``workdir`` keeps the ONNX Runtime exports (default: a temporary folder)."""
+    median), with plans that score tokens as ``scoring`` says (default: attention received).
+    ``workdir`` keeps the ONNX Runtime exports (default: a temporary folder)."""
     if backend not in BACKENDS:
         raise ToPruneError(f"--backend {backend}: latency profiles are measured for {', '.join(BACKENDS)} so far")
     before = torch.get_num_threads()
@@ -351,9 +359,10 @@ def profile(
                 plans or default_plans,
                 lengths_per_plan or default_lengths,
                 lengths=lengths,
+                scoring=scoring,
             )
             counts, drops, times = calibrate(timer, configs, progress)
-        key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths))
+        key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths), scoring)
         return fit_latency_cost(counts, times, key, constants, drops)
     finally:
         torch.set_num_threads(before)  # the caller (e.g. a training run) keeps its own thread count
@@ -363,11 +372,11 @@ def relative_errors(rows: list[dict]) -> list[float]:
     return [abs(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows]
 
 
-def check_plans(num_layers: int, plans: int, seed: int = 1) -> list[PruningPlan]:
+def check_plans(num_layers: int, plans: int, seed: int = 1, scoring=None) -> list[PruningPlan]:
     """``plans`` random plans drawn with ``seed``: the calibration's (seed 0) or a check's (seed 1, other plans);
     the uniform and the real-batch checks time the same ones, so ONNX Runtime exports each once."""
     generator = torch.Generator().manual_seed(seed)
-    return [random_plan(num_layers, default_pruning_layers(num_layers), generator) for _ in range(plans)]
+    return [random_plan(num_layers, default_pruning_layers(num_layers), generator, scoring) for _ in range(plans)]
 
 
 def check_predictions(
@@ -391,7 +400,7 @@ def check_predictions(
     generator = torch.Generator().manual_seed(seed + 1)
     todo = [
         (plan, draw_length(generator, max_tokens, lengths, batch_size))
-        for plan in check_plans(cost.num_layers, plans, seed)
+        for plan in check_plans(cost.num_layers, plans, seed, key_scoring(cost))
     ]
     before = torch.get_num_threads()
     threads = int(cost.key.get("threads", before))
