@@ -172,10 +172,10 @@ def test_a_latency_run_profiles_the_lengths_of_its_own_training_data(tmp_path, m
     data = prepare_data(tokenizer, "mrpc", write_small_glue(tmp_path / "data", 40, 10) / "glue", 64, seed=57)
     asked = []
 
-    def fake_profile(model, backend, batch_size, threads, max_tokens, lengths):
+    def fake_profile(model, backend, batch_size, threads, max_tokens, lengths, scoring=None):
         asked.append(max_tokens)
         assert sorted(lengths) == sorted(pruner_lengths(lengths))
-        key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths))
+        key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths), scoring)
         return LatencyCost(model.config.num_hidden_layers, (0.3, 0.01, 1e-4), (0.2, 0.02), 0.4, 0.0, key)
 
     def pruner_lengths(lengths):  # the training split's lengths, as the pruner reads them
