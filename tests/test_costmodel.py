@@ -237,6 +237,9 @@ def test_calibration_and_checks_time_the_lengths_the_data_has():
     configs = calibration_configs(4, 1, 80, plans=6, lengths_per_plan=5, lengths=data)
     timed = [lengths[0] for plan, lengths in configs if plan is not None]
     assert set(timed) <= {12, 30, 70, 80} and timed.count(12) > timed.count(70)
+    # the refusal's plan (CLS only from the first pruning layer) is timed too, at as many lengths as a random plan
+    floor = [plan for plan, lengths in configs if plan is not None and plan.token_counts(30)[1:] == [1, 1, 1]]
+    assert len(floor) == 5 and len(configs) == len(dense_lengths(80, data)) + 7 * 5
     assert dense_lengths(80, data) == [12, 12, 12, 30, 70, 80] and dense_lengths(80) == [16, 24, 32, 48, 64, 80]
     generator = torch.Generator().manual_seed(0)
     uniform = [draw_length(generator, 80) for _ in range(200)]

@@ -21,10 +21,11 @@ import numpy as np
 
 from .errors import ToPruneError
 
-PROFILE_VERSION = 6  # 2: whole-model fit with a per-token pruning overhead; 3: leaner exported selection (re-measured);
+PROFILE_VERSION = 7  # 2: whole-model fit with a per-token pruning overhead; 3: leaner exported selection (re-measured);
 # 4: the key records the input lengths profiled (a fit over 8-128 tokens mispredicted 27-token STS-B at batch 1);
 # 5: every timing lasts at least profile.MIN_TIMED_SECONDS, made in rounds (a shared VM is noisy and drifts);
-# 6: the overhead is fitted on the plan's pruning layers (PruningPlan.drop_flags), not on the layers whose count fell
+# 6: the overhead is fitted on the plan's pruning layers (PruningPlan.drop_flags), not on the layers whose count fell;
+# 7: the floor plan (CLS only from the first pruning layer) is calibrated on: the refusal is judged on it
 PROFILE_MAX_TOKENS = 128  # longest input `toprune profile` times unless told; `prune` profiles its data's lengths
 
 

@@ -159,6 +159,13 @@ def random_plan(num_layers: int, pruning_layers: list[int], generator: torch.Gen
     return PruningPlan.from_keep_ratios(num_layers, ratios, num_bins=20, scoring=scoring)
 
 
+def floor_plan(num_layers: int, scoring=None) -> PruningPlan:
+    """Every token but CLS dropped at the first default pruning layer: the plan the reachability floor is judged on.
+    Calibrated on too: random plans (keep 0.2-1 a layer) never come near it, and a fit without it mispredicted it
+    enough to refuse a target that this plan reaches when timed (benchmarks/README.md section 8)."""
+    return PruningPlan.from_keep_ratios(num_layers, {default_pruning_layers(num_layers)[0]: 0.0}, scoring=scoring)
+
+
 def key_scoring(cost: LatencyCost) -> ScoringSpec | None:
     """The scoring a profile was timed with (its key), for the checks that time more plans against it."""
     return ScoringSpec.from_dict(cost.key["scoring"]) if "scoring" in cost.key else None
@@ -282,12 +289,12 @@ def calibration_configs(
     scoring=None,
 ) -> list[tuple[PruningPlan | None, list[int]]]:
     """(plan, example lengths of one batch) of every calibration timing: the dense model at several lengths, then
-    random plans at random lengths, drawn from the data's ``lengths`` when given (deterministic in ``seed``: the
-    exports they need can be made ahead)."""
+    random plans and the :func:`floor_plan` at random lengths, drawn from the data's ``lengths`` when given
+    (deterministic in ``seed``: the exports they need can be made ahead)."""
     generator = torch.Generator().manual_seed(seed + 1000)  # lengths; the plans do not depend on the batch size
     dense = dense_lengths(max_tokens, lengths)
     configs = [(None, batch_lengths(batch_size, n, i % 3 == 2, generator)) for i, n in enumerate(dense)]
-    for plan in check_plans(num_layers, plans, seed, scoring):
+    for plan in [*check_plans(num_layers, plans, seed, scoring), floor_plan(num_layers, scoring)]:
         for j in range(lengths_per_plan):
             n = draw_length(generator, max_tokens, lengths, batch_size)
             configs.append((plan, batch_lengths(batch_size, n, j % 2 == 1, generator)))
