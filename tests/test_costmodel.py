@@ -204,7 +204,18 @@ def test_a_latency_constrained_static_run_meets_its_predicted_target(tiny_teache
     check = summary["latency_check"]
     assert check["examples"] == summary["selection"]["examples"] and check["backend"] == "pytorch"
     assert check["measured_ms"]["kept"] > 0 and check["measured_speedup"] > 0
-    assert check["predicted_speedup"] == pytest.approx(check["predicted_ms"]["dense"] / check["predicted_ms"]["kept"])
+    # the dense prediction, by hand from the profile's coefficients on the selection slice's own lengths (batch 1)
+    from toprune.pretrained import load_tokenizer
+    from toprune.train import prepare_data
+
+    data = prepare_data(
+        load_tokenizer(tiny_teacher), None, None, cfg.max_length, None, cfg.seed,
+        train_file=cfg.train_file, validation_file=cfg.validation_file,
+    )  # fmt: skip
+    lengths = [sum(mask) for mask in data.selection["attention_mask"]][: check["examples"]]
+    by_hand = [0.4 + layers * (0.3 + 0.01 * n + 1e-4 * n * n + 0.2 + 0.02 * n) for n in lengths]
+    assert check["predicted_ms"]["dense"] == pytest.approx(sum(by_hand) / len(by_hand))
+    assert check["predicted_ms"]["dense"] / check["predicted_ms"]["kept"] == pytest.approx(check["predicted_speedup"])
     assert check["predicted_speedup"] > 1.0 and any(line.startswith("latency check on") for line in said)
     assert json.loads((tmp_path / "top" / "summary.json").read_text())["latency_check"] == check
     flops = ToPRun(
