@@ -3,7 +3,7 @@
 For each backend (eager PyTorch, ONNX Runtime) and batch size: ``toprune.profile.profile`` fits the cost model on
 this machine, then its prediction is compared with measured whole-model latency of random plans (not the
 calibration's), two ways:
-* uniform: random inputs of one random length per plan (``profile.check_predictions``);
+* uniform: random inputs of one random length per plan (``latency_check.check_predictions``);
 * real: the first ``--examples`` dev examples of ``--task``, dynamically padded batches, the project's latency
   protocol, each batch predicted from its own lengths (``latency_check.check_real_batches``); ``--learned`` adds
   the plans of pruned model folders.
@@ -28,14 +28,13 @@ import torch
 
 import toprune
 from toprune.benchmark import environment
-from toprune.latency_check import EXAMPLES, check_real_batches, median_speedup_error, task_batches
+from toprune.latency_check import EXAMPLES, check_predictions, check_real_batches, median_speedup_error, task_batches
 from toprune.plan import PruningPlan
 from toprune.profile import (
     BACKENDS,
     CALIBRATION,
     Timer,
     check_plans,
-    check_predictions,
     profile,
     timed_length,
     training_lengths,

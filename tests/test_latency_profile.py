@@ -10,6 +10,7 @@ import torch
 import transformers
 
 import toprune.profile as profile_module
+import toprune.latency_check as latency_check
 from toprune.constraint import cached_profile_path, latency_cost
 from toprune.costmodel import LatencyCost, cost_features, fit_latency_cost, profile_key
 from toprune.errors import ToPruneError
@@ -173,8 +174,8 @@ def test_uniform_checks_time_every_plan_once_a_round_and_keep_the_median(monkeyp
         order.append(plan.keep_ratio(1))
         return float(next(clock))
 
-    monkeypatch.setattr(profile_module, "time_batch", fake_time_batch)
-    out = profile_module.check_predictions(model, cost, plans=2, max_tokens=30, rounds=3, progress=False)
+    monkeypatch.setattr(latency_check, "time_batch", fake_time_batch)
+    out = latency_check.check_predictions(model, cost, plans=2, max_tokens=30, rounds=3, progress=False)
     first, second = [r["keep_ratios"][1] for r in out["plans"]]
     assert order == pytest.approx([first, second] * 3, abs=1e-3)  # round-robin, not plan after plan
     assert [r["measured_ms"] for r in out["plans"]] == [3.0, 4.0]  # medians of (1,3,5) and (2,4,6)

@@ -309,7 +309,8 @@ def cmd_profile(args, data_dir):
     from .constraint import cached_profile_path
     from .plan import ScoringSpec
     from .pretrained import load_model
-    from .profile import check_predictions, profile, timed_length, training_lengths
+    from .latency_check import check_predictions
+    from .profile import profile, timed_length, training_lengths
 
     _quiet()
     if args.profile_task and args.max_tokens:

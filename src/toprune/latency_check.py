@@ -1,6 +1,6 @@
 """Is the latency cost model right on real inputs? Predicted vs measured whole-model latency on real task batches.
 
-``check_predictions`` (:mod:`toprune.profile`) times random plans on uniform random inputs; a served model sees
+``check_predictions`` times random plans on uniform random inputs; a served model sees
 dynamically padded batches of real text, where each layer runs at the longest survivor list of its batch and the
 padded (masked) path of the runtime is taken. Here the batches are the first examples of a task's dev set, grouped
 and padded as ``toprune bench`` does (``toprune.benchmark.make_batches``), timed with the project's latency protocol
@@ -19,9 +19,69 @@ import torch
 from .costmodel import LatencyCost
 from .errors import ToPruneError
 from .plan import PruningPlan
-from .profile import Timer, batch_counts, check_plans, in_rounds, key_scoring, median_ms, plan_drops, relative_errors
+from .profile import (
+    ROUNDS,
+    Timer,
+    batch_counts,
+    check_plans,
+    draw_length,
+    in_rounds,
+    key_scoring,
+    longest_input,
+    median_ms,
+    plan_drops,
+    time_batch,
+)
 
 EXAMPLES = 256  # dev examples checked: enough batches at b32 (8) without making b1 passes long
+
+
+def relative_errors(rows: list[dict]) -> list[float]:
+    return [abs(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows]
+
+
+def check_predictions(
+    model,
+    cost: LatencyCost,
+    plans: int,
+    max_tokens: int,
+    repeats: int = 10,
+    seed: int = 1,
+    workdir: str | Path | None = None,
+    progress: bool = True,
+    lengths=None,
+    rounds: int = ROUNDS,
+) -> dict:
+    """Predicted vs measured latency of :func:`check_plans` on uniform inputs of random lengths (uniform in
+    [8, ``max_tokens``], or drawn from the data's ``lengths``), at the profile's own backend, batch size and
+    threads: the cost model's error, a fraction of the measured time. Every plan is timed once per round and its
+    median over the ``rounds`` kept: a machine whose speed drifts during the check slows every plan alike."""
+    batch_size = int(cost.key.get("batch_size", 1))
+    max_tokens = longest_input(model, max_tokens)
+    generator = torch.Generator().manual_seed(seed + 1)
+    todo = [
+        (plan, draw_length(generator, max_tokens, lengths, batch_size))
+        for plan in check_plans(cost.num_layers, plans, seed, key_scoring(cost))
+    ]
+    before = torch.get_num_threads()
+    threads = int(cost.key.get("threads", before))
+    torch.set_num_threads(threads)
+    try:
+        with Timer(model, cost.key.get("backend", "pytorch"), threads, workdir) as timer:
+            timings = [lambda p=plan, n=n: time_batch(timer, p, [n] * batch_size, repeats) for plan, n in todo]
+            measured = in_rounds(timings, rounds, "checking predictions", progress)
+    finally:
+        torch.set_num_threads(before)
+    rows = [
+        {
+            "tokens": n,
+            "keep_ratios": [round(plan.keep_ratio(i), 3) for i in range(cost.num_layers)],
+            "predicted_ms": cost.predict_ms(plan.token_counts(n), plan.drop_flags()),
+            "measured_ms": ms,
+        }
+        for (plan, n), ms in zip(todo, measured)
+    ]
+    return {"median_abs_error": statistics.median(relative_errors(rows)) if rows else None, "plans": rows}
 
 
 def task_batches(

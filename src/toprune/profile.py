@@ -375,56 +375,8 @@ def profile(
         torch.set_num_threads(before)  # the caller (e.g. a training run) keeps its own thread count
 
 
-def relative_errors(rows: list[dict]) -> list[float]:
-    return [abs(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows]
-
-
 def check_plans(num_layers: int, plans: int, seed: int = 1, scoring=None) -> list[PruningPlan]:
     """``plans`` random plans drawn with ``seed``: the calibration's (seed 0) or a check's (seed 1, other plans);
     the uniform and the real-batch checks time the same ones, so ONNX Runtime exports each once."""
     generator = torch.Generator().manual_seed(seed)
     return [random_plan(num_layers, default_pruning_layers(num_layers), generator, scoring) for _ in range(plans)]
-
-
-def check_predictions(
-    model,
-    cost: LatencyCost,
-    plans: int,
-    max_tokens: int,
-    repeats: int = 10,
-    seed: int = 1,
-    workdir: str | Path | None = None,
-    progress: bool = True,
-    lengths=None,
-    rounds: int = ROUNDS,
-) -> dict:
-    """Predicted vs measured latency of :func:`check_plans` on uniform inputs of random lengths (uniform in
-    [8, ``max_tokens``], or drawn from the data's ``lengths``), at the profile's own backend, batch size and
-    threads: the cost model's error, a fraction of the measured time. Every plan is timed once per round and its
-    median over the ``rounds`` kept: a machine whose speed drifts during the check slows every plan alike."""
-    batch_size = int(cost.key.get("batch_size", 1))
-    max_tokens = longest_input(model, max_tokens)
-    generator = torch.Generator().manual_seed(seed + 1)
-    todo = [
-        (plan, draw_length(generator, max_tokens, lengths, batch_size))
-        for plan in check_plans(cost.num_layers, plans, seed, key_scoring(cost))
-    ]
-    before = torch.get_num_threads()
-    threads = int(cost.key.get("threads", before))
-    torch.set_num_threads(threads)
-    try:
-        with Timer(model, cost.key.get("backend", "pytorch"), threads, workdir) as timer:
-            timings = [lambda p=plan, n=n: time_batch(timer, p, [n] * batch_size, repeats) for plan, n in todo]
-            measured = in_rounds(timings, rounds, "checking predictions", progress)
-    finally:
-        torch.set_num_threads(before)
-    rows = [
-        {
-            "tokens": n,
-            "keep_ratios": [round(plan.keep_ratio(i), 3) for i in range(cost.num_layers)],
-            "predicted_ms": cost.predict_ms(plan.token_counts(n), plan.drop_flags()),
-            "measured_ms": ms,
-        }
-        for (plan, n), ms in zip(todo, measured)
-    ]
-    return {"median_abs_error": statistics.median(relative_errors(rows)) if rows else None, "plans": rows}
