@@ -41,6 +41,19 @@ def test_from_masks_skips_layers_whose_gate_is_off():
     assert plan.kept_bins == {2: [True, True, False, False]}
 
 
+def test_layers_after_one_that_keeps_only_cls_leave_the_plan():
+    """Once a layer keeps no bin only CLS is left; a later pruning layer could only pay the scoring overhead (a
+    learned SST-2 plan that emptied layer 1 kept all-off bins at layers 2-5: predicted 1.45x instead of 1.57x)."""
+    off, half = [False] * 4, [True, True, False, False]
+    plan = PruningPlan(12, 4, {"10": half, "2": off, "1": half, "3": half})
+    assert list(plan.kept_bins) == [1, 2] and plan.drop_flags() == [1.0, 1.0] + [0.0] * 10
+    assert plan.token_counts(30) == [30, 16] + [1] * 10  # the counts are those of the plan as it was given
+    loaded = PruningPlan.from_dict(plan.to_dict())
+    assert loaded.kept_bins == plan.kept_bins
+    kept = PruningPlan(12, 4, {10: half, 1: half})  # nothing emptied: every layer stays, in order
+    assert list(kept.kept_bins) == [1, 10]
+
+
 def test_save_load_round_trip(tmp_path):
     plan = PruningPlan.from_keep_ratios(6, {1: 0.7, 4: 0.25}, num_bins=20)
     plan.meta["target"] = "2x"

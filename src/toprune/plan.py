@@ -100,8 +100,15 @@ class PruningPlan:
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
 
     def __post_init__(self) -> None:
-        self.kept_bins = {int(k): [bool(b) for b in v] for k, v in self.kept_bins.items()}
+        self.kept_bins = {
+            int(k): [bool(b) for b in v] for k, v in sorted(self.kept_bins.items(), key=lambda kv: int(kv[0]))
+        }
         self.validate()
+        # after a layer that keeps no bin only CLS is left: a later pruning layer would score, rank and gather that one
+        # token (the runtime's overhead) and drop nothing, so it is not part of the plan
+        empty = next((layer for layer, bins in self.kept_bins.items() if not any(bins)), None)
+        if empty is not None:
+            self.kept_bins = {layer: bins for layer, bins in self.kept_bins.items() if layer <= empty}
 
     # -- constructors -------------------------------------------------------------------------------------------
     @classmethod
