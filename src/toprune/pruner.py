@@ -146,9 +146,13 @@ class Pruner(TrainingSteps):
         if pruning_state(self.teacher) is not None and pruning_state(self.teacher).plan.kept_bins:
             raise ToPruneError(f"{name} is already pruned: start from the dense teacher")
 
+    def reachable_floor(self) -> float:
+        """The smallest relative cost any plan reaches (every token but CLS dropped from the first pruning layer), on
+        the training and the selection lengths alike: a kept plan must meet the target on both."""
+        return max(min_relative_macs(self.cost, self.layers, n, self.reference) for n in self.split_lengths)
+
     def _check_reachable(self) -> None:
-        # a kept plan must meet the target on the training and the selection lengths alike
-        floor = max(min_relative_macs(self.cost, self.layers, n, self.reference) for n in self.split_lengths)
+        floor = self.reachable_floor()
         self.log(
             f"constraint: {describe(self.cost)}; at most {1 / floor:.2f}x is reachable on this data "
             f"(every token but CLS dropped from layer {self.layers[0]})"
