@@ -136,20 +136,22 @@ def encode_restored(model, tokenizer, texts: list[str], maps=None, batch_size: i
     return out
 
 
-def shaped_plan(dims, layers: int, start: int, lengths, target: float, kind: str, mode: str) -> PruningPlan:
+def shaped_plan(
+    dims, layers: int, start: int, lengths, target: float, kind: str, mode: str, merge: bool = False
+) -> PruningPlan:
     """The largest keep ratio r meeting the target: ``geometric`` keeps r of the survivors at every layer from
-    ``start``; ``once`` keeps r at ``start`` only."""
+    ``start``; ``once`` keeps r at ``start`` only. ``merge``: the removed tokens merge into survivors (ToMe)."""
     lo, hi = 0.0, 1.0
     for _ in range(30):
         r = (lo + hi) / 2
         ratios = {layer: r for layer in range(start, layers)} if mode == "geometric" else {start: r}
-        plan = PruningPlan.from_keep_ratios(layers, ratios, scoring=ScoringSpec(kind))
+        plan = PruningPlan.from_keep_ratios(layers, ratios, scoring=ScoringSpec(kind, merge=merge))
         if plan_relative_macs(dims, plan, lengths) <= 1 / target:
             lo = r
         else:
             hi = r
     ratios = {layer: lo for layer in range(start, layers)} if mode == "geometric" else {start: lo}
-    return PruningPlan.from_keep_ratios(layers, ratios, scoring=ScoringSpec(kind))
+    return PruningPlan.from_keep_ratios(layers, ratios, scoring=ScoringSpec(kind, merge=merge))
 
 
 def main() -> None:
@@ -157,7 +159,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=2.0)
     parser.add_argument("--paragraphs", type=int, default=384)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--variants", default="", help="comma list scorer:start:mode (default: the grid below)")
+    parser.add_argument("--variants", default="", help="comma list scorer:start:mode[:merge] (default: the grid below)")
     parser.add_argument(
         "--restore",
         choices=["delta", "mapped"],
@@ -210,6 +212,8 @@ def main() -> None:
                 docs = encode_with_flops(model, tokenizer, paragraphs, pooling)[0]
             metrics = retrieval_metrics(DENSE_QUERIES["queries"], docs, truth)
             row.update({f"{k}_dense_queries": v for k, v in metrics.items()})
+            if plan is not None:  # the questions encoded by the same (pruned) model: the issue's measure
+                row.update(retrieval_metrics(encode_with_flops(model, tokenizer, questions, pooling)[0], docs, truth))
         row["seconds"] = round(time.perf_counter() - started, 1)
         return row
 
@@ -233,8 +237,8 @@ def main() -> None:
     with open(args.output, "a") as out:
         out.write(json.dumps({"variant": "dense", **dense}) + "\n")
         for variant in variants:
-            kind, start, mode = variant.split(":")
-            plan = shaped_plan(dims, layers, int(start), lengths, args.target, kind, mode)
+            kind, start, mode, *merge = variant.split(":")
+            plan = shaped_plan(dims, layers, int(start), lengths, args.target, kind, mode, merge == ["merge"])
             row = measure(plan)
             emb = row.pop("emb")
             emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
