@@ -6,6 +6,7 @@ own commands. Two phases, both resumable (a killed run continues from its checkp
     python benchmarks/glue_study.py budget              # the plan of runs and its estimated core-hours
     python benchmarks/glue_study.py seeds               # dev metric and FLOPs per seed of finished runs (no timing)
     python benchmarks/glue_study.py train --curve stsb  # the metric-vs-FLOPs curve (ToP and static at 1.5x..4x)
+    python benchmarks/glue_study.py train --tasks sst2 --methods top_value static_value --targets 1.5x  # 3 seeds
     python benchmarks/glue_study.py bench --curve stsb
 
 Run the bench phase on an otherwise idle machine (or with --pause-training, which stops the running trainings while
@@ -59,9 +60,10 @@ CURVE_TARGETS = ["1.5x", "2x", "3x", "4x"]
 CURVE_METHODS = ["top", "static_topk"]
 GLUE_DIRS = {"mrpc": "MRPC", "rte": "RTE", "stsb": "STS-B", "cola": "CoLA", "sst2": "SST-2"}
 # seconds per ToP training step (batch 32, one thread), for the budget. MRPC measured in session 10: 1.9-2.1 s with
-# two one-thread runs side by side on the 2 cores (evaluations included); the others scaled from MRPC by mean
-# training length (RTE ~1.4x, STS-B ~0.6x, CoLA/SST-2 ~0.3x): re-measure with `mean_step_ms` of a finished run
-STEP_SECONDS = {"mrpc": 2.0, "rte": 2.8, "stsb": 1.2, "cola": 0.6, "sst2": 0.6}
+# two one-thread runs side by side on the 2 cores (evaluations included); SST-2 in session 24 (Intel Xeon, the same
+# way: `mean_step_ms` 1.05-1.45 s for ToP, 0.6-0.9 s for static); the others scaled from MRPC by mean training
+# length (RTE ~1.4x, STS-B ~0.6x, CoLA ~0.3x): re-measure with `mean_step_ms` of a finished run
+STEP_SECONDS = {"mrpc": 2.0, "rte": 2.8, "stsb": 1.2, "cola": 0.6, "sst2": 1.2}
 
 
 def teacher_dir(task: str) -> Path:
@@ -75,13 +77,19 @@ def run_dir(task: str, method: str, target: str | None = None, seed: int = SEEDS
     return RUNS / f"{task}-{method}{suffix}"
 
 
-def study_plan(tasks: list[str], methods: list[str]) -> dict[str, list[tuple[str, str, int]]]:
+def study_plan(
+    tasks: list[str], methods: list[str], targets: list[str] | None = None
+) -> dict[str, list[tuple[str, str, int]]]:
     """task -> its (method, target, seed) runs: 3 seeds of ToP and static at the main target, one of the rest,
-    one seed of every method at EXTRA_TARGET."""
+    one seed of every method at EXTRA_TARGET; with ``targets``, those targets instead, seeded the same way."""
     plan = {}
     for task in tasks:
+        seeded = lambda m: SEEDS if m in MAIN_SEEDED else SEEDS[:1]  # noqa: E731
+        if targets:
+            plan[task] = [(m, t, s) for t in targets for m in methods for s in seeded(m)]
+            continue
         main = TASKS[task]["target"]
-        runs = [(m, main, s) for m in methods for s in (SEEDS if m in MAIN_SEEDED else SEEDS[:1])]
+        runs = [(m, main, s) for m in methods for s in seeded(m)]
         runs += [(m, EXTRA_TARGET, SEEDS[0]) for m in methods if EXTRA_TARGET != main]
         plan[task] = runs
     return plan
@@ -259,6 +267,11 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--curve", choices=list(TASKS), help="the metric-vs-FLOPs curve of this task instead")
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        help="these FLOPs targets instead of the main one and the 3x row, seeded as the main one (e.g. 1.5x)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="bench: threads of the timed runtimes")
     parser.add_argument(
         "--jobs",
@@ -277,7 +290,7 @@ def main(argv=None) -> int:
     plan = (
         {args.curve: [(m, t, SEEDS[0]) for t in CURVE_TARGETS for m in CURVE_METHODS]}
         if args.curve
-        else study_plan(args.tasks, args.methods)
+        else study_plan(args.tasks, args.methods, args.targets)
     )
     if args.phase == "budget":
         print_budget(plan)
