@@ -260,8 +260,9 @@ def model_specs(args, dims, lengths):
         meta = (
             PruningPlan.load(folder, num_layers=dims.num_layers).meta if Path(folder, PLAN_FILENAME).is_file() else {}
         )
+        method = meta.get("method", "top")
         yield (
-            meta.get("method", "top"),
+            "static" if method == "given" else method,  # a fixed plan fine-tuned (--init-from): the static family
             meta.get("target"),
             folder,
             folder,
