@@ -31,12 +31,14 @@ def test_pruner_in_memory_fits_the_recorded_plan(tmp_path):
     assert not list(tmp_path.glob("**/checkpoint.pt"))  # nothing written: the run folder is the CLI's
 
 
-def test_pruner_refuses_a_pruned_teacher_and_a_bad_strategy_name(tmp_path):
+def test_pruner_refuses_a_pruned_teacher_a_bad_strategy_name_and_no_training_step(tmp_path):
     teacher, tokenizer = tiny_bert_with_tokenizer()
     data_dir = write_small_glue(tmp_path / "data", train_rows=40, dev_rows=10)
     data = prepare_data(tokenizer, "mrpc", data_dir / "glue", 64, seed=57)
     with pytest.raises(toprune.ToPruneError, match="method must be one of top, static, random, given, got 'magic'"):
         toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, toprune.PruneConfig(method="magic"))
+    with pytest.raises(toprune.ToPruneError, match=r"--epochs 0.01 is no training step: 36 training examples make 2"):
+        toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, toprune.PruneConfig(epochs=0.01))
     toprune.apply_pruning(teacher, toprune.PruningPlan.from_keep_ratios(4, {2: 0.5}))
     with pytest.raises(toprune.ToPruneError, match="already pruned"):
         toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, toprune.PruneConfig(max_length=64))

@@ -113,6 +113,11 @@ class Pruner(TrainingSteps):
             param.requires_grad_("embeddings" not in name)
         self.steps_per_epoch = -(-len(self.data.train) // (cfg.batch_size * self.accelerator.num_processes))
         self.total_steps = int(self.steps_per_epoch * cfg.epochs)
+        if self.total_steps < 1:  # else the run evaluates nothing and ends saying no checkpoint met the target
+            raise ToPruneError(
+                f"--epochs {cfg.epochs:g} is no training step: {len(self.data.train)} training examples make "
+                f"{self.steps_per_epoch} steps of batch {cfg.batch_size} an epoch; raise --epochs"
+            )
         self.warmup_steps = max(1, int(self.steps_per_epoch * cfg.warmup_epochs))
         self.hard_start = self._hard_start()
         self.opt = torch.optim.AdamW([p for p in self.student.parameters() if p.requires_grad], lr=cfg.lr)
