@@ -66,6 +66,13 @@ def test_select_on_dev_is_the_papers_convention(tiny_teacher, tmp_path):
     assert result["selection_metric"] == pytest.approx(result["metric"])
 
 
+def test_a_schedule_of_no_training_step_is_refused_in_one_line(tiny_teacher, tmp_path):
+    with pytest.raises(train.ToPruneError, match=r"--epochs 0.1 is no training step: 43 training examples make 6"):
+        finetune_teacher(
+            tiny_teacher, None, None, tmp_path / "t", epochs=0.1, batch_size=8, log=lambda *_: None, **_files(tmp_path)
+        )
+
+
 def test_killed_finetune_resumes_to_the_same_weights(tiny_teacher, tmp_path, monkeypatch):
     files = _files(tmp_path)
     full = finetune_teacher(

@@ -38,6 +38,7 @@ from .validate import (
     check_finite_loss,
     check_finite_weights,
     check_max_length,
+    training_steps,
 )
 
 
@@ -125,8 +126,7 @@ def _finetune(
     if data.kind != "qa":
         model.config.id2label = {i: name for i, name in enumerate(data.labels or ("score",))}
         model.config.label2id = {name: i for i, name in model.config.id2label.items()}
-    steps_per_epoch = -(-len(data.train) // recipe.batch_size)
-    total = int(steps_per_epoch * recipe.epochs)
+    steps_per_epoch, total = training_steps(len(data.train), recipe.batch_size, recipe.epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
     schedule = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup * total), total)
     setup = setup_facts(

@@ -33,7 +33,7 @@ from .qat import fake_int8
 from .runtime import apply_pruning, pruning_state
 from .strategies import SCORERS, build
 from .train import TaskData, check_qa_head, evaluate, make_loader, seed_everything
-from .validate import check_finite_weights, check_label_names, check_max_length, check_trained
+from .validate import check_finite_weights, check_label_names, check_max_length, check_trained, training_steps
 
 
 class Pruner(TrainingSteps):
@@ -111,13 +111,9 @@ class Pruner(TrainingSteps):
         self.lambdas = torch.nn.Parameter(torch.zeros(2, device=self.device))
         for name, param in self.student.named_parameters():  # embeddings frozen, as the authors do
             param.requires_grad_("embeddings" not in name)
-        self.steps_per_epoch = -(-len(self.data.train) // (cfg.batch_size * self.accelerator.num_processes))
-        self.total_steps = int(self.steps_per_epoch * cfg.epochs)
-        if self.total_steps < 1:  # else the run evaluates nothing and ends saying no checkpoint met the target
-            raise ToPruneError(
-                f"--epochs {cfg.epochs:g} is no training step: {len(self.data.train)} training examples make "
-                f"{self.steps_per_epoch} steps of batch {cfg.batch_size} an epoch; raise --epochs"
-            )
+        self.steps_per_epoch, self.total_steps = training_steps(
+            len(self.data.train), cfg.batch_size * self.accelerator.num_processes, cfg.epochs
+        )
         self.warmup_steps = max(1, int(self.steps_per_epoch * cfg.warmup_epochs))
         self.hard_start = self._hard_start()
         self.opt = torch.optim.AdamW([p for p in self.student.parameters() if p.requires_grad], lr=cfg.lr)

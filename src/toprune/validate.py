@@ -160,3 +160,16 @@ def check_same_task(folder, name: str, task_name: str, known: set[str]) -> None:
     trained = recorded_task(folder) if Path(folder).is_dir() else None
     if trained in known and task_name in known and trained != task_name:
         raise ToPruneError(f"{name} was trained on {trained}, not {task_name}: use the model of this task")
+
+
+def training_steps(examples: int, batch_size: int, epochs: float) -> tuple[int, int]:
+    """(steps an epoch, steps in all) of a run; one line naming --epochs when that is no step at all (a run of none
+    trains nothing, selects nothing and would end in a misleading error)."""
+    per_epoch = -(-examples // batch_size)
+    total = int(per_epoch * epochs)
+    if total < 1:
+        raise ToPruneError(
+            f"--epochs {epochs:g} is no training step: {examples} training examples make {per_epoch} steps of "
+            f"batch {batch_size} an epoch; raise --epochs"
+        )
+    return per_epoch, total
