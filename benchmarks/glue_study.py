@@ -82,9 +82,12 @@ def study_plan(
 ) -> dict[str, list[tuple[str, str, int]]]:
     """task -> its (method, target, seed) runs: 3 seeds of ToP and static at the main target, one of the rest,
     one seed of every method at EXTRA_TARGET; with ``targets``, those targets instead, seeded the same way."""
+
+    def seeded(method: str) -> tuple[int, ...]:
+        return SEEDS if method in MAIN_SEEDED else SEEDS[:1]
+
     plan = {}
     for task in tasks:
-        seeded = lambda m: SEEDS if m in MAIN_SEEDED else SEEDS[:1]  # noqa: E731
         if targets:
             plan[task] = [(m, t, s) for t in targets for m in methods for s in seeded(m)]
             continue

@@ -168,6 +168,9 @@ def main() -> None:
     parser.add_argument("--retrieval", action="store_true", help="also the full SQuAD retrieval (slow)")
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
+    for variant in filter(None, args.variants.split(",")):  # before any encoding: a typo must not measure "drop"
+        if variant.split(":")[3:] not in ([], ["merge"]):
+            parser.error(f"variant {variant}: the optional fourth field is 'merge'")
     torch.set_num_threads(args.threads)
     folder = resolve_model("minilm")
     model = toprune.load_model(folder, "AutoModel")
