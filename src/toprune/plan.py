@@ -17,6 +17,7 @@ from .safeio import atomic_write_text
 
 PLAN_FILENAME = "toprune_plan.json"
 FORMAT_VERSION = 1
+FLOOR_FORMAT_VERSION = 2  # a plan with a token floor: older readers would ignore it and prune short inputs
 SCORING_KINDS = ("attention", "question", "random", "value")
 # plans written before ScoringSpec carried these in ``meta``; they are read back into the spec
 _LEGACY_META = {"scorer": "kind", "score_radius": "radius", "random_seed": "seed"}
@@ -76,28 +77,39 @@ def default_pruning_layers(num_layers: int) -> list[int]:
     return list(range(first, num_layers))
 
 
-def kept_ranks(kept_bins: list[bool], m: int) -> list[int]:
-    """Rank positions (0 = best) that survive among m ranked candidates: rank r is in bin floor(r * K / m).
-    (``scoring.rank_bins`` is the same rule on tensors, for batches with padding.)"""
+def below_floor(m: int, min_tokens: int) -> bool:
+    """[ours] Does an input with m candidates (its tokens but CLS) at a pruning layer keep them all there: fewer
+    than ``min_tokens`` tokens, CLS included (short texts cost little and lose the most per token removed)."""
+    return m + 1 < min_tokens
+
+
+def kept_ranks(kept_bins: list[bool], m: int, min_tokens: int = 0) -> list[int]:
+    """Rank positions (0 = best) that survive among m ranked candidates: rank r is in bin floor(r * K / m); all of
+    them below the plan's token floor. (``survivors.rank_keep`` is the same rule on tensors, for padded batches.)"""
+    if below_floor(m, min_tokens):
+        return list(range(m))
     k = len(kept_bins)
     return [r for r in range(m) if kept_bins[(r * k) // m]]
 
 
-def kept_count(kept_bins: list[bool], m: int) -> int:
+def kept_count(kept_bins: list[bool], m: int, min_tokens: int = 0) -> int:
     """How many of m ranked candidates survive a layer with these kept bins."""
-    return len(kept_ranks(kept_bins, m))
+    return len(kept_ranks(kept_bins, m, min_tokens))
 
 
 @dataclass
 class PruningPlan:
     """Per pruning layer, the kept rank bins (layers absent from ``kept_bins`` do not prune), and how survivors are
-    scored (``scoring``). ``meta`` is provenance (task, target, metrics): nothing reads it to decide behaviour."""
+    scored (``scoring``). ``meta`` is provenance (task, target, metrics): nothing reads it to decide behaviour.
+    ``min_tokens`` [ours]: the token floor; an input with fewer tokens (CLS included) when it reaches a pruning
+    layer keeps them all there (0: no floor)."""
 
     num_layers: int
     num_bins: int
     kept_bins: dict[int, list[bool]] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
+    min_tokens: int = 0
 
     def __post_init__(self) -> None:
         self.kept_bins = {
@@ -105,8 +117,10 @@ class PruningPlan:
         }
         self.validate()
         # after a layer that keeps no bin only CLS is left: a later pruning layer would score, rank and gather that one
-        # token (the runtime's overhead) and drop nothing, so it is not part of the plan
+        # token (the runtime's overhead) and drop nothing, so it is not part of the plan (unless a token floor lets
+        # short inputs through that layer whole)
         empty = next((layer for layer, bins in self.kept_bins.items() if not any(bins)), None)
+        empty = None if self.min_tokens else empty
         if empty is not None:
             self.kept_bins = {layer: bins for layer, bins in self.kept_bins.items() if layer <= empty}
 
@@ -119,7 +133,12 @@ class PruningPlan:
 
     @classmethod
     def from_keep_ratios(
-        cls, num_layers: int, ratios: dict[int, float], num_bins: int = 100, scoring: ScoringSpec | None = None
+        cls,
+        num_layers: int,
+        ratios: dict[int, float],
+        num_bins: int = 100,
+        scoring: ScoringSpec | None = None,
+        min_tokens: int = 0,
     ) -> "PruningPlan":
         """A monotone plan: at layer l keep the top ``ratios[l]`` of the survivors (resolution 1/num_bins)."""
         kept = {}
@@ -129,7 +148,8 @@ class PruningPlan:
             n_keep = round(ratio * num_bins)
             if n_keep < num_bins:
                 kept[layer] = [b < n_keep for b in range(num_bins)]
-        return cls(num_layers=num_layers, num_bins=num_bins, kept_bins=kept, scoring=scoring or ScoringSpec())
+        scoring = scoring or ScoringSpec()
+        return cls(num_layers=num_layers, num_bins=num_bins, kept_bins=kept, scoring=scoring, min_tokens=min_tokens)
 
     @classmethod
     def from_masks(
@@ -169,7 +189,7 @@ class PruningPlan:
         counts, n = [], seq_len
         for layer in range(self.num_layers):
             if layer in self.kept_bins and n > 1:
-                n = 1 + kept_count(self.kept_bins[layer], n - 1)
+                n = 1 + kept_count(self.kept_bins[layer], n - 1, self.min_tokens)
             counts.append(n)
         return counts
 
@@ -179,6 +199,8 @@ class PruningPlan:
             raise ToPruneError(f"pruning plan is for {self.num_layers} layers but the model has {num_layers}")
         if self.num_layers < 1 or self.num_bins < 1:
             raise ToPruneError("pruning plan needs num_layers >= 1 and num_bins >= 1")
+        if isinstance(self.min_tokens, bool) or not isinstance(self.min_tokens, int) or self.min_tokens < 0:
+            raise ToPruneError(f"pruning plan min_tokens must be an integer >= 0, got {self.min_tokens!r}")
         for layer, bins in self.kept_bins.items():
             if not 1 <= layer < self.num_layers:
                 raise ToPruneError(f"pruning plan prunes layer {layer}; valid layers are 1..{self.num_layers - 1}")
@@ -186,12 +208,14 @@ class PruningPlan:
                 raise ToPruneError(f"pruning plan layer {layer} has {len(bins)} bins, expected {self.num_bins}")
 
     def to_dict(self) -> dict:
+        floor = {"min_tokens": self.min_tokens} if self.min_tokens else {}
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": FLOOR_FORMAT_VERSION if self.min_tokens else FORMAT_VERSION,
             "num_layers": self.num_layers,
             "num_bins": self.num_bins,
             "kept_bins": {str(k): "".join("1" if b else "0" for b in v) for k, v in sorted(self.kept_bins.items())},
             "keep_ratio_per_layer": [round(self.keep_ratio(layer), 4) for layer in range(self.num_layers)],
+            **floor,
             "scoring": self.scoring.to_dict(),
             "meta": self.meta,
         }
@@ -199,8 +223,12 @@ class PruningPlan:
     @classmethod
     def from_dict(cls, data: dict) -> "PruningPlan":
         try:
-            if data.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"unsupported format_version {data.get('format_version')!r}")
+            version = data.get("format_version")
+            if version not in (FORMAT_VERSION, FLOOR_FORMAT_VERSION):
+                raise ValueError(f"unsupported format_version {version!r}")
+            floor = data.get("min_tokens", 0)
+            if version == FORMAT_VERSION and floor:
+                raise ValueError(f"min_tokens needs format_version {FLOOR_FORMAT_VERSION}")
             kept = {}
             for k, v in data["kept_bins"].items():
                 if not isinstance(v, str) or set(v) - {"0", "1"}:
@@ -209,7 +237,9 @@ class PruningPlan:
             meta = dict(data.get("meta", {}))
             legacy = ScoringSpec.from_legacy_meta(meta)  # always: no behaviour key stays in meta
             scoring = ScoringSpec.from_dict(data["scoring"]) if "scoring" in data else legacy
-            return cls(int(data["num_layers"]), int(data["num_bins"]), kept, meta, scoring)
+            if isinstance(floor, bool) or not isinstance(floor, int):
+                raise ValueError(f"min_tokens must be an integer, got {floor!r}")
+            return cls(int(data["num_layers"]), int(data["num_bins"]), kept, meta, scoring, floor)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ToPruneError(f"invalid pruning plan: {exc}") from None
 
@@ -236,7 +266,8 @@ class PruningPlan:
     def describe(self) -> str:
         ratios = ", ".join(f"L{layer}:{self.keep_ratio(layer):.2f}" for layer in range(self.num_layers))
         merged = "; removed tokens merged" if self.scoring.merge else ""
-        return f"PruningPlan({self.num_layers} layers, K={self.num_bins}; keep ratio per layer {ratios}{merged})"
+        floor = f"; inputs under {self.min_tokens} tokens kept whole" if self.min_tokens else ""
+        return f"PruningPlan({self.num_layers} layers, K={self.num_bins}; keep ratio per layer {ratios}{merged}{floor})"
 
 
 def long_input_keep_fraction(plan: PruningPlan) -> float:

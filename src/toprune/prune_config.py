@@ -188,6 +188,14 @@ class PruneConfig:
         "dropping it (same FLOPs; for mean-pooled embeddings, benchmarks/README.md section 11); "
         "fixed plans only: --method static, or given with --init-from",
     )
+    min_tokens: int = option(
+        0,
+        "[ours] token floor: an input with fewer tokens than this (CLS included) when it reaches a pruning layer "
+        "keeps them all there (short texts cost little and lose the most per token removed; benchmarks/README.md "
+        "section 21); fixed plans only: --method static, or given with --init-from",
+        kind="non_negative_int",
+        metavar="N",
+    )
     layer_gates: bool = option(
         True, "fine (rank-bin) masks only, no layer gates (benchmarks/README.md compares both)", negate=True
     )
@@ -333,6 +341,11 @@ def check_config(cfg: PruneConfig) -> None:
         raise ToPruneError(
             "--merge runs on the real (gather) path: use it with a fixed plan (--method static, or given with "
             "--init-from); ToP's soft phase has no merge"
+        )
+    if cfg.min_tokens and build("method", cfg.method).learned:
+        raise ToPruneError(
+            "--min-tokens is a fixed plan's rule (ToP's soft phase and its budget do not model it yet): use it with "
+            "--method static, or given with --init-from"
         )
     if cfg.qat and build("method", cfg.method).learned and cfg.hard_epochs <= 0:
         raise ToPruneError(

@@ -102,7 +102,8 @@ class PruningState:
         """Rank positions (0 = best) kept at ``layer`` among m candidates: cached, they depend on m only."""
         key = (layer, m)
         if key not in self._kept_ranks:
-            self._kept_ranks[key] = torch.tensor(kept_ranks(self.plan.kept_bins[layer], m), dtype=torch.long)
+            ranks = kept_ranks(self.plan.kept_bins[layer], m, self.plan.min_tokens)
+            self._kept_ranks[key] = torch.tensor(ranks, dtype=torch.long)
         return self._kept_ranks[key].to(device)
 
 
@@ -229,7 +230,9 @@ def _gather_forward(state: PruningState, hidden: torch.Tensor, valid: torch.Tens
         elif prune_next:
             # CLS survives; the others by rank bin (rank order throughout: few ops in exported graphs)
             bins = state.plan.kept_bins[i + 1]
-            order, kept = rank_keep(scores, valid, bins, not state.traceable, state.rank_table_size, table)
+            order, kept = rank_keep(
+                scores, valid, bins, not state.traceable, state.rank_table_size, table, state.plan.min_tokens
+            )
             if restore:  # slot `seq` of the stash is a sink for padding writes
                 stash = hidden.new_zeros(bsz, seq + 1, dim) if stash is None else stash
                 scatter_rows_(stash, torch.where(valid & ~keep_at_slots(order, kept), positions, seq), hidden)

@@ -52,16 +52,17 @@ def static_plan(
     reference_length: int | None = None,
     scoring: ScoringSpec | str = "attention",
     num_bins: int = 100,
+    min_tokens: int = 0,
 ) -> PruningPlan:
     """The geometric schedule with the largest per-layer keep ratio whose relative MACs are <= ``target_rel`` on
     every one of ``length_sets`` (e.g. the train and dev lengths). Raises a one-line error if none is.
-    ``scoring``: the plan's :class:`ScoringSpec` (or its kind alone)."""
+    ``scoring``: the plan's :class:`ScoringSpec` (or its kind alone); ``min_tokens``: its token floor."""
     scoring = ScoringSpec(scoring) if isinstance(scoring, str) else scoring
     length_sets = _histograms(length_sets)
 
     def plan_for(keeps: dict[int, int]) -> PruningPlan:
         ratios = {layer: keep / num_bins for layer, keep in keeps.items()}
-        plan = PruningPlan.from_keep_ratios(dims.num_layers, ratios, num_bins, scoring)
+        plan = PruningPlan.from_keep_ratios(dims.num_layers, ratios, num_bins, scoring, min_tokens)
         plan.meta = {"schedule": "static", "keep_ratio": min(ratios.values())}
         return plan
 
@@ -76,6 +77,7 @@ def static_plan(
         raise ToPruneError(
             f"unreachable target: even keeping only CLS from layer {pruning_layers[0]} costs more "
             f"than {target_rel:.3f} of the dense FLOPs on this data"
+            + (f" (inputs under --min-tokens {min_tokens} are not pruned)" if min_tokens else "")
         )
     low, high = 0, num_bins  # meets(low) holds; the MACs grow with the keep ratio, so bisect on it
     while high - low > 1:

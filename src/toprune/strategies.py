@@ -160,8 +160,9 @@ class StaticSchedule(PlanSource):
     def fixed_plan(self, run):
         from .static import static_plan
 
+        spec = self.scorer(run.cfg).spec(run.cfg)
         return static_plan(
-            run.cost, run.layers, run.split_lengths, run.target_rel, run.reference, self.scorer(run.cfg).spec(run.cfg)
+            run.cost, run.layers, run.split_lengths, run.target_rel, run.reference, spec, min_tokens=run.cfg.min_tokens
         )
 
 
@@ -176,6 +177,8 @@ class GivenPlan(PlanSource):
 
         plan = copy.deepcopy(run.init_plan)
         plan.meta = {**plan.meta, "init_from": run.cfg.init_from}
+        if run.cfg.min_tokens:  # the given plan's own floor otherwise
+            plan.min_tokens = run.cfg.min_tokens
         rel = plan_relative_macs(run.cost, plan, run.selection_lengths, run.reference)
         if rel > run.target_rel * (1 + 1e-6):  # else no checkpoint could ever be kept
             raise ToPruneError(

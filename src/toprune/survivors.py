@@ -25,19 +25,20 @@ def bin_table(kept_bins) -> torch.Tensor:
 # The caches hold Python data, never tensors: a tensor made while one export traces the model is a fake tensor of
 # that trace, and handing it to the next export makes torch.export fall back to its (minutes slower) strict tracer.
 @functools.lru_cache(maxsize=64)
-def _rank_rows(kept_bins: tuple[bool, ...], size: int) -> tuple[tuple[bool, ...], ...]:
+def _rank_rows(kept_bins: tuple[bool, ...], size: int, min_tokens: int = 0) -> tuple[tuple[bool, ...], ...]:
     rows = [[True] + [False] * (size - 1) for _ in range(size + 1)]
     for m in range(1, size):  # m candidates fill rank positions 1..m
-        for r in kept_ranks(list(kept_bins), m):
+        for r in kept_ranks(list(kept_bins), m, min_tokens):
             rows[m][r + 1] = True
     return tuple(tuple(row) for row in rows)
 
 
-def rank_table(kept_bins: tuple[bool, ...], size: int) -> torch.Tensor:
+def rank_table(kept_bins: tuple[bool, ...], size: int, min_tokens: int = 0) -> torch.Tensor:
     """(size + 1, size) bool: row m (candidates), column r (rank position, 0 = CLS): does r survive. The plan's own
-    rule (:func:`toprune.plan.kept_ranks`) for every m at once: an exported graph reads one row per example instead
-    of computing the bins (a chain of a dozen small ops per layer)."""
-    return torch.tensor(_rank_rows(kept_bins, size), dtype=torch.bool)  # Python data: a constant in a traced graph
+    rule (:func:`toprune.plan.kept_ranks`, its token floor included) for every m at once: an exported graph reads one
+    row per example instead of computing the bins (a chain of a dozen small ops per layer)."""
+    rows = _rank_rows(kept_bins, size, min_tokens)
+    return torch.tensor(rows, dtype=torch.bool)  # Python data: a constant in a traced graph
 
 
 def rank_keep(
@@ -47,11 +48,13 @@ def rank_keep(
     stable: bool = True,
     size: int | None = None,
     table: torch.Tensor | None = None,
+    min_tokens: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Slots by rank and whether each rank position survives: (B, n) scores, (B, n) bool valid, a layer's kept bins
     -> order (B, n) slot indices (CLS first, then the candidates best first, then padding), kept (B, n) bool per rank
     position. ``stable=False``: TopK (exported graphs). ``size``: read ``kept`` from :func:`rank_table` of that many
-    positions (at least n; exported graphs) instead of computing the bins."""
+    positions (at least n; exported graphs) instead of computing the bins. ``min_tokens``: the plan's token floor
+    (:func:`toprune.plan.below_floor`: an example under it keeps every candidate)."""
     n = scores.shape[1]
     slots = torch.arange(n, device=scores.device)
     # CLS ranks first (+inf), padding last (-inf): the candidates hold rank positions 1..m (one data-dependent op:
@@ -61,13 +64,15 @@ def rank_keep(
     order = sort_indices(ranked, descending=True, stable=stable)
     m = valid.sum(dim=1) - 1  # candidates: CLS is always valid
     if size is not None:
-        return order, rank_table(tuple(kept_bins), size).to(scores.device).index_select(0, m)[:, :n]
+        return order, rank_table(tuple(kept_bins), size, min_tokens).to(scores.device).index_select(0, m)[:, :n]
     m = m.unsqueeze(1)
     num_bins = len(kept_bins)
     candidate = (slots >= 1) & (slots <= m)  # rank position r >= 1 is the candidate of rank r - 1
     bins = torch.where(candidate, torch.div((slots - 1) * num_bins, m.clamp(min=1), rounding_mode="floor"), num_bins)
     table = (bin_table(kept_bins) if table is None else table).to(scores.device)
     kept = table.index_select(0, bins.reshape(-1)).view(bins.shape) | (slots == 0)
+    if min_tokens:
+        kept = kept | (candidate & (m + 1 < min_tokens))  # plan.below_floor, per example
     return order, kept
 
 
