@@ -102,6 +102,8 @@ def test_bad_floors_are_refused_in_one_line(tmp_path):
     data = {**_plan().to_dict(), "min_tokens": "ten"}
     with pytest.raises(ToPruneError, match="min_tokens must be an integer"):
         PruningPlan.from_dict(data)
+    with pytest.raises(ToPruneError, match="min_tokens must be an integer >= 0"):
+        check_config(toprune.PruneConfig(method="static", min_tokens=-2))
     with pytest.raises(ToPruneError, match="--min-tokens"):
         check_config(toprune.PruneConfig(min_tokens=16))  # ToP's soft phase does not model it
 

@@ -101,7 +101,7 @@ def main() -> None:
     floor, train_reduction = choose_floor(plan, dims, lengths, args.corpus_target)
     print(f"floor {floor}: {train_reduction:.3f}x on {len(lengths)} training-article paragraphs", flush=True)
     rows = []
-    for name, chosen in (("no floor", plan), (f"floor {floor}", with_floor(plan, floor))):
+    for name, chosen in (("no floor", with_floor(plan, 0)), (f"floor {floor}", with_floor(plan, floor))):
         toprune.apply_pruning(model, chosen)
         row = {"plan": name, "min_tokens": chosen.min_tokens, **evaluate(model, tokenizer, pooling, args.max_length)}
         print(json.dumps(row), flush=True)
@@ -112,6 +112,7 @@ def main() -> None:
     out = {
         "model": args.model,
         "floor_rule": f"largest multiple of 8 meeting {args.corpus_target}x on the training articles' paragraphs",
+        "saved_min_tokens": plan.min_tokens,  # the floor the model was fine-tuned with (0: none)
         "floor": floor,
         "training_paragraphs_reduction": train_reduction,
         "training_paragraph_tokens_median": float(np.median(lengths)),

@@ -342,6 +342,8 @@ def check_config(cfg: PruneConfig) -> None:
             "--merge runs on the real (gather) path: use it with a fixed plan (--method static, or given with "
             "--init-from); ToP's soft phase has no merge"
         )
+    if isinstance(cfg.min_tokens, bool) or not isinstance(cfg.min_tokens, int) or cfg.min_tokens < 0:
+        raise ToPruneError(f"min_tokens must be an integer >= 0, got {cfg.min_tokens!r}")
     if cfg.min_tokens and build("method", cfg.method).learned:
         raise ToPruneError(
             "--min-tokens is a fixed plan's rule (ToP's soft phase and its budget do not model it yet): use it with "
