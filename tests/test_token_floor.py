@@ -148,3 +148,19 @@ def test_static_and_given_runs_carry_the_floor_into_their_plan(tmp_path):
     given = toprune.Pruner(copy.deepcopy(static.student), teacher, tokenizer, data, config, **quiet)
     assert given.fixed_plan.min_tokens == FLOOR + 2
     assert given.fixed_plan.kept_bins == static.fixed_plan.kept_bins
+
+
+def test_a_merging_plan_with_a_floor_leaves_short_inputs_alone_in_pytorch_and_onnx(tmp_path):
+    from toprune.plan import ScoringSpec
+
+    model = tiny_model()
+    plan = PruningPlan.from_keep_ratios(4, RATIOS, num_bins=10, scoring=ScoringSpec("value", merge=True), min_tokens=12)
+    batch = random_batch([7, 28, 11, 19])
+    with torch.no_grad():
+        dense = model(**batch).logits
+        apply_pruning(model, plan)
+        merged = model(**batch).logits
+    assert (merged[[0, 2]] - dense[[0, 2]]).abs().max() <= 1e-5  # under 12 tokens: nothing removed, nothing merged
+    assert (merged[[1, 3]] - dense[[1, 3]]).abs().max() > 1e-4
+    export_onnx(model, None, tmp_path, samples=[batch])
+    assert check_parity(model, make_session(tmp_path / "model.onnx"), [random_batch([5, 30, 12], seed=7)]) <= 1e-4
