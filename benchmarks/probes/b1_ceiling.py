@@ -29,6 +29,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "src"))
 
+from toprune.costmodel import cpu_name  # noqa: E402
 from toprune.data import load_glue_split  # noqa: E402
 from toprune.serve import INT8_FILENAME, OnnxModel  # noqa: E402
 
@@ -117,13 +118,6 @@ def main() -> None:
         rows=rows,
     )
     Path(args.output).write_text(json.dumps(out, indent=1) + "\n")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":

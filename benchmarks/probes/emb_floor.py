@@ -13,6 +13,7 @@ held-out retrieval are read once, for the model without and with that floor (FLO
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -26,11 +27,11 @@ sys.path.insert(0, str(HERE.parents[1] / "src"))
 import toprune  # noqa: E402
 from toprune.embedding import read_pooling  # noqa: E402
 from toprune.embedding_eval import (  # noqa: E402
-    _squad,
     encode_with_flops,
     retrieval_metrics,
     retrieval_task,
     spearman_of,
+    squad_training_texts,
     stsb_dev,
 )
 from toprune.flops import EncoderDims  # noqa: E402
@@ -42,14 +43,14 @@ SQUAD = DATA / "squad" / "dev-v1.1.json"
 
 
 def training_paragraph_lengths(tokenizer, max_length: int) -> list[int]:
-    examples, _, train_articles = _squad(SQUAD)
-    articles = set(sorted({e["article"] for e in examples})[:train_articles])
-    texts = list(dict.fromkeys(e["context"] for e in examples if e["article"] in articles))
+    """Token lengths of the training articles' paragraphs (their questions left out)."""
+    paragraphs = set(retrieval_task(SQUAD)[0])
+    texts = [text for text in squad_training_texts(SQUAD) if text in paragraphs]
     return [min(max_length, len(ids)) for ids in tokenizer(texts)["input_ids"]]
 
 
 def with_floor(plan: PruningPlan, floor: int) -> PruningPlan:
-    return PruningPlan.from_dict({**plan.to_dict(), "format_version": 2 if floor else 1, "min_tokens": floor})
+    return dataclasses.replace(plan, min_tokens=floor)
 
 
 def choose_floor(plan, dims, lengths, target: float, step: int = 8, limit: int = 256) -> tuple[int, float]:

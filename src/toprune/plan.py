@@ -83,6 +83,12 @@ def below_floor(m: int, min_tokens: int) -> bool:
     return m + 1 < min_tokens
 
 
+def check_min_tokens(value, what: str = "min_tokens") -> None:
+    """One-line refusal of a token floor that is not an integer >= 0 (plans, and run settings before any load)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ToPruneError(f"{what} must be an integer >= 0, got {value!r}")
+
+
 def kept_ranks(kept_bins: list[bool], m: int, min_tokens: int = 0) -> list[int]:
     """Rank positions (0 = best) that survive among m ranked candidates: rank r is in bin floor(r * K / m); all of
     them below the plan's token floor. (``survivors.rank_keep`` is the same rule on tensors, for padded batches.)"""
@@ -199,8 +205,7 @@ class PruningPlan:
             raise ToPruneError(f"pruning plan is for {self.num_layers} layers but the model has {num_layers}")
         if self.num_layers < 1 or self.num_bins < 1:
             raise ToPruneError("pruning plan needs num_layers >= 1 and num_bins >= 1")
-        if isinstance(self.min_tokens, bool) or not isinstance(self.min_tokens, int) or self.min_tokens < 0:
-            raise ToPruneError(f"pruning plan min_tokens must be an integer >= 0, got {self.min_tokens!r}")
+        check_min_tokens(self.min_tokens, "pruning plan min_tokens")
         for layer, bins in self.kept_bins.items():
             if not 1 <= layer < self.num_layers:
                 raise ToPruneError(f"pruning plan prunes layer {layer}; valid layers are 1..{self.num_layers - 1}")
@@ -237,8 +242,6 @@ class PruningPlan:
             meta = dict(data.get("meta", {}))
             legacy = ScoringSpec.from_legacy_meta(meta)  # always: no behaviour key stays in meta
             scoring = ScoringSpec.from_dict(data["scoring"]) if "scoring" in data else legacy
-            if isinstance(floor, bool) or not isinstance(floor, int):
-                raise ValueError(f"min_tokens must be an integer, got {floor!r}")
             return cls(int(data["num_layers"]), int(data["num_bins"]), kept, meta, scoring, floor)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ToPruneError(f"invalid pruning plan: {exc}") from None

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from .embedding import LOSSES as EMBEDDING_LOSSES
 from .errors import ToPruneError
 from .gates import GATE_INIT
-from .plan import default_pruning_layers
+from .plan import check_min_tokens, default_pruning_layers
 from .selection import SELECT_ON, check_select_on
 from .squad import is_squad
 from .validate import DEFAULT_SEED, check_count, check_seed
@@ -342,8 +342,7 @@ def check_config(cfg: PruneConfig) -> None:
             "--merge runs on the real (gather) path: use it with a fixed plan (--method static, or given with "
             "--init-from); ToP's soft phase has no merge"
         )
-    if isinstance(cfg.min_tokens, bool) or not isinstance(cfg.min_tokens, int) or cfg.min_tokens < 0:
-        raise ToPruneError(f"min_tokens must be an integer >= 0, got {cfg.min_tokens!r}")
+    check_min_tokens(cfg.min_tokens)
     if cfg.min_tokens and build("method", cfg.method).learned:
         raise ToPruneError(
             "--min-tokens is a fixed plan's rule (ToP's soft phase and its budget do not model it yet): use it with "

@@ -13,7 +13,7 @@ import functools
 
 import torch
 
-from .plan import kept_ranks
+from .plan import below_floor, kept_ranks
 from .scoring import sort_indices
 
 
@@ -72,7 +72,7 @@ def rank_keep(
     table = (bin_table(kept_bins) if table is None else table).to(scores.device)
     kept = table.index_select(0, bins.reshape(-1)).view(bins.shape) | (slots == 0)
     if min_tokens:
-        kept = kept | (candidate & (m + 1 < min_tokens))  # plan.below_floor, per example
+        kept = kept | (candidate & below_floor(m, min_tokens))  # per example
     return order, kept
 
 
