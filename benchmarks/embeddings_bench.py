@@ -10,8 +10,9 @@ after a warm-up of a few batches (the longest one among them). Speed-ups are aga
 
 Rows: dense PyTorch (our HF path; sentence-transformers' own forward), dense ONNX Runtime fp32 / INT8 (toprune's
 export, dynamic INT8 of the weights' MatMuls), dense OpenVINO on that ONNX graph (its default precision: bf16 on a
-CPU with AMX), the static plan made without training at each ``--static-targets`` and every pruned model folder in
-``--models`` (PyTorch, ONNX Runtime fp32 / INT8), and the competitor rows, sentence-transformers' own ONNX /
+CPU with AMX; and NNCF post-training INT8 calibrated on the training articles' text), the static plan made
+without training at each ``--static-targets`` and every pruned model folder in ``--models`` (PyTorch, ONNX Runtime
+fp32 / INT8, OpenVINO), and the competitor rows, sentence-transformers' own ONNX /
 ONNX-INT8 / OpenVINO backends, run by ``--st-python`` (a venv with sentence-transformers[onnx,openvino]) in a
 subprocess. Accuracy of every row from its own embeddings: SQuAD retrieval (held-out articles' questions against all
 paragraphs: recall@1/5/10, MRR) and STS-B dev Spearman; the unpadded FLOPs reduction is measured on the corpus.
@@ -39,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 ST_BACKENDS = ("st-onnx", "st-onnx-int8", "st-openvino")  # embeddings_st_worker.py, in another venv
 KEY = ("method", "target", "backend", "int8", "model")
+CALIBRATION_EXAMPLES = 320  # NNCF's INT8 calibration: a few hundred training texts
 
 
 # -- the rows (toprune's venv) -----------------------------------------------------------------------------------
@@ -191,7 +193,8 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--backends",
-        default="pytorch,sentence-transformers,onnxruntime,onnxruntime-int8,openvino," + ",".join(ST_BACKENDS),
+        default="pytorch,sentence-transformers,onnxruntime,onnxruntime-int8,openvino,openvino-int8,"
+        + ",".join(ST_BACKENDS),
         help="which runtimes (rows) to run; the default: all",
     )
     parser.add_argument(
@@ -319,6 +322,34 @@ def backend_rows(args, model, tokenizer, pooling, name: str, folder, dense: bool
             return encoder
 
         yield "openvino", False, "OpenVINO on toprune's ONNX export", openvino
+    if "openvino-int8" in wanted:
+
+        def openvino_int8():
+            from toprune.openvino_backend import OV_INT8_FILENAME, OpenVinoSession, graph_path, quantize_openvino
+
+            inputs = exported()
+            if not (export / OV_INT8_FILENAME).exists():
+                texts = calibration_texts(args.squad_file)
+                quantize_openvino(export, numpy_encoder(None, tokenizer, inputs, args.max_length)["batches"](texts, 16))
+            session = OpenVinoSession(graph_path(export, "int8"), "int8_bf16", args.threads)
+            encoder = numpy_encoder(
+                lambda feed: session.run(["sentence_embedding"], feed)[0], tokenizer, inputs, args.max_length
+            )
+            rest = session.hint.split("'")[-2] if "'" in session.hint else session.hint  # "<Type: 'bfloat16'>"
+            encoder["note"] = f"OpenVINO NNCF INT8 (other ops: {rest}) on toprune's ONNX export"
+            return encoder
+
+        yield "openvino", True, "OpenVINO NNCF INT8 on toprune's ONNX export", openvino_int8
+
+
+def calibration_texts(squad_file, count: int = CALIBRATION_EXAMPLES) -> list[str]:
+    """``count`` texts of the SQuAD file's *training* articles (paragraphs and questions alike, evenly spaced in the
+    list): NNCF's calibration inputs, never the held-out articles that are scored."""
+    from toprune.embedding_eval import squad_training_texts
+
+    texts = squad_training_texts(squad_file)
+    step = max(1, len(texts) // count)
+    return texts[::step][:count]
 
 
 def measure(args, inputs, encoder, row) -> None:
