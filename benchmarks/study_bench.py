@@ -77,7 +77,7 @@ def bench_task(task: str, methods: list[str], args) -> list[dict]:
         "std": 0.0,
     }
     runs, models = [], {}
-    for method, target, seed in study_plan([task], methods)[task]:
+    for method, target, seed in study_plan([task], methods, args.targets)[task]:
         folder = run_dir(task, method, target, seed)
         if not (ROOT / folder / "summary.json").exists():  # a run still training has a best/ but no summary yet
             print(f"{task}/{method}/{target}/seed {seed}: no finished run in {folder}, skipped")
