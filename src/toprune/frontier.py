@@ -5,7 +5,8 @@ For the dense teacher and each pruned model (ToP or the static schedule, at any 
 * the dev metric of *each graph that is timed* (PyTorch, ONNX Runtime fp32/INT8, OpenVINO f32/bf16/INT8): a
   quantised or reduced-precision graph is scored as itself, never credited with the fp32 metric;
 * latency at each batch size with the project's protocol (:mod:`toprune.benchmark`: first N dev examples, dynamic
-  padding, N threads, warm-up + timed passes, median);
+  padding, N threads, warm-up + timed passes, median), every row timed at the end with the passes of all rows
+  interleaved, so a slow spell of a shared machine touches every row alike;
 * the INT8 graph of ONNX Runtime is the variant ``toprune export --int8`` keeps (chosen on the held-out training
   slice); OpenVINO INT8 is NNCF post-training quantisation calibrated on training texts.
 
@@ -124,6 +125,7 @@ class Frontier:
         self.texts = (list(dev["text_a"]), list(dev["text_b"]) if "text_b" in dev.column_names else None)
         self.workdir = Path(args.workdir) / self.data.name
         self.rows: list[dict] = []
+        self.runners: list[tuple] = []  # (label, run) of each row, in row order
 
     def batches(self, batch_size: int) -> list[dict]:
         from .benchmark import make_batches
@@ -141,27 +143,23 @@ class Frontier:
             logits.append(np.asarray(run({k: v for k, v in batch.items() if k != "labels"})))
         return metric_of(self.data, np.concatenate(logits), np.concatenate(golds))
 
-    def time(self, run, label: str) -> dict:
-        from .benchmark import time_batches
+    def time_rows(self) -> None:
+        """Every row's ms per batch, all rows timed together, their passes interleaved (pass 1 of each, then pass 2
+        of each): on a shared machine whose speed drifts, a slow spell then touches every row alike, so the ratios
+        between rows (the frontier's verdict) hold. Timed one row after another, the MRPC b1 ratio of the same two
+        graphs read 1.17x where the interleaved probe read 1.32x (benchmarks/README.md section 22)."""
+        from .benchmark import time_interleaved
 
-        return {
-            f"ms_b{bs}": time_batches(run, self.batches(bs), label, self.args.repeats).ms_median
-            for bs in self.args.batch_sizes
-        }
+        runners = {i: (label, run) for i, (label, run) in enumerate(self.runners)}
+        for bs in self.args.batch_sizes:
+            timings = time_interleaved(runners, self.batches(bs), self.args.repeats)
+            for i, row in enumerate(self.rows):
+                row[f"ms_b{bs}"] = timings[i].ms_median
 
     def add(self, base: dict, backend: str, int8: bool, precision: str, metric: float, run, **extra) -> None:
         label = f"{base['model']} {base['target'] or ''} {backend} {precision}".replace("  ", " ")
-        self.rows.append(
-            {
-                **base,
-                "backend": backend,
-                "int8": int8,
-                "precision": precision,
-                "metric": metric,
-                **self.time(run, label),
-                **extra,
-            }
-        )
+        self.rows.append({**base, "backend": backend, "int8": int8, "precision": precision, "metric": metric, **extra})
+        self.runners.append((label, run))  # timed with every other row at the end (time_rows)
 
     def measure(self, folder: str, base: dict, pruned: bool) -> None:
         """Every backend's rows of one model folder."""
@@ -244,6 +242,7 @@ class Frontier:
             jobs.append((folder, {"model": kind, "target": target, "qat": qat}, True))
         for folder, base, pruned in tqdm(jobs, desc="frontier: models"):
             self.measure(folder, base, pruned)
+        self.time_rows()
         teacher = self.rows[0]["metric"]
         for row in self.rows:
             row["within_teacher"] = row["metric"] >= teacher - WITHIN
@@ -263,7 +262,7 @@ class Frontier:
                 "padding": "dynamic (per batch)",
                 "threads": self.args.threads,
                 "repeats": self.args.repeats,
-                "statistic": "median of passes",
+                "statistic": "median of passes, every row's passes interleaved",
                 "int8_selected_on": self.data.selection_info.describe(),
             },
             "paper_convention": {
