@@ -146,8 +146,8 @@ class Frontier:
     def time_rows(self) -> None:
         """Every row's ms per batch, all rows timed together, their passes interleaved (pass 1 of each, then pass 2
         of each): on a shared machine whose speed drifts, a slow spell then touches every row alike, so the ratios
-        between rows (the frontier's verdict) hold. Timed one row after another, the MRPC b1 ratio of the same two
-        graphs read 1.17x where the interleaved probe read 1.32x (benchmarks/README.md section 22)."""
+        between rows (the frontier's verdict) hold. Timed one row after another, a batch-1 ratio moved by more than
+        a tenth with the order of timing (benchmarks/README.md section 22)."""
         from .benchmark import time_interleaved
 
         runners = {i: (label, run) for i, (label, run) in enumerate(self.runners)}
