@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 ST_BACKENDS = ("st-onnx", "st-onnx-int8", "st-openvino")  # embeddings_st_worker.py, in another venv
 KEY = ("method", "target", "backend", "int8", "model")
-CALIBRATION_EXAMPLES = 320  # NNCF's INT8 calibration: a few hundred training texts
+CALIBRATION_TEXTS = 320  # NNCF's OpenVINO INT8: 20 batches of 16 (section 22's rows were calibrated so)
 
 
 # -- the rows (toprune's venv) -----------------------------------------------------------------------------------
@@ -171,8 +171,14 @@ def openvino_call(folder: Path, threads: int):
 
     compiled = ov.Core().compile_model(str(folder / "model.onnx"), "CPU", {"INFERENCE_NUM_THREADS": threads})
     request = compiled.create_infer_request()
-    precision = str(compiled.get_property("INFERENCE_PRECISION_HINT")).split("'")[-2]  # "<Type: 'bfloat16'>"
+    precision = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     return (lambda feed: request.infer(feed)[compiled.output(0)].copy()), precision
+
+
+def precision_name(hint) -> str:
+    """'bfloat16' from OpenVINO's "<Type: 'bfloat16'>" (the hint's text as it prints)."""
+    text = str(hint)
+    return text.split("'")[-2] if text.count("'") >= 2 else text
 
 
 # -- main ----------------------------------------------------------------------------------------------------------
@@ -331,25 +337,26 @@ def backend_rows(args, model, tokenizer, pooling, name: str, folder, dense: bool
             if not (export / OV_INT8_FILENAME).exists():
                 texts = calibration_texts(args.squad_file)
                 quantize_openvino(export, numpy_encoder(None, tokenizer, inputs, args.max_length)["batches"](texts, 16))
-            session = OpenVinoSession(graph_path(export, "int8"), "int8_bf16", args.threads)
+            session = OpenVinoSession(graph_path(export, "int8_bf16"), "int8_bf16", args.threads)
             encoder = numpy_encoder(
                 lambda feed: session.run(["sentence_embedding"], feed)[0], tokenizer, inputs, args.max_length
             )
-            rest = session.hint.split("'")[-2] if "'" in session.hint else session.hint  # "<Type: 'bfloat16'>"
-            encoder["note"] = f"OpenVINO NNCF INT8 (other ops: {rest}) on toprune's ONNX export"
+            encoder["note"] = f"OpenVINO NNCF INT8 (other ops: {precision_name(session.hint)}) on toprune's ONNX export"
             return encoder
 
         yield "openvino", True, "OpenVINO NNCF INT8 on toprune's ONNX export", openvino_int8
 
 
-def calibration_texts(squad_file, count: int = CALIBRATION_EXAMPLES) -> list[str]:
-    """``count`` texts of the SQuAD file's *training* articles (paragraphs and questions alike, evenly spaced in the
-    list): NNCF's calibration inputs, never the held-out articles that are scored."""
+def calibration_texts(squad_file) -> list[str]:
+    """NNCF's calibration inputs: a few hundred texts of the SQuAD file's *training* articles (paragraphs and
+    questions alike, evenly spaced in the list), never the held-out articles' questions that are scored; their
+    paragraphs are in the scored corpus as distractors, as they are in the embedding model's training text. A
+    calibrated graph is kept in ``--workdir`` and reused: delete it after changing the file."""
     from toprune.embedding_eval import squad_training_texts
 
     texts = squad_training_texts(squad_file)
-    step = max(1, len(texts) // count)
-    return texts[::step][:count]
+    step = max(1, len(texts) // CALIBRATION_TEXTS)
+    return texts[::step][:CALIBRATION_TEXTS]
 
 
 def measure(args, inputs, encoder, row) -> None:

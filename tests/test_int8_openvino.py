@@ -304,38 +304,3 @@ def test_an_int8_variant_replaces_per_channel_only_when_it_wins_on_most_resample
     assert kept == "static" and rates["static"] == 1.0
     kept, rates = pick_variant(data, {"dynamic": lucky, "static": better}, ["dynamic", "static"])
     assert kept == "static" and rates == {}  # no incumbent among the variants: the best score
-
-
-def test_frontier_times_all_rows_together_and_gives_each_row_its_own_time():
-    """Rows are timed at the end, interleaved; a row must get its own runner's time, at every batch size, even when
-    the rows were added in an order that differs from their speed."""
-    import time
-    from types import SimpleNamespace
-
-    import torch
-
-    from toprune.frontier import Frontier
-
-    calls = []
-
-    def sleeper(ms, name):
-        def run(batch):
-            calls.append(name)
-            time.sleep(ms / 1000.0)
-
-        return run
-
-    frontier = Frontier.__new__(Frontier)
-    frontier.args = SimpleNamespace(batch_sizes=[1, 4], repeats=3)
-    frontier.rows, frontier.runners = [], []
-    frontier.batches = lambda bs: [{"input_ids": torch.zeros(bs, 3, dtype=torch.long)}]
-    for name, ms in (("slow", 12.0), ("fast", 1.0), ("middle", 5.0)):
-        frontier.add({"model": name, "target": None}, "onnxruntime", False, "f32", 0.0, sleeper(ms, name))
-    assert all("ms_b1" not in row for row in frontier.rows)  # nothing is timed while rows are added
-    frontier.time_rows()
-    for bs in (1, 4):
-        times = {row["model"]: row[f"ms_b{bs}"] for row in frontier.rows}
-        assert times["fast"] < times["middle"] < times["slow"]
-        assert times["slow"] >= 12.0
-    timed = calls[3:]  # after one warm-up call each, the passes alternate between the rows
-    assert timed[:3] != ["slow"] * 3 and set(timed[:3]) == {"slow", "fast", "middle"}

@@ -126,6 +126,7 @@ class Frontier:
         self.workdir = Path(args.workdir) / self.data.name
         self.rows: list[dict] = []
         self.runners: list[tuple] = []  # (label, run) of each row, in row order
+        self.paper_reference: dict[str, float] = {}
 
     def batches(self, batch_size: int) -> list[dict]:
         from .benchmark import make_batches
@@ -146,15 +147,19 @@ class Frontier:
     def time_rows(self) -> None:
         """Every row's ms per batch, all rows timed together, their passes interleaved (pass 1 of each, then pass 2
         of each): on a shared machine whose speed drifts, a slow spell then touches every row alike, so the ratios
-        between rows (the frontier's verdict) hold. Timed one row after another, a batch-1 ratio moved by more than
-        a tenth with the order of timing (benchmarks/README.md section 22)."""
-        from .benchmark import time_interleaved
+        between rows (the frontier's verdict) hold; timed one row after another, the order of timing moved them
+        (benchmarks/README.md section 22). The price: every row's model and sessions stay loaded until now. The
+        paper's reference (other, padded inputs) is timed right after each batch size's rows."""
+        from .benchmark import time_batches, time_interleaved
 
-        runners = {i: (label, run) for i, (label, run) in enumerate(self.runners)}
+        runners = {i: (label, run) for i, (label, run) in enumerate(self.runners)}  # by index: labels may repeat
         for bs in self.args.batch_sizes:
             timings = time_interleaved(runners, self.batches(bs), self.args.repeats)
-            for i, row in enumerate(self.rows):
+            for i, (row, _) in enumerate(zip(self.rows, self.runners, strict=True)):
                 row[f"ms_b{bs}"] = timings[i].ms_median
+            label, run = self.paper_runner
+            batches = padded_batches(self.tokenizer, *self.texts, bs, self.args.padded_length)
+            self.paper_reference[f"ms_b{bs}"] = time_batches(run, batches, label, self.args.repeats).ms_median
 
     def add(self, base: dict, backend: str, int8: bool, precision: str, metric: float, run, **extra) -> None:
         label = f"{base['model']} {base['target'] or ''} {backend} {precision}".replace("  ", " ")
@@ -182,19 +187,8 @@ class Frontier:
         flops = {k: result[k] for k in ("flops_reduction_unpadded", "flops_reduction_padded") if k in result}
         base = {**base, "folder": str(folder), **flops}
         self.add(base, "pytorch", False, "f32", result["metric"], torch_runner(model))
-        if not pruned:  # the paper's reference: the dense model padded to a fixed length, PyTorch eager
-            from .benchmark import time_batches
-
-            texts = self.texts
-            self.paper_reference = {
-                f"ms_b{bs}": time_batches(
-                    torch_runner(model),
-                    padded_batches(self.tokenizer, *texts, bs, self.args.padded_length),
-                    f"dense padded to {self.args.padded_length}",
-                    self.args.repeats,
-                ).ms_median
-                for bs in self.args.batch_sizes
-            }
+        if not pruned:  # the paper's reference: the dense model padded to a fixed length, PyTorch eager (time_rows)
+            self.paper_runner = (f"dense padded to {self.args.padded_length}", torch_runner(model))
         # one folder per model given (two runs may share kind and target: seeds, schedules)
         export = self.workdir / f"{len({r['folder'] for r in self.rows}):02d}-{base['model']}"
         export_folder(folder, export, int8=True, variant=self.args.int8_variant, data=self.data)
