@@ -152,10 +152,10 @@ class Frontier:
         paper's reference (other, padded inputs) is timed right after each batch size's rows."""
         from .benchmark import time_batches, time_interleaved
 
-        runners = {i: (label, run) for i, (label, run) in enumerate(self.runners)}  # by index: labels may repeat
+        runners = dict(enumerate(self.runners))  # keyed by row index (add keeps both lists in step): labels repeat
         for bs in self.args.batch_sizes:
             timings = time_interleaved(runners, self.batches(bs), self.args.repeats)
-            for i, (row, _) in enumerate(zip(self.rows, self.runners, strict=True)):
+            for i, row in enumerate(self.rows):
                 row[f"ms_b{bs}"] = timings[i].ms_median
             label, run = self.paper_runner
             batches = padded_batches(self.tokenizer, *self.texts, bs, self.args.padded_length)
