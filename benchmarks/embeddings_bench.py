@@ -167,12 +167,12 @@ def ort_call(folder: Path, int8: bool, threads: int):
 
 
 def openvino_call(folder: Path, threads: int):
-    import openvino as ov
+    """OpenVINO on the fp32 export, compiled as the INT8 row and the frontier compile (``OpenVinoSession``: latency
+    hint, one request), in bf16 where the CPU has the units, else f32; returns the call and the precision it ran."""
+    from toprune.openvino_backend import OpenVinoSession, graph_path
 
-    compiled = ov.Core().compile_model(str(folder / "model.onnx"), "CPU", {"INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
-    precision = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-    return (lambda feed: request.infer(feed)[compiled.output(0)].copy()), precision
+    session = OpenVinoSession(graph_path(folder, "bf16"), "bf16", threads)
+    return (lambda feed: session.run(["sentence_embedding"], feed)[0]), precision_name(session.hint)
 
 
 def precision_name(hint) -> str:

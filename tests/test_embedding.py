@@ -168,6 +168,8 @@ def test_squad_training_text_never_includes_held_out_articles(tmp_path):
     assert "paragraph of article 37" in texts and "question 0?" in texts
     assert not any(t.endswith(("38", "39", "38?", "39?")) for t in texts)
     assert load_texts(f"squad:{path}") == texts
+    paragraphs = load_texts(f"squad-paragraphs:{path}")
+    assert paragraphs == [t for t in texts if t.startswith("paragraph")] and "paragraph of article 0" in paragraphs
 
 
 @pytest.mark.parametrize("method, merge", [("top", False), ("static", False), ("static", True)])

@@ -206,14 +206,16 @@ def _unique(texts) -> list[str]:
 def load_texts(source: str, data_dir=None, column: str | None = None) -> list[str]:
     """Unique non-empty texts, in file order, of one source or several joined by ``+``: ``glue:TASK`` (the
     training sentences of a local GLUE task, both sides of pairs), ``squad:FILE.json`` (paragraphs and questions
-    of its training articles), a ``.txt`` file (one text a line), or a CSV/TSV/JSON Lines column (``column``, else
+    of its training articles; ``squad-paragraphs:FILE.json``: the paragraphs alone, the side a corpus encoder
+    prunes), a ``.txt`` file (one text a line), or a CSV/TSV/JSON Lines column (``column``, else
     ``text`` or ``sentence``, else the only column)."""
     if "+" in source and not Path(source).exists():
         return _unique(t for part in source.split("+") for t in load_texts(part, data_dir, column))
-    if source.startswith("squad:"):  # the training articles of a SQuAD file (never the held-out ones)
+    if source.startswith(("squad:", "squad-paragraphs:")):  # a SQuAD file's training articles, never the held-out
         from .embedding_eval import squad_training_texts
 
-        return squad_training_texts(source[6:])
+        kind, _, path = source.partition(":")
+        return squad_training_texts(path, questions=kind == "squad")
     if source.startswith("glue:"):
         from .data import load_glue_split
 

@@ -88,12 +88,14 @@ def _squad(path):
     return examples, paragraphs, TRAIN_ARTICLES
 
 
-def squad_training_texts(path) -> list[str]:
-    """The paragraphs and questions of the training articles (never the held-out ones retrieval is judged on)."""
+def squad_training_texts(path, questions: bool = True) -> list[str]:
+    """The paragraphs and (unless ``questions`` is False) the questions of the training articles (never the
+    held-out ones retrieval is judged on)."""
     examples, _, train_articles = _squad(path)
     articles = sorted({e["article"] for e in examples})[:train_articles]
     kept = [e for e in examples if e["article"] in set(articles)]
-    return list(dict.fromkeys([e["context"] for e in kept] + [e["question"] for e in kept]))
+    asked = [e["question"] for e in kept] if questions else []
+    return list(dict.fromkeys([e["context"] for e in kept] + asked))
 
 
 def retrieval_task(path) -> tuple[list[str], list[str], np.ndarray, int]:
