@@ -37,7 +37,8 @@ def _layer_range(num_layers: int) -> str:
 _LATENCY = "latency constraint [ours]: the target is a speed-up on this machine"
 _EMBEDDING = (
     "--task embedding: a sentence-embedding model (the teacher: itself, dense) on unlabelled text from "
-    "--train-file (.txt, CSV/JSON Lines column, glue:TASK or squad:FILE.json; several joined by +)"
+    "--train-file (.txt, CSV/JSON Lines column, glue:TASK, squad:FILE.json or squad-paragraphs:FILE.json; several "
+    "joined by +)"
 )
 
 
