@@ -6,8 +6,8 @@ articles' questions), by mean cosine to the dense teacher on two held-out slices
 * short texts: the questions and STS-B sentences of the "dev" slice of ``squad:...+glue:stsb`` (the other recipe's
   own held-out slice; a paragraph-only run never trained on short texts at all).
 
-The same seeded split as ``toprune prune`` (``toprune.selection.split_heldout``). Each model is served as saved (its
-plan, floor and pooling), the teacher is the dense model. Decision rule, fixed before reading: the recipe with the
+The slices are the ones ``toprune prune`` holds out (``toprune.embedding.prepare_embedding``). Each model is
+served as saved (its plan, floor and pooling), the teacher is the dense model. Decision rule, fixed before reading: the recipe with the
 higher mean of the two slices' cosines.
 
     python benchmarks/probes/emb_heldout.py --models runs/emb-floor56-ft/best runs/emb-floor56-para/best \
@@ -23,38 +23,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics.pairwise import paired_cosine_distances
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "src"))
 
 import toprune  # noqa: E402
-from toprune.embedding import load_texts, read_pooling  # noqa: E402
+from toprune.embedding import load_texts, prepare_embedding, read_pooling  # noqa: E402
 from toprune.embedding_eval import encode_with_flops  # noqa: E402
 from toprune.plan import PruningPlan  # noqa: E402
 from toprune.pretrained import resolve_model  # noqa: E402
-from toprune.selection import split_heldout  # noqa: E402
 
 DATA = HERE.parents[2] / "shared" / "data"
 SQUAD = DATA / "squad" / "dev-v1.1.json"
 
 
-def heldout(source: str) -> list[str]:
-    from datasets import Dataset
-
-    _, dev = split_heldout(Dataset.from_dict({"text": load_texts(source, DATA / "glue")}))
-    return list(dev["text"])
+def heldout(tokenizer, source: str) -> list[str]:
+    """The "dev" slice ``toprune prune --task embedding --train-file SOURCE`` holds out (its own split)."""
+    return list(prepare_embedding(tokenizer, source, DATA / "glue").dev_raw["text_a"])
 
 
-def slices() -> dict[str, list[str]]:
+def slices(tokenizer) -> dict[str, list[str]]:
     paragraphs = set(load_texts(f"squad-paragraphs:{SQUAD}"))
-    mixed = heldout(f"squad:{SQUAD}+glue:stsb")
-    return {"passages": heldout(f"squad-paragraphs:{SQUAD}"), "short_texts": [t for t in mixed if t not in paragraphs]}
+    mixed = heldout(tokenizer, f"squad:{SQUAD}+glue:stsb")
+    return {
+        "passages": heldout(tokenizer, f"squad-paragraphs:{SQUAD}"),
+        "short_texts": [t for t in mixed if t not in paragraphs],
+    }
 
 
 def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return 100 * float((a * b).sum(axis=1).mean())
+    return 100 * float(1 - paired_cosine_distances(a, b).mean())
 
 
 def main(argv=None) -> None:
@@ -68,7 +67,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     dense = resolve_model(args.dense)
     tokenizer = toprune.load_tokenizer(dense)
-    texts = slices()
+    texts = slices(tokenizer)
     teacher = toprune.load_model(dense, "AutoModel")
     reference = {
         name: encode_with_flops(teacher, tokenizer, items, read_pooling(dense), max_length=args.max_length)[0]
