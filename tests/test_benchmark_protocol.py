@@ -68,7 +68,7 @@ def test_frontier_times_all_rows_together_and_gives_each_row_its_own_time(monkey
 
     frontier = Frontier.__new__(Frontier)
     frontier.args = SimpleNamespace(batch_sizes=[1, 4], repeats=3, padded_length=8)
-    frontier.rows, frontier.runners, frontier.paper_reference = [], [], {}
+    frontier.served, frontier.paper_reference = [], {}
     frontier.tokenizer, frontier.texts = None, (["a"], None)
     frontier.batches = lambda bs: [{"input_ids": torch.zeros(bs, 3, dtype=torch.long)}]
     monkeypatch.setattr(frontier_module, "padded_batches", lambda tok, a, b, bs, n: [{"input_ids": torch.zeros(bs, n)}])

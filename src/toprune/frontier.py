@@ -19,7 +19,9 @@ a fixed length, is a separate, labelled column (``paper_speedup_vs_dense_padded_
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 
 from .errors import ToPruneError
 from .frontier_verdict import verdict, verdict_markdown
@@ -94,6 +96,15 @@ def padded_batches(tokenizer, texts_a, texts_b, batch_size: int, length: int) ->
     return [{k: v[i : i + batch_size] for k, v in encoded.items()} for i in range(0, len(texts_a), batch_size)]
 
 
+@dataclass
+class Row:
+    """One served graph: its row of the result (metric, backend, ...; ``ms_b*`` added when timed) and its runner."""
+
+    fields: dict
+    label: str
+    run: Callable
+
+
 class Frontier:
     def __init__(self, args, data_dir) -> None:
         from .pretrained import load_tokenizer
@@ -124,9 +135,13 @@ class Frontier:
         dev = self.data.dev_raw.select(range(min(args.examples, len(self.data.dev_raw))))
         self.texts = (list(dev["text_a"]), list(dev["text_b"]) if "text_b" in dev.column_names else None)
         self.workdir = Path(args.workdir) / self.data.name
-        self.rows: list[dict] = []
-        self.runners: list[tuple] = []  # (label, run) of each row, in row order
+        self.served: list[Row] = []
+        self.paper_runner: tuple | None = None  # (label, run): the dense model, set when its folder is measured
         self.paper_reference: dict[str, float] = {}
+
+    @property
+    def rows(self) -> list[dict]:
+        return [row.fields for row in self.served]
 
     def batches(self, batch_size: int) -> list[dict]:
         from .benchmark import make_batches
@@ -152,19 +167,19 @@ class Frontier:
         paper's reference (other, padded inputs) is timed right after each batch size's rows."""
         from .benchmark import time_batches, time_interleaved
 
-        runners = dict(enumerate(self.runners))  # keyed by row index (add keeps both lists in step): labels repeat
+        runners = {i: (row.label, row.run) for i, row in enumerate(self.served)}  # by index: labels repeat
         for bs in self.args.batch_sizes:
             timings = time_interleaved(runners, self.batches(bs), self.args.repeats)
-            for i, row in enumerate(self.rows):
-                row[f"ms_b{bs}"] = timings[i].ms_median
+            for i, row in enumerate(self.served):
+                row.fields[f"ms_b{bs}"] = timings[i].ms_median
             label, run = self.paper_runner
             batches = padded_batches(self.tokenizer, *self.texts, bs, self.args.padded_length)
             self.paper_reference[f"ms_b{bs}"] = time_batches(run, batches, label, self.args.repeats).ms_median
 
     def add(self, base: dict, backend: str, int8: bool, precision: str, metric: float, run, **extra) -> None:
         label = f"{base['model']} {base['target'] or ''} {backend} {precision}".replace("  ", " ")
-        self.rows.append({**base, "backend": backend, "int8": int8, "precision": precision, "metric": metric, **extra})
-        self.runners.append((label, run))  # timed with every other row at the end (time_rows)
+        fields = {**base, "backend": backend, "int8": int8, "precision": precision, "metric": metric, **extra}
+        self.served.append(Row(fields, label, run))  # timed with every other row at the end (time_rows)
 
     def measure(self, folder: str, base: dict, pruned: bool) -> None:
         """Every backend's rows of one model folder."""
