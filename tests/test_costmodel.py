@@ -259,3 +259,45 @@ def test_calibration_and_checks_time_the_lengths_the_data_has():
     batches = [draw_length(generator, 80, data, batch_size=32) for _ in range(50)]  # a batch runs at its longest
     assert sum(n >= 30 for n in batches) > 45 and set(batches) <= {12, 30, 70, 80}
     assert median_length(data) == 16 and median_length(None) is None
+
+
+def test_calibration_times_the_floor_plan_and_random_plans_of_the_runs_own_pruning_layers():
+    """A run pruning from layer 3 only is refused or not on CLS-only-from-layer-3: that plan is calibrated on, and
+    the random plans drop tokens on its layers only; the default layers give the default floor."""
+    from toprune.profile import calibration_configs
+
+    configs = calibration_configs(6, 1, 64, plans=4, lengths_per_plan=3, pruning_layers=[3, 5])
+    plans = [plan for plan, _ in configs if plan is not None]
+    assert all(plan.token_counts(40)[:3] == [40] * 3 for plan in plans)  # layers 0-2 see every token
+    assert sum(plan.token_counts(40)[3:] == [1, 1, 1] for plan in plans) == 3  # the floor, at 3 lengths
+    default = [plan for plan, _ in calibration_configs(6, 1, 64, plans=4, lengths_per_plan=3) if plan is not None]
+    assert sum(plan.token_counts(40)[1:] == [1] * 5 for plan in default) == 3
+
+
+def test_the_profile_key_names_pruning_layers_only_when_they_are_not_the_default(tmp_path):
+    """Profiles of the default layers keep their key (the cache stays valid); other layers are another setting."""
+    import transformers
+
+    from toprune.constraint import cached_profile_path
+
+    model = transformers.BertForSequenceClassification(
+        transformers.BertConfig(
+            hidden_size=32, num_hidden_layers=6, num_attention_heads=4, intermediate_size=64, vocab_size=100
+        )
+    )
+    key = profile_key(model, "pytorch", 1, 1)
+    assert profile_key(model, "pytorch", 1, 1, pruning_layers=[5, 4, 3, 2, 1]) == key
+    custom = profile_key(model, "pytorch", 1, 1, pruning_layers=[4, 3, 3])
+    assert custom["pruning_layers"] == [3, 4] and cached_profile_path(custom) != cached_profile_path(key)
+    cost = LatencyCost(6, (0.1, 0.01, 0.0), (0.1, 0.01), 0.5, key=key)
+    with pytest.raises(ToPruneError, match="pruning_layers"):
+        LatencyCost.load(cost.save(tmp_path / "p.json"), expect=custom)
+    # a file the user names is refused for a run on other layers, both ways
+    with pytest.raises(ToPruneError, match=r"pruning_layers None \(not \[3, 4\]\)"):
+        latency_cost(model, "pytorch", 1, 1, profile_path=tmp_path / "p.json", pruning_layers=[3, 4])
+    LatencyCost(6, (0.1, 0.01, 0.0), (0.1, 0.01), 0.5, key=custom).save(tmp_path / "custom.json")
+    with pytest.raises(ToPruneError, match=r"pruning_layers \[3, 4\] \(not None\)"):
+        latency_cost(model, "pytorch", 1, 1, profile_path=tmp_path / "custom.json")
+    assert (
+        latency_cost(model, "pytorch", 1, 1, profile_path=tmp_path / "custom.json", pruning_layers=[4, 3]).key == custom
+    )

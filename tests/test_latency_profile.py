@@ -243,6 +243,9 @@ def test_profile_command_fits_caches_and_checks(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_code:  # argparse's own one-line error
         main(["profile", str(tmp_path / "model"), "--backend", "tensorrt"])
     assert exit_code.value.code == 2
+    capsys.readouterr()
+    assert main(["profile", str(tmp_path / "model"), "--pruning-layers", "5"]) == 2  # checked before any timing
+    assert "pruning layers must be in 1..1" in capsys.readouterr().err
 
 
 def test_profile_command_with_a_task_caches_the_profile_a_latency_run_reuses(tmp_path, monkeypatch, capsys):

@@ -172,12 +172,15 @@ def test_a_latency_run_profiles_the_lengths_of_its_own_training_data(tmp_path, m
     monkeypatch.setenv("TOPRUNE_CACHE", str(tmp_path / "cache"))
     teacher, tokenizer = tiny_bert_with_tokenizer()
     data = prepare_data(tokenizer, "mrpc", write_small_glue(tmp_path / "data", 40, 10) / "glue", 64, seed=57)
-    asked = []
+    asked, layers_asked = [], []
 
-    def fake_profile(model, backend, batch_size, threads, max_tokens, lengths, scoring=None):
+    def fake_profile(model, backend, batch_size, threads, max_tokens, lengths, scoring=None, pruning_layers=None):
         asked.append(max_tokens)
+        layers_asked.append(pruning_layers)
         assert sorted(lengths) == sorted(pruner_lengths(lengths))
-        key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths), scoring)
+        key = profile_key(
+            model, backend, batch_size, threads, max_tokens, median_length(lengths), scoring, pruning_layers
+        )
         return LatencyCost(model.config.num_hidden_layers, (0.3, 0.01, 1e-4), (0.2, 0.02), 0.4, 0.0, key)
 
     def pruner_lengths(lengths):  # the training split's lengths, as the pruner reads them
@@ -190,6 +193,14 @@ def test_a_latency_run_profiles_the_lengths_of_its_own_training_data(tmp_path, m
     assert asked == [profiled_length(pruner.split_lengths[0], limit)] and asked[0] < limit
     assert cached_profile_path(pruner.cost.key).is_file() and pruner.cost.key["max_tokens"] == asked[0]
     assert pruner.cost.key["median_tokens"] == median_length(pruner.split_lengths[0])
+    assert layers_asked == [None] and "pruning_layers" not in pruner.cost.key
+    # a run on other pruning layers times its own floor plan (CLS only from its first layer): another profile
+    last = teacher.config.num_hidden_layers - 1
+    config = toprune.PruneConfig(
+        max_length=64, target="1.1x", constraint="latency", inference_threads=1, pruning_layers=[last]
+    )
+    pruner = toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, config, log=lambda *_: None)
+    assert layers_asked == [None, [last]] and pruner.cost.key["pruning_layers"] == [last]
 
 
 def test_a_pruned_start_trains_its_plan_as_int8_and_keeps_a_float_model(tmp_path):

@@ -282,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the plans timed score tokens, as the `prune --scorer` the profile is for (default attention; "
         "value-weighted scoring costs more per pruning layer)",
     )
+    p.add_argument(
+        "--pruning-layers",
+        type=int_list,
+        metavar="L,L,...",
+        help="the layers the plans timed drop tokens on, as the `prune --pruning-layers` the profile is for "
+        "(default: the model's default layers)",
+    )
     p.add_argument("--output", help="also save the profile here (it is always cached for `prune`)")
     p.add_argument("--json", action="store_true")
 

@@ -320,8 +320,19 @@ def cmd_profile(args, data_dir):
     lengths = training_lengths(args.model, args.profile_task, data_dir) if args.profile_task else None
     max_tokens = timed_length(model, lengths, args.max_tokens)
     scoring = ScoringSpec(args.scorer)
+    if args.pruning_layers:
+        from .prune_config import PruneConfig, resolve_layers
+
+        resolve_layers(PruneConfig(pruning_layers=args.pruning_layers), model.config.num_hidden_layers)  # checked
     cost = profile(
-        model, args.backend, args.batch_size, threads, max_tokens=max_tokens, lengths=lengths, scoring=scoring
+        model,
+        args.backend,
+        args.batch_size,
+        threads,
+        max_tokens=max_tokens,
+        lengths=lengths,
+        scoring=scoring,
+        pruning_layers=args.pruning_layers,
     )
     cached = cost.save(cached_profile_path(cost.key))
     if args.output:

@@ -32,11 +32,20 @@ def cached_profile_path(key: dict) -> Path:
 
 
 def latency_cost(
-    model, backend: str, batch_size: int, threads: int, profile_path=None, log=print, lengths=None, scoring=None
+    model,
+    backend: str,
+    batch_size: int,
+    threads: int,
+    profile_path=None,
+    log=print,
+    lengths=None,
+    scoring=None,
+    pruning_layers=None,
 ) -> LatencyCost:
     """The model's latency profile for this backend, batch size and thread count, timed on inputs up to the
     :func:`~toprune.costmodel.profiled_length` of ``lengths`` (the examples it will predict for; None: 128 tokens),
-    with plans that score tokens as ``scoring`` (a :class:`~toprune.plan.ScoringSpec`; default attention) says:
+    with plans that score tokens as ``scoring`` (a :class:`~toprune.plan.ScoringSpec`; default attention) says and
+    drop them on ``pruning_layers`` (default: the model's):
     the given file (refused if it was measured for another setting; its length range is the user's call), else the
     cache of this machine, else measured now and cached."""
     import torch
@@ -44,9 +53,10 @@ def latency_cost(
     from .profile import profile, timed_length
 
     max_tokens = timed_length(model, lengths)
-    key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths), scoring)
-    if profile_path:  # the user's file: any range of lengths
-        return LatencyCost.load(profile_path, expect={k: v for k, v in key.items() if k not in LENGTH_KEYS})
+    key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths), scoring, pruning_layers)
+    if profile_path:  # the user's file: any range of lengths, but the run's pruning layers (None: the default ones)
+        expect = {k: v for k, v in key.items() if k not in LENGTH_KEYS} | {"pruning_layers": key.get("pruning_layers")}
+        return LatencyCost.load(profile_path, expect=expect)
     cached = cached_profile_path(key)
     if cached.is_file():
         log(f"latency profile: reusing {cached}")
@@ -61,7 +71,7 @@ def latency_cost(
     # with the caller's random state kept: a run that measures its profile trains like one that reuses it
     with torch.random.fork_rng(devices=[]):
         cost = profile(on_cpu(model), backend, batch_size, threads, max_tokens=max_tokens, lengths=lengths,
-                       scoring=scoring)  # fmt: skip
+                       scoring=scoring, pruning_layers=pruning_layers)  # fmt: skip
     cost.save(cached)
     return cost
 
@@ -137,6 +147,7 @@ class LatencyConstraint(Constraint):
             log=log,
             lengths=lengths,
             scoring=SCORERS[cfg.scorer]().spec(cfg),  # how the run's plans will score: what the runtime pays
+            pruning_layers=cfg.pruning_layers,  # where they drop: the floor plan calibrated on starts there
         )
 
     def judge(self, result: dict, plan, run) -> None:

@@ -114,18 +114,20 @@ def profile_key(
     max_tokens: int = PROFILE_MAX_TOKENS,
     median_tokens: int | None = None,
     scoring=None,
+    pruning_layers=None,
 ) -> dict:
     """What a profile is valid for: the model's shape (not its weights), backend, batch, threads, machine, the
     longest input it timed and, when its lengths were drawn from data, their :func:`median_length` (the fit is a
     line through the lengths profiled: it extrapolates poorly outside them and is weighted where they lie); how the
     plans score tokens (``scoring``, a :class:`~toprune.plan.ScoringSpec`: value norms, merging and a score radius
-    cost more per pruning layer than attention alone) and the versions of the runtimes timed."""
-    from .plan import ScoringSpec
+    cost more per pruning layer than attention alone), the pruning layers when they are not the model's default
+    ones (the floor plan calibrated on starts at the first) and the versions of the runtimes timed."""
+    from .plan import ScoringSpec, default_pruning_layers
 
     c = model.config
     shape = [int(getattr(c, name, 0) or 0) for name in ("num_hidden_layers", "hidden_size", "num_attention_heads")]
     shape.append(int(getattr(c, "intermediate_size", 0) or getattr(c, "hidden_dim", 0)))
-    return {
+    key = {
         "model_type": c.model_type,
         "shape": shape,
         "backend": backend,
@@ -136,7 +138,10 @@ def profile_key(
         "version": PROFILE_VERSION,
         "scoring": scoring_key(scoring or ScoringSpec()),
         "runtime": runtime_versions(backend),
-    } | ({} if median_tokens is None else {"median_tokens": int(median_tokens)})
+    }
+    layers = sorted({int(layer) for layer in pruning_layers or ()})
+    custom = {"pruning_layers": layers} if layers and layers != default_pruning_layers(shape[0]) else {}
+    return key | ({} if median_tokens is None else {"median_tokens": int(median_tokens)}) | custom
 
 
 def scoring_key(scoring) -> dict:

@@ -26,6 +26,7 @@ from .profile import (
     check_plans,
     draw_length,
     in_rounds,
+    key_layers,
     key_scoring,
     longest_input,
     median_ms,
@@ -61,7 +62,7 @@ def check_predictions(
     generator = torch.Generator().manual_seed(seed + 1)
     todo = [
         (plan, draw_length(generator, max_tokens, lengths, batch_size))
-        for plan in check_plans(cost.num_layers, plans, seed, key_scoring(cost))
+        for plan in check_plans(cost.num_layers, plans, seed, key_scoring(cost), key_layers(cost))
     ]
     before = torch.get_num_threads()
     threads = int(cost.key.get("threads", before))
@@ -142,7 +143,7 @@ def check_real_batches(
     todo = [("dense", "dense", None)]
     todo += [
         (f"random {i}", "random", plan)
-        for i, plan in enumerate(check_plans(cost.num_layers, plans, seed, key_scoring(cost)))
+        for i, plan in enumerate(check_plans(cost.num_layers, plans, seed, key_scoring(cost), key_layers(cost)))
     ]
     todo += [(name, "learned", plan) for name, plan in (learned or {}).items()]
     before = torch.get_num_threads()

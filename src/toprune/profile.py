@@ -159,16 +159,23 @@ def random_plan(num_layers: int, pruning_layers: list[int], generator: torch.Gen
     return PruningPlan.from_keep_ratios(num_layers, ratios, num_bins=20, scoring=scoring)
 
 
-def floor_plan(num_layers: int, scoring=None) -> PruningPlan:
-    """Every token but CLS dropped at the first default pruning layer: the plan the reachability floor is judged on.
-    Calibrated on too: random plans (keep 0.2-1 a layer) never come near it, and a fit without it mispredicted it
-    enough to refuse a target that this plan reaches when timed (benchmarks/README.md section 8)."""
-    return PruningPlan.from_keep_ratios(num_layers, {default_pruning_layers(num_layers)[0]: 0.0}, scoring=scoring)
+def floor_plan(num_layers: int, scoring=None, pruning_layers=None) -> PruningPlan:
+    """Every token but CLS dropped at the first pruning layer (default: the first default one): the plan the
+    reachability floor is judged on. Calibrated on too: random plans (keep 0.2-1 a layer) never come near it, and a
+    fit without it mispredicted it enough to refuse a target that this plan reaches when timed (benchmarks/README.md
+    section 8)."""
+    first = min(pruning_layers or default_pruning_layers(num_layers))
+    return PruningPlan.from_keep_ratios(num_layers, {first: 0.0}, scoring=scoring)
 
 
 def key_scoring(cost: LatencyCost) -> ScoringSpec | None:
     """The scoring a profile was timed with (its key), for the checks that time more plans against it."""
     return ScoringSpec.from_dict(cost.key["scoring"]) if "scoring" in cost.key else None
+
+
+def key_layers(cost: LatencyCost) -> list[int] | None:
+    """The pruning layers a profile's plans were drawn on (its key; None: the model's default layers)."""
+    return cost.key.get("pruning_layers")
 
 
 class Timer:
@@ -287,14 +294,16 @@ def calibration_configs(
     seed: int = 0,
     lengths=None,
     scoring=None,
+    pruning_layers=None,
 ) -> list[tuple[PruningPlan | None, list[int]]]:
     """(plan, example lengths of one batch) of every calibration timing: the dense model at several lengths, then
-    random plans and the :func:`floor_plan` at random lengths, drawn from the data's ``lengths`` when given
-    (deterministic in ``seed``: the exports they need can be made ahead)."""
+    random plans and the :func:`floor_plan` on ``pruning_layers`` (default: the model's) at random lengths, drawn
+    from the data's ``lengths`` when given (deterministic in ``seed``: the exports they need can be made ahead)."""
     generator = torch.Generator().manual_seed(seed + 1000)  # lengths; the plans do not depend on the batch size
     dense = dense_lengths(max_tokens, lengths)
     configs = [(None, batch_lengths(batch_size, n, i % 3 == 2, generator)) for i, n in enumerate(dense)]
-    for plan in [*check_plans(num_layers, plans, seed, scoring), floor_plan(num_layers, scoring)]:
+    plans_timed = check_plans(num_layers, plans, seed, scoring, pruning_layers)
+    for plan in [*plans_timed, floor_plan(num_layers, scoring, pruning_layers)]:
         for j in range(lengths_per_plan):
             n = draw_length(generator, max_tokens, lengths, batch_size)
             configs.append((plan, batch_lengths(batch_size, n, j % 2 == 1, generator)))
@@ -342,10 +351,12 @@ def profile(
     progress: bool = True,
     lengths=None,
     scoring: ScoringSpec | None = None,
+    pruning_layers: list[int] | None = None,
 ) -> LatencyCost:
     """The fitted cost model of ``model`` on this machine for this backend, batch size and thread count, timed on
     inputs up to ``max_tokens``: uniform lengths, or drawn from the data's ``lengths`` (its key then records their
-    median), with plans that score tokens as ``scoring`` says (default: attention received).
+    median), with plans that score tokens as ``scoring`` says (default: attention received) and drop tokens on
+    ``pruning_layers`` (default: the model's default layers; a run on other layers has another floor plan).
     ``workdir`` keeps the ONNX Runtime exports (default: a temporary folder)."""
     if backend not in BACKENDS:
         raise ToPruneError(f"--backend {backend}: latency profiles are measured for {', '.join(BACKENDS)} so far")
@@ -367,16 +378,21 @@ def profile(
                 lengths_per_plan or default_lengths,
                 lengths=lengths,
                 scoring=scoring,
+                pruning_layers=pruning_layers,
             )
             counts, drops, times = calibrate(timer, configs, progress)
-        key = profile_key(model, backend, batch_size, threads, max_tokens, median_length(lengths), scoring)
+        key = profile_key(
+            model, backend, batch_size, threads, max_tokens, median_length(lengths), scoring, pruning_layers
+        )
         return fit_latency_cost(counts, times, key, constants, drops)
     finally:
         torch.set_num_threads(before)  # the caller (e.g. a training run) keeps its own thread count
 
 
-def check_plans(num_layers: int, plans: int, seed: int = 1, scoring=None) -> list[PruningPlan]:
-    """``plans`` random plans drawn with ``seed``: the calibration's (seed 0) or a check's (seed 1, other plans);
-    the uniform and the real-batch checks time the same ones, so ONNX Runtime exports each once."""
+def check_plans(num_layers: int, plans: int, seed: int = 1, scoring=None, pruning_layers=None) -> list[PruningPlan]:
+    """``plans`` random plans drawn with ``seed`` on ``pruning_layers`` (default: the model's): the calibration's
+    (seed 0) or a check's (seed 1, other plans); the uniform and the real-batch checks time the same ones, so ONNX
+    Runtime exports each once."""
     generator = torch.Generator().manual_seed(seed)
-    return [random_plan(num_layers, default_pruning_layers(num_layers), generator, scoring) for _ in range(plans)]
+    layers = pruning_layers or default_pruning_layers(num_layers)
+    return [random_plan(num_layers, layers, generator, scoring) for _ in range(plans)]
