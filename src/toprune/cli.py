@@ -16,8 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .costmodel import PROFILE_MAX_TOKENS
-from .cli_types import HelpFormatter, Parser, int_list, non_negative_int, positive_float, positive_int, seed_int
+from .cli_types import HelpFormatter, Parser, int_list, positive_float, positive_int, seed_int
 from .errors import ToPruneError
 from .validate import DEFAULT_SEED
 from .quantize import VARIANTS as INT8_VARIANTS  # torch-free
@@ -243,54 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run folders (from `toprune prune`), each with metrics.jsonl")
     p.add_argument("--output", default="metric_vs_flops.png", help="image file to write")
 
-    p = command("profile", "measure this machine: a latency cost model of the encoder for --constraint latency")
-    p.add_argument("model", help="model folder (dense or pruned: its encoder shape is what counts) or 'minilm'")
-    p.add_argument("--batch-size", type=positive_int, default=1, help="serving batch size (default %(default)s)")
-    p.add_argument("--threads", type=positive_int, help="intra-op threads (default: torch's default here)")
-    p.add_argument(
-        "--backend",
-        choices=["pytorch", "onnxruntime"],
-        default="pytorch",
-        help="eager PyTorch, or ONNX Runtime on the exported graphs (each plan timed is one export)",
-    )
-    p.add_argument(
-        "--task",
-        dest="profile_task",  # not `task`: commands with a task default it to mrpc; a profile without one is uniform
-        metavar="TASK",
-        help="time the lengths of this task's training data (GLUE or SQuAD, read from --data-dir), as "
-        "`prune --constraint latency` does: the profile it caches is the one that run reuses",
-    )
-    p.add_argument("--data-dir", help="GLUE folder for --task (default: ../shared/data/glue if it exists)")
-    p.add_argument(
-        "--max-tokens",
-        type=positive_int,
-        help=f"longest input profiled, lengths uniform up to it (default {PROFILE_MAX_TOKENS}; with --task: the "
-        "data's 99th percentile)",
-    )
-    p.add_argument(
-        "--check-plans",
-        type=non_negative_int,
-        default=12,
-        help="random plans whose measured latency is compared with the prediction (default 12; 0: none)",
-    )
-    from .prune_config import SCORERS
+    from .commands_profile import add_arguments as profile_arguments
 
-    p.add_argument(
-        "--scorer",
-        default="attention",
-        choices=SCORERS,
-        help="how the plans timed score tokens, as the `prune --scorer` the profile is for (default attention; "
-        "value-weighted scoring costs more per pruning layer)",
+    profile_arguments(
+        command("profile", "measure this machine: a latency cost model of the encoder for --constraint latency")
     )
-    p.add_argument(
-        "--pruning-layers",
-        type=int_list,
-        metavar="L,L,...",
-        help="the layers the plans timed drop tokens on, as the `prune --pruning-layers` the profile is for "
-        "(default: the model's default layers)",
-    )
-    p.add_argument("--output", help="also save the profile here (it is always cached for `prune`)")
-    p.add_argument("--json", action="store_true")
 
     from .frontier import add_arguments as frontier_arguments
 

@@ -303,60 +303,7 @@ def cmd_frontier(args, data_dir):
     return cmd_frontier(args, data_dir)
 
 
-def cmd_profile(args, data_dir):
-    import torch
-
-    from .constraint import cached_profile_path
-    from .plan import ScoringSpec
-    from .pretrained import load_model
-    from .latency_check import check_predictions
-    from .profile import profile, timed_length, training_lengths
-
-    _quiet()
-    if args.profile_task and args.max_tokens:
-        raise ToPruneError("--task times its data's own lengths (up to their 99th percentile): drop --max-tokens")
-    model = load_model(args.model)
-    threads = args.threads or torch.get_num_threads()
-    lengths = training_lengths(args.model, args.profile_task, data_dir) if args.profile_task else None
-    max_tokens = timed_length(model, lengths, args.max_tokens)
-    scoring = ScoringSpec(args.scorer)
-    if args.pruning_layers:
-        from .prune_config import PruneConfig, resolve_layers
-
-        resolve_layers(PruneConfig(pruning_layers=args.pruning_layers), model.config.num_hidden_layers)  # checked
-    cost = profile(
-        model,
-        args.backend,
-        args.batch_size,
-        threads,
-        max_tokens=max_tokens,
-        lengths=lengths,
-        scoring=scoring,
-        pruning_layers=args.pruning_layers,
-    )
-    cached = cost.save(cached_profile_path(cost.key))
-    if args.output:
-        cost.save(args.output)
-    result = {"profile": cost.__dict__ | {"cached_at": str(cached)}}
-    if args.check_plans:
-        result["check"] = check_predictions(model, cost, args.check_plans, max_tokens, lengths=lengths)
-    if not args.json:
-        a0, a1, a2 = cost.attention
-        print(f"{cost.key['machine']}: {args.backend}, batch {args.batch_size}, {threads} threads")
-        print(
-            f"per layer: attention {a0:.3f} + {a1:.4f} n + {a2:.6f} n^2 ms, FFN {cost.ffn[0]:.3f} + "
-            f"{cost.ffn[1]:.4f} n ms; fixed {cost.fixed:.3f} ms; pruning overhead {cost.prune_overhead:.3f} + "
-            f"{cost.prune_overhead_per_token:.4f} n ms per dropping layer"
-        )
-        if "check" in result:
-            print(
-                f"{args.check_plans} random plans: median |predicted - measured| / measured = "
-                f"{result['check']['median_abs_error']:.1%}"
-            )
-        print(f"saved: {cached}" + (f" and {args.output}" if args.output else ""))
-    return result
-
-
 # commands kept in modules of their own; cli.py finds every cmd_* here
+from .commands_profile import cmd_profile  # noqa: E402,F401
 from .commands_view import cmd_plot, cmd_show  # noqa: E402,F401
 from .demo import cmd_demo, demo_fingerprint  # noqa: E402,F401
