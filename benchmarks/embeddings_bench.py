@@ -34,151 +34,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from embeddings_st_worker import _st_tokenize, chunks, time_passes  # beside this script
+from embeddings_encoders import numpy_encoder, openvino_call, ort_call, precision_name, st_torch_encoder, torch_encoder
+from embeddings_inputs import Inputs, calibration_texts
+from embeddings_st_worker import time_passes  # beside this script
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 ST_BACKENDS = ("st-onnx", "st-onnx-int8", "st-openvino")  # embeddings_st_worker.py, in another venv
 KEY = ("method", "target", "backend", "int8", "model")
-CALIBRATION_TEXTS = 320  # NNCF's OpenVINO INT8: 20 batches of 16 (section 22's rows were calibrated so)
-
-
-# -- the rows (toprune's venv) -----------------------------------------------------------------------------------
-class Inputs:
-    """The corpus, the held-out questions and the STS-B pairs (cut by the --max-* options for a smoke test)."""
-
-    def __init__(self, args, tokenizer) -> None:
-        from toprune.embedding_eval import retrieval_task, stsb_dev
-
-        paragraphs, questions, gold, held = retrieval_task(args.squad_file)
-        self.all_lengths = [
-            len(x) for x in tokenizer(paragraphs, truncation=True, max_length=args.max_length)["input_ids"]
-        ]
-        if args.max_queries:
-            questions, gold = questions[: args.max_queries], gold[: args.max_queries]
-        if args.max_passages and args.max_passages < len(paragraphs):  # the gold paragraphs, then others in order
-            keep = list(dict.fromkeys([*gold.tolist(), *range(len(paragraphs))]))[: max(args.max_passages, 1)]
-            where = {old: new for new, old in enumerate(keep)}
-            questions = [q for q, g in zip(questions, gold) if g in where]
-            gold = np.array([where[g] for g in gold if g in where])
-            paragraphs = [paragraphs[i] for i in keep]
-        self.paragraphs, self.questions, self.gold, self.heldout_articles = paragraphs, questions, gold, held
-        lengths = [len(x) for x in tokenizer(paragraphs, truncation=True, max_length=args.max_length)["input_ids"]]
-        order = sorted(range(len(paragraphs)), key=lambda i: -lengths[i]) if args.order == "length" else None
-        self.timed = [paragraphs[i] for i in order] if order else list(paragraphs)  # longest first, as ST's encode
-        if args.speed_passages and args.speed_passages < len(self.timed):  # evenly spaced: the same length spread
-            step = len(self.timed) / args.speed_passages
-            self.timed = [self.timed[int(i * step)] for i in range(args.speed_passages)]
-        self.dense_queries = None  # the dense PyTorch model's question embeddings (set by main)
-        self.stsb_a, self.stsb_b, self.stsb_gold = stsb_dev(args.glue_dir)
-        if args.max_pairs:
-            self.stsb_a, self.stsb_b = self.stsb_a[: args.max_pairs], self.stsb_b[: args.max_pairs]
-            self.stsb_gold = self.stsb_gold[: args.max_pairs]
-
-    def texts(self) -> dict:
-        return {
-            "passages": self.paragraphs,
-            "queries": self.questions,
-            "stsb_a": self.stsb_a,
-            "stsb_b": self.stsb_b,
-            "timed": self.timed,
-        }
-
-    def accuracy(self, arrays: dict) -> dict:
-        """Retrieval and STS-B from the row's embeddings of passages, queries, stsb_a, stsb_b."""
-        from toprune.embedding_eval import retrieval_metrics, spearman_of
-
-        out = retrieval_metrics(arrays["queries"], arrays["passages"], self.gold)
-        out["stsb_spearman"] = spearman_of(arrays["stsb_a"], arrays["stsb_b"], self.stsb_gold)
-        if self.dense_queries is not None:  # the asymmetric use: the corpus encoded by this row, the queries dense
-            asym = retrieval_metrics(self.dense_queries, arrays["passages"], self.gold)
-            out.update({f"{k}_dense_queries": v for k, v in asym.items()})
-        return out
-
-    def encode_all(self, encode) -> dict:
-        texts = self.texts()
-        return {name: encode(texts[name]) for name in ("passages", "queries", "stsb_a", "stsb_b")}
-
-
-def torch_encoder(model, tokenizer, pooling, max_length: int):
-    """(encode(texts) -> embeddings, make_batches(texts, B), run(batch), flops(texts) -> unpadded reduction)."""
-    import torch
-
-    from toprune.benchmark import make_batches
-    from toprune.embedding import embed
-    from toprune.embedding_eval import encode_with_flops
-    from toprune.runtime import pruning_state
-
-    state = pruning_state(model)
-
-    def run(batch):
-        with torch.inference_mode():
-            return embed(model, batch, pooling, state)
-
-    return {
-        "encode": lambda texts: encode_with_flops(model, tokenizer, texts, pooling, 64, max_length)[0],
-        "batches": lambda texts, size: [dict(b) for b in make_batches(tokenizer, texts, None, size, max_length)],
-        "run": run,
-        "flops": lambda texts: encode_with_flops(model, tokenizer, texts, pooling, 64, max_length)[1] or 1.0,
-    }
-
-
-def st_torch_encoder(st, max_length: int):
-    import torch
-
-    st.max_seq_length = max_length
-
-    def run(features):
-        with torch.inference_mode():
-            return st.forward(dict(features))["sentence_embedding"]
-
-    return {
-        "encode": lambda texts: st.encode(texts, batch_size=64, convert_to_numpy=True),
-        "batches": lambda texts, size: [_st_tokenize(st, c) for c in chunks(texts, size)],
-        "run": run,
-    }
-
-
-def numpy_encoder(call, tokenizer, inputs: list[str], max_length: int):
-    """ONNX Runtime or OpenVINO: ``call(feed) -> (B, d)`` on numpy int64 inputs."""
-    from toprune.benchmark import make_batches
-
-    def batches(texts, size):
-        return [
-            {k: v.numpy() for k, v in b.items() if k in inputs}
-            for b in make_batches(tokenizer, texts, None, size, max_length)
-        ]
-
-    def encode(texts):
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.concatenate([call(b) for b in batches([texts[i] for i in order], 64)])
-        result = np.empty_like(out)
-        result[order] = out
-        return result
-
-    return {"encode": encode, "batches": batches, "run": call}
-
-
-def ort_call(folder: Path, int8: bool, threads: int):
-    from toprune.serve import INT8_FILENAME, ONNX_FILENAME, make_session
-
-    session = make_session(folder / (INT8_FILENAME if int8 else ONNX_FILENAME), threads)
-    return lambda feed: session.run(["sentence_embedding"], feed)[0]
-
-
-def openvino_call(folder: Path, threads: int):
-    """OpenVINO on the fp32 export, compiled as the INT8 row and the frontier compile (``OpenVinoSession``: latency
-    hint, one request), in bf16 where the CPU has the units, else f32; returns the call and the precision it ran."""
-    from toprune.openvino_backend import OpenVinoSession, graph_path
-
-    session = OpenVinoSession(graph_path(folder, "bf16"), "bf16", threads)
-    return (lambda feed: session.run(["sentence_embedding"], feed)[0]), precision_name(session.hint)
-
-
-def precision_name(hint) -> str:
-    """'bfloat16' from OpenVINO's "<Type: 'bfloat16'>" (the hint's text as it prints)."""
-    text = str(hint)
-    return text.split("'")[-2] if text.count("'") >= 2 else text
 
 
 # -- main ----------------------------------------------------------------------------------------------------------
@@ -345,18 +208,6 @@ def backend_rows(args, model, tokenizer, pooling, name: str, folder, dense: bool
             return encoder
 
         yield "openvino", True, "OpenVINO NNCF INT8 on toprune's ONNX export", openvino_int8
-
-
-def calibration_texts(squad_file) -> list[str]:
-    """NNCF's calibration inputs: a few hundred texts of the SQuAD file's *training* articles (paragraphs and
-    questions alike, evenly spaced in the list), never the held-out articles' questions that are scored; their
-    paragraphs are in the scored corpus as distractors, as they are in the embedding model's training text. A
-    calibrated graph is kept in ``--workdir`` and reused: delete it after changing the file."""
-    from toprune.embedding_eval import squad_training_texts
-
-    texts = squad_training_texts(squad_file)
-    step = max(1, len(texts) // CALIBRATION_TEXTS)
-    return texts[::step][:CALIBRATION_TEXTS]
 
 
 def measure(args, inputs, encoder, row) -> None:
