@@ -274,6 +274,18 @@ def test_calibration_times_the_floor_plan_and_random_plans_of_the_runs_own_pruni
     assert sum(plan.token_counts(40)[1:] == [1] * 5 for plan in default) == 3
 
 
+def test_layers_given_in_another_order_or_repeated_are_calibrated_on_the_same_plans():
+    """They share one profile key (sorted, de-duplicated), so they must share the timed plans too."""
+    from toprune.profile import check_plans
+
+    def ratios(layers):
+        return [plan.to_dict() for plan in check_plans(6, 3, seed=0, pruning_layers=layers)]
+
+    assert ratios([5, 3]) == ratios([3, 5]) == ratios([3, 5, 5])
+    assert ratios([5, 4, 3, 2, 1]) == ratios(None)
+    assert ratios([3, 5]) != ratios([3, 4])
+
+
 def test_the_profile_key_names_pruning_layers_only_when_they_are_not_the_default(tmp_path):
     """Profiles of the default layers keep their key (the cache stays valid); other layers are another setting."""
     import transformers

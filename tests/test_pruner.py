@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import toprune
+from toprune.errors import ToPruneError
 from toprune.train import prepare_data, seed_everything
 
 from .behaviour_reference import BASE, this_cpu_reference
@@ -201,6 +202,13 @@ def test_a_latency_run_profiles_the_lengths_of_its_own_training_data(tmp_path, m
     )
     pruner = toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, config, log=lambda *_: None)
     assert layers_asked == [None, [last]] and pruner.cost.key["pruning_layers"] == [last]
+    # a layer out of range is named as the option, before anything is timed
+    config = toprune.PruneConfig(
+        max_length=64, target="1.1x", constraint="latency", inference_threads=1, pruning_layers=[last + 1]
+    )
+    with pytest.raises(ToPruneError, match="pruning layers must be in"):
+        toprune.Pruner(copy.deepcopy(teacher), teacher, tokenizer, data, config, log=lambda *_: None)
+    assert layers_asked == [None, [last]]
 
 
 def test_a_pruned_start_trains_its_plan_as_int8_and_keeps_a_float_model(tmp_path):

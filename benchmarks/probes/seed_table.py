@@ -28,11 +28,17 @@ def run_row(folder: Path) -> dict:
         "warmup_epochs": config["warmup_epochs"],
         "kept_step": best.get("step"),
         "steps": summary["steps"],
-        "selection_metric": round(best["metric"], 2),
-        "dev_metric": round(dev["metric"], 2),
-        "flops_reduction_unpadded": round(dev["flops_reduction_unpadded"], 3),
-        "flops_reduction_padded": round(dev["flops_reduction_padded"], 2),
+        "selection_metric": best["metric"],
+        "dev_metric": dev["metric"],
+        "flops_reduction_unpadded": dev["flops_reduction_unpadded"],
+        "flops_reduction_padded": dev["flops_reduction_padded"],
     }
+
+
+def finished(folder: Path) -> bool:
+    """A summary with a kept model read on dev (a run that never met its target writes ``"dev": null``)."""
+    path = folder / "summary.json"
+    return path.is_file() and json.loads(path.read_text()).get("dev") is not None
 
 
 def group_row(label: str, folders: list[str]) -> dict:
@@ -41,7 +47,7 @@ def group_row(label: str, folders: list[str]) -> dict:
     def spread(key: str) -> dict:
         values = [r[key] for r in runs]
         std = statistics.stdev(values) if len(values) > 1 else None
-        return {key: round(statistics.mean(values), 2), f"{key}_std": None if std is None else round(std, 2)}
+        return {key: statistics.mean(values), f"{key}_std": std}  # rounded where printed, not before the mean
 
     return {"group": label, "seeds": [r["seed"] for r in runs], **spread("dev_metric"), **spread("selection_metric"),
             **spread("flops_reduction_unpadded"), "runs": runs}  # fmt: skip
@@ -53,9 +59,12 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     for group in args.group:
-        missing = [f for f in group[1:] if not (Path(f) / "summary.json").is_file()]
+        missing = [f for f in group[1:] if not finished(Path(f))]
         if len(group) < 2 or missing:
-            parser.error(f"--group {group[0]!r}: needs finished run folders ({', '.join(missing) or 'none given'})")
+            parser.error(
+                f"--group {group[0]!r}: needs finished runs that met their target "
+                f"({', '.join(missing) or 'no folder given'})"
+            )
     rows = [group_row(group[0], group[1:]) for group in args.group]
     Path(args.output).write_text(json.dumps({"what": __doc__.split("\n\n")[0], "rows": rows}, indent=1) + "\n")
     for r in rows:

@@ -74,14 +74,14 @@ def cmd_profile(args, data_dir):
     if args.profile_task and args.max_tokens:
         raise ToPruneError("--task times its data's own lengths (up to their 99th percentile): drop --max-tokens")
     model = load_model(args.model)
+    if args.pruning_layers:  # checked before the training set is tokenised (slow for SQuAD)
+        from .prune_config import PruneConfig, resolve_layers
+
+        resolve_layers(PruneConfig(pruning_layers=args.pruning_layers), model.config.num_hidden_layers)
     threads = args.threads or torch.get_num_threads()
     lengths = training_lengths(args.model, args.profile_task, data_dir) if args.profile_task else None
     max_tokens = timed_length(model, lengths, args.max_tokens)
     scoring = ScoringSpec(args.scorer)
-    if args.pruning_layers:
-        from .prune_config import PruneConfig, resolve_layers
-
-        resolve_layers(PruneConfig(pruning_layers=args.pruning_layers), model.config.num_hidden_layers)  # checked
     cost = profile(
         model,
         args.backend,

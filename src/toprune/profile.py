@@ -394,5 +394,6 @@ def check_plans(num_layers: int, plans: int, seed: int = 1, scoring=None, prunin
     (seed 0) or a check's (seed 1, other plans); the uniform and the real-batch checks time the same ones, so ONNX
     Runtime exports each once."""
     generator = torch.Generator().manual_seed(seed)
-    layers = pruning_layers or default_pruning_layers(num_layers)
+    # sorted and de-duplicated as the profile key is: layers given in another order are the same profile
+    layers = sorted(set(pruning_layers)) if pruning_layers else default_pruning_layers(num_layers)
     return [random_plan(num_layers, layers, generator, scoring) for _ in range(plans)]

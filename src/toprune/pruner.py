@@ -76,10 +76,11 @@ class Pruner(TrainingSteps):
         self.check_teacher()
         config_ = self.student.config
         self.dims = EncoderDims.from_config(config_)
+        # checked before the latency constraint calibrates on them: a bad --pruning-layers is named, not timed
+        self.layers, self.rank_layers = resolve_layers(cfg, config_.num_hidden_layers)
         # what the constraint counts: MACs (self.dims) or measured milliseconds; FLOPs are reported either way
         self.cost = constraint_cost(self.constraint, self.teacher, cfg, log, lengths=self.split_lengths[0])
         self.regression = self.data.kind != "qa" and self.data.labels is None
-        self.layers, self.rank_layers = resolve_layers(cfg, config_.num_hidden_layers)
         # the dense reference of the constraint: each example at its own length, or the padded length
         self.reference = cfg.padded_length if cfg.convention == "padded" else None
         self._check_reachable()
