@@ -122,7 +122,7 @@ def profile_key(
     plans score tokens (``scoring``, a :class:`~toprune.plan.ScoringSpec`: value norms, merging and a score radius
     cost more per pruning layer than attention alone), the pruning layers when they are not the model's default
     ones (the floor plan calibrated on starts at the first) and the versions of the runtimes timed."""
-    from .plan import ScoringSpec, default_pruning_layers
+    from .plan import ScoringSpec, default_pruning_layers, pruning_layers_or_default
 
     c = model.config
     shape = [int(getattr(c, name, 0) or 0) for name in ("num_hidden_layers", "hidden_size", "num_attention_heads")]
@@ -139,8 +139,8 @@ def profile_key(
         "scoring": scoring_key(scoring or ScoringSpec()),
         "runtime": runtime_versions(backend),
     }
-    layers = sorted({int(layer) for layer in pruning_layers or ()})
-    custom = {"pruning_layers": layers} if layers and layers != default_pruning_layers(shape[0]) else {}
+    layers = pruning_layers_or_default(pruning_layers, shape[0])
+    custom = {"pruning_layers": layers} if pruning_layers and layers != default_pruning_layers(shape[0]) else {}
     return key | ({} if median_tokens is None else {"median_tokens": int(median_tokens)}) | custom
 
 

@@ -77,6 +77,12 @@ def default_pruning_layers(num_layers: int) -> list[int]:
     return list(range(first, num_layers))
 
 
+def pruning_layers_or_default(pruning_layers, num_layers: int) -> list[int]:
+    """The given pruning layers sorted and de-duplicated (one setting however they are written), else the default
+    ones: what a run prunes on, what a latency profile is keyed by and calibrated on."""
+    return sorted({int(layer) for layer in pruning_layers}) if pruning_layers else default_pruning_layers(num_layers)
+
+
 def below_floor(m: int, min_tokens: int) -> bool:
     """[ours] Does an input with m candidates (its tokens but CLS) at a pruning layer keep them all there: fewer
     than ``min_tokens`` tokens, CLS included (short texts cost little and lose the most per token removed)."""

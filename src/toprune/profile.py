@@ -45,7 +45,7 @@ from .costmodel import (
     profiled_length,
 )
 from .errors import ToPruneError
-from .plan import PruningPlan, ScoringSpec, default_pruning_layers
+from .plan import PruningPlan, ScoringSpec, pruning_layers_or_default
 from .scoring import self_attention
 
 BACKENDS = ("pytorch", "onnxruntime")
@@ -164,7 +164,7 @@ def floor_plan(num_layers: int, scoring=None, pruning_layers=None) -> PruningPla
     reachability floor is judged on. Calibrated on too: random plans (keep 0.2-1 a layer) never come near it, and a
     fit without it mispredicted it enough to refuse a target that this plan reaches when timed (benchmarks/README.md
     section 8)."""
-    first = min(pruning_layers or default_pruning_layers(num_layers))
+    first = min(pruning_layers_or_default(pruning_layers, num_layers))
     return PruningPlan.from_keep_ratios(num_layers, {first: 0.0}, scoring=scoring)
 
 
@@ -394,6 +394,5 @@ def check_plans(num_layers: int, plans: int, seed: int = 1, scoring=None, prunin
     (seed 0) or a check's (seed 1, other plans); the uniform and the real-batch checks time the same ones, so ONNX
     Runtime exports each once."""
     generator = torch.Generator().manual_seed(seed)
-    # sorted and de-duplicated as the profile key is: layers given in another order are the same profile
-    layers = sorted(set(pruning_layers)) if pruning_layers else default_pruning_layers(num_layers)
+    layers = pruning_layers_or_default(pruning_layers, num_layers)  # as the profile key has them
     return [random_plan(num_layers, layers, generator, scoring) for _ in range(plans)]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from .embedding import LOSSES as EMBEDDING_LOSSES
 from .errors import ToPruneError
 from .gates import GATE_INIT
-from .plan import check_min_tokens, default_pruning_layers
+from .plan import check_min_tokens, default_pruning_layers, pruning_layers_or_default
 from .selection import SELECT_ON, check_select_on
 from .squad import is_squad
 from .validate import DEFAULT_SEED, check_count, check_seed
@@ -280,7 +280,7 @@ def task_defaults(task: str | None, max_length: int | None, padded_length: int |
 def resolve_layers(cfg: PruneConfig, num_layers: int) -> tuple[list[int], list[int]]:
     """Pruning layers and rank (score) layers. The authors distil into the first ~L/4 score layers, the later ones
     ranking well on their own; an answer target is distilled into every layer whose scores decide a drop."""
-    layers = sorted(set(cfg.pruning_layers)) if cfg.pruning_layers else default_pruning_layers(num_layers)
+    layers = pruning_layers_or_default(cfg.pruning_layers, num_layers)
     if not all(1 <= layer < num_layers for layer in layers):
         raise ToPruneError(
             f"pruning layers must be in 1..{num_layers - 1} (layer 0 always sees every token), got {cfg.pruning_layers}"
